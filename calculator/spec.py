@@ -1,0 +1,662 @@
+"""What the memory model needs to know about a model, read from its `config.json` as data.
+
+`model_spec_from_config` turns a Hugging Face config dict into a frozen `ModelSpec`: the shapes
+that drive every memory term (layers, heads, head_dim, KV layout per layer, experts) and an
+inventory of the model's linear layers, so weights, quantization and LoRA adapters are counted
+module by module, the way `accelerate estimate-memory` counts a meta-device model, but without
+importing torch or running any repository code.
+
+Parameter counts derived here are checked in tests against the exact counts of real checkpoints
+(safetensors metadata), e.g. Llama-3.1-8B = 8,030,261,248.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .errors import MalformedConfigError, UnsupportedArchitectureError
+
+AttentionKind = Literal["full", "sliding", "mla"]
+ModuleRole = Literal["attention", "mlp", "expert", "router", "head", "other"]
+ParamSource = Literal["safetensors", "catalog", "config"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinearGroup:
+    """`count` identical linear weights, e.g. `q_proj` in each of 32 layers.
+
+    `active_count` is how many of them one token passes through (MoE: layers x experts per
+    token); it equals `count` for dense modules. `is_nn_linear` is False for experts stored as
+    fused 3-D parameters (transformers 5 MoE blocks), which LoRA's "all-linear" does not adapt.
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    count: int
+    role: ModuleRole
+    bias: bool = False
+    active_count: int = -1
+    is_nn_linear: bool = True
+
+    def __post_init__(self) -> None:
+        if self.active_count < 0:
+            object.__setattr__(self, "active_count", self.count)
+
+    @property
+    def weight_params(self) -> int:
+        return self.count * self.in_features * self.out_features
+
+    @property
+    def bias_params(self) -> int:
+        return self.count * self.out_features if self.bias else 0
+
+    @property
+    def num_params(self) -> int:
+        return self.weight_params + self.bias_params
+
+    @property
+    def active_params(self) -> int:
+        return self.active_count * (self.in_features * self.out_features + (self.out_features if self.bias else 0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuantizationConfig:
+    """A checkpoint's `quantization_config`, reduced to what changes its size in memory."""
+
+    method: Literal["gptq", "awq", "bnb-4bit", "bnb-int8", "fp8", "mxfp4", "compressed-tensors"]
+    bits: int
+    group_size: int = 128
+    double_quant: bool = False
+    desc_act: bool = False
+    modules_not_converted: tuple[str, ...] = ()
+    block_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """Architecture facts of one model, all counts in elements (not bytes)."""
+
+    model_id: str
+    model_type: str
+    architecture: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    # Per decoder layer that holds a KV cache: "full", "sliding" (keeps `sliding_window` tokens) or
+    # "mla" (DeepSeek latent cache). Encoder-only models have none.
+    layer_types: tuple[AttentionKind, ...]
+    sliding_window: int | None = None
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    num_moe_layers: int = 0
+    num_shared_experts: int = 0
+    is_encoder_decoder: bool = False
+    is_causal_lm: bool = True
+    num_encoder_layers: int = 0
+    tie_word_embeddings: bool = False
+    checkpoint_dtype: str = "bf16"
+    linears: tuple[LinearGroup, ...] = ()
+    embedding_params: int = 0
+    # Norms, biases outside linears, attention sinks, codebooks: kept in the compute dtype.
+    other_params: int = 0
+    quantization: QuantizationConfig | None = None
+    # Exact counts from the checkpoint (safetensors metadata or the catalog), when known.
+    exact_num_params: int | None = None
+    exact_weight_bytes: int | None = None
+    param_source: ParamSource = "config"
+    notes: tuple[str, ...] = ()
+    raw_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def config_num_params(self) -> int:
+        """Parameters by config arithmetic (what `from_config` on the meta device would count)."""
+        return sum(g.num_params for g in self.linears) + self.embedding_params + self.other_params
+
+    @property
+    def num_params(self) -> int:
+        """Total parameters: the checkpoint's exact count when known, else config arithmetic."""
+        return self.exact_num_params if self.exact_num_params is not None else self.config_num_params
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token touches (MoE: routed experts per token + shared parts)."""
+        dense = sum(g.active_params for g in self.linears)
+        return dense + self.other_params + self.hidden_size  # one embedding row per token
+        # (The embedding table is read one row per token; the LM head is a full linear group.)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def num_kv_layers(self) -> int:
+        return len(self.layer_types)
+
+    def with_exact_counts(self, *, num_params: int | None, weight_bytes: int | None, source: ParamSource) -> ModelSpec:
+        return replace(self, exact_num_params=num_params, exact_weight_bytes=weight_bytes, param_source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# Config reading helpers
+# --------------------------------------------------------------------------------------------
+
+# Nested text configs of multimodal / composite models (read as the language model).
+_NESTED_TEXT_KEYS = ("text_config", "llm_config", "language_config", "thinker_config")
+
+# torch_dtype / dtype strings to our precision names.
+_DTYPE_NAMES = {
+    "float32": "fp32",
+    "float": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+}
+
+
+def _get(cfg: Mapping[str, Any], *keys: str, default: Any = ..., model_id: str = "") -> Any:
+    for key in keys:
+        value = cfg.get(key)
+        if value is not None:
+            return value
+    if default is ...:
+        names = " / ".join(f"`{k}`" for k in keys)
+        raise MalformedConfigError(
+            f"config.json of {model_id or 'this model'} has no {names}; every "
+            f"{cfg.get('model_type', 'model')} config needs it. Check the file or pass a local copy."
+        )
+    return default
+
+
+def _int(cfg: Mapping[str, Any], *keys: str, default: Any = ..., model_id: str = "") -> int:
+    value = _get(cfg, *keys, default=default, model_id=model_id)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or int(value) != value:
+        if value is default:
+            return value
+        raise MalformedConfigError(
+            f"config.json of {model_id or 'this model'}: `{keys[0]}` should be a non-negative integer, got {value!r}."
+        )
+    return int(value)
+
+
+def checkpoint_dtype(cfg: Mapping[str, Any]) -> str:
+    raw = cfg.get("dtype") or cfg.get("torch_dtype")
+    if isinstance(raw, str):
+        return _DTYPE_NAMES.get(raw.replace("torch.", ""), "bf16")
+    return "fp32" if raw is None and cfg.get("model_type") in {"bert", "roberta", "t5", "gpt2", "opt"} else "bf16"
+
+
+def parse_quantization_config(cfg: Mapping[str, Any]) -> QuantizationConfig | None:
+    """Read `quantization_config` of a pre-quantized checkpoint (GPTQ, AWQ, bnb, fp8, MXFP4)."""
+    q = cfg.get("quantization_config")
+    if not isinstance(q, Mapping):
+        return None
+    method = str(q.get("quant_method", "")).lower()
+    skip = tuple(q.get("modules_to_not_convert") or q.get("llm_int8_skip_modules") or ())
+    if method == "gptq":
+        return QuantizationConfig(
+            method="gptq",
+            bits=int(q.get("bits", 4)),
+            group_size=int(q.get("group_size", 128)),
+            desc_act=bool(q.get("desc_act", False)),
+            modules_not_converted=skip,
+        )
+    if method == "awq":
+        return QuantizationConfig(
+            method="awq", bits=int(q.get("bits", q.get("w_bit", 4))), group_size=int(q.get("group_size", q.get("q_group_size", 128))),
+            modules_not_converted=skip,
+        )
+    if method == "bitsandbytes":
+        if q.get("load_in_4bit"):
+            return QuantizationConfig(
+                method="bnb-4bit", bits=4, group_size=64,
+                double_quant=bool(q.get("bnb_4bit_use_double_quant", False)), modules_not_converted=skip,
+            )
+        return QuantizationConfig(method="bnb-int8", bits=8, modules_not_converted=skip)
+    if method in {"fp8", "fbgemm_fp8"}:
+        block = q.get("weight_block_size")
+        return QuantizationConfig(
+            method="fp8", bits=8, modules_not_converted=skip,
+            block_size=(int(block[0]), int(block[1])) if block else None,
+        )
+    if method == "mxfp4":
+        return QuantizationConfig(method="mxfp4", bits=4, group_size=32, modules_not_converted=skip)
+    raise UnsupportedArchitectureError(
+        f"quantization method {method or '(none given)'!r} in quantization_config is not supported "
+        "yet (supported: gptq, awq, bitsandbytes, fp8, mxfp4). Use the unquantized base model id "
+        "and pick the precision instead."
+    )
+
+
+def _text_config(cfg: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
+    notes: list[str] = []
+    for key in _NESTED_TEXT_KEYS:
+        nested = cfg.get(key)
+        if isinstance(nested, Mapping) and nested:
+            merged = dict(nested)
+            for inherit in ("tie_word_embeddings", "torch_dtype", "dtype", "quantization_config"):
+                if inherit not in merged and inherit in cfg:
+                    merged[inherit] = cfg[inherit]
+            if cfg.get("vision_config") is not None or cfg.get("audio_config") is not None:
+                notes.append(
+                    f"Memory is modelled for the language model in `{key}`; vision/audio towers "
+                    "are counted only through the checkpoint's exact parameter count."
+                )
+            return merged, notes
+    return cfg, notes
+
+
+# --------------------------------------------------------------------------------------------
+# Family builders
+# --------------------------------------------------------------------------------------------
+
+_LLAMA_LIKE = {
+    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "gemma", "gemma2",
+    "gemma3_text", "gemma3", "phi3", "olmo", "olmo2", "granite", "smollm3", "gpt_oss", "higgs_audio_v2",
+    "higgs_audio", "cohere", "starcoder2", "stablelm", "internlm2", "yi", "glm", "exaone", "ministral",
+    "mistral3", "llama4_text", "helium", "hunyuan_v1_dense",
+}
+
+
+def _layer_types(cfg: Mapping[str, Any], num_layers: int) -> tuple[AttentionKind, ...]:
+    """Which layers keep a full cache and which a sliding window.
+
+    Explicit `layer_types` (Gemma 2/3, gpt-oss, Qwen3 hybrids) wins; otherwise Mistral-style
+    `sliding_window` applies to every layer, Qwen2-style `use_sliding_window` to layers from
+    `max_window_layers` on (transformers `Qwen2Config`).
+    """
+    window = cfg.get("sliding_window")
+    explicit = cfg.get("layer_types")
+    if isinstance(explicit, list) and len(explicit) == num_layers:
+        return tuple("sliding" if "sliding" in str(t) else "full" for t in explicit)
+    if not window:
+        return ("full",) * num_layers
+    if cfg.get("model_type") in {"qwen2", "qwen3", "qwen2_moe", "qwen3_moe"}:
+        if not cfg.get("use_sliding_window", False):
+            return ("full",) * num_layers
+        first_sliding = int(cfg.get("max_window_layers", num_layers))
+        return tuple("sliding" if i >= first_sliding else "full" for i in range(num_layers))
+    if cfg.get("model_type") == "gemma2":
+        return tuple("sliding" if i % 2 == 0 else "full" for i in range(num_layers))
+    return ("sliding",) * num_layers
+
+
+def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
+    """Decoder-only transformers of the Llama family (RMSNorm, rotary, gated MLP), incl. MoE."""
+    model_type = cfg["model_type"]
+    h = _int(cfg, "hidden_size", model_id=model_id)
+    layers = _int(cfg, "num_hidden_layers", model_id=model_id)
+    heads = _int(cfg, "num_attention_heads", model_id=model_id)
+    kv_heads = _int(cfg, "num_key_value_heads", default=heads, model_id=model_id)
+    head_dim = _int(cfg, "head_dim", default=h // heads if heads else 0, model_id=model_id)
+    inter = _int(cfg, "intermediate_size", model_id=model_id)
+    vocab = _int(cfg, "vocab_size", model_id=model_id)
+    if not (h and layers and heads and vocab):
+        raise MalformedConfigError(f"config.json of {model_id}: hidden_size, num_hidden_layers, num_attention_heads and vocab_size must be positive.")
+    if heads % max(kv_heads, 1):
+        raise MalformedConfigError(
+            f"config.json of {model_id}: num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})."
+        )
+    # Qwen2 has q/k/v biases without saying so in the config (transformers Qwen2Attention).
+    qkv_bias = bool(cfg.get("attention_bias", model_type in {"qwen2", "qwen2_moe"}))
+    o_bias = bool(cfg.get("attention_bias", False)) and model_type in {"gpt_oss", "llama", "granite", "olmo"}
+    mlp_bias = bool(cfg.get("mlp_bias", False))
+    q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    linears: list[LinearGroup] = [
+        LinearGroup(name="q_proj", in_features=h, out_features=q_dim, count=layers, role="attention", bias=qkv_bias),
+        LinearGroup(name="k_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=qkv_bias),
+        LinearGroup(name="v_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=qkv_bias),
+        LinearGroup(name="o_proj", in_features=q_dim, out_features=h, count=layers, role="attention", bias=o_bias),
+    ]
+    norms_per_layer = 2
+    if model_type in {"gemma2", "gemma3_text", "gemma3"}:
+        norms_per_layer = 4  # pre/post attention and pre/post feed-forward norms
+    other = layers * norms_per_layer * h + h  # + final norm
+    if model_type in {"qwen3", "qwen3_moe", "gemma3_text", "gemma3", "olmo2"}:
+        other += layers * 2 * head_dim  # q_norm and k_norm (per head_dim)
+    if model_type == "gpt_oss":
+        other += layers * heads  # attention sinks, one per head
+
+    # Mixture of experts: which layers are MoE and their expert shape.
+    num_experts = _int(cfg, "num_local_experts", "num_experts", "n_routed_experts", default=0, model_id=model_id)
+    top_k = _int(cfg, "num_experts_per_tok", "experts_per_token", default=0, model_id=model_id)
+    moe_inter = _int(cfg, "moe_intermediate_size", default=inter, model_id=model_id) if num_experts else 0
+    shared_experts = 0
+    moe_layers = 0
+    if num_experts:
+        sparse_step = int(cfg.get("decoder_sparse_step", 1) or 1)
+        mlp_only = set(cfg.get("mlp_only_layers") or [])
+        moe_layers = sum(1 for i in range(layers) if i not in mlp_only and (i + 1) % sparse_step == 0)
+        expert_bias = model_type == "gpt_oss"
+        linears += [
+            LinearGroup(name="experts.gate_up_proj", in_features=h, out_features=2 * moe_inter, count=moe_layers * num_experts,
+                        active_count=moe_layers * top_k, role="expert", bias=expert_bias, is_nn_linear=False),
+            LinearGroup(name="experts.down_proj", in_features=moe_inter, out_features=h, count=moe_layers * num_experts,
+                        active_count=moe_layers * top_k, role="expert", bias=expert_bias, is_nn_linear=False),
+            LinearGroup(name="router", in_features=h, out_features=num_experts, count=moe_layers, role="router",
+                        bias=model_type == "gpt_oss"),
+        ]
+        if model_type == "qwen2_moe":
+            shared_inter = _int(cfg, "shared_expert_intermediate_size", model_id=model_id)
+            shared_experts = 1
+            linears += [
+                LinearGroup(name="shared_expert.gate_proj", in_features=h, out_features=shared_inter, count=moe_layers, role="mlp"),
+                LinearGroup(name="shared_expert.up_proj", in_features=h, out_features=shared_inter, count=moe_layers, role="mlp"),
+                LinearGroup(name="shared_expert.down_proj", in_features=shared_inter, out_features=h, count=moe_layers, role="mlp"),
+                LinearGroup(name="shared_expert_gate", in_features=h, out_features=1, count=moe_layers, role="router"),
+            ]
+    dense_layers = layers - moe_layers
+    ffn_copies = 2 if model_type in {"higgs_audio_v2", "higgs_audio"} else 1  # DualFFN: text + audio MLP
+    if dense_layers:
+        for copy in range(ffn_copies):
+            prefix = "" if copy == 0 else "audio_"
+            linears += [
+                LinearGroup(name=f"{prefix}mlp.gate_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp", bias=mlp_bias),
+                LinearGroup(name=f"{prefix}mlp.up_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp", bias=mlp_bias),
+                LinearGroup(name=f"{prefix}mlp.down_proj", in_features=inter, out_features=h, count=dense_layers, role="mlp", bias=mlp_bias),
+            ]
+    if ffn_copies == 2:
+        other += layers * 2 * h  # the audio FFN's own pre/post norms
+
+    tie = bool(cfg.get("tie_word_embeddings", model_type in {"gemma", "gemma2", "gemma3_text", "gemma3"}))
+    embedding = vocab * h
+    notes: list[str] = []
+    if model_type in {"higgs_audio_v2", "higgs_audio"}:
+        codebooks = _int(cfg, "num_codebooks", default=8, model_id=model_id)
+        codebook_size = _int(cfg, "codebook_size", default=1024, model_id=model_id)
+        # Audio codebook embeddings (codebook_size + stream BOS/EOS per codebook) and audio LM head.
+        embedding += codebooks * (codebook_size + 2) * h
+        linears.append(LinearGroup(name="audio_lm_head", in_features=h, out_features=codebooks * (codebook_size + 2), count=1, role="head"))
+        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them.")
+    if not tie:
+        linears.append(LinearGroup(name="lm_head", in_features=h, out_features=vocab, count=1, role="head"))
+
+    window = cfg.get("sliding_window")
+    return ModelSpec(
+        model_id=model_id,
+        model_type=model_type,
+        architecture=(cfg.get("architectures") or [model_type])[0],
+        hidden_size=h,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=inter,
+        vocab_size=vocab,
+        max_position_embeddings=_int(cfg, "max_position_embeddings", default=4096, model_id=model_id),
+        layer_types=_layer_types(cfg, layers),
+        sliding_window=int(window) if window else None,
+        num_experts=num_experts,
+        num_experts_per_tok=top_k,
+        moe_intermediate_size=moe_inter,
+        num_moe_layers=moe_layers,
+        num_shared_experts=shared_experts,
+        tie_word_embeddings=tie,
+        checkpoint_dtype=checkpoint_dtype(cfg),
+        linears=tuple(linears),
+        embedding_params=embedding,
+        other_params=other,
+        notes=tuple(notes),
+    )
+
+
+def _deepseek(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
+    """DeepSeek-V2/V3: multi-head latent attention (MLA) and fine-grained MoE with shared experts.
+
+    MLA projections (DeepSeek-V2 paper, arXiv:2405.04434, section 2.1): q is down-projected to
+    `q_lora_rank` then up to heads x (qk_nope + qk_rope); KV is compressed to `kv_lora_rank` plus a
+    shared rotary key of `qk_rope_head_dim`, which is all the cache keeps per token and layer.
+    """
+    h = _int(cfg, "hidden_size", model_id=model_id)
+    layers = _int(cfg, "num_hidden_layers", model_id=model_id)
+    heads = _int(cfg, "num_attention_heads", model_id=model_id)
+    vocab = _int(cfg, "vocab_size", model_id=model_id)
+    inter = _int(cfg, "intermediate_size", model_id=model_id)
+    q_lora = _int(cfg, "q_lora_rank", default=0, model_id=model_id)
+    kv_lora = _int(cfg, "kv_lora_rank", model_id=model_id)
+    nope = _int(cfg, "qk_nope_head_dim", model_id=model_id)
+    rope = _int(cfg, "qk_rope_head_dim", model_id=model_id)
+    v_dim = _int(cfg, "v_head_dim", model_id=model_id)
+    n_experts = _int(cfg, "n_routed_experts", default=0, model_id=model_id)
+    top_k = _int(cfg, "num_experts_per_tok", default=0, model_id=model_id)
+    moe_inter = _int(cfg, "moe_intermediate_size", default=inter, model_id=model_id)
+    n_shared = _int(cfg, "n_shared_experts", default=0, model_id=model_id)
+    first_dense = _int(cfg, "first_k_dense_replace", default=0, model_id=model_id)
+    freq = _int(cfg, "moe_layer_freq", default=1, model_id=model_id) or 1
+    moe_layers = sum(1 for i in range(layers) if n_experts and i >= first_dense and i % freq == 0)
+    dense_layers = layers - moe_layers
+    qk_head = nope + rope
+    linears: list[LinearGroup] = []
+    if q_lora:
+        linears += [
+            LinearGroup(name="q_a_proj", in_features=h, out_features=q_lora, count=layers, role="attention"),
+            LinearGroup(name="q_b_proj", in_features=q_lora, out_features=heads * qk_head, count=layers, role="attention"),
+        ]
+    else:
+        linears.append(LinearGroup(name="q_proj", in_features=h, out_features=heads * qk_head, count=layers, role="attention"))
+    linears += [
+        LinearGroup(name="kv_a_proj_with_mqa", in_features=h, out_features=kv_lora + rope, count=layers, role="attention"),
+        LinearGroup(name="kv_b_proj", in_features=kv_lora, out_features=heads * (nope + v_dim), count=layers, role="attention"),
+        LinearGroup(name="o_proj", in_features=heads * v_dim, out_features=h, count=layers, role="attention"),
+        LinearGroup(name="mlp.gate_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp"),
+        LinearGroup(name="mlp.up_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp"),
+        LinearGroup(name="mlp.down_proj", in_features=inter, out_features=h, count=dense_layers, role="mlp"),
+    ]
+    if moe_layers:
+        linears += [
+            LinearGroup(name="experts.gate_up_proj", in_features=h, out_features=2 * moe_inter, count=moe_layers * n_experts,
+                        active_count=moe_layers * top_k, role="expert", is_nn_linear=False),
+            LinearGroup(name="experts.down_proj", in_features=moe_inter, out_features=h, count=moe_layers * n_experts,
+                        active_count=moe_layers * top_k, role="expert", is_nn_linear=False),
+            LinearGroup(name="router", in_features=h, out_features=n_experts, count=moe_layers, role="router"),
+        ]
+        if n_shared:
+            shared = n_shared * moe_inter
+            linears += [
+                LinearGroup(name="shared_experts.gate_proj", in_features=h, out_features=shared, count=moe_layers, role="mlp"),
+                LinearGroup(name="shared_experts.up_proj", in_features=h, out_features=shared, count=moe_layers, role="mlp"),
+                LinearGroup(name="shared_experts.down_proj", in_features=shared, out_features=h, count=moe_layers, role="mlp"),
+            ]
+    tie = bool(cfg.get("tie_word_embeddings", False))
+    if not tie:
+        linears.append(LinearGroup(name="lm_head", in_features=h, out_features=vocab, count=1, role="head"))
+    # Norms: input + post-attention (h each), q_a_layernorm (q_lora), kv_a_layernorm (kv_lora); final
+    # norm; router score-correction bias (n_experts per MoE layer, V3).
+    other = layers * (2 * h + q_lora + kv_lora) + h + moe_layers * n_experts
+    notes = []
+    mtp = _int(cfg, "num_nextn_predict_layers", default=0, model_id=model_id)
+    if mtp:
+        notes.append(f"The checkpoint also ships {mtp} multi-token-prediction layer(s), which transformers does not load.")
+    return ModelSpec(
+        model_id=model_id, model_type=cfg["model_type"], architecture=(cfg.get("architectures") or ["DeepseekV3"])[0],
+        hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        head_dim=qk_head, intermediate_size=inter, vocab_size=vocab,
+        max_position_embeddings=_int(cfg, "max_position_embeddings", default=4096, model_id=model_id),
+        layer_types=("mla",) * layers, kv_lora_rank=kv_lora, qk_rope_head_dim=rope, v_head_dim=v_dim,
+        num_experts=n_experts, num_experts_per_tok=top_k, moe_intermediate_size=moe_inter,
+        num_moe_layers=moe_layers, num_shared_experts=n_shared, tie_word_embeddings=tie,
+        checkpoint_dtype=checkpoint_dtype(cfg), linears=tuple(linears), embedding_params=vocab * h,
+        other_params=other, notes=tuple(notes),
+    )
+
+
+def _bert(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
+    """BERT/RoBERTa encoders (`BertModel` with pooler, as `AutoModel` loads it).
+
+    bert-base-uncased: 109,482,240 parameters (checked against `BertModel(config)` in tests).
+    """
+    h = _int(cfg, "hidden_size", model_id=model_id)
+    layers = _int(cfg, "num_hidden_layers", model_id=model_id)
+    heads = _int(cfg, "num_attention_heads", model_id=model_id)
+    inter = _int(cfg, "intermediate_size", model_id=model_id)
+    vocab = _int(cfg, "vocab_size", model_id=model_id)
+    max_pos = _int(cfg, "max_position_embeddings", default=512, model_id=model_id)
+    type_vocab = _int(cfg, "type_vocab_size", default=2, model_id=model_id)
+    linears = (
+        LinearGroup(name="query", in_features=h, out_features=h, count=layers, role="attention", bias=True),
+        LinearGroup(name="key", in_features=h, out_features=h, count=layers, role="attention", bias=True),
+        LinearGroup(name="value", in_features=h, out_features=h, count=layers, role="attention", bias=True),
+        LinearGroup(name="attention.output.dense", in_features=h, out_features=h, count=layers, role="attention", bias=True),
+        LinearGroup(name="intermediate.dense", in_features=h, out_features=inter, count=layers, role="mlp", bias=True),
+        LinearGroup(name="output.dense", in_features=inter, out_features=h, count=layers, role="mlp", bias=True),
+        LinearGroup(name="pooler.dense", in_features=h, out_features=h, count=1, role="head", bias=True),
+    )
+    # LayerNorm weight+bias: 2 per layer + embeddings LayerNorm.
+    other = layers * 2 * 2 * h + 2 * h
+    return ModelSpec(
+        model_id=model_id, model_type=cfg["model_type"], architecture=(cfg.get("architectures") or ["BertModel"])[0],
+        hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        head_dim=h // heads, intermediate_size=inter, vocab_size=vocab, max_position_embeddings=max_pos,
+        layer_types=(), is_causal_lm=False, tie_word_embeddings=True, checkpoint_dtype=checkpoint_dtype(cfg),
+        linears=linears, embedding_params=(vocab + max_pos + type_vocab) * h, other_params=other,
+        notes=("Encoder-only: no KV cache and no generation; inference is one forward pass.",),
+    )
+
+
+def _t5(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
+    """T5-style encoder-decoder (relative position buckets, no biases, gated-gelu in v1.1)."""
+    d = _int(cfg, "d_model", model_id=model_id)
+    d_kv = _int(cfg, "d_kv", model_id=model_id)
+    heads = _int(cfg, "num_heads", model_id=model_id)
+    d_ff = _int(cfg, "d_ff", model_id=model_id)
+    enc_layers = _int(cfg, "num_layers", model_id=model_id)
+    dec_layers = _int(cfg, "num_decoder_layers", default=enc_layers, model_id=model_id)
+    vocab = _int(cfg, "vocab_size", model_id=model_id)
+    buckets = _int(cfg, "relative_attention_num_buckets", default=32, model_id=model_id)
+    gated = "gated" in str(cfg.get("feed_forward_proj", "relu"))
+    inner = heads * d_kv
+    linears = [
+        # Encoder self-attention + FFN.
+        LinearGroup(name="encoder.q", in_features=d, out_features=inner, count=enc_layers, role="attention"),
+        LinearGroup(name="encoder.k", in_features=d, out_features=inner, count=enc_layers, role="attention"),
+        LinearGroup(name="encoder.v", in_features=d, out_features=inner, count=enc_layers, role="attention"),
+        LinearGroup(name="encoder.o", in_features=inner, out_features=d, count=enc_layers, role="attention"),
+        # Decoder self-attention and cross-attention (2 attention blocks per layer).
+        LinearGroup(name="decoder.q", in_features=d, out_features=inner, count=2 * dec_layers, role="attention"),
+        LinearGroup(name="decoder.k", in_features=d, out_features=inner, count=2 * dec_layers, role="attention"),
+        LinearGroup(name="decoder.v", in_features=d, out_features=inner, count=2 * dec_layers, role="attention"),
+        LinearGroup(name="decoder.o", in_features=inner, out_features=d, count=2 * dec_layers, role="attention"),
+        LinearGroup(name="wi", in_features=d, out_features=d_ff, count=(enc_layers + dec_layers) * (2 if gated else 1), role="mlp"),
+        LinearGroup(name="wo", in_features=d_ff, out_features=d, count=enc_layers + dec_layers, role="mlp"),
+    ]
+    tie = bool(cfg.get("tie_word_embeddings", True))
+    if not tie:
+        linears.append(LinearGroup(name="lm_head", in_features=d, out_features=vocab, count=1, role="head"))
+    # Layer norms (weight only): 2 per encoder layer, 3 per decoder layer, 2 final; relative
+    # attention bias tables in the first layer of each stack.
+    other = (2 * enc_layers + 3 * dec_layers + 2) * d + 2 * buckets * heads
+    return ModelSpec(
+        model_id=model_id, model_type=cfg["model_type"], architecture=(cfg.get("architectures") or ["T5"])[0],
+        hidden_size=d, num_hidden_layers=dec_layers, num_attention_heads=heads, num_key_value_heads=heads,
+        head_dim=d_kv, intermediate_size=d_ff * (2 if gated else 1), vocab_size=vocab,
+        max_position_embeddings=_int(cfg, "n_positions", default=512, model_id=model_id),
+        # Decoder self-attention caches; cross-attention caches the encoder output once per layer
+        # (counted by the KV formula through `num_encoder_layers`).
+        layer_types=("full",) * dec_layers, is_encoder_decoder=True, num_encoder_layers=enc_layers,
+        tie_word_embeddings=tie, checkpoint_dtype=checkpoint_dtype(cfg), linears=tuple(linears),
+        embedding_params=vocab * d, other_params=other,
+        notes=("Encoder-decoder: the decoder caches self-attention K/V and the encoder's cross-attention K/V.",),
+    )
+
+
+def _gpt_classic(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
+    """GPT-2, GPT-BigCode (StarCoder/octocoder, multi-query), GPT-J, GPT-NeoX, OPT: LayerNorm with
+    bias, plain (non-gated) GELU/ReLU MLP, learned or rotary positions."""
+    mt = cfg["model_type"]
+    h = _int(cfg, "n_embd", "hidden_size", "d_model", model_id=model_id)
+    layers = _int(cfg, "n_layer", "num_hidden_layers", model_id=model_id)
+    heads = _int(cfg, "n_head", "num_attention_heads", model_id=model_id)
+    inter = _int(cfg, "n_inner", "intermediate_size", "ffn_dim", default=4 * h, model_id=model_id)
+    vocab = _int(cfg, "vocab_size", model_id=model_id)
+    max_pos = _int(cfg, "n_positions", "max_position_embeddings", default=2048, model_id=model_id)
+    head_dim = h // heads
+    kv_heads = 1 if (mt == "gpt_bigcode" and cfg.get("multi_query", True)) else heads
+    kv_dim = kv_heads * head_dim
+    bias = mt != "gptj"  # GPT-J attention projections have no bias; its MLP does
+    linears = [
+        LinearGroup(name="q_proj", in_features=h, out_features=h, count=layers, role="attention", bias=bias),
+        LinearGroup(name="k_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=bias),
+        LinearGroup(name="v_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=bias),
+        LinearGroup(name="out_proj", in_features=h, out_features=h, count=layers, role="attention", bias=bias),
+        LinearGroup(name="fc_in", in_features=h, out_features=inter, count=layers, role="mlp", bias=True),
+        LinearGroup(name="fc_out", in_features=inter, out_features=h, count=layers, role="mlp", bias=True),
+    ]
+    # LayerNorm (weight+bias): GPT-J has one per layer (parallel attention/MLP), others two; + final.
+    norms = 1 if mt == "gptj" else 2
+    other = layers * norms * 2 * h + 2 * h
+    embedding = vocab * h
+    if mt in {"gpt2", "gpt_bigcode"}:
+        embedding += max_pos * h  # learned absolute positions
+    if mt == "opt":
+        proj = _int(cfg, "word_embed_proj_dim", default=h, model_id=model_id)
+        embedding = vocab * proj + (max_pos + 2) * h  # OPT offsets learned positions by 2
+        if proj != h:
+            linears += [
+                LinearGroup(name="project_in", in_features=proj, out_features=h, count=1, role="other"),
+                LinearGroup(name="project_out", in_features=h, out_features=proj, count=1, role="other"),
+            ]
+            other -= 2 * h  # opt-350m applies no final LayerNorm (do_layer_norm_before=False)
+    tie = bool(cfg.get("tie_word_embeddings", mt != "gptj"))
+    if not tie:
+        linears.append(LinearGroup(name="lm_head", in_features=h, out_features=vocab, count=1, role="head", bias=mt == "gptj"))
+    return ModelSpec(
+        model_id=model_id, model_type=mt, architecture=(cfg.get("architectures") or [mt])[0],
+        hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        head_dim=head_dim, intermediate_size=inter, vocab_size=vocab, max_position_embeddings=max_pos,
+        layer_types=("full",) * layers, tie_word_embeddings=tie, checkpoint_dtype=checkpoint_dtype(cfg),
+        linears=tuple(linears), embedding_params=embedding, other_params=other,
+    )
+
+
+_BUILDERS = {
+    **dict.fromkeys(_LLAMA_LIKE, _llama_like),
+    **dict.fromkeys({"deepseek_v2", "deepseek_v3", "kimi_k2"}, _deepseek),
+    **dict.fromkeys({"bert", "roberta", "xlm-roberta", "camembert", "electra"}, _bert),
+    **dict.fromkeys({"t5", "mt5", "umt5"}, _t5),
+    **dict.fromkeys({"gpt2", "gpt_bigcode", "gptj", "gpt_neox", "opt"}, _gpt_classic),
+}
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_BUILDERS))
+
+
+def model_spec_from_config(model_id: str, config: Mapping[str, Any]) -> ModelSpec:
+    """Build a `ModelSpec` from a parsed `config.json`. Never imports or runs repository code.
+
+    Raises `UnsupportedArchitectureError` for a `model_type` whose layout is not known (fail
+    closed: a wrong formula would give a confident wrong number) and `MalformedConfigError` when
+    a required field is missing or not a number.
+    """
+    if not isinstance(config, Mapping):
+        raise MalformedConfigError(f"config.json of {model_id} is not a JSON object.")
+    top_type = config.get("model_type")
+    text_cfg, notes = _text_config(config)
+    model_type = text_cfg.get("model_type") or top_type
+    if not model_type:
+        raise MalformedConfigError(f"config.json of {model_id} has no `model_type`, so its architecture cannot be read.")
+    if model_type == "gemma3" and "text_config" not in config:
+        model_type = "gemma3_text"
+    builder = _BUILDERS.get(str(model_type))
+    if builder is None:
+        raise UnsupportedArchitectureError(
+            f"{model_id}: model_type {model_type!r} is not supported yet, so its memory cannot be "
+            f"modelled reliably. Supported families: {', '.join(SUPPORTED_MODEL_TYPES)}. "
+            "Pick a model of a supported family or open an issue with its config.json."
+        )
+    cfg = dict(text_cfg)
+    cfg["model_type"] = model_type
+    if "architectures" not in cfg and config.get("architectures"):
+        cfg["architectures"] = config["architectures"]
+    spec = builder(model_id, cfg)
+    quant = parse_quantization_config(config) or parse_quantization_config(text_cfg)
+    return replace(spec, quantization=quant, notes=spec.notes + tuple(notes), raw_config=config)

@@ -1,0 +1,121 @@
+"""What the user wants to run: mode, precision, lengths, training settings, runtime, GPUs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import InvalidWorkloadError
+from .units import PRECISIONS, Precision
+
+Mode = Literal["inference", "lora", "qlora", "full"]
+MODES: tuple[Mode, ...] = ("inference", "lora", "qlora", "full")
+Optimizer = Literal["adamw", "adamw-8bit", "adafactor", "sgd"]
+OPTIMIZERS: tuple[Optimizer, ...] = ("adamw", "adamw-8bit", "adafactor", "sgd")
+AttentionImpl = Literal["sdpa", "flash", "eager"]
+ATTENTION_IMPLS: tuple[AttentionImpl, ...] = ("sdpa", "flash", "eager")
+Runtime = Literal["transformers", "vllm"]
+Parallelism = Literal["auto", "tp", "ddp", "zero1", "zero2", "zero3", "fsdp"]
+PARALLELISMS: tuple[Parallelism, ...] = ("auto", "tp", "ddp", "zero1", "zero2", "zero3", "fsdp")
+# How weights of a given precision are quantized. "auto" picks the usual one per precision
+# (int8 -> bitsandbytes LLM.int8, int4 -> bitsandbytes NF4, fp8 -> per-channel fp8) or reads the
+# checkpoint's own `quantization_config`.
+QuantMethod = Literal["auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq"]
+QUANT_METHODS: tuple[QuantMethod, ...] = ("auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq")
+LoraTargets = Literal["all-linear", "attention", "qv"]
+LORA_TARGETS: tuple[LoraTargets, ...] = ("all-linear", "attention", "qv")
+
+# Bounds that keep every number finite and meaningful. A request past them is almost always a typo
+# (or a tampered URL), and the message says so.
+MAX_CONTEXT_TOKENS = 10_000_000
+MAX_BATCH_SIZE = 100_000
+MAX_GPUS = 1024
+MAX_LORA_RANK = 65_536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """One run to size. Defaults are the app's default view: fp16 inference, 4,096 tokens, batch 1."""
+
+    mode: Mode = "inference"
+    precision: Precision = "fp16"
+    quant_method: QuantMethod = "auto"
+    double_quant: bool = True  # QLoRA's double quantization of the 4-bit scales
+    quant_group_size: int = 128  # GPTQ / AWQ group size
+    context_length: int = 4096  # tokens per sequence (prompt + generated, or training length)
+    generated_tokens: int = 0  # of which generated (inference); 0 = size the prefill for the whole context
+    batch_size: int = 1
+    kv_cache_precision: Precision | None = None  # None: same as the compute dtype
+    attention: AttentionImpl = "sdpa"
+    gradient_checkpointing: bool = False
+    optimizer: Optimizer = "adamw"
+    master_weights: bool = False  # fp32 master copy (HF Trainer AMP on an fp32 model, DeepSpeed)
+    lora_rank: int = 16
+    lora_targets: LoraTargets = "all-linear"
+    adapter_precision: Precision = "fp32"  # peft autocast_adapter_dtype=True keeps adapters in fp32
+    keep_logits: bool = False  # training loop keeps `outputs` (bf16 logits) alive through backward
+    runtime: Runtime = "transformers"
+    gpu_memory_utilization: float = 0.9  # vLLM's share of each GPU
+    num_gpus: int = 1
+    parallelism: Parallelism = "auto"
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        validate_workload(self)
+
+    @property
+    def is_training(self) -> bool:
+        return self.mode != "inference"
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.context_length - self.generated_tokens
+
+
+def validate_workload(w: Workload) -> None:
+    """Reject settings that are out of range or contradict each other, saying how to fix them."""
+
+    def bounded(name: str, value: object, low: int, high: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidWorkloadError(f"{name} must be a whole number from {low:,} to {high:,}; got {value!r}.")
+
+    bounded("context length", w.context_length, 1, MAX_CONTEXT_TOKENS)
+    bounded("batch size", w.batch_size, 1, MAX_BATCH_SIZE)
+    bounded("number of GPUs", w.num_gpus, 1, MAX_GPUS)
+    bounded("LoRA rank", w.lora_rank, 1, MAX_LORA_RANK)
+    bounded("generated tokens", w.generated_tokens, 0, w.context_length - 1 if w.context_length > 1 else 0)
+    bounded("quantization group size", w.quant_group_size, 1, 1 << 20)
+    choices = {
+        "mode": (w.mode, MODES),
+        "precision": (w.precision, PRECISIONS),
+        "optimizer": (w.optimizer, OPTIMIZERS),
+        "attention": (w.attention, ATTENTION_IMPLS),
+        "parallelism": (w.parallelism, PARALLELISMS),
+        "quantization method": (w.quant_method, QUANT_METHODS),
+        "LoRA targets": (w.lora_targets, LORA_TARGETS),
+        "adapter precision": (w.adapter_precision, ("fp32", "bf16", "fp16")),
+        "runtime": (w.runtime, ("transformers", "vllm")),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise InvalidWorkloadError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+    if w.kv_cache_precision is not None and w.kv_cache_precision not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
+        raise InvalidWorkloadError(f"KV-cache precision must be one of {', '.join(PRECISIONS)}; got {w.kv_cache_precision!r}.")
+    if not 0.05 <= w.gpu_memory_utilization <= 1.0:
+        raise InvalidWorkloadError(f"gpu_memory_utilization must be between 0.05 and 1.0; got {w.gpu_memory_utilization!r}.")
+    if w.mode == "qlora" and w.precision not in ("int4", "int8"):
+        raise InvalidWorkloadError(
+            f"QLoRA trains adapters on a 4-bit (or 8-bit) quantized base; precision {w.precision} is not "
+            "quantized. Pick int4 (the QLoRA paper's NF4) or use LoRA for a 16-bit base."
+        )
+    if w.mode == "full" and w.precision in ("int8", "int4", "fp8"):
+        raise InvalidWorkloadError(
+            f"Full fine-tuning updates every weight, which {w.precision} storage cannot hold. "
+            "Use bf16 (or fp32) for full fine-tuning, or QLoRA to train on a quantized base."
+        )
+    if w.runtime == "vllm" and w.is_training:
+        raise InvalidWorkloadError("vLLM is an inference server; choose the transformers runtime for training modes.")
+    if w.is_training and w.parallelism == "tp":
+        raise InvalidWorkloadError("Tensor parallelism is modelled for inference; for training pick ddp, zero1/2/3 or fsdp.")
+    if not w.is_training and w.parallelism in ("ddp", "zero1", "zero2", "zero3", "fsdp"):
+        raise InvalidWorkloadError(f"{w.parallelism} shards training state; for inference on several GPUs use tp.")
