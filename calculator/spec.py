@@ -194,7 +194,7 @@ def checkpoint_dtype(cfg: Mapping[str, Any]) -> str:
     raw = cfg.get("dtype") or cfg.get("torch_dtype")
     if isinstance(raw, str):
         return _DTYPE_NAMES.get(raw.replace("torch.", ""), "bf16")
-    return "fp32" if raw is None and cfg.get("model_type") in {"bert", "roberta", "t5", "gpt2", "opt"} else "bf16"
+    return "fp32" if raw is None and cfg.get("model_type") in {"bert", "roberta", "t5", "gpt2", "opt", "gptj", "gpt_neox"} else "bf16"
 
 
 def parse_quantization_config(cfg: Mapping[str, Any]) -> QuantizationConfig | None:

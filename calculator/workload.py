@@ -40,7 +40,7 @@ class Workload:
     mode: Mode = "inference"
     precision: Precision = "fp16"
     quant_method: QuantMethod = "auto"
-    double_quant: bool = True  # QLoRA's double quantization of the 4-bit scales
+    double_quant: bool | None = None  # bnb 4-bit double quantization; None: on for QLoRA (paper), off otherwise (transformers default)
     quant_group_size: int = 128  # GPTQ / AWQ group size
     context_length: int = 4096  # tokens per sequence (prompt + generated, or training length)
     generated_tokens: int = 0  # of which generated (inference); 0 = size the prefill for the whole context

@@ -1,0 +1,400 @@
+"""Memory components, one pure function per term, each in bytes for one model replica.
+
+Sources, cited per function:
+- K/V cache layout: the attention code of transformers (`DynamicCache`, sliding-window layers),
+  DeepSeek-V2 paper (arXiv:2405.04434) sec. 2.1 for the MLA latent cache.
+- Training activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+  Transformer Models" (arXiv:2205.05198) sec. 4.1 counts the tensors each op saves for backward;
+  we apply the same method to the ops transformers' Llama-family code runs (RMSNorm upcast to fp32,
+  SwiGLU MLP, SDPA/flash attention saving q, k, v, output and log-sum-exp), which differ from
+  the GPT-3 block of the paper (34·s·b·h + 5·a·s²·b). The tensor-by-tensor derivation is in
+  `layer_saved_bytes_per_token`; FakeTensor traces of transformers 5.24 check it (tests/benchmarks).
+- Loss buffers: transformers `ForCausalLMLoss` upcasts logits to fp32; at the start of backward
+  three fp32 batch x seq x vocab tensors are live (../shared/TRACE-NOTES.md, traced).
+- Optimizer states: ZeRO paper (Rajbhandari et al. 2020, arXiv:1910.02054) sec. 3.1 for mixed
+  precision Adam (2 + 2 + 12 bytes per parameter), PyTorch `torch.optim.AdamW` (states in the
+  parameter dtype; the `foreach` step allocates one more parameter-sized temporary), Dettmers et
+  al. 2022 (arXiv:2110.02861) for 8-bit Adam, Shazeer & Stern 2018 (arXiv:1804.04235) for
+  Adafactor's factored second moment.
+- LoRA: Hu et al. 2021 (arXiv:2106.09685): r x (d_in + d_out) parameters per adapted matrix;
+  peft keeps adapters in fp32 by default (`autocast_adapter_dtype=True`) and casts each adapted
+  layer's input to fp32, which it saves for backward (traced, TRACE-NOTES).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .quantization import WeightFormat, is_quantized_module, linear_weight_bytes
+from .spec import LinearGroup, ModelSpec
+from .units import BITS_PER_ELEMENT, bytes_for_bits
+
+# Families whose norms are LayerNorm with bias (save input + mean/rstd) and whose MLP is a plain
+# two-matrix GELU/ReLU MLP; all other supported families use RMSNorm (fp32 upcast) and gated MLPs.
+_LAYERNORM_FAMILIES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "gpt2", "gpt_bigcode", "gptj", "gpt_neox", "opt"})
+_QK_NORM_FAMILIES = frozenset({"qwen3", "qwen3_moe", "gemma3_text", "gemma3", "olmo2"})
+_SANDWICH_NORM_FAMILIES = frozenset({"gemma2", "gemma3_text", "gemma3"})
+
+# Adapter targets by name, as peft's `target_modules` would be written for each family.
+_ATTENTION_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value", "attention.output.dense",
+                              "out_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "encoder.q", "encoder.k",
+                              "encoder.v", "encoder.o", "decoder.q", "decoder.k", "decoder.v", "decoder.o"})
+_QV_NAMES = frozenset({"q_proj", "v_proj", "query", "value", "q_b_proj", "kv_b_proj", "encoder.q", "encoder.v", "decoder.q", "decoder.v"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------
+
+
+def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
+    """All parameters as stored on the GPU.
+
+    Quantizable linears take `linear_weight_bytes` of the format (payload + scales/zeros);
+    embeddings, norms, biases and the LM head stay in the compute dtype. When the checkpoint's
+    exact byte size is known and nothing is converted, that exact figure is used. Parameters the
+    exact count has beyond config arithmetic (e.g. a vision tower) are added in the compute dtype.
+    """
+    if spec.exact_weight_bytes is not None and not fmt.is_quantized and fmt.compute_bytes * 8 == BITS_PER_ELEMENT.get(spec.checkpoint_dtype, 16):
+        return spec.exact_weight_bytes
+    c = fmt.compute_bytes
+    total = 0
+    for group in spec.linears:
+        if is_quantized_module(group, fmt):
+            total += group.count * linear_weight_bytes(group.in_features, group.out_features, fmt)
+        else:
+            total += group.weight_params * c
+        total += group.bias_params * c
+    total += (spec.embedding_params + spec.other_params) * c
+    if spec.exact_num_params is not None and spec.exact_num_params > spec.config_num_params:
+        total += (spec.exact_num_params - spec.config_num_params) * c
+    return total
+
+
+def largest_linear_params(spec: ModelSpec) -> int:
+    """Elements of the largest single weight matrix (dequantization and optimizer temporaries)."""
+    return max((g.in_features * g.out_features for g in spec.linears), default=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+# ---------------------------------------------------------------------------------------------
+
+
+def kv_cache_bytes_per_token(spec: ModelSpec, kv_bits: int) -> int:
+    """Cache bytes one token adds in full-attention layers (sliding layers add the same until
+    their window fills): K and V = 2 x kv_heads x head_dim per layer; an MLA layer keeps the
+    latent kv_lora_rank + qk_rope_head_dim once, no factor 2 (DeepSeek-V2 paper, sec. 2.1;
+    transformers' DeepseekV3Attention caches the compressed latent too)."""
+    per_layer = 0
+    for kind in spec.layer_types:
+        if kind == "mla":
+            per_layer += spec.kv_lora_rank + spec.qk_rope_head_dim
+        else:
+            per_layer += 2 * spec.num_key_value_heads * spec.head_dim
+    return bytes_for_bits(per_layer, kv_bits)
+
+
+def kv_cache_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, kv_bits: int, encoder_len: int = 0) -> int:
+    """K/V cache for `batch_size` sequences of `seq_len` tokens.
+
+    2 x layers x kv_heads x head_dim x tokens x bytes (e.g. Llama-3.1-8B in bf16: 2 x 32 x 8 x 128
+    x 2 B = 131,072 B per token). Sliding-window layers hold at most `sliding_window` tokens
+    (transformers `DynamicSlidingWindowLayer`); MLA layers hold the latent. Encoder-decoder models
+    also cache the cross-attention K/V of the `encoder_len` encoder tokens in every decoder layer.
+    """
+    elements = 0
+    for kind in spec.layer_types:
+        tokens = min(seq_len, spec.sliding_window) if kind == "sliding" and spec.sliding_window else seq_len
+        if kind == "mla":
+            elements += (spec.kv_lora_rank + spec.qk_rope_head_dim) * tokens
+        else:
+            elements += 2 * spec.num_key_value_heads * spec.head_dim * tokens
+    if spec.is_encoder_decoder:
+        elements += len(spec.layer_types) * 2 * spec.num_key_value_heads * spec.head_dim * encoder_len
+    return bytes_for_bits(elements * batch_size, kv_bits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference activations (no autograd: only transients of the layer being computed)
+# ---------------------------------------------------------------------------------------------
+
+
+def _mlp_width(spec: ModelSpec) -> int:
+    return spec.intermediate_size
+
+
+def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, attention: str) -> int:
+    """Peak of the temporaries one layer creates while processing `seq_len` new tokens.
+
+    Per token (c = compute bytes; h hidden, I intermediate, q = heads x head_dim):
+    - gated MLP: residual + normed input (2ch) + act(gate), up, and their product alive together
+      (3cI; the gate output is freed once activated) -> c(2h + 3I);
+    - attention: residual + normed input + q and output (2ch + 2cq); eager also materializes the
+      heads x seq scores in c bytes, their fp32 softmax and the c-byte probabilities, and the
+      K/V repeated to all heads (transformers `eager_attention_forward`);
+    - RMSNorm: residual + fp32 upcast + fp32 square/product (ch + 12h);
+    - MoE: router logits (fp32) per expert, one expert's tokens at a time (transformers 5 loops over
+      experts), so the MLP term uses the per-token share top_k/num_experts of 3 x moe width, doubled
+      for routing imbalance (assumption; the trace bounds it).
+    The largest of the three, times tokens, plus the eager attention mask (batch x seq x seq).
+    """
+    c = compute_bytes
+    h = spec.hidden_size
+    q = spec.num_attention_heads * spec.head_dim
+    tokens = batch_size * seq_len
+    if spec.is_moe:
+        share = 2 * spec.num_experts_per_tok / spec.num_experts
+        mlp = c * 3 * h + spec.num_experts * (c + 4) + int(share * 3 * c * spec.moe_intermediate_size)
+        if spec.num_shared_experts:
+            mlp += 3 * c * spec.num_shared_experts * spec.moe_intermediate_size
+    elif spec.model_type in _LAYERNORM_FAMILIES:
+        mlp = c * (2 * h + 2 * _mlp_width(spec))
+    else:
+        mlp = c * (2 * h + 3 * _mlp_width(spec))
+    attn = c * (2 * h + 2 * q)
+    if spec.layer_types and spec.layer_types[0] == "mla":
+        # Expanded per-head K and V of MLA (qk_nope + rope, v_head_dim) exist per layer in prefill.
+        attn += c * spec.num_attention_heads * (spec.head_dim + spec.v_head_dim)
+    norm = c * h + 12 * h
+    per_token = max(mlp, attn, norm)
+    total = tokens * per_token
+    if attention == "eager":
+        # scores (c) + fp32 softmax (4) + probabilities (c) per head and key, K/V repeated per head.
+        total += tokens * spec.num_attention_heads * seq_len * (2 * c + 4) + tokens * 2 * c * q
+        total += batch_size * seq_len * seq_len * c  # additive causal mask
+    return total
+
+
+def generation_logits_bytes(spec: ModelSpec, *, batch_size: int, compute_bytes: int) -> int:
+    """Logits of the last position only (`generate` passes `logits_to_keep=1`): the LM head output
+    (c bytes), its fp32 copy, and the fp32 scores of the logits processors: batch x vocab x (c+8)."""
+    if not spec.is_causal_lm:
+        return 0
+    return batch_size * spec.vocab_size * (compute_bytes + 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training activations (tensors saved for backward)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterPlan:
+    """Which linears get LoRA adapters, their rank, and the adapter dtype size."""
+
+    names: frozenset[str]
+    rank: int
+    adapter_bytes: int
+
+    def adapts(self, group: LinearGroup) -> bool:
+        return group.name in self.names
+
+
+def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
+    """Module names peft adapts for `targets`.
+
+    "all-linear" is peft's shorthand: every `nn.Linear` except the output layer; transformers 5
+    stores MoE experts as fused 3-D parameters, which it does not adapt. "attention" adapts the
+    attention projections, "qv" only query and value (the LoRA paper's setting).
+    """
+    names = set()
+    for g in spec.linears:
+        if g.role == "head" or not g.is_nn_linear:
+            continue
+        wanted = {
+            "all-linear": g.role in ("attention", "mlp", "other"),
+            "attention": g.name in _ATTENTION_NAMES,
+            "qv": g.name in _QV_NAMES,
+        }[targets]
+        if wanted:
+            names.add(g.name)
+    return frozenset(names)
+
+
+def lora_params(spec: ModelSpec, plan: AdapterPlan) -> int:
+    """LoRA parameters: r x (d_in + d_out) per adapted matrix (Hu et al. 2021, sec. 4)."""
+    return sum(g.count * plan.rank * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
+
+
+def layer_saved_bytes_per_token(
+    spec: ModelSpec,
+    *,
+    compute_bytes: int,
+    seq_len: int,
+    attention: str,
+    adapters: AdapterPlan | None,
+) -> int:
+    """Bytes one decoder layer saves for backward per token (training, no checkpointing).
+
+    `adapters=None` is full fine-tuning (every weight trainable); with an `AdapterPlan` the base
+    is frozen. Derivation for a Llama-family layer in transformers 5 (c = 2 for bf16):
+    - RMSNorm (x2): the fp32 upcast (4h, saved by pow/mul), 1/rms (4 B), and the normalized c-byte
+      tensor multiplied by the weight (ch; not saved when the weight is frozen) -> 4h + ch + 4;
+    - linear inputs saved for the weight gradient (full FT): attention input ch (shared by q, k, v),
+      o_proj input cq, MLP input ch (shared by gate, up), down_proj input cI;
+    - SDPA / flash attention saves q, k, v, the output and the fp32 log-sum-exp per head:
+      c(q + 2kv) + cq + 4·heads (K/V are not repeated: `enable_gqa` when no mask is given);
+      eager saves the fp32 softmax (4) and c-byte probabilities per head and key, with K/V
+      repeated to all heads (`repeat_kv`);
+    - gated MLP: SiLU saves its input G (cI), the product saves act(G) and up (2cI);
+    - LoRA: each adapted linear saves its input cast to the adapter dtype (a separate copy per
+      adapter when that is fp32, peft `_cast_input_dtype`) plus the r-wide lora_A output.
+    For a Llama-3.2-3B layer (h 3072, q 3072, kv 1024, I 8192, 24 heads) in full bf16 training:
+    16h + 6q + 4kv + 8I + 4·heads = 137,312 bytes per token.
+    """
+    c = compute_bytes
+    h = spec.hidden_size
+    heads = spec.num_attention_heads
+    q = heads * spec.head_dim
+    kv = spec.num_key_value_heads * spec.head_dim
+    if spec.layer_types and spec.layer_types[0] == "mla":
+        kv = heads * (spec.head_dim + spec.v_head_dim) // 2  # expanded K (qk dim) and V (v dim) per head
+    inter = spec.moe_intermediate_size if spec.is_moe else spec.intermediate_size
+    frozen = adapters is not None
+    layernorm = spec.model_type in _LAYERNORM_FAMILIES
+    per_layer_linears = [g for g in spec.linears if g.role in ("attention", "mlp") and g.count % max(spec.num_hidden_layers, 1) == 0]
+
+    # Norms.
+    norm = (c * h + 8) if layernorm else (4 * h + 4 + (0 if frozen else c * h))
+    norms = 4 if spec.model_type in _SANDWICH_NORM_FAMILIES else 2
+    total = norms * norm
+    if spec.model_type in _QK_NORM_FAMILIES:
+        total += (4 + (0 if frozen else c)) * (q + kv)
+
+    # Attention core.
+    if attention == "eager":
+        total += c * (3 * q) + heads * seq_len * (4 + c)
+    else:
+        total += c * (q + 2 * kv) + c * q + 4 * heads
+
+    # MLP activations (beyond linear inputs).
+    if spec.is_moe:
+        top_k = spec.num_experts_per_tok
+        expert = c * (h + 3 * inter) if frozen else c * (2 * h + 4 * inter)
+        total += top_k * expert + 4 * spec.num_experts + c * h
+        if spec.num_shared_experts:
+            shared = spec.num_shared_experts * inter
+            total += 3 * c * shared + (0 if frozen else c * (h + shared))
+    elif layernorm:
+        total += c * inter  # GELU input
+    else:
+        total += 3 * c * inter  # SiLU input, act(G), up
+
+    # Inputs saved for weight gradients (full) or adapter inputs (LoRA).
+    if not frozen:
+        total += c * h + c * q  # attention input (shared by q/k/v), o_proj input
+        if not spec.is_moe:
+            total += c * h + c * inter  # MLP input (shared by gate/up), down_proj input
+        else:
+            total += c * h  # router input
+    else:
+        seen_inputs: set[int] = set()
+        for g in per_layer_linears:
+            if not adapters.adapts(g):
+                continue
+            per_layer = g.count // spec.num_hidden_layers
+            if adapters.adapter_bytes > c:
+                total += per_layer * adapters.adapter_bytes * g.in_features  # own fp32 copy of the input
+            elif g.in_features not in seen_inputs:
+                total += c * g.in_features  # the shared input tensor is kept alive
+                seen_inputs.add(g.in_features)
+            total += per_layer * adapters.adapter_bytes * adapters.rank  # lora_A output, saved by lora_B
+
+    # Dropout masks (1 byte per element) where the config trains with dropout (BERT, GPT-2).
+    raw = spec.raw_config
+    hidden_p = raw.get("hidden_dropout_prob", raw.get("resid_pdrop", 0.0)) or 0.0
+    attn_p = raw.get("attention_probs_dropout_prob", raw.get("attn_pdrop", 0.0)) or 0.0
+    if hidden_p:
+        total += 2 * h
+    if attn_p and attention == "eager":
+        total += heads * seq_len * (1 + c)
+    return total
+
+
+def training_activation_bytes(
+    spec: ModelSpec,
+    *,
+    batch_size: int,
+    seq_len: int,
+    compute_bytes: int,
+    attention: str,
+    adapters: AdapterPlan | None,
+    gradient_checkpointing: bool,
+) -> int:
+    """Saved activations of a whole forward pass, at their maximum (start of backward).
+
+    Without checkpointing: every layer's saved tensors (`layer_saved_bytes_per_token`) plus the
+    final norm and the LM head input. With transformers' gradient checkpointing (one checkpoint per
+    decoder layer, non-reentrant): each layer keeps only its input (ch per token) and one layer's
+    activations are recomputed at a time during backward (Chen et al. 2016, arXiv:1604.06174).
+    """
+    tokens = batch_size * seq_len
+    c = compute_bytes
+    h = spec.hidden_size
+    layers = spec.num_hidden_layers + spec.num_encoder_layers
+    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters)
+    head_inputs = (4 * h + 4 + c * h) + (c * h if adapters is None else 0)  # final norm + lm_head input
+    if gradient_checkpointing:
+        return tokens * (layers * c * h + per_layer + head_inputs)
+    return tokens * (layers * per_layer + head_inputs)
+
+
+def loss_buffer_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, keep_logits: bool) -> int:
+    """Logits and cross-entropy buffers at the start of backward.
+
+    transformers' `ForCausalLMLoss` upcasts logits to fp32; `_log_softmax_backward_data` then has
+    the saved log-probabilities, the incoming gradient and its result live at once:
+    3 x 4 bytes x batch x seq x vocab (traced, ../shared/TRACE-NOTES.md). A loop that keeps the
+    model `outputs` alive (`keep_logits`) adds the c-byte logits. Encoders have no LM loss here.
+    """
+    if not spec.is_causal_lm:
+        return 0
+    tokens = batch_size * seq_len
+    return tokens * spec.vocab_size * (12 + (compute_bytes if keep_logits else 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients and optimizer
+# ---------------------------------------------------------------------------------------------
+
+
+def optimizer_state_bytes(*, optimizer: str, trainable_params: int, state_bytes: int, factored_elements: int | None = None) -> int:
+    """Optimizer states for `trainable_params` parameters.
+
+    - AdamW: first and second moments, 2 x params x state_bytes (state_bytes = parameter bytes in
+      PyTorch, 4 with fp32 master weights: ZeRO paper sec. 3.1's 12 bytes = master + 2 states).
+    - 8-bit AdamW (bitsandbytes): two uint8 states plus an fp32 absmax per 256-element block for
+      each (bitsandbytes `Optimizer8bit`, blockwise; Dettmers et al. 2022).
+    - Adafactor (no momentum, transformers default beta1=None): factored second moment, rows +
+      columns per matrix (`factored_elements`), full size for vectors (Shazeer & Stern 2018).
+    - SGD with momentum: one buffer.
+    """
+    if optimizer == "adamw":
+        return 2 * trainable_params * state_bytes
+    if optimizer == "adamw-8bit":
+        return 2 * (trainable_params + 4 * -(-trainable_params // 256))
+    if optimizer == "adafactor":
+        return (factored_elements if factored_elements is not None else trainable_params) * state_bytes
+    if optimizer == "sgd":
+        return trainable_params * state_bytes
+    raise AssertionError(optimizer)
+
+
+def optimizer_step_temp_bytes(*, optimizer: str, trainable_params: int, param_bytes: int, largest_param: int) -> int:
+    """Temporaries of one optimizer step. PyTorch's `foreach` AdamW (the CUDA default) builds one
+    parameter-sized list for the update (TRACE-NOTES: weights + grads + 2 states + 1 temporary);
+    8-bit AdamW and Adafactor update one parameter at a time; SGD without weight decay is in place."""
+    if optimizer == "adamw":
+        return trainable_params * param_bytes
+    if optimizer in ("adamw-8bit", "adafactor"):
+        return 2 * largest_param * 4
+    return 0
+
+
+def adafactor_factored_elements(spec: ModelSpec, trainable: bool = True) -> int:
+    """Rows + columns of every weight matrix, plus every vector parameter in full."""
+    matrices = sum(g.count * (g.in_features + g.out_features) for g in spec.linears)
+    vectors = sum(g.bias_params for g in spec.linears) + spec.other_params
+    embed = spec.hidden_size + (spec.embedding_params // max(spec.hidden_size, 1))
+    return matrices + vectors + embed

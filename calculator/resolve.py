@@ -1,0 +1,128 @@
+"""Turn what the user typed into a `ModelSpec`: a local directory, a catalog entry, or a Hub repo.
+
+Order: an existing local directory with `config.json`; then the bundled catalog (instant, works
+offline); then the Hub through `calculator.hub` (the only networked module). Parameter counts are
+exact where the checkpoint says so (safetensors headers or the catalog), else config arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .catalog import catalog_config, find_catalog_entry
+from .errors import MalformedConfigError, ModelNotFoundError
+from .spec import ModelSpec, model_spec_from_config
+from .units import SAFETENSORS_DTYPE_BITS, bytes_for_bits
+
+ModelSource = Literal["catalog", "local", "hub", "cache"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedModel:
+    spec: ModelSpec
+    source: ModelSource
+    detail: str  # where the config and the counts came from, for the UI
+
+
+def weight_bytes_from_dtype_counts(counts: dict[str, int]) -> int:
+    """Bytes of a checkpoint from its safetensors parameter count per dtype."""
+    return sum(bytes_for_bits(n, SAFETENSORS_DTYPE_BITS.get(dtype.upper(), 16)) for dtype, n in counts.items())
+
+
+def read_safetensors_counts(directory: Path) -> dict[str, int] | None:
+    """Parameter count per dtype from the headers of local `*.safetensors` files (8-byte
+    little-endian header length, then a JSON header of dtype/shape per tensor: the safetensors
+    format spec). Weights are never read."""
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        return None
+    counts: dict[str, int] = {}
+    for path in files:
+        try:
+            with path.open("rb") as fh:
+                (length,) = struct.unpack("<Q", fh.read(8))
+                if length > 100_000_000:
+                    raise ValueError("header too large")
+                header = json.loads(fh.read(length))
+        except (OSError, ValueError, struct.error) as exc:
+            raise MalformedConfigError(f"{path.name} is not a readable safetensors file ({exc}).") from exc
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            n = 1
+            for dim in info["shape"]:
+                n *= int(dim)
+            counts[info["dtype"]] = counts.get(info["dtype"], 0) + n
+    return counts
+
+
+def _spec_with_counts(spec: ModelSpec, counts: dict[str, int] | None, source: Literal["safetensors", "catalog"]) -> ModelSpec:
+    if not counts:
+        return spec
+    return spec.with_exact_counts(num_params=sum(counts.values()), weight_bytes=weight_bytes_from_dtype_counts(counts), source=source)
+
+
+def resolve_local(directory: Path) -> ResolvedModel:
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelNotFoundError(f"{directory} has no config.json. Point to the folder that holds the model's config.json.")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedConfigError(f"{config_path} is not valid JSON ({exc.__class__.__name__}: {exc}).") from exc
+    spec = model_spec_from_config(directory.name, config)
+    counts = read_safetensors_counts(directory)
+    if counts:
+        return ResolvedModel(spec=_spec_with_counts(spec, counts, "safetensors"), source="local", detail=f"{config_path} + safetensors headers")
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            total = int(json.loads(index.read_text(encoding="utf-8"))["metadata"]["total_size"])
+        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise MalformedConfigError(f"{index} has no metadata.total_size.") from exc
+        spec = spec.with_exact_counts(num_params=None, weight_bytes=total, source="safetensors")
+        return ResolvedModel(spec=spec, source="local", detail=f"{config_path} + index total_size")
+    return ResolvedModel(spec=spec, source="local", detail=f"{config_path} (parameters by config arithmetic)")
+
+
+def resolve_catalog(model_id: str) -> ResolvedModel | None:
+    entry = find_catalog_entry(model_id)
+    if entry is None:
+        return None
+    spec = model_spec_from_config(entry.model_id, catalog_config(entry))
+    if entry.num_params is not None or entry.weight_bytes is not None:
+        spec = spec.with_exact_counts(num_params=entry.num_params, weight_bytes=entry.weight_bytes, source="catalog")
+    return ResolvedModel(spec=spec, source="catalog", detail=f"bundled catalog: config {entry.config_source}; parameters: {entry.params_source}")
+
+
+def resolve_model(ref: str, *, token: str | None = None, offline: bool = False, prefer_hub: bool = False) -> ResolvedModel:
+    """Resolve a model reference: a local directory, a catalog id, or `org/name[@revision]` on the Hub."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise ModelNotFoundError("No model given. Type a Hugging Face model id such as meta-llama/Llama-3.1-8B, or pick one from the catalog.")
+    path = Path(ref).expanduser()
+    if ("/" in ref or ref.startswith(".")) and path.is_dir():
+        return resolve_local(path)
+    catalog = resolve_catalog(ref) if "@" not in ref else None
+    if catalog is not None and not prefer_hub:
+        return catalog
+    from . import hub  # the networked module, loaded only when the catalog does not answer
+
+    repo_id, revision = hub.parse_model_ref(ref)
+    try:
+        found = hub.fetch_model(repo_id, revision=revision, token=token or hub.default_token(), offline=offline)
+    except Exception:
+        if catalog is not None:
+            return catalog
+        raise
+    spec = model_spec_from_config(repo_id, found.config)
+    if found.safetensors_param_counts:
+        spec = _spec_with_counts(spec, found.safetensors_param_counts, "safetensors")
+    detail = f"Hugging Face Hub{' (cached copy, hub unreachable)' if found.source == 'cache' else ''}: config.json" + (
+        " + safetensors metadata (exact counts)" if found.safetensors_param_counts else " (no safetensors: parameters by config arithmetic)"
+    )
+    return ResolvedModel(spec=spec, source="hub" if found.source == "hub" else "cache", detail=detail)
