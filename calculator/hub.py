@@ -139,9 +139,10 @@ def fetch_model(
 
     `repo_id` may carry "@revision". `token` defaults to `HF_TOKEN` (no other token is read, so the
     result never depends on a login file of whoever runs the server). `endpoint` defaults to
-    `HF_ENDPOINT`. With `offline=True`, or when the Hub cannot be reached (connection error,
-    timeout, HTTP 5xx), the last successful fetch stored under `cache_dir` is returned with
-    `source="cache"`; without one, `HubUnavailableError`.
+    `HF_ENDPOINT` as set at call time, else https://huggingface.co. `cache_dir` defaults to
+    `default_cache_dir()`. With `offline=True`, or when the Hub cannot be reached (connection
+    error, timeout, HTTP 5xx), the last successful fetch of this repo and revision stored under
+    `cache_dir` is returned with `source="cache"`; without one, `HubUnavailableError`.
     """
     repo_id, ref_revision = parse_model_ref(repo_id)
     if revision is not None and not _is_valid_revision(revision):
@@ -163,7 +164,8 @@ def fetch_model(
             revision=revision,
             token=token,
             files_dir=cache_root / "files",
-            endpoint=(endpoint or constants.ENDPOINT).rstrip("/"),
+            # HF_ENDPOINT is read now, not when huggingface_hub was imported (constants.ENDPOINT).
+            endpoint=(endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/"),
             timeout=timeout,
         )
     except _HubUnreachable as unreachable:
@@ -250,7 +252,7 @@ def _read_config(path: Path, *, repo_id: str, revision: str | None) -> dict[str,
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise MalformedConfigError(f"config.json of {where} is not UTF-8 text ({err.reason}): the repository's config is broken; try another revision.") from err
+        raise MalformedConfigError(f"config.json of {where} is not UTF-8 text ({err.reason}): the repository's config is broken; try another one.") from err
     except json.JSONDecodeError as err:
         raise MalformedConfigError(
             f"config.json of {where} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "

@@ -16,7 +16,8 @@ Errors: 404 + `X-Error-Code: RepoNotFound` / `RevisionNotFound` / `EntryNotFound
 Safetensors "files" are only their header (8-byte little-endian length + JSON): the calculator
 reads headers by range request and never the tensor data, so none is served.
 
-Use the `hub_standin` fixture (import it into a test module) or `HubStandin` as a context manager.
+Use the `hub_standin` fixture (`from hub_standin import hub_standin_fixture` in a test module
+registers it) or `HubStandin` as a context manager.
 """
 
 from __future__ import annotations
@@ -180,7 +181,10 @@ class _HubHandler(BaseHTTPRequestHandler):
                 message = f"Access to model {known_id} is restricted. You must have access to it and be authenticated to access it. Please log in."
                 self._error(401, "GatedRepo", message, head=head)
             else:
-                message = f"Access to model {known_id} is restricted and you are not in the authorized list. Visit https://huggingface.co/{known_id} to ask for access."
+                message = (
+                    f"Access to model {known_id} is restricted and you are not in the authorized list. "
+                    f"Visit https://huggingface.co/{known_id} to ask for access."
+                )
                 self._error(403, "GatedRepo", message, head=head)
         else:
             return known_id, repo
@@ -394,8 +398,8 @@ def bert_base_repo(**kwargs: Any) -> FakeRepo:
 # --- pytest fixture ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def hub_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandin]:
+@pytest.fixture(name="hub_standin")
+def hub_standin_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandin]:
     """A running stand-in with no repos yet (`hub_standin.add(...)`), isolated from the real Hub:
     HF_ENDPOINT points to it, huggingface_hub's file cache and VRAM_CALC_CACHE are under tmp_path,
     and no token from the environment or a login file is used."""
