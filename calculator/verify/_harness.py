@@ -1,0 +1,517 @@
+"""The torch side of `trace_workload`: imported only when a trace runs.
+
+Everything here runs inside one `FakeTensorMode`: parameters, activations, caches and optimizer
+states are FakeTensors (shape, dtype and device, no data), so a 70B model traces on a laptop.
+`_PhaseTracker` is torch's `MemTracker` with three changes, each for a reason written next to it:
+it samples the running totals per phase, it installs gradient hooks only on trainable parameters,
+and it gives up after a deadline.
+
+Workarounds for transformers under fake tensors (see /work/shared/TRACE-NOTES.md):
+- packed-sequence detection: `masking_utils.find_packed_sequence_indices` cannot read fake
+  `position_ids` and assumes packing, which builds an explicit [batch, 1, seq, seq] mask, makes SDPA
+  expand K/V to every query head (`repeat_kv`) and takes it off its `is_causal` path. Our inputs are
+  never packed, so during the trace it answers "not packed" (None), as it does for real unpacked
+  input.
+- no 2D attention mask is passed: an all-ones mask is skipped in a real run (`fast_all`), but a
+  fake one cannot be read and would be expanded to an explicit 4D mask. Passing none is what an
+  unpadded real run amounts to.
+- peft places adapters with `Module.to()`, which cannot swap fake parameters; while peft builds
+  them, `to()` re-creates parameters in the requested dtype instead (their values do not matter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    UnsupportedOperatorException,
+)
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+from ..spec import ModelSpec, model_spec_from_config
+from ..workload import Workload
+from .trace import CATEGORIES, TraceResult, TraceUnsupportedError
+
+_CATEGORY_OF = {
+    _MemRefType.PARAM: "parameters",
+    _MemRefType.BUFFER: "buffers",
+    _MemRefType.GRAD: "gradients",
+    _MemRefType.OPT: "optimizer",
+    _MemRefType.ACT: "activations",
+    _MemRefType.TEMP: "temporaries",
+    _MemRefType.OTH: "inputs",
+}
+_TOTAL_KEY = "Total"  # torch.distributed._tools.mem_tracker._TOTAL_KEY
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_NESTED_CONFIG_KEYS = ("text_config", "llm_config", "language_config", "thinker_config")
+
+
+class _PhaseTracker(MemTracker):
+    """MemTracker that also keeps, per phase we name, the peak total and each category's maximum."""
+
+    def __init__(self, deadline: float | None, max_seconds: float | None) -> None:
+        super().__init__()
+        self.phase: str | None = None  # None: allocations are tracked but not counted in any peak
+        self.phase_peaks: dict[str, int] = {}
+        self.peak_total = 0
+        self.peak_phase = ""
+        self.peak_split: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
+        self.max_split: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
+        self._deadline = deadline
+        self._max_seconds = max_seconds
+
+    def current(self) -> tuple[dict[str, int], int]:
+        split = dict.fromkeys(CATEGORIES, 0)
+        total = 0
+        for dev_snap in self._curr_mem_snap.values():
+            for key, value in dev_snap.items():
+                if key == _TOTAL_KEY:
+                    total += value
+                else:
+                    split[_CATEGORY_OF[key]] += value
+        return split, total
+
+    def set_phase(self, phase: str | None) -> None:
+        self.phase = phase
+        self._record()
+
+    def mark_inputs(self, *tensors: torch.Tensor) -> None:
+        """Re-file tensors we created as model inputs ("Other") instead of activations."""
+        for t in tensors:
+            self._update_and_maybe_create_winfos(t, _MemRefType.OTH)
+
+    # MemTracker calls this after every dispatched op, once the op's outputs are tracked and
+    # before its temporaries are freed: the same sampling points as MemTracker's own peak. We skip
+    # the per-module peak bookkeeping of the base class (unused here, and O(modules) per op).
+    def _update_peak_stats(self, peak_state: Any) -> None:
+        self._record()
+
+    def _record(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise TraceUnsupportedError(
+                f"The trace took longer than {self._max_seconds:g} s and was stopped; try a smaller batch or context, "
+                "or a smaller model of the same family."
+            )
+        if self.phase is None:
+            return
+        split, total = self.current()
+        if total > self.phase_peaks.get(self.phase, -1):
+            self.phase_peaks[self.phase] = total
+        if total > self.peak_total:
+            self.peak_total = total
+            self.peak_split = split
+            self.peak_phase = self.phase
+        for name, value in split.items():
+            if value > self.max_split[name]:
+                self.max_split[name] = value
+
+    # MemTracker registers a gradient hook on every parameter of every module it sees, and
+    # `register_hook` raises on parameters that do not require grad (a frozen LoRA base, or any
+    # model in inference). Frozen parameters are still counted; they just get no hook.
+    def _track_module_params_and_buffers(self, module: nn.Module, install_grad_hooks: bool = True) -> tuple[int, int]:
+        def _grad_hook(grad: torch.Tensor) -> None:
+            self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
+
+        param_memory = 0
+        for param in module.parameters():
+            winfos = self._update_and_maybe_create_winfos(param, _MemRefType.PARAM)
+            param_memory += sum(winfo.mem_consumed for winfo in winfos)
+            if param.grad is not None:
+                self._update_and_maybe_create_winfos(param.grad, _MemRefType.GRAD)
+            if install_grad_hooks and param.requires_grad and self._param_to_grad_hook_handles.get(param, None) is None:
+                self._param_to_grad_hook_handles[param] = (
+                    param.register_hook(_grad_hook),
+                    param.register_post_accumulate_grad_hook(lambda p: _grad_hook(p.grad)),
+                )
+        buffer_memory = 0
+        for buffer in module.buffers():
+            winfos = self._update_and_maybe_create_winfos(buffer, _MemRefType.BUFFER)
+            buffer_memory += sum(winfo.mem_consumed for winfo in winfos)
+        return param_memory, buffer_memory
+
+
+# --------------------------------------------------------------------------------------------
+# What can be traced
+# --------------------------------------------------------------------------------------------
+
+
+def _check_supported(spec: ModelSpec, w: Workload) -> None:
+    if w.runtime == "vllm":
+        raise TraceUnsupportedError(
+            "The trace runs the transformers code path; vLLM pre-allocates its KV cache from gpu_memory_utilization "
+            "instead of growing it. Trace with the transformers runtime, or use the analytic vLLM estimate."
+        )
+    if w.mode == "qlora" or w.precision in ("int8", "int4", "fp8"):
+        raise TraceUnsupportedError(
+            f"{'QLoRA' if w.mode == 'qlora' else w.precision} weights run in quantized kernels (bitsandbytes, fp8 GEMMs) "
+            "that do not execute on fake tensors, so this workload cannot be traced. Trace the bf16 equivalent "
+            "(LoRA or inference at bf16) to check activations, and use the analytic estimate for the weights."
+        )
+    if spec.quantization is not None and w.precision not in ("fp32", "bf16", "fp16"):  # pragma: no cover - caught above
+        raise TraceUnsupportedError("Pre-quantized checkpoints cannot be traced; pick bf16.")
+    if w.optimizer == "adamw-8bit" and w.is_training:
+        raise TraceUnsupportedError(
+            "8-bit AdamW (bitsandbytes) runs CUDA kernels that do not execute on fake tensors; trace with adamw or "
+            "adafactor and use the analytic estimate for the 8-bit states (2 bytes per trainable parameter)."
+        )
+    if spec.is_encoder_decoder:
+        raise TraceUnsupportedError(f"{spec.model_id or spec.model_type}: encoder-decoder models are not traced yet; use the analytic estimate.")
+    if not spec.is_causal_lm and w.is_training:
+        raise TraceUnsupportedError(
+            f"{spec.model_id or spec.model_type} is an encoder; its training memory depends on the task head, so only "
+            "inference (one forward pass) is traced."
+        )
+
+
+def _hf_config(config: dict[str, Any], notes: list[str]) -> Any:
+    """A transformers config object from the raw dict: no remote code, no quantization."""
+    from transformers import AutoConfig
+
+    cfg = copy.deepcopy(config)
+    removed = cfg.pop("quantization_config", None) is not None
+    for key in _NESTED_CONFIG_KEYS:
+        if isinstance(cfg.get(key), dict):
+            removed |= cfg[key].pop("quantization_config", None) is not None
+    if removed:
+        notes.append("quantization_config was removed: the trace runs the unquantized architecture in the chosen dtype.")
+    cfg.pop("auto_map", None)  # remote-code pointers: never followed
+    model_type = cfg.pop("model_type", None)
+    try:
+        return AutoConfig.for_model(model_type, **cfg)
+    except (ValueError, KeyError) as e:
+        import transformers
+
+        raise TraceUnsupportedError(
+            f"transformers {transformers.__version__} has no built-in model_type {model_type!r}, and the trace never "
+            f"runs repository code (trust_remote_code): {e}"
+        ) from e
+
+
+def _model_class(hf_config: Any, spec: ModelSpec, notes: list[str]) -> Any:
+    import transformers
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    if not spec.is_causal_lm:
+        return AutoModel
+    if type(hf_config) in AutoModelForCausalLM._model_mapping:
+        return AutoModelForCausalLM
+    for arch in getattr(hf_config, "architectures", None) or []:
+        cls = getattr(transformers, arch, None)
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            notes.append(f"{arch} is not an AutoModelForCausalLM; traced as transformers.{arch}.")
+            return cls
+    raise TraceUnsupportedError(f"transformers has no causal-LM class for model_type {hf_config.model_type!r}.")
+
+
+@contextlib.contextmanager
+def _transformers_patches() -> Iterator[None]:
+    """Patches that make transformers under fake tensors do what it does on real, unpacked input."""
+    from unittest import mock
+
+    from transformers import masking_utils
+
+    with mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None):
+        yield
+
+
+def _module_to_on_fakes(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
+    """`Module.to()` for fake CPU modules: a device move is a no-op (everything is on the fake CPU), a
+    dtype change re-creates the floating-point parameters. The real `to()` swaps parameters in place
+    (`torch.utils.swap_tensors`), which fails on FakeTensors."""
+    _device, dtype, _non_blocking, _memory_format = torch._C._nn._parse_to(*args, **kwargs)
+    if dtype is not None:
+        _recreate_params(self, dtype)
+    return self
+
+
+def _recreate_params(module: nn.Module, dtype: torch.dtype) -> None:
+    for owner in module.modules():
+        for name, param in list(owner.named_parameters(recurse=False)):
+            if param.dtype.is_floating_point and param.dtype != dtype:
+                setattr(owner, name, nn.Parameter(torch.empty_like(param, dtype=dtype), requires_grad=param.requires_grad))
+
+
+# --------------------------------------------------------------------------------------------
+# Running the workload
+# --------------------------------------------------------------------------------------------
+
+
+def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: float | None) -> TraceResult:
+    started = time.monotonic()
+    spec = model_spec_from_config(model_id or str(config.get("model_type", "")), config)
+    _check_supported(spec, w)
+    notes: list[str] = []
+    compute_dtype = _TORCH_DTYPES[w.precision]
+    master = w.mode == "full" and w.master_weights and w.precision != "fp32"
+    param_dtype = torch.float32 if master else compute_dtype
+    if w.mode == "lora" and w.master_weights:
+        notes.append("master_weights ignored for LoRA: the frozen base stays in the compute dtype.")
+    attn = "eager" if w.attention == "eager" else "sdpa"
+    if w.attention == "flash":
+        notes.append(
+            "flash attention traced as SDPA (its CPU kernel is flash-style: no seq x seq matrix, logsumexp saved); "
+            "flash-attn's own kernels need CUDA."
+        )
+    if w.kv_cache_precision is not None and w.kv_cache_precision != w.precision and not w.is_training and spec.is_causal_lm:
+        notes.append(f"KV cache traced in {w.precision}: DynamicCache keeps K/V in the compute dtype, not {w.kv_cache_precision}.")
+    if w.num_gpus > 1:
+        notes.append(f"Traced one unsharded replica; {w.parallelism} over {w.num_gpus} GPUs is not traced.")
+    hf_config = _hf_config(config, notes)
+    model_cls = _model_class(hf_config, spec, notes)
+    deadline = started + max_seconds if max_seconds else None
+    tracker = _PhaseTracker(deadline, max_seconds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with FakeTensorMode(), _transformers_patches():
+            model = _build(model_cls, hf_config, param_dtype, attn, notes)
+            try:
+                if w.is_training:
+                    model, extra = _run_training(model, spec, w, tracker, compute_dtype, master, notes)
+                else:
+                    extra = _run_inference(model, spec, w, tracker, notes)
+            except (DynamicOutputShapeException, DataDependentOutputException, UnsupportedOperatorException) as e:
+                raise TraceUnsupportedError(
+                    f"{model_id or spec.model_type}: the model runs an operation whose output shape depends on tensor values "
+                    f"({e.func if hasattr(e, 'func') else e}), which fake tensors cannot evaluate; use the analytic estimate."
+                ) from e
+            num_params = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return TraceResult(
+        model_id=model_id,
+        workload=w,
+        peak_bytes=tracker.peak_total,
+        peak_by_category=tracker.peak_split,
+        max_by_category=tracker.max_split,
+        phase_peaks=dict(tracker.phase_peaks),
+        seconds=time.monotonic() - started,
+        notes=tuple(notes),
+        resident_by_category=extra["resident"],
+        peak_phase=tracker.peak_phase,
+        num_params=num_params,
+        trainable_params=trainable,
+        kv_cache_bytes=extra.get("kv_cache_bytes", 0),
+    )
+
+
+def _build(model_cls: Any, hf_config: Any, dtype: torch.dtype, attn: str, notes: list[str]) -> nn.Module:
+    def build(implementation: str) -> nn.Module:
+        if model_cls.__name__.startswith("Auto"):
+            return model_cls.from_config(hf_config, dtype=dtype, attn_implementation=implementation)
+        return model_cls._from_config(hf_config, dtype=dtype, attn_implementation=implementation)
+
+    try:
+        return build(attn)
+    except ValueError as e:
+        if attn != "sdpa" or "scaled_dot_product_attention" not in str(e):
+            raise TraceUnsupportedError(f"transformers could not build {hf_config.model_type}: {e}") from e
+    # gpt-oss (attention sinks) and a few others have no SDPA path in transformers.
+    notes.append(
+        f"{hf_config.model_type} has no SDPA attention in transformers; traced with eager attention, which materializes "
+        "[batch, heads, seq, seq] scores (a GPU run with a flash kernel that supports it would not)."
+    )
+    return build("eager")
+
+
+def _storage_bytes(*tensors: torch.Tensor | None) -> int:
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        if t is None:
+            continue
+        st = t.untyped_storage()
+        if id(st) not in seen:
+            seen.add(id(st))
+            total += st.nbytes()
+    return total
+
+
+def _cache_bytes(cache: Any) -> int:
+    return _storage_bytes(*[t for layer in cache.layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))])
+
+
+def _extend_cache(cache: Any, extra_tokens: int) -> None:
+    """Append `extra_tokens` positions of K/V to every layer, as that many decode steps would."""
+    for idx, layer in enumerate(cache.layers):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or keys.numel() == 0:
+            continue
+        k = keys.new_zeros(keys.shape[0], keys.shape[1], extra_tokens, keys.shape[3])
+        v = values.new_zeros(values.shape[0], values.shape[1], extra_tokens, values.shape[3])
+        cache.update(k, v, idx)
+        del k, v
+
+
+def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, notes: list[str]) -> dict[str, Any]:
+    """Encoders: one forward. Decoders: what `generate()` does, with the longest decode step measured.
+
+    Prefill runs the prompt (context_length - generated_tokens tokens) with a DynamicCache and
+    `logits_to_keep=1`, then takes the next-token logits as an fp32 copy (as generate does).
+    Decoding: `generate` feeds back all but the last generated token, so the cache ends at
+    context_length - 1 positions. We run decode step 1 for real, grow the cache to its final length
+    outside the measured phases (appending K/V as the skipped steps would), and run the last decode
+    step for real. "decode" is the larger of the two; every decode step has the same activations,
+    only the cache differs.
+    """
+    from transformers import DynamicCache
+
+    model.eval()
+    model.requires_grad_(False)
+    b = w.batch_size
+    vocab = spec.vocab_size
+    tracker.track_external(model)
+    with torch.no_grad(), tracker:
+        if not spec.is_causal_lm:
+            tracker.set_phase("forward")
+            ids = torch.randint(0, vocab, (b, w.context_length))
+            tracker.mark_inputs(ids)
+            out = model(input_ids=ids)
+            tracker.set_phase(None)
+            resident, _ = tracker.current()
+            del out
+            return {"resident": resident}
+        prompt = w.prompt_tokens if w.generated_tokens else w.context_length
+        tracker.reset_mod_stats()
+        tracker.set_phase("prefill")
+        ids = torch.randint(0, vocab, (b, prompt))
+        tracker.mark_inputs(ids)
+        cache = DynamicCache(config=model.config)
+        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+        del out
+        next_ids = next_logits.argmax(-1, keepdim=True)
+        del next_logits
+        kv_bytes = _cache_bytes(cache)
+        decode_steps = w.generated_tokens - 1  # forward calls after prefill
+        if decode_steps >= 1:
+            for step in (1, decode_steps) if decode_steps >= 2 else (1,):
+                if step == decode_steps and step > 1:
+                    tracker.set_phase(None)
+                    _extend_cache(cache, decode_steps - 2)
+                tracker.reset_mod_stats()
+                tracker.set_phase("decode")
+                out = model(input_ids=next_ids, cache=cache, use_cache=True, logits_to_keep=1)
+                next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+                del out
+                next_ids = next_logits.argmax(-1, keepdim=True)
+                del next_logits
+            kv_bytes = _cache_bytes(cache)
+            if decode_steps >= 3:
+                notes.append(f"Decode: steps 1 and {decode_steps} traced; the cache was grown to {w.context_length - 1} positions in between.")
+        tracker.set_phase(None)
+        resident, _ = tracker.current()
+        del cache
+    return {"resident": resident, "kv_cache_bytes": kv_bytes}
+
+
+def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
+    if w.lora_targets == "all-linear":
+        return "all-linear"
+    if w.lora_targets == "qv":
+        return ["q_proj", "v_proj"]
+    names = sorted({g.name.split(".")[-1] for g in spec.linears if g.role == "attention" and g.is_nn_linear})
+    return names
+
+
+def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    lora_config = LoraConfig(
+        r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=_lora_targets(spec, w), bias="none", task_type="CAUSAL_LM"
+    )
+    autocast = w.adapter_precision == "fp32"
+    from unittest import mock
+
+    try:
+        # peft calls Module.to() when it places adapters (device and dtype of the base layer); see
+        # `_module_to_on_fakes`. The patch is scoped to adapter creation.
+        with mock.patch.object(nn.Module, "to", _module_to_on_fakes):
+            peft_model = get_peft_model(model, lora_config, autocast_adapter_dtype=autocast)
+    except ValueError as e:
+        raise TraceUnsupportedError(f"peft could not place LoRA adapters ({w.lora_targets}) on this architecture: {e}") from e
+    wanted = _TORCH_DTYPES[w.adapter_precision]
+    for name, module in peft_model.named_modules():
+        if name.endswith(("lora_A", "lora_B")):
+            _recreate_params(module, wanted)
+    notes.append(
+        f"LoRA r={w.lora_rank} on {w.lora_targets} with adapters in {w.adapter_precision}"
+        f"{' (peft autocast_adapter_dtype=True)' if autocast else ''}; lora_dropout=0 (peft default)."
+    )
+    return peft_model
+
+
+def _optimizer(w: Workload, params: list[nn.Parameter], notes: list[str]) -> torch.optim.Optimizer:
+    if w.optimizer == "adamw":
+        notes.append("AdamW with foreach=True (one temporary of the parameter size during the step); fused AdamW needs none.")
+        return torch.optim.AdamW(params, lr=1e-5, foreach=True)
+    if w.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
+    if w.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        notes.append("Adafactor as HF Trainer's optim='adafactor' builds it (transformers.optimization.Adafactor, no relative step).")
+        return Adafactor(params, lr=1e-5, scale_parameter=False, relative_step=False, warmup_init=False)
+    raise TraceUnsupportedError(f"optimizer {w.optimizer} cannot be traced.")  # adamw-8bit: rejected in _check_supported
+
+
+def _run_training(
+    model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, compute_dtype: torch.dtype, master: bool, notes: list[str]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """One warm-up step (so optimizer states exist), then one measured step, as a Trainer loop runs it.
+
+    Each step: forward with labels (the model computes the causal-LM loss), keep only the loss
+    unless `keep_logits`, backward, `optimizer.step()`, `zero_grad(set_to_none=True)`. The steps run
+    in two `with tracker:` blocks because entering re-bases MemTracker's peak.
+    """
+    model.train()
+    if w.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        notes.append("Gradient checkpointing: non-reentrant, one checkpoint per decoder layer (transformers default).")
+    if w.mode == "lora":
+        model = _apply_lora(model, spec, w, notes)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(w, params, notes)
+    if master:
+        notes.append(f"Master weights: parameters and optimizer states in fp32, forward under torch.autocast({w.precision}).")
+    b, seq = w.batch_size, w.context_length
+    resident: dict[str, int] = {}
+    tracker.track_external(model)
+
+    def step(measured: bool) -> None:
+        nonlocal resident
+        tracker.reset_mod_stats()
+        tracker.set_phase("forward" if measured else None)
+        ids = torch.randint(0, spec.vocab_size, (b, seq))
+        labels = ids.clone()
+        tracker.mark_inputs(ids, labels)
+        autocast = torch.autocast("cpu", dtype=compute_dtype) if master else contextlib.nullcontext()
+        with autocast:
+            out = model(input_ids=ids, labels=labels, use_cache=False)
+        loss = out.loss
+        if not w.keep_logits:
+            del out
+        tracker.set_phase("backward" if measured else None)
+        loss.backward()
+        del loss
+        tracker.set_phase("optimizer" if measured else None)
+        optimizer.step()
+        tracker.set_phase(None)
+        if measured:
+            resident, _ = tracker.current()
+        optimizer.zero_grad(set_to_none=True)
+
+    with tracker:
+        step(measured=False)
+    with tracker:
+        step(measured=True)
+    return model, {"resident": resident}
+
