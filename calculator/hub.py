@@ -20,6 +20,12 @@ Timeouts: `timeout` bounds the `model_info` request, the HEAD request of `hf_hub
 follow its environment knobs, read when it is imported: `HF_HUB_DOWNLOAD_TIMEOUT` (the GET of
 config.json) and `HF_HUB_ETAG_TIMEOUT` (the HEAD requests `get_safetensors_metadata` makes to see
 which safetensors files exist; it also overrides `etag_timeout` when set). Both default to 10 s.
+If the Hub fails only after `model_info` answered (a 5xx or timeout on config.json itself),
+`hf_hub_download` retries with its own longer timeout and backoff before we fall back to the cache.
+
+Files on disk: our JSON cache under `cache_dir/models/`, config.json in huggingface_hub's layout
+under `cache_dir/files/`; `get_safetensors_metadata` puts `model.safetensors.index.json` in
+huggingface_hub's default cache (`HF_HUB_CACHE`), as it takes no cache_dir.
 """
 
 from __future__ import annotations
