@@ -1,0 +1,167 @@
+"""`python -m calculator estimate MODEL ...` (and `verify`, `catalog`): a stable contract.
+
+Bad input exits with status 2 and one line on stderr; nothing the user typed produces a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import CalculatorError
+from .units import PRECISIONS, format_bytes, format_count
+from .workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _add_workload_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="Hugging Face repo id (org/name[@revision]), a catalog id, or a local folder with config.json")
+    p.add_argument("--mode", choices=MODES, default="inference", help="inference, LoRA, QLoRA or full fine-tune (default: inference)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="weight precision (default: fp16)")
+    p.add_argument("--quant-method", choices=QUANT_METHODS, default="auto",
+                   help="how int8/int4/fp8 weights are stored (default auto: int8 -> bnb LLM.int8, int4 -> bnb NF4, fp8 -> per-channel fp8)")
+    p.add_argument("--group-size", type=_positive_int, default=128, help="GPTQ/AWQ group size (default 128)")
+    p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=None,
+                   help="bnb 4-bit double quantization (default: on for QLoRA, off otherwise)")
+    p.add_argument("--context", type=_positive_int, default=4096, help="tokens per sequence: prompt + generated, or training length (default 4096)")
+    p.add_argument("--generated", type=_positive_int, default=0,
+                   help="of the context, tokens generated (inference). 0 sizes the prefill for the whole context (default 0)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="sequences per step (per GPU when training data-parallel) (default 1)")
+    p.add_argument("--kv-precision", choices=PRECISIONS, default=None, help="KV-cache dtype (default: the compute dtype)")
+    p.add_argument("--attention", choices=ATTENTION_IMPLS, default="sdpa", help="attention kernel: sdpa/flash (no seq x seq matrix) or eager")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer (default adamw)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="gradient (activation) checkpointing per decoder layer")
+    p.add_argument("--master-weights", action="store_true",
+                   help="keep fp32 master weights and fp32 optimizer states (HF Trainer AMP / DeepSpeed); default is pure bf16 (torchtune style)")
+    p.add_argument("--lora-rank", type=_positive_int, default=16, help="LoRA rank r (default 16)")
+    p.add_argument("--lora-targets", choices=LORA_TARGETS, default="all-linear", help="modules LoRA adapts (default all-linear)")
+    p.add_argument("--adapter-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="LoRA adapter dtype (default fp32, peft's autocast_adapter_dtype=True)")
+    p.add_argument("--keep-logits", action="store_true", help="training loop keeps model outputs (logits) alive through backward")
+    p.add_argument("--runtime", choices=("transformers", "vllm"), default="transformers", help="inference runtime (default transformers generate)")
+    p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vLLM's share of each GPU (default 0.9)")
+    p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
+    p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
+                   help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
+    p.add_argument("--headroom", type=_fraction, default=0.0, help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
+    p.add_argument("--offline", action="store_true", help="never contact the Hub; use the catalog and the on-disk cache")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+
+
+def workload_from_args(args: argparse.Namespace) -> Workload:
+    return Workload(
+        mode=args.mode, precision=args.precision, quant_method=args.quant_method, quant_group_size=args.group_size,
+        double_quant=args.double_quant, context_length=args.context, generated_tokens=args.generated, batch_size=args.batch,
+        kv_cache_precision=args.kv_precision, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
+        optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
+        adapter_precision=args.adapter_precision, keep_logits=args.keep_logits, runtime=args.runtime,
+        gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.gpus, parallelism=args.parallelism,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m calculator", description="Peak GPU memory and the cheapest GPUs for a Hugging Face model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    est = sub.add_parser("estimate", help="estimate peak VRAM and rank GPU configurations by price")
+    _add_workload_options(est)
+    ver = sub.add_parser("verify", help="check the estimate: trace the real architecture on CPU (--trace) or measure on a GPU (--live)")
+    _add_workload_options(ver)
+    level = ver.add_mutually_exclusive_group()
+    level.add_argument("--trace", action="store_true", help="FakeTensor trace of the real model on CPU (no GPU, no weights) [default]")
+    level.add_argument("--live", action="store_true", help="run on the local GPU with random weights and measure")
+    ver.add_argument("--timeout", type=_fraction, default=600.0, help="seconds before the verification run is stopped (default 600)")
+    sub.add_parser("catalog", help="list the bundled models (work offline)")
+    return parser
+
+
+def _text_report(data: dict[str, Any]) -> str:
+    lines = [
+        f"{data['model']}  ({format_count(data['params'])} parameters, {data['params_source']})",
+        f"workload: {data['workload']['mode']}, {data['workload']['precision']} ({data['workload']['weight_format']}), "
+        f"context {data['workload']['context_length']:,}, batch {data['workload']['batch_size']}, {data['workload']['num_gpus']} GPU(s)",
+        f"peak VRAM{' per GPU' if data['per_gpu'] else ''}: {format_bytes(data['total_bytes'], 'GiB', 2)} on the device "
+        f"({format_bytes(data['total_bytes'], 'GB', 2)}); PyTorch allocated {format_bytes(data['torch_allocated_bytes'], 'GiB', 2)}; "
+        f"peak during {data['peak_phase']}",
+        "",
+    ]
+    for name, value in data["breakdown"].items():
+        if value:
+            lines.append(f"  {data['breakdown_labels'][name]:<32} {format_bytes(value, 'GiB', 2):>12}")
+    if data.get("gpu_ranking"):
+        lines += ["", "cheapest GPU configurations that fit:"]
+        shown = [c for c in data["gpu_ranking"] if c["fits"]][:8]
+        for i, c in enumerate(shown, 1):
+            price = f"${c['total_usd_per_hour']:.2f}/hr ({c['provider']})" if c["total_usd_per_hour"] is not None else "no price"
+            lines.append(f"  {i:>2}. {c['count']}x {c['gpu']:<28} {price:<40} {c['utilisation'] * 100:5.1f}% used")
+    for note in data.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from .report import build_plan, estimate_to_dict
+    from .resolve import resolve_model
+
+    workload = workload_from_args(args)
+    resolved = resolve_model(args.model, offline=args.offline)
+    plan = build_plan(resolved.spec, workload, headroom_fraction=args.headroom)
+    data = estimate_to_dict(plan)
+    data["model_source"] = resolved.source
+    data["model_source_detail"] = resolved.detail
+    print(json.dumps(data, indent=2) if args.json else _text_report(data))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .resolve import resolve_model
+
+    workload = workload_from_args(args)
+    resolved = resolve_model(args.model, offline=args.offline)
+    from .verify import run_verification
+
+    data = run_verification(resolved.spec, workload, level="live" if args.live else "trace", timeout=args.timeout)
+    print(json.dumps(data, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in data.items()))
+    return 0
+
+
+def _catalog(_: argparse.Namespace) -> int:
+    from .catalog import catalog_entries
+
+    for entry in sorted(catalog_entries().values(), key=lambda e: e.model_id.lower()):
+        print(f"{entry.model_id:<50} {entry.task}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"estimate": _estimate, "verify": _verify, "catalog": _catalog}[args.command](args)
+    except CalculatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,161 @@
+"""Everything one view needs, built from the engine: the estimate, the GPU ranking, the
+precision x mode table, the context sweep, and the JSON contract of the CLI.
+
+Pure functions over the engine's dataclasses; the UI and the CLI only format what comes back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .errors import InvalidWorkloadError
+from .estimate import COMPONENT_LABELS, Estimate, estimate
+from .pricing import GPUConfiguration, PriceBook, cheapest_fit, rank_configurations
+from .spec import ModelSpec
+from .workload import Workload
+
+GPU_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    estimate: Estimate
+    per_gpu_bytes: dict[int, int]  # device peak per GPU when split over n GPUs
+    ranking: list[GPUConfiguration]
+    cheapest: GPUConfiguration | None
+    headroom_fraction: float
+
+
+def per_gpu_requirements(spec: ModelSpec, workload: Workload, counts: tuple[int, ...] = GPU_COUNTS) -> dict[int, int]:
+    """Device peak per GPU for each GPU count (tensor parallel for inference, the chosen sharding
+    (FSDP by default) for training)."""
+    parallel = workload.parallelism
+    out = {}
+    for n in counts:
+        w = replace(workload, num_gpus=n, parallelism=parallel if n > 1 else "auto")
+        out[n] = estimate(spec, w).total_bytes
+    return out
+
+
+def build_plan(
+    spec: ModelSpec,
+    workload: Workload,
+    *,
+    headroom_fraction: float = 0.0,
+    prices: PriceBook | None = None,
+    gpus: tuple[Any, ...] | None = None,
+    counts: tuple[int, ...] = GPU_COUNTS,
+) -> Plan:
+    """The estimate at the chosen GPU count, and every (GPU, count) configuration ranked by price."""
+    est = estimate(spec, workload)
+    per_gpu = per_gpu_requirements(spec, workload, counts)
+    per_gpu[workload.num_gpus] = est.total_bytes
+    ranking = rank_configurations(
+        per_gpu,
+        gpus=gpus,
+        prices=prices,
+        precision=workload.precision,
+        num_attention_heads=spec.num_attention_heads if not workload.is_training else None,
+        num_key_value_heads=spec.num_key_value_heads if not workload.is_training else None,
+        headroom_fraction=headroom_fraction,
+        gpu_counts=tuple(sorted(per_gpu)),
+        tensor_parallel=not workload.is_training,
+    )
+    return Plan(estimate=est, per_gpu_bytes=per_gpu, ranking=ranking, cheapest=cheapest_fit(ranking), headroom_fraction=headroom_fraction)
+
+
+# The table users know from GPU guide pages: rows are precisions, columns are modes.
+TABLE_PRECISIONS: tuple[str, ...] = ("fp16", "int8", "int4")
+TABLE_MODES: tuple[str, ...] = ("inference", "lora", "qlora", "full")
+
+
+def table_workload(workload: Workload, precision: str, mode: str) -> Workload | None:
+    """The workload of one table cell, or None where the combination does not exist (full
+    fine-tuning of int8/int4 weights; LoRA on a quantized base is QLoRA; QLoRA on fp16 is LoRA)."""
+    if mode == "full" and precision != "fp16":
+        return None
+    if mode == "qlora" and precision == "fp16":
+        return None
+    if mode == "lora" and precision != "fp16":
+        mode = "qlora"
+    try:
+        return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
+                       quant_method="auto" if precision != workload.precision else workload.quant_method)
+    except InvalidWorkloadError:
+        return None
+
+
+def precision_mode_table(spec: ModelSpec, workload: Workload) -> list[dict[str, Any]]:
+    """Device peak per GPU for each precision x mode, with everything else as in `workload`."""
+    rows = []
+    for precision in TABLE_PRECISIONS:
+        row: dict[str, Any] = {"precision": precision}
+        for mode in TABLE_MODES:
+            cell = table_workload(workload, precision, mode)
+            row[mode] = estimate(spec, cell).total_bytes if cell is not None else None
+        rows.append(row)
+    return rows
+
+
+def context_sweep(spec: ModelSpec, workload: Workload, *, points: int = 24, max_tokens: int | None = None) -> list[tuple[int, int]]:
+    """(context length, device peak per GPU) on a log scale from 256 tokens to the model's maximum."""
+    top = max(max_tokens or spec.max_position_embeddings, 512)
+    low = 256
+    ratio = (top / low) ** (1 / max(points - 1, 1))
+    lengths = sorted({min(top, round(low * ratio**i)) for i in range(points)} | {workload.context_length})
+    out = []
+    for n in lengths:
+        generated = min(workload.generated_tokens, n - 1)
+        try:
+            w = replace(workload, context_length=n, generated_tokens=generated)
+        except InvalidWorkloadError:
+            continue
+        out.append((n, estimate(spec, w).total_bytes))
+    return out
+
+
+def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
+    """The CLI's `--json` contract: model, params, total_bytes, torch_allocated_bytes, breakdown,
+    and the GPU ranking (fitting configurations first, cheapest first)."""
+    est = plan.estimate
+    spec = est.spec
+    b = est.breakdown
+    w = est.workload
+    return {
+        "model": spec.model_id,
+        "model_type": spec.model_type,
+        "params": spec.num_params,
+        "params_source": spec.param_source,
+        "active_params": spec.active_params if spec.is_moe else spec.num_params,
+        "trainable_params": est.trainable_params,
+        "workload": {
+            "mode": w.mode, "precision": w.precision, "weight_format": est.weight_format.name, "context_length": w.context_length,
+            "generated_tokens": w.generated_tokens, "batch_size": w.batch_size, "num_gpus": w.num_gpus, "parallelism": est.parallelism,
+            "runtime": w.runtime, "attention": w.attention, "optimizer": w.optimizer if w.is_training else None,
+            "gradient_checkpointing": w.gradient_checkpointing, "lora_rank": w.lora_rank if w.mode in ("lora", "qlora") else None,
+        },
+        "total_bytes": b.total_bytes,
+        "torch_allocated_bytes": b.torch_allocated_bytes,
+        "torch_reserved_bytes": b.torch_reserved_bytes,
+        "per_gpu": w.num_gpus > 1,
+        "peak_phase": est.peak_phase,
+        "breakdown": b.as_dict(),
+        "breakdown_labels": COMPONENT_LABELS,
+        "kv_cache_bytes_per_token": est.kv_bytes_per_token,
+        "notes": list(est.notes),
+        "headroom_fraction": plan.headroom_fraction,
+        "per_gpu_bytes_by_count": {str(k): v for k, v in sorted(plan.per_gpu_bytes.items())},
+        "cheapest_fit": _config_dict(plan.cheapest) if plan.cheapest else None,
+        "gpu_ranking": [_config_dict(c) for c in plan.ranking[:ranking_limit]],
+    }
+
+
+def _config_dict(c: GPUConfiguration) -> dict[str, Any]:
+    return {
+        "gpu": c.gpu.name, "gpu_id": c.gpu.id, "count": c.count, "fits": c.fits, "reason": c.reason,
+        "per_gpu_required_bytes": c.per_gpu_required_bytes, "usable_bytes_per_gpu": c.gpu.usable_bytes,
+        "utilisation": round(c.utilisation, 4), "precision_ok": c.precision_ok, "precision_note": c.precision_note,
+        "provider": c.cheapest_provider, "usd_per_gpu_hour": c.usd_per_gpu_hour, "total_usd_per_hour": c.total_usd_per_hour,
+        "price_range": list(c.price_range) if c.price_range else None, "providers": c.providers_count, "price_as_of": c.price_as_of,
+    }
