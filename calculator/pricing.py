@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.metadata
 import io
 import json
 import math
@@ -545,7 +546,10 @@ def _gpuhunt_fetch(timeout: float) -> tuple[list[Any], str]:
 
     import gpuhunt  # optional dependency; ImportError is handled by the caller
 
-    version = getattr(getattr(gpuhunt, "version", None), "__version__", "") or ""
+    try:
+        version = importlib.metadata.version("gpuhunt")
+    except importlib.metadata.PackageNotFoundError:  # vendored or stubbed copy
+        version = ""
 
     def work() -> list[Any]:
         catalog = gpuhunt.Catalog(balance_resources=False, auto_reload=False)
