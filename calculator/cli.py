@@ -81,9 +81,16 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
     )
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage on a bad option; the contract is one line on stderr."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m calculator", description="Peak GPU memory and the cheapest GPUs for a Hugging Face model.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="python -m calculator", description="Peak GPU memory and the cheapest GPUs for a Hugging Face model.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     est = sub.add_parser("estimate", help="estimate peak VRAM and rank GPU configurations by price")
     _add_workload_options(est)
     ver = sub.add_parser("verify", help="check the estimate: trace the real architecture on CPU (--trace) or measure on a GPU (--live)")

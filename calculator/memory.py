@@ -194,16 +194,17 @@ class AdapterPlan:
 def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     """Module names peft adapts for `targets`.
 
-    "all-linear" is peft's shorthand: every `nn.Linear` except the output layer; transformers 5
-    stores MoE experts as fused 3-D parameters, which it does not adapt. "attention" adapts the
-    attention projections, "qv" only query and value (the LoRA paper's setting).
+    "all-linear" is peft's shorthand: every linear layer except the output layer. With
+    transformers 5's fused 3-D expert parameters, peft 0.21 also adapts the experts (one adapter
+    per expert, through parameter targeting) and the router: traced on Mixtral (calculator/verify).
+    "attention" adapts the attention projections, "qv" only query and value (the LoRA paper's).
     """
     names = set()
     for g in spec.linears:
-        if g.role == "head" or not g.is_nn_linear:
+        if g.role == "head":
             continue
         wanted = {
-            "all-linear": g.role in ("attention", "mlp", "other"),
+            "all-linear": g.role in ("attention", "mlp", "other", "expert", "router"),
             "attention": g.name in _ATTENTION_NAMES,
             "qv": g.name in _QV_NAMES,
         }[targets]

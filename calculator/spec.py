@@ -131,10 +131,9 @@ class ModelSpec:
 
     @property
     def active_params(self) -> int:
-        """Parameters one token touches (MoE: routed experts per token + shared parts)."""
-        dense = sum(g.active_params for g in self.linears)
-        return dense + self.other_params + self.hidden_size  # one embedding row per token
-        # (The embedding table is read one row per token; the LM head is a full linear group.)
+        """Parameters one token uses, counted as model cards do (embedding table included):
+        routed experts per token + shared experts + everything dense (Mixtral: 12.9B of 46.7B)."""
+        return sum(g.active_params for g in self.linears) + self.other_params + self.embedding_params
 
     @property
     def is_moe(self) -> bool:

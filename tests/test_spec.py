@@ -1,0 +1,174 @@
+"""ModelSpec from real config.json files: parameter counts and the shapes the formulas use.
+
+Each count is checked against the exact count of the real checkpoint (safetensors total_size / 2
+for 16-bit checkpoints, cited in calculator/data/models/SOURCES.md) and, below, against
+transformers' own model built on the meta device from the same config.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from calculator.catalog import catalog_config, catalog_entries, find_catalog_entry
+from calculator.errors import MalformedConfigError, UnsupportedArchitectureError
+from calculator.spec import model_spec_from_config
+
+
+def spec_of(model_id: str):
+    entry = find_catalog_entry(model_id)
+    assert entry is not None, model_id
+    return model_spec_from_config(entry.model_id, catalog_config(entry))
+
+
+@pytest.mark.parametrize(
+    ("model_id", "params"),
+    [
+        # total_size 16,060,522,496 B of bf16 = 8,030,261,248 parameters.
+        ("meta-llama/Llama-3.1-8B", 8_030_261_248),
+        # total_size 13,476,839,424 B of fp16.
+        ("meta-llama/Llama-2-7b-hf", 6_738_415_616),
+        # Qwen2.5-7B-Instruct index total_size 15,231,233,024 B (q/k/v biases included).
+        ("Qwen/Qwen2.5-7B", 7_615_616_512),
+        # Qwen3-8B: total_size 16,381,470,720 B / 2 (q_norm, k_norm per layer).
+        ("Qwen/Qwen3-8B", 8_190_735_360),
+        # Qwen3-30B-A3B MoE: 16-shard index total_size 61,064,245,248 B / 2.
+        ("Qwen/Qwen3-30B-A3B", 30_532_122_624),
+        # 30-shard Llama-3.1-70B index total_size 141,107,412,992 B / 2.
+        ("meta-llama/Llama-3.1-70B", 70_553_706_496),
+        # Mixtral index total_size 93,405,585,408 B / 2.
+        ("mistralai/Mixtral-8x7B-v0.1", 46_702_792_704),
+        # Original HiggsAudioModel per-module dump: embed 394,002,432 + 28 dual-FFN layers
+        # 4,932,845,568 + norm 3,072 + text & audio LM heads 419,217,408 + codebooks 25,214,976.
+        ("bosonai/higgs-audio-v2-generation-3B-base", 5_771_283_456),
+        # BertModel: embeddings (30522 + 512 + 2) x 768 + LayerNorm 1,536; 12 layers x 7,087,872; pooler 590,592.
+        ("google-bert/bert-base-uncased", 109_482_240),
+    ],
+)
+def test_parameter_count_matches_checkpoint(model_id, params):
+    assert spec_of(model_id).config_num_params == params
+
+
+def test_llama_31_8b_shapes():
+    spec = spec_of("meta-llama/Llama-3.1-8B")
+    assert (spec.num_hidden_layers, spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim) == (32, 32, 8, 128)
+    assert spec.layer_types == ("full",) * 32
+    assert not spec.tie_word_embeddings
+
+
+def test_qwen3_explicit_head_dim():
+    # Qwen3-8B: hidden 4096 / 32 heads = 128, and the config states head_dim 128 explicitly.
+    spec = spec_of("Qwen/Qwen3-8B")
+    assert spec.head_dim == 128 and spec.num_key_value_heads == 8
+
+
+def test_gpt_oss_hybrid_sliding_layers_and_mxfp4():
+    spec = spec_of("openai/gpt-oss-20b")
+    assert spec.layer_types.count("sliding") == 12 and spec.layer_types.count("full") == 12
+    assert spec.sliding_window == 128
+    assert spec.num_experts == 32 and spec.num_experts_per_tok == 4
+    assert spec.quantization is not None and spec.quantization.method == "mxfp4"
+    # Model card: "21B parameters with 3.6B active"; OpenAI counts active parameters without the
+    # embedding table (Mistral and Qwen count it; `active_params` follows them).
+    assert 20.5e9 < spec.config_num_params < 21.5e9
+    assert 3.55e9 < spec.active_params - spec.embedding_params < 3.65e9
+
+
+def test_deepseek_v3_mla_and_moe():
+    spec = spec_of("deepseek-ai/DeepSeek-V3")
+    assert spec.layer_types == ("mla",) * 61
+    assert (spec.kv_lora_rank, spec.qk_rope_head_dim) == (512, 64)
+    # 61 layers, first 3 dense: 58 MoE layers of 256 routed + 1 shared expert.
+    assert spec.num_moe_layers == 58 and spec.num_shared_experts == 1
+    # Model card: 671B main-model parameters, 37B activated per token.
+    assert 670e9 < spec.config_num_params < 672e9
+    assert 36e9 < spec.active_params < 38.5e9
+    assert spec.quantization is not None and spec.quantization.block_size == (128, 128)
+
+
+def test_mixtral_active_parameters():
+    spec = spec_of("mistralai/Mixtral-8x7B-v0.1")
+    # Mistral AI: 46.7B total, 12.9B used per token (2 of 8 experts).
+    assert 12.8e9 < spec.active_params < 13.0e9
+
+
+def test_bert_is_encoder_without_kv_cache():
+    spec = spec_of("google-bert/bert-base-uncased")
+    assert not spec.is_causal_lm and spec.layer_types == ()
+    assert spec.checkpoint_dtype == "fp32"
+
+
+def test_gptq_checkpoint_quantization_read():
+    spec = spec_of("kaitchup/Mistral-7B-v0.1-gptq-2bit")
+    q = spec.quantization
+    assert q is not None and (q.method, q.bits, q.group_size) == ("gptq", 2, 128)
+    assert spec.layer_types == ("sliding",) * 32 and spec.sliding_window == 4096
+
+
+def test_t5_encoder_decoder_from_transformers_defaults():
+    # transformers' T5Config() defaults are t5-small's config (its docstring says so):
+    # d_model 512, d_kv 64, d_ff 2048, 6+6 layers, 8 heads, vocab 32128, tied embeddings.
+    config = {"model_type": "t5", "d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8,
+              "vocab_size": 32128, "relative_attention_num_buckets": 32, "feed_forward_proj": "relu", "tie_word_embeddings": True}
+    spec = model_spec_from_config("google-t5/t5-small", config)
+    # t5-small T5ForConditionalGeneration: 60,506,624 parameters.
+    assert spec.config_num_params == 60_506_624
+    assert spec.is_encoder_decoder and spec.num_encoder_layers == 6
+
+
+def test_nested_text_config_is_read():
+    llama = catalog_config(find_catalog_entry("meta-llama/Llama-3.2-3B"))
+    wrapped = {"model_type": "llava", "text_config": llama, "vision_config": {"hidden_size": 1024}}
+    spec = model_spec_from_config("org/vlm", wrapped)
+    assert spec.config_num_params == spec_of("meta-llama/Llama-3.2-3B").config_num_params
+    assert any("vision" in n for n in spec.notes)
+
+
+def test_unknown_architecture_fails_closed():
+    with pytest.raises(UnsupportedArchitectureError, match="not supported"):
+        model_spec_from_config("org/x", {"model_type": "mamba", "hidden_size": 768})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32, "vocab_size": 32000},
+        {"model_type": "llama", "hidden_size": "big", "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 8, "vocab_size": 8},
+        {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 4,
+         "intermediate_size": 8, "vocab_size": 8},
+        {"hidden_size": 64},
+        [1, 2, 3],
+    ],
+)
+def test_malformed_configs_name_what_is_wrong(config):
+    with pytest.raises(MalformedConfigError):
+        model_spec_from_config("org/bad", config)
+
+
+def test_every_catalog_entry_parses():
+    for model_id, entry in catalog_entries().items():
+        spec = model_spec_from_config(model_id, catalog_config(entry))
+        assert spec.config_num_params > 0
+        if entry.num_params is not None:
+            assert spec.config_num_params == entry.num_params, model_id
+
+
+@pytest.mark.trace
+@pytest.mark.parametrize("model_id", sorted(catalog_entries()))
+def test_counts_equal_transformers_meta_model(model_id):
+    """The same config built by transformers on the meta device has the same parameter count
+    (higgs-audio differs by design: transformers' port drops the text LM head the checkpoint has;
+    bert's catalog architecture adds the MLM head on top of BertModel)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    if model_id in ("bosonai/higgs-audio-v2-generation-3B-base", "google-bert/bert-base-uncased"):
+        pytest.skip("architecture differs from the checkpoint's module set by design (see docstring)")
+    config = dict(catalog_config(find_catalog_entry(model_id)))
+    config.pop("quantization_config", None)
+    hf_config = transformers.CONFIG_MAPPING[config["model_type"]].from_dict(config)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(hf_config)
+    hf_count = sum(p.numel() for p in model.parameters())
+    spec = spec_of(model_id)
+    # DeepSeek-V3's router score-correction bias is a buffer in transformers, a tensor in the checkpoint.
+    extra = spec.num_moe_layers * spec.num_experts if spec.model_type == "deepseek_v3" else 0
+    assert spec.config_num_params == hf_count + extra
