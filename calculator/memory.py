@@ -197,7 +197,8 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     "all-linear" is peft's shorthand: every linear layer except the output layer. With
     transformers 5's fused 3-D expert parameters, peft 0.21 also adapts the experts (one adapter
     per expert, through parameter targeting) and the router: traced on Mixtral (calculator/verify).
-    "attention" adapts the attention projections, "qv" only query and value (the LoRA paper's).
+    "attention" adapts the attention projections, "mlp" the feed-forward ones, "qv" only query and
+    value (the LoRA paper's setting).
     """
     names = set()
     for g in spec.linears:
@@ -206,6 +207,7 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
         wanted = {
             "all-linear": g.role in ("attention", "mlp", "other", "expert", "router"),
             "attention": g.name in _ATTENTION_NAMES,
+            "mlp": g.role in ("mlp", "expert"),
             "qv": g.name in _QV_NAMES,
         }[targets]
         if wanted:

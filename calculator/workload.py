@@ -22,8 +22,8 @@ PARALLELISMS: tuple[Parallelism, ...] = ("auto", "tp", "ddp", "zero1", "zero2", 
 # checkpoint's own `quantization_config`.
 QuantMethod = Literal["auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq"]
 QUANT_METHODS: tuple[QuantMethod, ...] = ("auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq")
-LoraTargets = Literal["all-linear", "attention", "qv"]
-LORA_TARGETS: tuple[LoraTargets, ...] = ("all-linear", "attention", "qv")
+LoraTargets = Literal["all-linear", "attention", "mlp", "qv"]
+LORA_TARGETS: tuple[LoraTargets, ...] = ("all-linear", "attention", "mlp", "qv")
 
 # Bounds that keep every number finite and meaningful. A request past them is almost always a typo
 # (or a tampered URL), and the message says so.

@@ -1,0 +1,323 @@
+"""Score the engine against published, measured peak memory (../shared/validation/measured.csv).
+
+    python benchmarks/validation.py [--csv PATH] [--out benchmarks/results]
+
+Each scored row maps the row's settings to a `Workload` (table `SETTINGS` below: every choice
+is the row's own text) and compares the instrument's number with the matching estimate:
+`torch.cuda.max_memory_allocated` and torchtune's "peak memory active" with
+`torch_allocated_bytes`, `max_memory_reserved` with `torch_reserved_bytes`, nvml/nvidia-smi with
+the device total. Rows whose setup the engine does not model (torch.compile, chunked loss,
+activation offloading, non-LoRA PEFT, custom kernels such as ExLlama) or whose model config is
+not bundled, or whose unit is ambiguous, are listed with the reason and not scored.
+Writes `validation.md` and `validation.csv` under --out and prints the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from calculator import memory  # noqa: E402
+from calculator.estimate import estimate  # noqa: E402
+from calculator.resolve import resolve_catalog  # noqa: E402
+from calculator.units import GiB  # noqa: E402
+from calculator.workload import Workload  # noqa: E402
+
+DEFAULT_CSV = ROOT.parent / "shared" / "validation" / "measured.csv"
+
+
+@dataclass(frozen=True)
+class RowSetting:
+    model: str
+    workload: Workload
+    measure: str  # "allocated" | "reserved" | "device" | "weights" (weights + LoRA adapter weights, after loading)
+    gpus_summed: int = 1
+    note: str = ""
+
+
+def W(**kw) -> Workload:
+    return Workload(**kw)
+
+
+# Row id -> how the engine is asked. Lengths: generate rows give prompt + generated exactly;
+# training rows padded "to the longest in batch, max N" use N (an upper bound, said in the note).
+SETTINGS: dict[str, RowSetting] = {
+    "M027": RowSetting(
+        model="google-bert/bert-base-uncased",
+        workload=W(precision="fp32", batch_size=8, context_length=8, attention="eager"),
+        measure="device",
+        note="nvml incl. CUDA context of PyTorch 1.4 / CUDA 10 (larger than today's)",
+    ),
+    "M028": RowSetting(
+        model="google-bert/bert-base-uncased",
+        workload=W(precision="fp32", batch_size=8, context_length=512, attention="eager"),
+        measure="device",
+        note="as M027",
+    ),
+    "M035": RowSetting(
+        model="meta-llama/Llama-2-7b-hf",
+        workload=W(mode="lora", precision="bf16", lora_targets="qv", lora_rank=8, adapter_precision="bf16"),
+        measure="weights",
+        note="after model init: weights + LoRA(q,v,r=8) bf16 adapters, reserved",
+    ),
+    "M036": RowSetting(
+        model="meta-llama/Llama-2-7b-hf",
+        workload=W(
+            mode="lora",
+            precision="bf16",
+            batch_size=2,
+            context_length=512,
+            gradient_checkpointing=True,
+            lora_targets="qv",
+            lora_rank=8,
+            adapter_precision="bf16",
+        ),
+        measure="reserved",
+        note="torchtune, alpaca padded to <=512 (upper bound), bf16 adapters",
+    ),
+    "M037": RowSetting(
+        model="meta-llama/Llama-2-7b-hf",
+        workload=W(
+            mode="qlora",
+            precision="int4",
+            batch_size=2,
+            context_length=512,
+            gradient_checkpointing=True,
+            lora_targets="all-linear",
+            lora_rank=8,
+            adapter_precision="bf16",
+        ),
+        measure="reserved",
+        note="torchtune NF4 (torchao) ~ bnb NF4 + double quant; <=512 upper bound",
+    ),
+    "M038": RowSetting(
+        model="meta-llama/Meta-Llama-3-8B-Instruct",
+        workload=W(
+            mode="lora",
+            precision="bf16",
+            batch_size=2,
+            context_length=512,
+            gradient_checkpointing=True,
+            lora_targets="qv",
+            lora_rank=8,
+            adapter_precision="bf16",
+        ),
+        measure="reserved",
+        note="'peak memory observed' (stat not named; 1e9 GB); <=512 upper bound",
+    ),
+    "M039": RowSetting(
+        model="meta-llama/Meta-Llama-3-8B-Instruct",
+        workload=W(precision="bf16", context_length=8192, generated_tokens=8192 - 16),
+        measure="allocated",
+        note="torchtune generate: static KV cache for 8192 tokens, short prompt",
+    ),
+    "M040": RowSetting(
+        model="meta-llama/Llama-3.2-3B-Instruct",
+        workload=W(mode="lora", precision="bf16", lora_targets="all-linear", lora_rank=64, adapter_precision="bf16"),
+        measure="weights",
+        note="after init: tied-embedding weights + LoRA r=64 (q,v,o + MLP) bf16 adapters, allocated",
+    ),
+    "M047": RowSetting(
+        model="meta-llama/Llama-3.2-3B-Instruct",
+        workload=W(mode="full", precision="bf16", batch_size=2, context_length=4096),
+        measure="allocated",
+        note="torchtune pure bf16 AdamW, packed 4096, standard CE, no compile/AC ('peak memory active')",
+    ),
+    "M104": RowSetting(
+        model="Qwen/Qwen2.5-0.5B-Instruct", workload=W(precision="bf16", context_length=2049, generated_tokens=2048), measure="allocated"
+    ),
+    "M105": RowSetting(
+        model="Qwen/Qwen2.5-0.5B-Instruct", workload=W(precision="bf16", context_length=32768, generated_tokens=2048), measure="allocated"
+    ),
+    "M106": RowSetting(
+        model="Qwen/Qwen2.5-7B-Instruct", workload=W(precision="bf16", context_length=2049, generated_tokens=2048), measure="allocated"
+    ),
+    "M107": RowSetting(
+        model="Qwen/Qwen2.5-7B-Instruct", workload=W(precision="bf16", context_length=8192, generated_tokens=2048), measure="allocated"
+    ),
+    "M108": RowSetting(
+        model="Qwen/Qwen2.5-7B-Instruct", workload=W(precision="bf16", context_length=32768, generated_tokens=2048), measure="allocated"
+    ),
+    "M109": RowSetting(
+        model="Qwen/Qwen2.5-7B-Instruct",
+        workload=W(precision="int4", quant_method="gptq", context_length=2049, generated_tokens=2048),
+        measure="allocated",
+        note="GPTQ-Int4 repo modelled as GPTQ 4-bit g128 of the same architecture (its config is not bundled)",
+    ),
+    "M110": RowSetting(
+        model="Qwen/Qwen2.5-7B-Instruct",
+        workload=W(precision="int4", quant_method="awq", context_length=2049, generated_tokens=2048),
+        measure="allocated",
+        note="AWQ repo modelled as AWQ 4-bit g128 of the same architecture",
+    ),
+    "M111": RowSetting(
+        model="Qwen/Qwen2.5-7B-Instruct",
+        workload=W(precision="int4", quant_method="awq", context_length=32768, generated_tokens=2048),
+        measure="allocated",
+        note="as M110",
+    ),
+    "M114": RowSetting(
+        model="Qwen/Qwen2.5-32B-Instruct", workload=W(precision="bf16", context_length=2049, generated_tokens=2048), measure="allocated"
+    ),
+    "M115": RowSetting(
+        model="Qwen/Qwen2.5-32B-Instruct", workload=W(precision="bf16", context_length=32768, generated_tokens=2048), measure="allocated"
+    ),
+    "M116": RowSetting(
+        model="Qwen/Qwen2.5-72B-Instruct",
+        workload=W(precision="bf16", context_length=2049, generated_tokens=2048),
+        measure="allocated",
+        gpus_summed=2,
+        note="device_map='auto' over 2 GPUs: the sum is compared with one unsplit copy",
+    ),
+    "M128": RowSetting(
+        model="meta-llama/Llama-3.2-3B",
+        workload=W(mode="full", precision="bf16", batch_size=4, context_length=768),
+        measure="reserved",
+        note="PEFT benchmark loop, pure bf16 AdamW, padded to <=768 (upper bound)",
+    ),
+    "M131": RowSetting(
+        model="meta-llama/Llama-3.2-3B",
+        workload=W(mode="lora", precision="bf16", batch_size=4, context_length=768, lora_rank=10, lora_targets="mlp"),
+        measure="reserved",
+        note="fp32 adapters (peft default), <=768 upper bound",
+    ),
+    "M132": RowSetting(
+        model="meta-llama/Llama-3.2-3B",
+        workload=W(mode="lora", precision="bf16", batch_size=4, context_length=768, lora_rank=32, lora_targets="qv"),
+        measure="reserved",
+        note="DoRA modelled as LoRA (DoRA adds a weight-norm pass); <=768 upper bound",
+    ),
+}
+
+# Rows deliberately not scored, and why (the reason is printed in the report).
+NOT_MODELLED = {
+    "M046": "sequence lengths unknown (unpacked alpaca, dynamic padding)",
+    "M048": "torch.compile changes saved activations (not modelled)",
+    "M049": "torch.compile + chunked cross-entropy (not modelled)",
+    "M050": "torch.compile + chunked cross-entropy (not modelled)",
+    "M051": "optimizer step fused into backward + compile + chunked CE (not modelled)",
+    "M052": "activation offloading to CPU (not modelled)",
+    "M053": "activation offloading + 8-bit AdamW in backward (not modelled)",
+    "M054": "activation offloading + compile + chunked CE (not modelled)",
+    "M055": "activation offloading + compile + chunked CE (not modelled)",
+    "M133": "IA3 is not LoRA (not modelled)",
+    "M134": "prompt tuning is not LoRA (not modelled)",
+}
+
+
+# Why the largest residuals are what they are (kept next to the numbers they explain).
+WORST_ROWS = {
+    "M037": "torchtune's QLoRA recipe (April 2024) loaded bf16 weights onto the GPU before converting them to NF4; "
+    "the caching allocator keeps that reserve (the row's note: init peak reserved 9.13 GB), so the training "
+    "peak *reserved* reflects loading, not training. Transformers + bitsandbytes quantize while loading; "
+    "the engine models that path (5.0 GiB here).",
+    "M027/M028": "nvml device totals from PyTorch 1.4 / CUDA 10 (2020): its CUDA context took ~0.8 GiB more than "
+    "CUDA 12's lazily loaded one that the 500 MiB constant describes; the activation growth from "
+    "seq 8 to 512 (+0.31 GiB measured) is estimated as +0.43 GiB.",
+    "M132": "DoRA normalises the adapted weight every step (an extra weight-sized bf16 temporary per adapted layer and "
+    "its saved activations); the engine sizes plain LoRA.",
+    "M039": "torchtune's generate recipe compiles the model and keeps a static 8192-token cache plus its own causal "
+    "mask buffers; the engine models transformers' dynamic cache (the static cache size is matched here).",
+}
+
+
+def predicted_bytes(setting: RowSetting) -> int:
+    spec = resolve_catalog(setting.model).spec
+    est = estimate(spec, setting.workload)
+    b = est.breakdown
+    if setting.measure == "weights":
+        w = setting.workload
+        plan = memory.AdapterPlan(names=memory.lora_target_names(spec, w.lora_targets), rank=w.lora_rank, adapter_bytes=2)
+        return b.weights_bytes + 2 * memory.lora_params(spec, plan)
+    return {"allocated": b.torch_allocated_bytes, "reserved": b.torch_reserved_bytes, "device": b.total_bytes}[setting.measure]
+
+
+def score(csv_path: Path) -> tuple[list[dict], list[dict]]:
+    scored, skipped = [], []
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            rid = row["id"]
+            if rid in SETTINGS and row["value_gib"]:
+                s = SETTINGS[rid]
+                measured = float(row["value_gib"])
+                predicted = predicted_bytes(s) / GiB
+                scored.append(
+                    {
+                        "id": rid,
+                        "model": s.model,
+                        "mode": row["mode"],
+                        "measured_gib": measured,
+                        "predicted_gib": round(predicted, 3),
+                        "error_pct": round(100 * (predicted - measured) / measured, 1),
+                        "instrument": s.measure,
+                        "confidence": row["confidence"],
+                        "source_group": row["source_group"],
+                        "note": s.note,
+                    }
+                )
+                continue
+            reason = NOT_MODELLED.get(rid)
+            if reason is None:
+                if not row["value_gib"]:
+                    reason = f"unit ambiguous in the source ({row['unit_as_stated']})"
+                elif "ExLlama" in row["framework"]:
+                    reason = "ExLlama custom kernels, and the model config is not bundled"
+                else:
+                    reason = f"config of {row['model_id']} is not bundled"
+            skipped.append({"id": rid, "model": row["model_id"], "mode": row["mode"], "reason": reason})
+    return scored, skipped
+
+
+def render(scored: list[dict], skipped: list[dict]) -> str:
+    errors = [abs(r["error_pct"]) for r in scored]
+    lines = [
+        "# Estimate vs published measurements",
+        "",
+        f"Scored rows: {len(scored)} of {len(scored) + len(skipped)}. "
+        f"Median absolute error: **{statistics.median(errors):.1f}%**; mean {statistics.mean(errors):.1f}%; worst {max(errors):.1f}%.",
+        "",
+        "| mode | rows | median abs error | worst |",
+        "|---|---|---|---|",
+    ]
+    for mode in sorted({r["mode"] for r in scored}):
+        errs = [abs(r["error_pct"]) for r in scored if r["mode"] == mode]
+        lines.append(f"| {mode} | {len(errs)} | {statistics.median(errs):.1f}% | {max(errs):.1f}% |")
+    lines += ["", "| id | model | mode | instrument | measured GiB | estimate GiB | error | note |", "|---|---|---|---|---|---|---|---|"]
+    for r in scored:
+        lines.append(
+            f"| {r['id']} | {r['model']} | {r['mode']} | {r['instrument']} | {r['measured_gib']:.2f} | {r['predicted_gib']:.2f} | "
+            f"{r['error_pct']:+.1f}% | {r['note']} |"
+        )
+    lines += ["", "## The worst rows, explained", ""] + [f"- **{k}**: {v}" for k, v in WORST_ROWS.items()]
+    lines += ["", "## Not scored", "", "| id | model | mode | reason |", "|---|---|---|---|"]
+    for r in skipped:
+        lines.append(f"| {r['id']} | {r['model']} | {r['mode']} | {r['reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    scored, skipped = score(args.csv)
+    report = render(scored, skipped)
+    print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "validation.md").write_text(report, encoding="utf-8")
+    with (args.out / "validation.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(scored[0]))
+        writer.writeheader()
+        writer.writerows(scored)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
