@@ -14,18 +14,29 @@ from .errors import (
     ModelNotFoundError,
     UnsupportedArchitectureError,
 )
+from .estimate import Breakdown, Estimate, estimate
+from .report import Plan, build_plan, estimate_to_dict
+from .resolve import ResolvedModel, resolve_model
 from .spec import ModelSpec, model_spec_from_config
 from .workload import Workload
 
 __all__ = [
+    "Breakdown",
     "CalculatorError",
+    "Estimate",
     "GatedModelError",
     "HubUnavailableError",
     "InvalidWorkloadError",
     "MalformedConfigError",
     "ModelNotFoundError",
     "ModelSpec",
+    "Plan",
+    "ResolvedModel",
     "UnsupportedArchitectureError",
     "Workload",
+    "build_plan",
+    "estimate",
+    "estimate_to_dict",
     "model_spec_from_config",
+    "resolve_model",
 ]

@@ -13,6 +13,7 @@ from .errors import InvalidWorkloadError
 from .estimate import COMPONENT_LABELS, Estimate, estimate
 from .pricing import GPUConfiguration, PriceBook, cheapest_fit, rank_configurations
 from .spec import ModelSpec
+from .throughput import ThroughputEstimate, estimate_configuration
 from .workload import Workload
 
 GPU_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
@@ -115,6 +116,30 @@ def context_sweep(spec: ModelSpec, workload: Workload, *, points: int = 24, max_
     return out
 
 
+def throughput_for(plan: Plan, config: GPUConfiguration) -> ThroughputEstimate | None:
+    """Decode/prefill speed and $ per 1M output tokens of one configuration (inference only).
+
+    Bytes read per decode step: the weights a token touches (all of them for dense models, the
+    active share for MoE) plus the K/V cache at the current context (see `calculator.throughput`).
+    """
+    est = plan.estimate
+    if est.workload.is_training or not est.spec.is_causal_lm:
+        return None
+    spec = est.spec
+    weights = est.breakdown.weights_bytes * est.num_gpus if est.parallelism == "tp" else est.breakdown.weights_bytes
+    active_weight_bytes = weights * spec.active_params // max(spec.num_params, 1) if spec.is_moe else weights
+    return estimate_configuration(
+        config,
+        active_weight_bytes=active_weight_bytes,
+        kv_bytes_per_token=est.kv_bytes_per_token,
+        active_params=spec.active_params,
+        context_tokens=est.workload.context_length,
+        batch_size=est.workload.batch_size,
+        precision=est.workload.precision,
+        runtime="vllm" if est.workload.runtime == "vllm" else "transformers",
+    )
+
+
 def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
     """The CLI's `--json` contract: model, params, total_bytes, torch_allocated_bytes, breakdown,
     and the GPU ranking (fitting configurations first, cheapest first)."""
@@ -146,13 +171,19 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "notes": list(est.notes),
         "headroom_fraction": plan.headroom_fraction,
         "per_gpu_bytes_by_count": {str(k): v for k, v in sorted(plan.per_gpu_bytes.items())},
-        "cheapest_fit": _config_dict(plan.cheapest) if plan.cheapest else None,
-        "gpu_ranking": [_config_dict(c) for c in plan.ranking[:ranking_limit]],
+        "cheapest_fit": _config_dict(plan, plan.cheapest) if plan.cheapest else None,
+        "gpu_ranking": [_config_dict(plan, c) for c in plan.ranking[:ranking_limit]],
     }
 
 
-def _config_dict(c: GPUConfiguration) -> dict[str, Any]:
+def _config_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
+    speed = throughput_for(plan, c) if c.fits else None
     return {
+        "decode_tokens_per_s_per_sequence": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
+        "decode_tokens_per_s_total": round(speed.decode.aggregate_tokens_per_s, 1) if speed else None,
+        "prefill_tokens_per_s": round(speed.prefill_tokens_per_s) if speed and speed.prefill_tokens_per_s else None,
+        "usd_per_million_output_tokens": round(speed.usd_per_million_output_tokens, 3) if speed and speed.usd_per_million_output_tokens else None,
+        "throughput_assumptions": speed.assumptions if speed else None,
         "gpu": c.gpu.name, "gpu_id": c.gpu.id, "count": c.count, "fits": c.fits, "reason": c.reason,
         "per_gpu_required_bytes": c.per_gpu_required_bytes, "usable_bytes_per_gpu": c.gpu.usable_bytes,
         "utilisation": round(c.utilisation, 4), "precision_ok": c.precision_ok, "precision_note": c.precision_note,
