@@ -1,0 +1,156 @@
+"""Plotly figure builders: library results in, `go.Figure` out. No Streamlit, so tests build
+them directly. Memory axes are in GiB (2^30 bytes) and say so; hover text adds GB (10^9)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from calculator.estimate import COMPONENT_LABELS, Breakdown
+from calculator.gpus import GPU
+from calculator.pricing import GPUConfiguration
+from calculator.units import GB, GiB
+
+# Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), in component order, then greys for the
+# runtime overhead so the model's own memory stands out on a projector.
+COMPONENT_COLOURS: dict[str, str] = {
+    "weights": "#0072B2",
+    "kv_cache": "#E69F00",
+    "activations": "#009E73",
+    "logits": "#CC79A7",
+    "gradients": "#D55E00",
+    "optimizer": "#56B4E9",
+    "master_weights": "#F0E442",
+    "adapters": "#8C564B",
+    "allocator_reserve": "#A0A0A0",
+    "cuda_context": "#5A5A5A",
+}
+FIT_COLOUR = "#009E73"
+NO_FIT_COLOUR = "#D55E00"
+FONT = {"size": 16}
+GIB_AXIS = "GiB (2³⁰ bytes) per GPU"
+
+# Reference cards for the capacity lines on the context chart: one common card per memory size.
+CAPACITY_GPU_IDS: tuple[str, ...] = ("rtx-4060-ti-16gb", "rtx-4090", "l40s", "h100-sxm")
+
+
+def _gib(n: int | float) -> float:
+    return n / GiB
+
+
+def _layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "font": {"size": 20}},
+        font=FONT,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
+        hoverlabel={"font_size": 15},
+    )
+    return fig
+
+
+def breakdown_figure(breakdown: Breakdown, *, title: str = "What the peak is made of") -> go.Figure:
+    """One horizontal stacked bar of the peak, a segment per non-zero component (GiB)."""
+    fig = go.Figure()
+    for name, num_bytes in breakdown.as_dict().items():
+        if num_bytes <= 0:
+            continue
+        label = COMPONENT_LABELS.get(name, name)
+        fig.add_trace(
+            go.Bar(
+                name=label,
+                x=[_gib(num_bytes)],
+                y=["peak"],
+                orientation="h",
+                marker_color=COMPONENT_COLOURS.get(name, "#777777"),
+                customdata=[[num_bytes, num_bytes / GB]],
+                hovertemplate=f"{label}: %{{x:,.2f}} GiB (%{{customdata[1]:,.2f}} GB)<extra></extra>",
+                text=[f"{label}<br>{_gib(num_bytes):,.1f} GiB"] if num_bytes >= 0.06 * breakdown.total_bytes else None,
+                textposition="inside",
+                insidetextanchor="middle",
+                meta=name,
+            )
+        )
+    fig.update_layout(barmode="stack", showlegend=True, yaxis={"visible": False}, xaxis={"title": GIB_AXIS})
+    return _layout(fig, title=title, height=300)
+
+
+def context_figure(
+    sweep: Sequence[tuple[int, int]],
+    *,
+    current_context: int,
+    current_bytes: int,
+    capacity_gpus: Sequence[GPU] = (),
+    headroom_fraction: float = 0.0,
+    max_position_embeddings: int | None = None,
+    title: str = "VRAM vs context length",
+) -> go.Figure:
+    """Peak per GPU against context length (log x), with each reference GPU's usable memory
+    (divided by 1 + headroom, so crossing a line means "no longer fits") as a horizontal line."""
+    xs = [n for n, _ in sweep]
+    ys = [_gib(b) for _, b in sweep]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=xs, y=ys, mode="lines+markers", name="peak VRAM", line={"width": 4, "color": COMPONENT_COLOURS["weights"]},
+            customdata=[b / GB for _, b in sweep], hovertemplate="%{x:,} tokens: %{y:,.2f} GiB (%{customdata:,.2f} GB)<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[current_context], y=[_gib(current_bytes)], mode="markers", name="your setting",
+            marker={"size": 16, "color": NO_FIT_COLOUR, "symbol": "diamond"},
+            hovertemplate="your setting: %{x:,} tokens, %{y:,.2f} GiB<extra></extra>",
+        )
+    )
+    for gpu in capacity_gpus:
+        limit = _gib(gpu.usable_bytes / (1 + headroom_fraction))
+        fig.add_hline(
+            y=limit, line_dash="dash", line_color="#444444", line_width=1.5,
+            annotation_text=f"{gpu.name}: {limit:,.1f} GiB" + (f" after {headroom_fraction:.0%} headroom" if headroom_fraction else " usable"),
+            annotation_position="top left", annotation_font_size=14,
+        )
+    if max_position_embeddings:
+        fig.add_vline(x=max_position_embeddings, line_dash="dot", line_color="#888888",
+                      annotation_text=f"model max {max_position_embeddings:,}", annotation_position="top right", annotation_font_size=14)
+    fig.update_layout(xaxis={"type": "log", "title": "context length (tokens, log scale)"}, yaxis={"title": GIB_AXIS, "rangemode": "tozero"})
+    return _layout(fig, title=title, height=460)
+
+
+def ranking_figure(configs: Sequence[GPUConfiguration], *, limit: int = 15, title: str = "GPU configurations by price") -> go.Figure:
+    """Horizontal bars of total $/hour for the first `limit` ranked configurations, coloured by
+    fit, labelled with the share of usable memory the job takes."""
+    shown = [c for c in configs if c.priced][:limit]
+    names = [f"{c.count}× {c.gpu.name}" for c in shown][::-1]
+    prices = [c.total_usd_per_hour for c in shown][::-1]
+    colours = [FIT_COLOUR if c.fits else NO_FIT_COLOUR for c in shown][::-1]
+    labels = [f"${c.total_usd_per_hour:,.2f}/hr · {c.utilisation:.0%} used" + ("" if c.fits else " · does not fit") for c in shown][::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=prices, y=names, orientation="h", marker_color=colours, text=labels, textposition="auto",
+            customdata=[[c.cheapest_provider or "", c.utilisation * 100] for c in shown][::-1],
+            hovertemplate="%{y}: $%{x:,.2f}/hr at %{customdata[0]}, %{customdata[1]:.0f}% of usable memory<extra></extra>",
+            name="total $/hr",
+        )
+    )
+    fig.update_layout(xaxis={"title": "total USD per hour"}, yaxis={"title": None, "automargin": True}, showlegend=False)
+    return _layout(fig, title=title, height=max(320, 34 * len(shown) + 120))
+
+
+def compare_figure(rows: Sequence[Mapping[str, object]], *, title: str = "Peak VRAM per GPU, side by side") -> go.Figure:
+    """Stacked bars, one per compared row (`label` plus `breakdown`: a Breakdown)."""
+    fig = go.Figure()
+    labels = [str(r["label"]) for r in rows]
+    for name in COMPONENT_LABELS:
+        values = [_gib(r["breakdown"].as_dict()[name]) for r in rows]  # type: ignore[union-attr]
+        if not any(values):
+            continue
+        fig.add_trace(go.Bar(name=COMPONENT_LABELS[name], x=labels, y=values, marker_color=COMPONENT_COLOURS[name], meta=name,
+                             hovertemplate=f"{COMPONENT_LABELS[name]}: %{{y:,.2f}} GiB<extra></extra>"))
+    totals = [_gib(r["breakdown"].total_bytes) for r in rows]  # type: ignore[union-attr]
+    fig.add_trace(go.Scatter(x=labels, y=totals, mode="text", text=[f"{t:,.1f} GiB" for t in totals], textposition="top center",
+                             showlegend=False, name="total", textfont={"size": 16}))
+    fig.update_layout(barmode="stack", yaxis={"title": GIB_AXIS})
+    return _layout(fig, title=title, height=480)

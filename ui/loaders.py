@@ -1,0 +1,191 @@
+"""Cached loaders: the Hub lookup, the price book, and the numbers one view needs.
+
+`st.cache_data` wraps I/O (`resolve_model`, live prices) and the per-view computations (keyed by
+model id + source + workload, not by the spec object, which holds a dict). Errors are not cached,
+so a failed lookup is retried on the next rerun. The Hugging Face token is read here, passed to
+the library and never shown, logged or used as a cache key.
+
+Tests mock at this boundary: patch `ui.loaders.resolve_model` to raise a `CalculatorError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from calculator import advisor, report
+from calculator.errors import InvalidWorkloadError, ModelNotFoundError
+from calculator.gpus import GPU, load_gpus, with_extra_gpus
+from calculator.pricing import PriceBook, apply_price_overrides, bundled_price_book, fetch_live_prices, load_prices, price_book
+from calculator.resolve import ResolvedModel, resolve_model
+from calculator.spec import ModelSpec
+from calculator.workload import Workload
+
+HUB_TTL_S = 3600  # a model's config and counts rarely change; an hour keeps the Hub quiet
+LIVE_PRICES_TTL_S = 3600
+
+
+def hf_token() -> str | None:
+    """HF_TOKEN from the environment, else from `.streamlit/secrets.toml`; None when neither exists."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        return token
+    try:
+        value = st.secrets.get("HF_TOKEN")
+    except Exception:  # no secrets.toml (FileNotFoundError / StreamlitSecretNotFoundError) or a broken one: no token
+        return None
+    return str(value) if value else None
+
+
+def resolve_for_app(ref: str, *, token: str | None) -> ResolvedModel:
+    """`resolve_model` for a web page: never reads a local directory named by the user."""
+    ref = ref.strip()
+    if ref and Path(ref).expanduser().is_dir():
+        raise ModelNotFoundError(f"{ref!r} is not a model on the Hub or in the catalog (the web app does not read local folders).")
+    return resolve_model(ref, token=token)
+
+
+@st.cache_data(ttl=HUB_TTL_S, max_entries=256, show_spinner=False)
+def _resolve_cached(ref: str) -> ResolvedModel:
+    return resolve_for_app(ref, token=hf_token())
+
+
+def resolve(ref: str) -> ResolvedModel:
+    """The model for `ref` (catalog first, then the Hub), cached for an hour. Raises CalculatorError."""
+    return _resolve_cached(ref.strip())
+
+
+def spec_key(resolved: ResolvedModel) -> str:
+    """What identifies a spec for the caches below (the spec itself holds a dict)."""
+    s = resolved.spec
+    return f"{s.model_id}|{resolved.source}|{s.param_source}|{s.exact_num_params}|{s.exact_weight_bytes}"
+
+
+# --------------------------------------------------------------------------------------------
+# Prices: bundled, live, plus the user's rates and GPUs (kept in session state by the GPUs page)
+# --------------------------------------------------------------------------------------------
+
+RATES_KEY = "shared.rates"  # "gpu_id:usd,gpu_id:usd": your negotiated $/GPU-hour (also a URL param)
+EXTRA_GPUS_KEY = "shared.extra_gpus"  # list of gpus.csv-style rows you added (session only)
+LIVE_KEY = "shared.live"  # use live prices (gpuhunt) instead of the bundled snapshot
+
+
+def parse_rates(text: str, *, known: Sequence[str] | None = None) -> tuple[dict[str, float], list[str]]:
+    """'h100-sxm:2.1,rtx-4090:0.35' -> {gpu_id: usd}, with notes for the parts that were ignored."""
+    ids = set(known) if known is not None else {g.id for g in load_gpus()}
+    rates: dict[str, float] = {}
+    notes = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        gpu_id, _, usd = part.partition(":")
+        try:
+            value = float(usd)
+        except ValueError:
+            value = float("nan")
+        if gpu_id.strip() not in ids:
+            notes.append(f"Your rate for {gpu_id.strip()[:40]!r} ignored: no GPU with that id.")
+        elif not (0 < value < 1000):
+            notes.append(f"Your rate {part[:40]!r} ignored: the price must be a number of USD per GPU-hour above 0 and below 1,000.")
+        else:
+            rates[gpu_id.strip()] = value
+    return rates, notes
+
+
+def format_rates(rates: Mapping[str, float]) -> str:
+    return ",".join(f"{k}:{v:g}" for k, v in sorted(rates.items()))
+
+
+@st.cache_data(ttl=LIVE_PRICES_TTL_S, show_spinner=False)
+def live_snapshot() -> Any:
+    """Live prices (gpuhunt) or the bundled snapshot with a note saying why; never raises."""
+    return fetch_live_prices(timeout=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSetup:
+    gpus: tuple[GPU, ...]
+    book: PriceBook
+    key: str  # identifies this setup in cache keys
+    note: str  # where the prices come from
+    issues: tuple[str, ...]  # user rates that were ignored
+
+
+def _extra_key(extra: Sequence[Mapping[str, Any]]) -> tuple:
+    return tuple(tuple(sorted((str(k), str(v)) for k, v in row.items())) for row in extra)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _price_setup(rates_text: str, extra: tuple, live: bool) -> PriceSetup:
+    issues: list[str] = []
+    gpus = load_gpus()
+    if extra:
+        try:
+            gpus = with_extra_gpus([dict(row) for row in extra])
+        except InvalidWorkloadError as exc:
+            issues.append(f"Your added GPUs were ignored: {exc}")
+    snapshot = live_snapshot() if live else None
+    rows = snapshot.rows if snapshot is not None else load_prices()
+    note = snapshot.note if snapshot is not None else "Bundled price snapshot (per-provider list prices; see the GPUs & prices page for dates)."
+    rates, rate_notes = parse_rates(rates_text, known=[g.id for g in gpus])
+    issues += rate_notes
+    if rates:
+        rows = apply_price_overrides(rows, rates, gpus=gpus)
+        note += f" Your rates for {len(rates)} GPU(s) are included."
+    book = bundled_price_book() if snapshot is None and not rates else price_book(rows)
+    return PriceSetup(gpus=gpus, book=book, key=f"{rates_text}|{hash(extra)}|{live}", note=note, issues=tuple(issues))
+
+
+def price_setup() -> PriceSetup:
+    """The GPUs and prices every page ranks with, from this session's rates, GPUs and live toggle."""
+    return _price_setup(
+        st.session_state.get(RATES_KEY, "") or "",
+        _extra_key(st.session_state.get(EXTRA_GPUS_KEY) or ()),
+        bool(st.session_state.get(LIVE_KEY, False)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Per-view computations (pure library calls, cached by key)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    plan: report.Plan
+    table: list[dict[str, Any]]
+    sweep: list[tuple[int, int]]
+    export: dict[str, Any]
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _view(spec_id: str, workload_key: str, headroom_pct: int, prices_key: str, _spec: ModelSpec, _w: Workload, _prices: PriceSetup) -> View:
+    plan = report.build_plan(_spec, _w, headroom_fraction=headroom_pct / 100, prices=_prices.book, gpus=_prices.gpus)
+    table = report.precision_mode_table(_spec, _w)
+    sweep = report.context_sweep(_spec, _w, max_tokens=max(_spec.max_position_embeddings, _w.context_length))
+    return View(plan=plan, table=table, sweep=sweep, export=report.estimate_to_dict(plan))
+
+
+def view(resolved: ResolvedModel, w: Workload, *, headroom_pct: int, prices: PriceSetup) -> View:
+    """Plan, precision x mode table, context sweep and export dict for one model and workload."""
+    return _view(spec_key(resolved), repr(w), headroom_pct, prices.key, resolved.spec, w, prices)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _fit(spec_id: str, workload_key: str, usable_bytes: int, count: int, headroom_pct: int, _spec: ModelSpec, _w: Workload) -> tuple[list, list]:
+    h = headroom_pct / 100
+    on = advisor.on_gpus(_w, count)
+    limits = advisor.fit_limits(_spec, _w, usable_bytes=usable_bytes, num_gpus=count, headroom_fraction=h)
+    changes = advisor.suggest_changes(_spec, on, usable_bytes=usable_bytes, headroom_fraction=h)
+    return limits, changes
+
+
+def fit_on_gpu(resolved: ResolvedModel, w: Workload, gpu: GPU, count: int, *, headroom_pct: int) -> tuple[list[advisor.FitLimits], list[advisor.Change]]:
+    """The reverse question for `count` x `gpu`: limits per precision x mode, and changes that make `w` fit."""
+    return _fit(spec_key(resolved), repr(w), gpu.usable_bytes, count, headroom_pct, resolved.spec, w)

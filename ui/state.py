@@ -1,0 +1,340 @@
+"""Page inputs <-> URL query parameters, with every correction reported.
+
+Any page declares its inputs as `Param`s and binds them with `PageState`:
+
+    state = PageState("main", MAIN_PARAMS)
+    notes = state.load()               # URL (or this session's last values) -> st.session_state
+    ... widgets with key=state.key(name) and no value=/index= argument ...
+    state.write_url()                  # st.session_state -> st.query_params
+
+The parsing half (`Param.parse`, `read_params`, `encode_params`, `reconcile_main`) is pure and
+tested without Streamlit. A value that cannot be used is never a crash: it is replaced (by the
+default, or the nearest allowed value) and a sentence saying so is returned for `st.warning`.
+
+Loading rule: widget keys already in the session win (the user is interacting). Otherwise, when
+the URL names any of the page's parameters, the URL defines the view (missing ones take their
+defaults: a link reproduces a view). Otherwise the page's last values in this session are used
+(pages are left and re-entered; Streamlit drops widget state of pages not shown), else defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from calculator.gpus import load_gpus
+from calculator.units import PRECISIONS
+from calculator.workload import (
+    ATTENTION_IMPLS,
+    LORA_TARGETS,
+    MAX_BATCH_SIZE,
+    MAX_CONTEXT_TOKENS,
+    MAX_LORA_RANK,
+    MODES,
+    OPTIMIZERS,
+    PARALLELISMS,
+    QUANT_METHODS,
+    Workload,
+)
+
+ParamKind = Literal["choice", "int", "float", "bool", "str", "list"]
+
+# A Hugging Face repo id (`org/name`, or a legacy bare `name`) with an optional `@revision`. The Hub
+# allows letters, digits, '-', '_', '.' (no '--' or '..', 96 characters per part); anything else
+# (paths, '..', URLs, spaces) is refused before it reaches the resolver.
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?(@[A-Za-z0-9][A-Za-z0-9._/-]{0,99})?$")
+MAX_LIST_ITEMS = 8
+
+
+def model_id_problem(value: str) -> str:
+    """Why `value` is not a usable model id ('' when it is)."""
+    v = value.strip()
+    if not v:
+        return "no model id given"
+    if ".." in v or "--" in v.split("@")[0] or not MODEL_ID_RE.match(v):
+        return f"{v[:80]!r} is not a Hugging Face model id (expected org/name, letters, digits, '-', '_', '.')"
+    return ""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Param:
+    """One input of a page: its URL key (also its session-state key suffix), default and rule."""
+
+    name: str
+    label: str
+    default: Any
+    kind: ParamKind
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    check: Callable[[str], str] | None = field(default=None, compare=False)  # returns a problem, '' when fine
+
+    def parse(self, raw: str) -> tuple[Any, str]:
+        """(value, note): the value to use for the URL text `raw` and, when it is not `raw` as
+        given, a sentence saying what was wrong and what is used instead."""
+        text = str(raw).strip()
+        shown = text if len(text) <= 40 else text[:40] + "…"
+
+        def fallback(why: str, value: Any = None) -> tuple[Any, str]:
+            use = self.default if value is None else value
+            return use, f"URL parameter {self.name}={shown!r} ignored: {why}; using {self.format(use)}."
+
+        if self.kind == "choice":
+            for c in self.choices:
+                if text.lower() == str(c).lower():
+                    return c, ""
+            return fallback(f"{self.label} must be one of {', '.join(map(str, self.choices))}")
+        if self.kind == "bool":
+            if text.lower() in _TRUE:
+                return True, ""
+            if text.lower() in _FALSE:
+                return False, ""
+            return fallback(f"{self.label} must be 1 or 0")
+        if self.kind in ("int", "float"):
+            try:
+                number = float(text.replace(",", "").replace("_", ""))
+            except ValueError:
+                return fallback(f"{self.label} must be a number")
+            if not math.isfinite(number):
+                return fallback(f"{self.label} must be a finite number")
+            if self.kind == "int" and number != int(number):
+                return fallback(f"{self.label} must be a whole number")
+            value = int(number) if self.kind == "int" else number
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                return fallback(f"{self.label} must be from {self.format(self.low)} to {self.format(self.high)}")
+            return value, ""
+        if self.kind == "list":
+            items = [s.strip() for s in text.split(",") if s.strip()]
+            good, bad = [], []
+            for item in items:
+                (bad if self.check and self.check(item) else good).append(item)
+            note = ""
+            if bad:
+                note = f"URL parameter {self.name}: ignored {', '.join(repr(b[:40]) for b in bad[:3])} (not a valid {self.label})."
+            if len(good) > MAX_LIST_ITEMS:
+                good = good[:MAX_LIST_ITEMS]
+                note = (note + " " if note else "") + f"URL parameter {self.name}: only the first {MAX_LIST_ITEMS} are used."
+            return tuple(good), note
+        # str
+        problem = self.check(text) if self.check else ""
+        if problem:
+            return fallback(problem)
+        return text, ""
+
+    def format(self, value: Any) -> str:
+        if value is None:
+            return "nothing"
+        if self.kind == "bool":
+            return "on" if value else "off"
+        if self.kind == "int":
+            return f"{int(value):,}"
+        if self.kind == "float":
+            return f"{value:g}"
+        if self.kind == "list":
+            return ", ".join(value) or "none"
+        return str(value)
+
+    def encode(self, value: Any) -> str:
+        if self.kind == "bool":
+            return "1" if value else "0"
+        if self.kind == "float":
+            return f"{value:g}"
+        if self.kind == "list":
+            return ",".join(value)
+        return str(value)
+
+
+def _first(raw: str | Sequence[str]) -> str:
+    if isinstance(raw, str):
+        return raw
+    return raw[-1] if raw else ""
+
+
+def read_params(params: Sequence[Param], query: Mapping[str, str | Sequence[str]]) -> tuple[dict[str, Any], list[str]]:
+    """Values for every param from a query mapping (missing -> default), with notes for corrections."""
+    values: dict[str, Any] = {}
+    notes: list[str] = []
+    for p in params:
+        if p.name in query:
+            value, note = p.parse(_first(query[p.name]))
+            values[p.name] = value
+            if note:
+                notes.append(note)
+        else:
+            values[p.name] = p.default
+    return values, notes
+
+
+def encode_params(params: Sequence[Param], values: Mapping[str, Any], *, always: Sequence[str] = ()) -> dict[str, str]:
+    """Query parameters for `values`: those in `always`, and every other one that differs from its default."""
+    out = {}
+    for p in params:
+        value = values.get(p.name, p.default)
+        if p.name in always or value != p.default:
+            out[p.name] = p.encode(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The main page's inputs
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
+KV_DTYPES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp8", "int8", "int4", "fp32")
+RUNTIMES: tuple[str, ...] = ("transformers", "vllm")
+ADAPTER_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+GPU_COUNT_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
+MAX_GPUS_INPUT = 64
+
+MAIN_PARAMS: tuple[Param, ...] = (
+    Param(name="model", label="model id", default=DEFAULT_MODEL, kind="str", check=model_id_problem),
+    Param(name="precision", label="precision", default="fp16", kind="choice", choices=PRECISIONS),
+    Param(name="mode", label="mode", default="inference", kind="choice", choices=MODES),
+    Param(name="context", label="context length", default=4096, kind="int", low=1, high=MAX_CONTEXT_TOKENS),
+    Param(name="batch", label="batch size", default=1, kind="int", low=1, high=MAX_BATCH_SIZE),
+    Param(name="optimizer", label="optimizer", default="adamw", kind="choice", choices=OPTIMIZERS),
+    Param(name="grad_ckpt", label="gradient checkpointing", default=False, kind="bool"),
+    Param(name="master_weights", label="fp32 master weights", default=False, kind="bool"),
+    Param(name="lora_rank", label="LoRA rank", default=16, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
+    Param(name="lora_targets", label="LoRA targets", default="all-linear", kind="choice", choices=LORA_TARGETS),
+    Param(name="adapter_precision", label="adapter precision", default="fp32", kind="choice", choices=ADAPTER_PRECISIONS),
+    Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
+    Param(name="attention", label="attention implementation", default="sdpa", kind="choice", choices=ATTENTION_IMPLS),
+    Param(name="runtime", label="runtime", default="transformers", kind="choice", choices=RUNTIMES),
+    Param(name="gpu_util", label="vLLM gpu_memory_utilization", default=0.9, kind="float", low=0.05, high=1.0),
+    Param(name="gpus", label="number of GPUs", default=1, kind="int", low=1, high=MAX_GPUS_INPUT),
+    Param(name="parallelism", label="parallelism", default="auto", kind="choice", choices=PARALLELISMS),
+    Param(name="headroom", label="headroom %", default=0, kind="int", low=0, high=100),
+    Param(name="quant", label="quantization method", default="auto", kind="choice", choices=QUANT_METHODS),
+    Param(name="my_gpu", label="your GPU", default="rtx-4090", kind="choice", choices=tuple(g.id for g in load_gpus())),
+    Param(name="my_gpus", label="how many of your GPU", default=1, kind="choice", choices=GPU_COUNT_CHOICES),
+)
+MAIN_ALWAYS: tuple[str, ...] = ("model", "precision", "mode", "context", "batch")
+TRAINING_PARALLELISMS = ("auto", "ddp", "zero1", "zero2", "zero3", "fsdp")
+INFERENCE_PARALLELISMS = ("auto", "tp")
+
+
+def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Resolve settings that contradict each other (the engine would refuse them), saying what changed.
+
+    The mode wins over the precision and the runtime: picking QLoRA means a 4-bit base, picking
+    full fine-tuning means 16-bit weights, training means the transformers runtime.
+    """
+    v = dict(values)
+    notes = []
+    training = v["mode"] != "inference"
+    if v["mode"] == "qlora" and v["precision"] not in ("int4", "int8"):
+        notes.append(f"QLoRA trains adapters on a quantized base, so precision {v['precision']} was changed to int4 (the QLoRA paper's NF4).")
+        v["precision"] = "int4"
+    if v["mode"] == "full" and v["precision"] in ("int8", "int4", "fp8"):
+        notes.append(f"Full fine-tuning updates every weight, which {v['precision']} storage cannot hold: precision changed to bf16.")
+        v["precision"] = "bf16"
+    if training and v["runtime"] != "transformers":
+        notes.append("vLLM serves inference only: the runtime was changed to transformers for training.")
+        v["runtime"] = "transformers"
+    if training and v["parallelism"] not in TRAINING_PARALLELISMS:
+        notes.append(f"{v['parallelism']} is an inference split; training uses auto (FSDP on several GPUs).")
+        v["parallelism"] = "auto"
+    if not training and v["parallelism"] not in INFERENCE_PARALLELISMS:
+        notes.append(f"{v['parallelism']} shards training state; inference uses auto (tensor parallel on several GPUs).")
+        v["parallelism"] = "auto"
+    return v, notes
+
+
+def main_workload(values: Mapping[str, Any]) -> Workload:
+    """The engine's workload for reconciled main-page values (raises InvalidWorkloadError if still invalid)."""
+    return Workload(
+        mode=values["mode"],
+        precision=values["precision"],
+        quant_method=values["quant"],
+        context_length=int(values["context"]),
+        batch_size=int(values["batch"]),
+        kv_cache_precision=None if values["kv_dtype"] == "auto" else values["kv_dtype"],
+        attention=values["attention"],
+        gradient_checkpointing=bool(values["grad_ckpt"]),
+        optimizer=values["optimizer"],
+        master_weights=bool(values["master_weights"]),
+        lora_rank=int(values["lora_rank"]),
+        lora_targets=values["lora_targets"],
+        adapter_precision=values["adapter_precision"],
+        runtime=values["runtime"],
+        gpu_memory_utilization=float(values["gpu_util"]),
+        num_gpus=int(values["gpus"]),
+        parallelism=values["parallelism"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Streamlit glue
+# --------------------------------------------------------------------------------------------
+
+
+class PageState:
+    """Binds a page's `Param`s to `st.session_state` keys `<page>.<name>` and to `st.query_params`."""
+
+    def __init__(self, page: str, params: Sequence[Param], *, always: Sequence[str] = ()) -> None:
+        self.page = page
+        self.params = tuple(params)
+        self.by_name = {p.name: p for p in self.params}
+        self.always = tuple(always)
+        self._mirror = f"_url_state.{page}"
+
+    def key(self, name: str) -> str:
+        return f"{self.page}.{name}"
+
+    def load(self) -> list[str]:
+        """Fill session state for params whose widgets are not live; return correction notes."""
+        import streamlit as st
+
+        missing = [p for p in self.params if self.key(p.name) not in st.session_state]
+        if not missing:
+            return []
+        query = {k: st.query_params.get_all(k) for k in st.query_params}
+        from_url = any(p.name in query for p in self.params)
+        mirror = st.session_state.get(self._mirror) or {}
+        notes: list[str] = []
+        if from_url:
+            values, notes = read_params(self.params, query)
+        else:
+            values = {p.name: mirror.get(p.name, p.default) for p in self.params}
+        for p in missing:
+            st.session_state[self.key(p.name)] = values[p.name]
+        return notes
+
+    def get(self, name: str) -> Any:
+        import streamlit as st
+
+        return st.session_state.get(self.key(name), self.by_name[name].default)
+
+    def set(self, name: str, value: Any) -> None:
+        """Set an input; call before its widget is drawn in this run."""
+        import streamlit as st
+
+        st.session_state[self.key(name)] = value
+
+    def values(self) -> dict[str, Any]:
+        return {p.name: self.get(p.name) for p in self.params}
+
+    def write_url(self) -> None:
+        """Make the URL (and this session's memory of the page) match the inputs."""
+        import streamlit as st
+
+        values = self.values()
+        st.session_state[self._mirror] = values
+        wanted = encode_params(self.params, values, always=self.always)
+        current = {k: st.query_params.get(k) for k in st.query_params}
+        if current != wanted:
+            st.query_params.from_dict(wanted)
+
+    def share_query(self) -> str:
+        """The query string of a link that reproduces this view."""
+        from urllib.parse import urlencode
+
+        return urlencode(encode_params(self.params, self.values(), always=self.always))

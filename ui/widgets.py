@@ -1,0 +1,290 @@
+"""Streamlit building blocks shared by the pages: inputs bound to URL state, result sections.
+
+Every widget gets its value from session state (filled by `PageState.load`), never from a
+`value=`/`index=` argument, so a link, a correction and a click all go through one place.
+Labels and headings are stable: the browser test finds elements by them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from calculator.catalog import catalog_model_ids
+from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
+from calculator.estimate import COMPONENT_LABELS, Estimate
+from calculator.gpus import GPU
+from calculator.pricing import GPUConfiguration
+from calculator.resolve import ResolvedModel
+from calculator.units import GB, GiB, format_bytes, format_count
+from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS
+
+from . import loaders, text
+from .state import ADAPTER_PRECISIONS, GPU_COUNT_CHOICES, KV_DTYPES, MAX_GPUS_INPUT, RUNTIMES, PageState, model_id_problem
+
+CSS = """
+<style>
+/* Results of a model that failed to load are kept, dimmed, under the error. */
+.st-key-stale_results { opacity: 0.5; filter: grayscale(60%); }
+/* Larger table text for projectors. */
+[data-testid="stTable"] td, [data-testid="stTable"] th { font-size: 1.05rem; }
+[data-testid="stMetricLabel"] p { font-size: 1.05rem; }
+</style>
+"""
+
+
+def page_style() -> None:
+    st.html(CSS)
+
+
+def both_units(num_bytes: int) -> str:
+    """'12.14 GiB (13.03 GB)': both units, labelled."""
+    return f"{num_bytes / GiB:,.2f} GiB ({num_bytes / GB:,.2f} GB)"
+
+
+def show_notes(warnings: Sequence[str], infos: Sequence[str] = ()) -> None:
+    for note in warnings:
+        st.warning(note, icon="⚠️")
+    for note in infos:
+        st.info(note, icon="ℹ️")
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _pick_catalog_model(page: PageState) -> None:
+    picked = st.session_state.get("main.catalog_pick")
+    if picked:
+        page.set("model", picked)
+
+
+def model_inputs(page: PageState) -> None:
+    """Free text for any Hub repo id, and the catalog's models as suggestions."""
+    left, right = st.columns([3, 2])
+    left.text_input(
+        "Model id (Hugging Face)",
+        key=page.key("model"),
+        help="Any Hub repository, e.g. meta-llama/Llama-3.1-8B or Qwen/Qwen2.5-7B-Instruct@main. Catalog models work offline.",
+        placeholder="org/name",
+    )
+    ids = catalog_model_ids()
+    right.selectbox(
+        "…or pick a catalog model",
+        ids,
+        index=None,
+        key="main.catalog_pick",
+        placeholder=f"{len(ids)} models bundled with the app",
+        on_change=_pick_catalog_model,
+        args=(page,),
+    )
+
+
+def workload_inputs(page: PageState) -> None:
+    c1, c2, c3, c4 = st.columns([2, 3, 1.3, 1.3])
+    c1.selectbox("Precision", ("fp32", "bf16", "fp16", "fp8", "int8", "int4"), key=page.key("precision"), format_func=text.PRECISION_LABELS.get,
+                 help="Storage type of the weights. int8/int4 are weight-only quantization (bitsandbytes, GPTQ, AWQ).")
+    c2.radio("Mode", MODES, key=page.key("mode"), format_func=text.MODE_LABELS.get, horizontal=True)
+    c3.number_input("Context length (tokens)", min_value=1, max_value=10_000_000, step=1024, key=page.key("context"),
+                    help="Tokens per sequence: prompt plus generated tokens (or the training sequence length).")
+    c4.number_input("Batch size", min_value=1, max_value=100_000, step=1, key=page.key("batch"),
+                    help="Sequences processed together (per GPU when training is sharded).")
+    with st.expander("Advanced", expanded=False):
+        a1, a2, a3, a4 = st.columns(4)
+        with a1:
+            st.markdown("**Training**")
+            st.selectbox("Optimizer", OPTIMIZERS, key=page.key("optimizer"))
+            st.checkbox("Gradient checkpointing", key=page.key("grad_ckpt"))
+            st.checkbox("FP32 master weights", key=page.key("master_weights"))
+        with a2:
+            st.markdown("**LoRA**")
+            st.number_input("LoRA rank", min_value=1, max_value=4096, step=8, key=page.key("lora_rank"))
+            st.selectbox("LoRA targets", LORA_TARGETS, key=page.key("lora_targets"))
+            st.selectbox("Adapter precision", ADAPTER_PRECISIONS, key=page.key("adapter_precision"))
+        with a3:
+            st.markdown("**Runtime**")
+            st.selectbox("KV-cache precision", KV_DTYPES, key=page.key("kv_dtype"), help="auto = same as the compute precision.")
+            st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
+            st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
+            st.slider("vLLM gpu_memory_utilization", min_value=0.05, max_value=1.0, step=0.05, key=page.key("gpu_util"),
+                      disabled=page.get("runtime") != "vllm")
+            st.selectbox("Quantization method", QUANT_METHODS, key=page.key("quant"),
+                         help="auto: NF4 for int4, LLM.int8 for int8, per-channel fp8 for fp8, or the checkpoint's own quantization_config.")
+        with a4:
+            st.markdown("**GPUs**")
+            st.number_input("Number of GPUs", min_value=1, max_value=MAX_GPUS_INPUT, step=1, key=page.key("gpus"))
+            st.selectbox("Parallelism", PARALLELISMS, key=page.key("parallelism"),
+                         help="auto: tensor parallel for inference, FSDP for training. tp is inference only; ddp/zero/fsdp are training only.")
+            st.slider("Headroom for production traffic (%)", min_value=0, max_value=100, step=5, key=page.key("headroom"),
+                      help="The ranking only counts GPUs whose usable memory covers the peak plus this margin.")
+
+
+# --------------------------------------------------------------------------------------------
+# Model lookup
+# --------------------------------------------------------------------------------------------
+
+LAST_GOOD_KEY = "main.last_good"
+
+
+def lookup_message(exc: CalculatorError) -> str:
+    """The library's message, plus what to do for the errors a web user can fix."""
+    message = str(exc)
+    if isinstance(exc, GatedModelError) and "HF_TOKEN" not in message:
+        message += " Set HF_TOKEN (environment variable or .streamlit/secrets.toml) to a read token with access."
+    if isinstance(exc, GatedModelError) and loaders.hf_token() is None:
+        message += " No HF_TOKEN is configured for this app."
+    if isinstance(exc, HubUnavailableError):
+        message += " The catalog models still work offline."
+    return message
+
+
+def resolve_model_input(ref: str) -> tuple[ResolvedModel | None, bool]:
+    """(model, stale): the model for `ref`, or after an error (shown) the last model that loaded
+    in this session with stale=True, or None."""
+    problem = model_id_problem(ref)
+    error = ""
+    if problem:
+        error = f"{problem[0].upper()}{problem[1:]}."
+    else:
+        try:
+            with st.spinner(f"Looking up {ref.strip()}…"):
+                resolved = loaders.resolve(ref)
+        except CalculatorError as exc:
+            error = lookup_message(exc)
+        else:
+            st.session_state[LAST_GOOD_KEY] = resolved
+            return resolved, False
+    st.error(error, icon="🚫")
+    last = st.session_state.get(LAST_GOOD_KEY)
+    if last is not None:
+        st.caption(f"Your other settings are kept. The results below are for the last model that loaded, **{last.spec.model_id}**, dimmed.")
+    return last, True
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration | None) -> None:
+    spec = est.spec
+    b = est.breakdown
+    c1, c2, c3, c4 = st.columns([1, 1.4, 1.2, 1.2])
+    c1.metric("Parameters", format_count(spec.num_params), help=f"{spec.num_params:,} parameters" +
+              (f"; {format_count(spec.active_params)} active per token (mixture of experts)" if spec.is_moe else ""))
+    per = " per GPU" if est.num_gpus > 1 else ""
+    c2.metric(f"Peak VRAM{per}", f"{b.total_bytes / GiB:,.2f} GiB", help="What nvidia-smi would show at the peak: tensors + allocator cache + CUDA context.")
+    c2.caption(f"= **{b.total_bytes / GB:,.2f} GB** · peak during {est.peak_phase}")
+    if cheapest is not None:
+        c3.metric("Cheapest GPU that fits", f"${cheapest.total_usd_per_hour:,.2f}/hr", help=cheapest.price_note or None)
+        c3.caption(f"**{cheapest.count}× {cheapest.gpu.name}** at {cheapest.cheapest_provider} · {cheapest.utilisation:.0%} of memory used")
+    else:
+        c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
+        c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
+    c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source))
+    c4.caption(f"{resolved.source}: {resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
+
+
+def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
+    w = est.workload
+    name = est.spec.model_id.split("/")[-1]
+    doing = "run" if w.mode == "inference" else {"lora": "LoRA fine-tune", "qlora": "QLoRA fine-tune", "full": "fully fine-tune"}[w.mode]
+    s = (f"To {doing} **{name}** at **{text.PRECISION_LABELS[w.precision]}** with {w.context_length:,} tokens × batch {w.batch_size}, "
+         f"you need about **{both_units(est.total_bytes)}**{' per GPU on ' + str(est.num_gpus) + ' GPUs' if est.num_gpus > 1 else ''}.")
+    if cheapest is not None:
+        s += (f" The cheapest fit is **{cheapest.count}× {cheapest.gpu.name}** at about **${cheapest.total_usd_per_hour:,.2f}/hr** "
+              f"({cheapest.cheapest_provider}).")
+    return s
+
+
+def breakdown_table(est: Estimate) -> pd.DataFrame:
+    b = est.breakdown
+    rows = []
+    for name, num_bytes in b.as_dict().items():
+        if num_bytes <= 0:
+            continue
+        rows.append({
+            "Component": COMPONENT_LABELS[name],
+            "GiB": round(num_bytes / GiB, 2),
+            "GB": round(num_bytes / GB, 2),
+            "Share": f"{num_bytes / b.total_bytes:.0%}",
+            "What it is": text.COMPONENT_HELP[name],
+        })
+    return pd.DataFrame(rows)
+
+
+def memory_kinds_table(est: Estimate) -> pd.DataFrame:
+    b = est.breakdown
+    return pd.DataFrame([
+        {"Measured by": "torch.cuda.max_memory_allocated()", "Memory": both_units(b.torch_allocated_bytes)},
+        {"Measured by": "torch.cuda.max_memory_reserved()", "Memory": both_units(b.torch_reserved_bytes)},
+        {"Measured by": "nvidia-smi (the headline)", "Memory": both_units(b.total_bytes)},
+    ])
+
+
+def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([
+        {"Precision": text.PRECISION_LABELS[row["precision"]], **{text.MODE_LABELS[m]: (format_bytes(row[m]) if row[m] is not None else "—")
+                                                                    for m in ("inference", "lora", "qlora", "full")}}
+        for row in table
+    ])
+    return frame.set_index("Precision")
+
+
+def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
+    """A Styler with the selected precision x mode cell highlighted (no highlight when the
+    selected precision is not a table row)."""
+    row, col = text.PRECISION_LABELS.get(precision), text.MODE_LABELS.get(mode)
+
+    def style(df: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame("", index=df.index, columns=df.columns)
+        if row in df.index and col in df.columns:
+            out.loc[row, col] = "background-color: #0B5CAD; color: white; font-weight: 700"
+        return out
+
+    return frame.style.apply(style, axis=None)
+
+
+def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25) -> pd.DataFrame:
+    rows = []
+    for i, c in enumerate(configs[:limit], start=1):
+        rows.append({
+            "Rank": i,
+            "Configuration": f"{c.count}× {c.gpu.name}",
+            "Fits": "✅ yes" if c.fits else "❌ no",
+            "Needs per GPU (GiB)": round(c.per_gpu_required_bytes / GiB, 2),
+            "Usable per GPU (GiB)": round(c.gpu.usable_bytes / GiB, 2),
+            "Memory used": f"{c.utilisation:.0%}",
+            "Total $/hr": None if c.total_usd_per_hour is None else round(c.total_usd_per_hour, 2),
+            "Cheapest at": c.cheapest_provider or "no price",
+            "Price as of": c.price_as_of,
+            "Notes": " ".join(x for x in (c.reason, "" if c.precision_ok else c.precision_note) if x),
+        })
+    return pd.DataFrame(rows)
+
+
+def gpu_label(gpu: GPU) -> str:
+    return f"{gpu.name} ({gpu.usable_bytes / GiB:,.1f} GiB usable)"
+
+
+def fit_limits_frame(limits: Sequence[Any], *, context: int, batch: int) -> pd.DataFrame:
+    rows = []
+    for f in limits:
+        ctx = "nothing fits" if f.max_context_length == 0 else f"{f.max_context_length:,}" + (" (model max)" if f.context_capped else "")
+        rows.append({
+            "Precision": text.PRECISION_LABELS[f.precision],
+            "Mode": text.MODE_LABELS[f.mode],
+            f"Fits at {context:,} tokens × {batch}": "✅ yes" if f.fits else "❌ no",
+            "Needs per GPU": both_units(f.required_bytes),
+            f"Longest context at batch {batch}": ctx,
+            f"Largest batch at {context:,} tokens": "none" if f.max_batch_size == 0 else f"{f.max_batch_size:,}" + ("+" if f.max_batch_size >= 4096 else ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def gpu_count_choices() -> tuple[int, ...]:
+    return GPU_COUNT_CHOICES
