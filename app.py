@@ -36,7 +36,7 @@ resolved, stale = widgets.resolve_model_input(values["model"])
 try:
     workload = main_workload(values)
 except CalculatorError as exc:
-    st.error(str(exc), icon="🚫")
+    st.error(str(exc), icon=":material/error:")
     resolved = None
 if resolved is None:
     st.stop()
@@ -48,7 +48,7 @@ with results:
     try:
         v = loaders.view(resolved, workload, headroom_pct=values["headroom"], prices=prices)
     except CalculatorError as exc:
-        st.error(str(exc), icon="🚫")
+        st.error(str(exc), icon=":material/error:")
         st.stop()
     est, plan = v.plan.estimate, v.plan
     spec = est.spec
@@ -57,7 +57,7 @@ with results:
     widgets.headline(resolved, est, plan.cheapest)
     st.markdown(widgets.summary_sentence(est, plan.cheapest))
     for note in est.notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f":material/info: {note}")
 
     st.header("Memory breakdown")
     left, right = st.columns([3, 2])
@@ -107,12 +107,12 @@ with results:
     limits, changes = loaders.fit_on_gpu(resolved, workload, mine, count, headroom_pct=values["headroom"])
     on_rig = next((f for f in limits if f.precision == workload.precision and f.mode == workload.mode), None)
     if not changes:
-        st.success(f"Your setting fits on {count}× {mine.name}.", icon="✅")
+        st.success(f"Your setting fits on {count}× {mine.name}.", icon=":material/check_circle:")
     else:
         first = changes[0]
         verb = "The smallest change that makes it fit" if first.fits else "Even combined, these changes are not enough"
         st.warning(f"Your setting does not fit on {count}× {mine.name}. {verb}: **{first.description}** "
-                   f"({widgets.both_units(first.required_bytes)} per GPU).", icon="🔧")
+                   f"({widgets.both_units(first.required_bytes)} per GPU).", icon=":material/build:")
         if len(changes) > 1:
             st.markdown("Other single changes that fit, least disruptive first:\n" + "\n".join(
                 f"- {c.description}: {widgets.both_units(c.required_bytes)} per GPU" for c in changes[1:]))
@@ -127,7 +127,7 @@ with results:
     e2.download_button("Download CSV", estimate_csv(v.export), file_name=f"{stem}.csv", mime="text/csv", key="main.dl_csv")
     base = (st.context.url or "").split("?")[0] if getattr(st.context, "url", None) else ""
     e3.markdown("**Shareable link** (opens this exact view):")
-    e3.code(f"{base}?{page.share_query()}", language=None)
+    e3.code(f"{base}?{page.share_query()}", language=None, wrap_lines=True)
 
 st.header("FAQ")
 for question, answer in text.FAQ:

@@ -39,6 +39,13 @@ def _gib(n: int | float) -> float:
     return n / GiB
 
 
+def _tokens(n: int) -> str:
+    """256, 4k, 128k, 1M: the way context lengths are said."""
+    if n >= 2**20:
+        return f"{n / 2**20:g}M"
+    return f"{n / 1024:g}k" if n >= 1024 else str(n)
+
+
 def _layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(
         title={"text": title, "font": {"size": 20}},
@@ -65,8 +72,8 @@ def breakdown_figure(breakdown: Breakdown, *, title: str = "What the peak is mad
                 y=["peak"],
                 orientation="h",
                 marker_color=COMPONENT_COLOURS.get(name, "#777777"),
-                customdata=[[num_bytes, num_bytes / GB]],
-                hovertemplate=f"{label}: %{{x:,.2f}} GiB (%{{customdata[1]:,.2f}} GB)<extra></extra>",
+                customdata=[num_bytes / GB],  # floats: byte counts can pass 2^63 for absurd inputs
+                hovertemplate=f"{label}: %{{x:,.2f}} GiB (%{{customdata:,.2f}} GB)<extra></extra>",
                 text=[f"{label}<br>{_gib(num_bytes):,.1f} GiB"] if num_bytes >= 0.06 * breakdown.total_bytes else None,
                 textposition="inside",
                 insidetextanchor="middle",
@@ -115,7 +122,11 @@ def context_figure(
     if max_position_embeddings:
         fig.add_vline(x=max_position_embeddings, line_dash="dot", line_color="#888888",
                       annotation_text=f"model max {max_position_embeddings:,}", annotation_position="top right", annotation_font_size=14)
-    fig.update_layout(xaxis={"type": "log", "title": "context length (tokens, log scale)"}, yaxis={"title": GIB_AXIS, "rangemode": "tozero"})
+    ticks = [2**k for k in range(8, 25) if xs and 2**k <= max(xs) * 1.01]
+    fig.update_layout(
+        xaxis={"type": "log", "title": "context length (tokens, log scale)", "tickvals": ticks, "ticktext": [_tokens(t) for t in ticks]},
+        yaxis={"title": GIB_AXIS, "rangemode": "tozero"},
+    )
     return _layout(fig, title=title, height=460)
 
 

@@ -337,4 +337,4 @@ class PageState:
         """The query string of a link that reproduces this view."""
         from urllib.parse import urlencode
 
-        return urlencode(encode_params(self.params, self.values(), always=self.always))
+        return urlencode(encode_params(self.params, self.values(), always=self.always), safe="/,:@")

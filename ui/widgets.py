@@ -47,9 +47,9 @@ def both_units(num_bytes: int) -> str:
 
 def show_notes(warnings: Sequence[str], infos: Sequence[str] = ()) -> None:
     for note in warnings:
-        st.warning(note, icon="⚠️")
+        st.warning(note, icon=":material/warning:")
     for note in infos:
-        st.info(note, icon="ℹ️")
+        st.info(note, icon=":material/info:")
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def resolve_model_input(ref: str) -> tuple[ResolvedModel | None, bool]:
         else:
             st.session_state[LAST_GOOD_KEY] = resolved
             return resolved, False
-    st.error(error, icon="🚫")
+    st.error(error, icon=":material/error:")
     last = st.session_state.get(LAST_GOOD_KEY)
     if last is not None:
         st.caption(f"Your other settings are kept. The results below are for the last model that loaded, **{last.spec.model_id}**, dimmed.")
@@ -255,7 +255,7 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25) -> pd
         rows.append({
             "Rank": i,
             "Configuration": f"{c.count}× {c.gpu.name}",
-            "Fits": "✅ yes" if c.fits else "❌ no",
+            "Fits": "yes" if c.fits else "no",
             "Needs per GPU (GiB)": round(c.per_gpu_required_bytes / GiB, 2),
             "Usable per GPU (GiB)": round(c.gpu.usable_bytes / GiB, 2),
             "Memory used": f"{c.utilisation:.0%}",
@@ -278,7 +278,7 @@ def fit_limits_frame(limits: Sequence[Any], *, context: int, batch: int) -> pd.D
         rows.append({
             "Precision": text.PRECISION_LABELS[f.precision],
             "Mode": text.MODE_LABELS[f.mode],
-            f"Fits at {context:,} tokens × {batch}": "✅ yes" if f.fits else "❌ no",
+            f"Fits at {context:,} tokens × {batch}": "yes" if f.fits else "no",
             "Needs per GPU": both_units(f.required_bytes),
             f"Longest context at batch {batch}": ctx,
             f"Largest batch at {context:,} tokens": "none" if f.max_batch_size == 0 else f"{f.max_batch_size:,}" + ("+" if f.max_batch_size >= 4096 else ""),
