@@ -146,10 +146,10 @@ def _verify(args: argparse.Namespace) -> int:
 
     workload = workload_from_args(args)
     resolved = resolve_model(args.model, offline=args.offline)
-    from .verify import run_verification
+    from .verify import run_verification, verification_text
 
     data = run_verification(resolved.spec, workload, level="live" if args.live else "trace", timeout=args.timeout)
-    print(json.dumps(data, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in data.items()))
+    print(json.dumps(data, indent=2) if args.json else verification_text(data))
     return 0
 
 
