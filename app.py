@@ -19,12 +19,12 @@ st.set_page_config(page_title="VRAM & GPU cost calculator", page_icon="🧮", la
 widgets.page_style()
 
 page = PageState("main", MAIN_PARAMS, always=MAIN_ALWAYS)
-url_notes = page.load()
+url_notes = page.load() + loaders.load_shared_from_url()
 values, fixes = reconcile_main(page.values())
 for name, value in values.items():
     if value != page.get(name):
         page.set(name, value)
-page.write_url()
+page.write_url(extra=loaders.shared_url_params())
 
 st.title("VRAM & GPU cost calculator")
 st.markdown("How much GPU memory does a Hugging Face model need to run or fine-tune, and what is the cheapest GPU that fits?")
@@ -127,7 +127,7 @@ with results:
     e2.download_button("Download CSV", estimate_csv(v.export), file_name=f"{stem}.csv", mime="text/csv", key="main.dl_csv")
     base = (st.context.url or "").split("?")[0] if getattr(st.context, "url", None) else ""
     e3.markdown("**Shareable link** (opens this exact view):")
-    e3.code(f"{base}?{page.share_query()}", language=None, wrap_lines=True)
+    e3.code(f"{base}?{page.share_query(extra=loaders.shared_url_params())}", language=None, wrap_lines=True)
 
 st.header("FAQ")
 for question, answer in text.FAQ:

@@ -102,6 +102,31 @@ def format_rates(rates: Mapping[str, float]) -> str:
     return ",".join(f"{k}:{v:g}" for k, v in sorted(rates.items()))
 
 
+def load_shared_from_url() -> list[str]:
+    """Take your rates (`rates=gpu:usd,...`) and the live-price switch (`live=1`) from the URL the
+    first time a page of this session sees them; return notes about ignored parts."""
+    notes: list[str] = []
+    if RATES_KEY not in st.session_state:
+        raw = st.query_params.get("rates", "")
+        known = [g.id for g in load_gpus()] + [str(r.get("id")) for r in st.session_state.get(EXTRA_GPUS_KEY) or ()]
+        rates, notes = parse_rates(raw[:2000], known=known)
+        notes = [f"URL parameter rates: {n}" for n in notes]
+        st.session_state[RATES_KEY] = format_rates(rates)
+    if LIVE_KEY not in st.session_state:
+        st.session_state[LIVE_KEY] = st.query_params.get("live", "0") in ("1", "true", "yes", "on")
+    return notes
+
+
+def shared_url_params() -> dict[str, str]:
+    """The URL parameters of the session-wide price settings (empty when they are the defaults)."""
+    out = {}
+    if st.session_state.get(RATES_KEY):
+        out["rates"] = st.session_state[RATES_KEY]
+    if st.session_state.get(LIVE_KEY):
+        out["live"] = "1"
+    return out
+
+
 @st.cache_data(ttl=LIVE_PRICES_TTL_S, show_spinner=False)
 def live_snapshot() -> Any:
     """Live prices (gpuhunt) or the bundled snapshot with a note saying why; never raises."""

@@ -90,6 +90,8 @@ class Param:
             for c in self.choices:
                 if text.lower() == str(c).lower():
                     return c, ""
+            if len(self.choices) > 10:
+                return fallback(f"{self.label} must be one of {len(self.choices)} known values such as {', '.join(map(str, self.choices[:4]))}")
             return fallback(f"{self.label} must be one of {', '.join(map(str, self.choices))}")
         if self.kind == "bool":
             if text.lower() in _TRUE:
@@ -129,7 +131,7 @@ class Param:
         return text, ""
 
     def format(self, value: Any) -> str:
-        if value is None:
+        if value is None or value == "":
             return "nothing"
         if self.kind == "bool":
             return "on" if value else "off"
@@ -322,19 +324,74 @@ class PageState:
     def values(self) -> dict[str, Any]:
         return {p.name: self.get(p.name) for p in self.params}
 
-    def write_url(self) -> None:
-        """Make the URL (and this session's memory of the page) match the inputs."""
+    def write_url(self, extra: Mapping[str, str] | None = None) -> None:
+        """Make the URL (and this session's memory of the page) match the inputs, plus `extra`
+        parameters shared by several pages (e.g. your GPU rates)."""
         import streamlit as st
 
         values = self.values()
         st.session_state[self._mirror] = values
-        wanted = encode_params(self.params, values, always=self.always)
+        wanted = encode_params(self.params, values, always=self.always) | dict(extra or {})
         current = {k: st.query_params.get(k) for k in st.query_params}
         if current != wanted:
             st.query_params.from_dict(wanted)
 
-    def share_query(self) -> str:
+    def share_query(self, extra: Mapping[str, str] | None = None) -> str:
         """The query string of a link that reproduces this view."""
         from urllib.parse import urlencode
 
-        return urlencode(encode_params(self.params, self.values(), always=self.always), safe="/,:@")
+        return urlencode(encode_params(self.params, self.values(), always=self.always) | dict(extra or {}), safe="/,:@")
+
+
+# --------------------------------------------------------------------------------------------
+# The Compare page's inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _setting_problem(value: str) -> str:
+    from .compare import setting_problem
+
+    return setting_problem(value)
+
+
+COMPARE_DEFAULT_MODELS: tuple[str, ...] = (DEFAULT_MODEL, "meta-llama/Llama-3.2-3B", "Qwen/Qwen2.5-7B")
+COMPARE_PARAMS: tuple[Param, ...] = (
+    Param(name="what", label="what to compare", default="models", kind="choice", choices=("models", "settings")),
+    Param(name="models", label="model id", default=COMPARE_DEFAULT_MODELS, kind="list", check=model_id_problem),
+    Param(name="model", label="model id", default=DEFAULT_MODEL, kind="str", check=model_id_problem),
+    Param(name="settings", label="setting (precision/mode)", default=("fp16/inference", "int8/inference", "int4/inference", "fp16/lora", "int4/qlora"),
+          kind="list", check=_setting_problem),
+    Param(name="precision", label="precision", default="fp16", kind="choice", choices=PRECISIONS),
+    Param(name="mode", label="mode", default="inference", kind="choice", choices=MODES),
+    Param(name="context", label="context length", default=4096, kind="int", low=1, high=MAX_CONTEXT_TOKENS),
+    Param(name="batch", label="batch size", default=1, kind="int", low=1, high=MAX_BATCH_SIZE),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The GPUs & prices page's inputs
+# --------------------------------------------------------------------------------------------
+
+GPU_VENDORS: tuple[str, ...] = tuple(sorted({g.vendor for g in load_gpus()}))
+GPU_SEGMENTS: tuple[str, ...] = ("datacenter", "workstation", "consumer")
+
+
+def _vendor_problem(value: str) -> str:
+    return "" if value in GPU_VENDORS else "vendor"
+
+
+def _segment_problem(value: str) -> str:
+    return "" if value in GPU_SEGMENTS else "segment"
+
+
+def _search_problem(value: str) -> str:
+    return "" if len(value) <= 60 and all(c.isalnum() or c in " -_." for c in value) else "search text (letters, digits, spaces, '-', '_', '.')"
+
+
+GPU_PARAMS: tuple[Param, ...] = (
+    Param(name="vendor", label="vendor", default=(), kind="list", check=_vendor_problem),
+    Param(name="segment", label="segment", default=(), kind="list", check=_segment_problem),
+    Param(name="min_gib", label="minimum usable GiB", default=0, kind="int", low=0, high=512),
+    Param(name="q", label="search", default="", kind="str", check=_search_problem),
+    Param(name="gpu", label="GPU", default="h100-sxm", kind="choice", choices=tuple(g.id for g in load_gpus())),
+)

@@ -1,0 +1,139 @@
+"""AppTest of the Compare and GPUs & prices pages: default views, links, tampered parameters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import ui.loaders
+from calculator.errors import ModelNotFoundError
+from calculator.estimate import estimate
+from calculator.pricing import data_issues
+from calculator.resolve import resolve_model
+from calculator.units import GiB
+from calculator.workload import Workload
+
+COMPARE = "../pages/1_Compare.py"
+GPUS = "../pages/2_GPUs_and_prices.py"
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def run_page(path: str, **params: str) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=30)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def compare_rows(at: AppTest) -> list[dict]:
+    return at.dataframe[0].value.to_dict("records")
+
+
+def test_compare_default_models_match_engine():
+    at = run_page(COMPARE)
+    assert not at.exception and not at.error
+    rows = compare_rows(at)
+    assert len(rows) == 3
+    for row, model_id in zip(rows, ("bosonai/higgs-audio-v2-generation-3B-base", "meta-llama/Llama-3.2-3B", "Qwen/Qwen2.5-7B"), strict=True):
+        assert row["Peak VRAM (GiB)"] == round(estimate(resolve_model(model_id).spec, Workload()).total_bytes / GiB, 2)
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["data"][-1]["x"] == [r["Compared"] for r in rows]
+    assert [b.label.startswith("Add ") for b in at.button] and len(at.button) == 5  # similar-model suggestions
+
+
+def test_compare_settings_link_and_tampering():
+    at = run_page(COMPARE, what="settings", model="Qwen/Qwen2.5-7B", settings="fp16/inference,int4/qlora,fp7/x", context="2048", batch="zero")
+    assert not at.exception
+    warnings = " ".join(w.value for w in at.warning)
+    assert "fp7/x" in warnings and "batch=" in warnings
+    rows = compare_rows(at)
+    assert [r["Compared"] for r in rows] == ["fp16/inference", "int4/qlora"]
+    spec = resolve_model("Qwen/Qwen2.5-7B").spec
+    assert rows[1]["Peak VRAM (GiB)"] == round(estimate(spec, Workload(mode="qlora", precision="int4", context_length=2048)).total_bytes / GiB, 2)
+
+
+def test_compare_add_suggested_model_and_unknown_model(monkeypatch):
+    real = ui.loaders.resolve_model
+
+    def fake(ref, **kw):
+        if ref == "nobody/nothing":
+            raise ModelNotFoundError("nobody/nothing was not found.")
+        return real(ref, **kw)
+
+    monkeypatch.setattr(ui.loaders, "resolve_model", fake)
+    at = run_page(COMPARE, models="Qwen/Qwen2.5-7B,nobody/nothing")
+    assert not at.exception
+    assert "not found" in at.error[0].value
+    assert len(compare_rows(at)) == 1
+    at.button[0].click().run()
+    assert not at.exception
+    assert len(compare_rows(at)) == 2
+
+
+def test_gpus_page_default_and_issues():
+    at = run_page(GPUS)
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert len(table) == 39 and "Usable (GiB, nvidia-smi)" in table.columns
+    assert any(e.label.startswith(f"Data issues ({len(data_issues())})") for e in at.expander)
+    assert [h.value for h in at.header][:2] == ["GPU catalog", "Your negotiated prices"]
+
+
+def test_gpus_page_filters_and_rates_from_link():
+    at = run_page(GPUS, vendor="AMD", min_gib="200", rates="mi300x:1.25,bogus:3")
+    assert not at.exception
+    names = list(at.dataframe[0].value["GPU"])
+    assert names == ["MI325X", "MI355X"]
+    assert any("bogus" in w.value for w in at.warning)
+    assert at.query_params["rates"] == "mi300x:1.25"
+
+
+def test_gpus_page_set_rate_flows_into_main_page_ranking():
+    at = run_page(GPUS)
+    at.selectbox(key="gpus.rate_gpu").set_value("rtx-4060-ti-16gb")
+    at.number_input(key="gpus.rate_usd").set_value(0.01)
+    at.button(key="gpus.set_rate").click().run()
+    assert at.query_params["rates"] == "rtx-4060-ti-16gb:0.01"
+    # The main page of the same link ranks with the rate.
+    main = AppTest.from_file("../app.py", default_timeout=30)
+    main.query_params["rates"] = "rtx-4060-ti-16gb:0.01"
+    main.run()
+    assert not main.exception
+    assert next(m.value for m in main.metric if m.label.startswith("Cheapest")) == "$0.01/hr"
+
+
+def test_gpus_page_tampered_params():
+    at = run_page(GPUS, vendor="Foo", min_gib="-3", q="<script>", gpu="../../x", live="maybe", rates="x" * 5000)
+    assert not at.exception
+    assert len(at.warning) >= 4
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def _text_input(at: AppTest, label: str):
+    return next(t for t in at.text_input if t.label == label)
+
+
+def test_gpus_page_add_gpu_validates_then_adds():
+    at = run_page(GPUS)
+    _text_input(at, "GPU name").set_value("My card")
+    _button(at, "Add GPU").click().run()
+    assert not at.exception
+    assert "needs an `id` and a `name`" in at.error[0].value
+    _text_input(at, "GPU id").set_value("my-card")
+    _button(at, "Add GPU").click().run()
+    assert not at.exception and not at.error
+    assert "My card" in list(at.dataframe[0].value["GPU"])
