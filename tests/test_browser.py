@@ -1,0 +1,247 @@
+"""End to end: the real Streamlit server, driven in headless Debian Chromium through Playwright.
+
+What AppTest cannot see is checked here: the page renders in a browser without an exception box,
+the headline peak-VRAM number is the engine's number (what `python -m calculator estimate ... --json`
+reports as total_bytes), Plotly charts draw, widgets rerun the script and update the URL, a shared
+link reproduces its view, a tampered link degrades to warnings, and every page in pages/ loads.
+
+One server for the session (offline: the Hub is blocked), one browser, a fresh browser context
+(= a fresh Streamlit session) per test. Screenshots go to tests/artifacts/ (git-ignored).
+Skipped, with the reason, where Debian's chromium or playwright is missing; CI installs both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from browser_support import (
+    EXCEPTION,
+    REPO_ROOT,
+    RERUN_TIMEOUT_MS,
+    VIEWPORT,
+    StreamlitServer,
+    browser_unavailable_reason,
+    chromium,
+    open_page,
+    page_url_path,
+    save_screenshot,
+    wait_for_app,
+)
+
+from calculator.report import build_plan, estimate_to_dict
+from calculator.resolve import resolve_model
+from calculator.units import GB, GiB
+from calculator.workload import Workload
+
+_UNAVAILABLE = browser_unavailable_reason()
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or "")]
+
+DEFAULT_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
+PAGES = sorted((REPO_ROOT / "pages").glob("*.py"))
+CHART = "[data-testid='stPlotlyChart']"
+ALERT = "[data-testid='stAlert'], [data-testid='stAlertContainer']"
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_server() -> Iterator[StreamlitServer]:
+    with StreamlitServer(REPO_ROOT / "app.py") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser: Any, app_server: StreamlitServer) -> Iterator[Any]:
+    """A fresh browser context per test: its own Streamlit session, so no widget state leaks."""
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    context.set_default_timeout(RERUN_TIMEOUT_MS)
+    pg = context.new_page()
+    pg.page_errors = []  # uncaught JavaScript errors, reported on failure
+    pg.on("pageerror", lambda exc: pg.page_errors.append(str(exc)))
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers: the engine's numbers, and how the page shows them
+# --------------------------------------------------------------------------------------------
+
+
+def engine_total_bytes(model: str, **workload: Any) -> int:
+    """total_bytes of the CLI's --json contract, computed in-process (offline, from the catalog)."""
+    spec = resolve_model(model, offline=True).spec
+    return estimate_to_dict(build_plan(spec, Workload(**workload)))["total_bytes"]
+
+
+def display_forms(num_bytes: int) -> list[str]:
+    """The ways a page may print `num_bytes`: GiB or GB, one or two decimals, labelled."""
+    return [f"{num_bytes / unit:,.{digits}f} {name}" for unit, name in ((GiB, "GiB"), (GB, "GB")) for digits in (2, 1)]
+
+
+def peak_metric_value(page: Any) -> Any:
+    metric = page.locator("[data-testid='stMetric']").filter(has_text=re.compile(r"peak vram", re.I)).first
+    return metric.locator("[data-testid='stMetricValue']")
+
+
+def expect_peak(page: Any, num_bytes: int) -> None:
+    """The headline peak-VRAM metric shows `num_bytes` (waits for the rerun that produces it)."""
+    from playwright.sync_api import expect
+
+    forms = display_forms(num_bytes)
+    expect(peak_metric_value(page)).to_have_text(re.compile(r"^\s*(" + "|".join(re.escape(f) for f in forms) + r")\s*$"),
+                                                 timeout=RERUN_TIMEOUT_MS)
+
+
+def expect_no_exception(page: Any) -> None:
+    """No exception box (the run is over when this is called, so it is all there) and no uncaught JavaScript error."""
+    boxes = page.locator(EXCEPTION)
+    shown = [boxes.nth(i).inner_text()[:2000] for i in range(boxes.count())]
+    assert not shown, "the page shows an exception:\n" + "\n---\n".join(shown)
+    assert not page.page_errors, f"JavaScript errors: {page.page_errors}"
+
+
+def widget(page: Any, testid: str, label: str) -> Any:
+    """The widget of kind `testid` (stSelectbox, stRadio, stNumberInput, ...) whose label is exactly `label`."""
+    return page.locator(f"[data-testid='{testid}']").filter(
+        has=page.locator("[data-testid='stWidgetLabel']").get_by_text(label, exact=True)
+    ).first
+
+
+def selectbox(page: Any, label: str) -> Any:
+    """The input of the selectbox labelled `label` (a combobox named by its label; its value is the shown option)."""
+    return page.get_by_role("combobox", name=label, exact=True)
+
+
+def choose(page: Any, label: str, option: str) -> None:
+    """Pick `option` (as displayed) in the selectbox labelled `label`, as a user does: open, click."""
+    selectbox(page, label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_for_app(page)
+
+
+def type_number(page: Any, label: str, value: int) -> None:
+    field = widget(page, "stNumberInput", label).locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+    wait_for_app(page)
+
+
+def query(page: Any) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(page.url).query).items()}
+
+
+def wait_for_query(page: Any, **expected: str) -> None:
+    """Streamlit rewrites the URL with history.replaceState after the run; poll until it says `expected`."""
+    page.wait_for_function(
+        "(want) => { const q = new URLSearchParams(location.search); return Object.entries(want).every(([k, v]) => q.get(k) === v); }",
+        arg=expected,
+        timeout=RERUN_TIMEOUT_MS,
+    )
+
+
+def wait_for_charts(page: Any, at_least: int) -> int:
+    """Plotly draws after the script run ends; wait until `at_least` charts hold an <svg>."""
+    page.wait_for_function(
+        "([sel, n]) => [...document.querySelectorAll(sel)].filter(c => c.querySelector('.js-plotly-plot svg, svg.main-svg')).length >= n",
+        arg=[CHART, at_least],
+        timeout=RERUN_TIMEOUT_MS,
+    )
+    return page.locator(CHART).count()
+
+
+# --------------------------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------------------------
+
+
+def test_default_view_shows_the_engine_number_and_charts(page: Any, app_server: StreamlitServer) -> None:
+    from playwright.sync_api import expect
+
+    open_page(page, app_server.url("/"))
+    expect_no_exception(page)
+    expect(page.locator("[data-testid='stMain']")).to_contain_text(DEFAULT_MODEL)
+    # fp16 inference, 4,096 tokens, batch 1: the CLI's defaults and the page's.
+    expected = engine_total_bytes(DEFAULT_MODEL, precision="fp16", mode="inference", context_length=4096, batch_size=1)
+    expect_peak(page, expected)
+    assert wait_for_charts(page, 2) >= 2
+    expect(page.locator("[data-testid='stMetric']").filter(has_text=re.compile("cheapest", re.I))).to_have_count(1)
+    save_screenshot(page, "main")
+
+
+def test_widgets_rerun_and_update_the_url(page: Any, app_server: StreamlitServer) -> None:
+    open_page(page, app_server.url("/"))
+    before = peak_metric_value(page).inner_text()
+
+    choose(page, "Precision", "INT4")
+    expect_peak(page, engine_total_bytes(DEFAULT_MODEL, precision="int4", context_length=4096))
+    wait_for_query(page, precision="int4", model=DEFAULT_MODEL)
+    assert peak_metric_value(page).inner_text() != before
+    expect_no_exception(page)
+    save_screenshot(page, "main-int4")
+
+    type_number(page, "Context length (tokens)", 8192)
+    expect_peak(page, engine_total_bytes(DEFAULT_MODEL, precision="int4", context_length=8192))
+    wait_for_query(page, precision="int4", context="8192")
+    expect_no_exception(page)
+
+
+def test_shared_link_reproduces_the_view(page: Any, app_server: StreamlitServer) -> None:
+    from playwright.sync_api import expect
+
+    model = "meta-llama/Llama-3.1-8B"
+    open_page(page, app_server.url("/", f"model={model}&precision=bf16&context=8192&mode=lora"))
+    expect_no_exception(page)
+    expect(page.locator("[data-testid='stMain']")).to_contain_text(model)
+    expect(widget(page, "stTextInput", "Model id (Hugging Face)").locator("input")).to_have_value(model)
+    expect(selectbox(page, "Precision")).to_have_value("BF16")
+    expect(widget(page, "stRadio", "Mode").get_by_role("radio", name="LoRA fine-tune", exact=True)).to_be_checked()
+    expect(widget(page, "stNumberInput", "Context length (tokens)").locator("input")).to_have_value("8192")
+    expect_peak(page, engine_total_bytes(model, precision="bf16", mode="lora", context_length=8192))
+    # A clean link is taken as is: no correction notes, and the URL still says what it said.
+    expect(page.locator(ALERT).filter(has_text="URL parameter")).to_have_count(0)
+    q = query(page)
+    assert (q.get("model"), q.get("precision"), q.get("context"), q.get("mode")) == (model, "bf16", "8192", "lora")
+    save_screenshot(page, "main-shared-link")
+
+
+def test_tampered_link_warns_without_an_exception(page: Any, app_server: StreamlitServer) -> None:
+    from playwright.sync_api import expect
+
+    open_page(page, app_server.url("/", "context=-5&precision=fp7&model=../../etc"))
+    expect_no_exception(page)
+    expect(page.locator(ALERT).first).to_be_visible()
+    # Nothing of the tampered values reaches the inputs or the URL that is shared on.
+    expect(selectbox(page, "Precision")).to_have_value("FP16")
+    assert widget(page, "stNumberInput", "Context length (tokens)").locator("input").input_value() != "-5"
+    wait_for_query(page, precision="fp16", context="4096")
+    assert "etc" not in query(page).get("model", "")
+    save_screenshot(page, "main-tampered")
+
+
+@pytest.mark.parametrize("script", PAGES, ids=[p.stem for p in PAGES])
+def test_every_page_loads(page: Any, app_server: StreamlitServer, script: Path) -> None:
+    from playwright.sync_api import expect
+
+    path = page_url_path(script)
+    open_page(page, app_server.url(path))
+    expect_no_exception(page)
+    # The page is the one asked for (an unknown path falls back to the main page), and it shows something.
+    expect(page.locator("[data-testid='stSidebarNav'] a[href$='/" + path + "']")).to_have_count(1)
+    expect(page.locator("[data-testid='stMain'] h1, [data-testid='stMain'] h2").first).to_be_visible()
+    save_screenshot(page, path.split("_")[0].lower())
