@@ -39,6 +39,12 @@ RESERVED_FRACTION_INFERENCE = 0.02
 RESERVED_FRACTION_TRAINING = 0.05
 
 
+EAGER_FALLBACK_NOTE = (
+    "transformers has no SDPA attention for this architecture, so 'sdpa' runs eager attention and builds the seq x seq "
+    "score matrix per layer; choose 'flash' to size a flash-attention kernel (e.g. attn_implementation='kernels-community/vllm-flash-attn3')."
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Breakdown:
     """Peak GPU memory of one GPU, per component, in bytes. The first eight are PyTorch tensors
@@ -216,9 +222,14 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
 
 
 def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tuple[str, ...]:
-    notes = list(spec.notes)
+    notes = list(spec.notes) + list(w.notes)
     if fmt.from_checkpoint:
         notes.append(f"The checkpoint is pre-quantized ({fmt.name}, {fmt.bits}-bit); its stored format is used whatever precision is picked.")
+    if fmt.name == "mxfp4":
+        notes.append(
+            "transformers keeps MXFP4 weights packed only with the `kernels` Triton MXFP4 kernels (Hopper or newer); "
+            "elsewhere it dequantizes them to bf16 on load, about 3.8x the expert bytes shown here."
+        )
     if spec.is_moe:
         notes.append(
             f"Mixture of experts: all {spec.num_experts} experts per MoE layer stay in memory; "
@@ -246,6 +257,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     on every rerun and for every point of its charts."""
     from .serving import vllm_breakdown  # local: serving imports Breakdown from here
 
+    if workload.attention == "sdpa" and not spec.supports_sdpa:
+        workload = replace(workload, attention="eager", notes=(*workload.notes, EAGER_FALLBACK_NOTE))
     fmt = weight_format(spec, workload)
     weights = memory.weight_bytes(spec, fmt)
     strategy = parallelism.resolve_parallelism(workload.is_training, workload.parallelism, workload.num_gpus)

@@ -106,6 +106,9 @@ class ModelSpec:
     is_causal_lm: bool = True
     num_encoder_layers: int = 0
     tie_word_embeddings: bool = False
+    # transformers has no SDPA path for some architectures (gpt-oss's attention sinks): "sdpa"
+    # then falls back to eager attention, which materializes the seq x seq scores.
+    supports_sdpa: bool = True
     checkpoint_dtype: str = "bf16"
     linears: tuple[LinearGroup, ...] = ()
     embedding_params: int = 0
@@ -402,6 +405,7 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         num_moe_layers=moe_layers,
         num_shared_experts=shared_experts,
         tie_word_embeddings=tie,
+        supports_sdpa=model_type != "gpt_oss",  # GptOssPreTrainedModel._supports_sdpa = False (transformers 5.24)
         checkpoint_dtype=checkpoint_dtype(cfg),
         linears=tuple(linears),
         embedding_params=embedding,

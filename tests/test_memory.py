@@ -250,3 +250,15 @@ def test_zero3_shards_everything_but_activations():
     one = estimate(s, Workload(mode="full", precision="bf16", context_length=2048, num_gpus=1))
     eight = estimate(s, Workload(mode="full", precision="bf16", context_length=2048, num_gpus=8, parallelism="zero3"))
     assert eight.total_bytes < one.total_bytes / 3
+
+
+def test_gpt_oss_sdpa_request_falls_back_to_eager():
+    # transformers 5.24: GptOssPreTrainedModel._supports_sdpa = False, so prefill builds
+    # 64 heads x 4096 x 4096 scores per layer (c + fp32 softmax + c = 8 B each) plus the
+    # repeated K/V and a 4096 x 4096 bf16 mask.
+    s = spec("openai/gpt-oss-20b")
+    sdpa = estimate(s, Workload(precision="bf16", context_length=4096))
+    flash = estimate(s, Workload(precision="bf16", context_length=4096, attention="flash"))
+    assert any("no SDPA" in n for n in sdpa.notes)
+    scores = 4096 * 64 * 4096 * 8 + 4096 * 2 * 2 * 64 * 64 + 4096 * 4096 * 2
+    assert sdpa.breakdown.activations_bytes >= scores > flash.breakdown.activations_bytes
