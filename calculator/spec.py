@@ -241,6 +241,21 @@ def parse_quantization_config(cfg: Mapping[str, Any]) -> QuantizationConfig | No
     )
 
 
+def _max_positions(cfg: Mapping[str, Any], default: int, model_id: str) -> int:
+    """Longest context the model is configured for: `max_position_embeddings`, or the rope-scaled
+    length original x factor when the config carries rope scaling (llama3, yarn, linear, dynamic)
+    and states a smaller maximum (e.g. transformers' HiggsAudioV2Config default 2,048 with a llama3
+    rope of factor 32 over 1,024)."""
+    stated = _int(cfg, "max_position_embeddings", "n_positions", default=default, model_id=model_id)
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    if isinstance(rope, Mapping):
+        factor = rope.get("factor")
+        original = rope.get("original_max_position_embeddings")
+        if isinstance(factor, int | float) and isinstance(original, int) and factor > 1:
+            return max(stated, int(original * factor))
+    return stated
+
+
 def _text_config(cfg: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
     notes: list[str] = []
     for key in _NESTED_TEXT_KEYS:
@@ -396,7 +411,7 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         head_dim=head_dim,
         intermediate_size=inter,
         vocab_size=vocab,
-        max_position_embeddings=_int(cfg, "max_position_embeddings", default=4096, model_id=model_id),
+        max_position_embeddings=_max_positions(cfg, 4096, model_id),
         layer_types=_layer_types(cfg, layers),
         sliding_window=int(window) if window else None,
         num_experts=num_experts,
@@ -485,7 +500,7 @@ def _deepseek(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         model_id=model_id, model_type=cfg["model_type"], architecture=(cfg.get("architectures") or ["DeepseekV3"])[0],
         hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         head_dim=qk_head, intermediate_size=inter, vocab_size=vocab,
-        max_position_embeddings=_int(cfg, "max_position_embeddings", default=4096, model_id=model_id),
+        max_position_embeddings=_max_positions(cfg, 4096, model_id),
         layer_types=("mla",) * layers, kv_lora_rank=kv_lora, qk_rope_head_dim=rope, v_head_dim=v_dim,
         num_experts=n_experts, num_experts_per_tok=top_k, moe_intermediate_size=moe_inter,
         num_moe_layers=moe_layers, num_shared_experts=n_shared, tie_word_embeddings=tie,

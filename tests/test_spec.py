@@ -172,3 +172,10 @@ def test_counts_equal_transformers_meta_model(model_id):
     # DeepSeek-V3's router score-correction bias is a buffer in transformers, a tensor in the checkpoint.
     extra = spec.num_moe_layers * spec.num_experts if spec.model_type == "deepseek_v3" else 0
     assert spec.config_num_params == hf_count + extra
+
+
+def test_rope_scaled_maximum_context():
+    # Reconstructed higgs-audio config: max_position_embeddings 2048 but a llama3 rope of factor 32
+    # over 1024 original positions -> 32,768 tokens; Llama-3.1-8B states 131,072 itself.
+    assert spec_of("bosonai/higgs-audio-v2-generation-3B-base").max_position_embeddings == 32_768
+    assert spec_of("meta-llama/Llama-3.1-8B").max_position_embeddings == 131_072
