@@ -27,9 +27,11 @@ from .units import BITS_PER_ELEMENT, MiB
 from .workload import Workload
 
 # CUDA context, cuBLAS/cuDNN handles and kernels loaded by a PyTorch process, outside the caching
-# allocator (nvidia-smi minus torch.cuda.memory_reserved). 0.3-1.5 GiB across stacks (validation
-# README, caveat 1); CUDA 12's lazy module loading keeps recent PyTorch near the low end. 500 MiB
-# is an assumption within that range, checked against the nvml rows of the validation data.
+# allocator (nvidia-smi minus torch.cuda.memory_reserved). With lazy module loading (CUDA >= 11.7,
+# PyTorch's default since 1.13) a bare context measured 287 MB (pytorch/pytorch PR #86509; 667 MB
+# with eager loading) and "around 400MB" per a PyTorch maintainer (pytorch/pytorch#109888); a real
+# model also loads cuBLAS/attention kernels and workspaces as it runs. 500 MiB is an assumption
+# inside that range (the validation README reports 0.3-1.5 GiB across older and newer stacks).
 CUDA_CONTEXT_BYTES = 500 * MiB
 # The caching allocator reserves more than it hands out (block rounding, fragmentation). The
 # torchtune QLoRA tutorial logs 13.96 GB allocated vs 13.98 GB reserved after loading (validation
