@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from .spec import ModelSpec
     from .workload import Workload
 
-# vLLM V1 default chunked-prefill budget for the OpenAI server (`SchedulerConfig`
-# max_num_batched_tokens on datacenter GPUs: 8192) and default `max_num_seqs` (256).
+# vLLM's OpenAI server defaults (`EngineArgs.get_batch_defaults`, vllm/engine/arg_utils.py): a
+# chunked-prefill budget of 8192 tokens and 1024 sequences on GPUs with >= 70 GiB other than A100,
+# 2048 tokens and 256 sequences elsewhere. The profiling pass uses that budget; we size the larger
+# token budget (conservative for small cards) and 256 sequences for the sampler's logits.
 VLLM_MAX_NUM_BATCHED_TOKENS = 8192
 VLLM_MAX_NUM_SEQS = 256
 VLLM_BLOCK_SIZE = 16
