@@ -23,7 +23,16 @@ st.title("GPUs & prices")
 widgets.show_notes(url_notes)
 
 # --- price source -------------------------------------------------------------------------
-st.toggle("Use live prices (gpuhunt)", key=loaders.LIVE_KEY,
+# The widget has its own key (Streamlit drops a widget's state when its page is left); the
+# session-wide switch is copied from it, so the other pages keep using live prices.
+st.session_state["gpus.live"] = bool(st.session_state.get(loaders.LIVE_KEY))
+
+
+def _copy_live() -> None:
+    st.session_state[loaders.LIVE_KEY] = bool(st.session_state["gpus.live"])
+
+
+st.toggle("Use live prices (gpuhunt)", key="gpus.live", on_change=_copy_live,
           help="Fetch current on-demand prices with dstack's gpuhunt catalog; falls back to the bundled snapshot when it is not installed or unreachable.")
 setup = loaders.price_setup()
 st.caption(setup.note)

@@ -137,3 +137,18 @@ def test_gpus_page_add_gpu_validates_then_adds():
     _button(at, "Add GPU").click().run()
     assert not at.exception and not at.error
     assert "My card" in list(at.dataframe[0].value["GPU"])
+
+
+def test_live_prices_fall_back_to_bundled_with_a_note(monkeypatch):
+    import calculator.pricing
+
+    def offline(timeout):
+        raise ImportError("gpuhunt")
+
+    monkeypatch.setattr(calculator.pricing, "_gpuhunt_fetch", offline)
+    monkeypatch.setenv("VRAM_CALC_CACHE", "/nonexistent-cache-dir-for-tests")
+    at = run_page(GPUS, live="1")
+    assert not at.exception
+    assert at.toggle(key="gpus.live").value is True
+    assert any("bundled price snapshot" in c.value for c in at.caption)
+    assert at.query_params["live"] == "1"
