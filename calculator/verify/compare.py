@@ -281,3 +281,22 @@ def verification_text(data: Mapping[str, Any]) -> str:
     for note in [*data.get("notes", []), *data.get(measured, {}).get("notes", [])]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def comparison_table(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The comparison as display rows (GiB to 3 decimals, error % to 1): one per group, then the total."""
+    from ..units import GiB
+
+    measured = "Trace" if data["level"] == "trace" else "Live GPU"
+    rows = []
+    for row in [*data["comparison"], {"component": "total (torch allocated)", **data["total"]}]:
+        err = row["error_pct"]
+        rows.append(
+            {
+                "Component": row["component"],
+                "Estimate (GiB)": round(row["estimate_bytes"] / GiB, 3),
+                f"{measured} (GiB)": round(row["measured_bytes"] / GiB, 3),
+                "Error %": None if err is None else round(err, 1),
+            }
+        )
+    return rows

@@ -117,7 +117,7 @@ def check_live_supported(spec: ModelSpec, w: Workload) -> None:
         raise LiveUnsupportedError("8-bit AdamW needs bitsandbytes (pip install bitsandbytes); or verify with adamw.")
 
 
-def _cuda_available() -> tuple[bool, str]:
+def cuda_available() -> tuple[bool, str]:
     if importlib.util.find_spec("torch") is None:
         return False, "torch is not installed; install a CUDA build of torch to measure on a GPU, or use --trace (pip install -r requirements-dev.txt)."
     import torch
@@ -209,7 +209,7 @@ def run_live(
     `is_available` and `mem_get_info` replace the real worker, CUDA check and free-memory query
     (tests)."""
     check_live_supported(spec, workload)
-    ok, why = (is_available or _cuda_available)()
+    ok, why = (is_available or cuda_available)()
     if not ok:
         raise NoGPUError(why or "no CUDA GPU here; use --trace.")
     free_total = mem_get_info() if mem_get_info is not None else _nvml_free()
