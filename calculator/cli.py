@@ -66,6 +66,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
     p.add_argument("--headroom", type=_fraction, default=0.0, help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
+    p.add_argument("--provider", action="append", default=[], metavar="NAME",
+                   help="rank only this provider's prices (repeatable; prefix match, e.g. --provider spheron --provider runpod)")
     p.add_argument("--offline", action="store_true", help="never contact the Hub; use the catalog and the on-disk cache")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
 
@@ -128,12 +130,13 @@ def _text_report(data: dict[str, Any]) -> str:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from .report import build_plan, estimate_to_dict
+    from .report import build_plan, estimate_to_dict, provider_price_book
     from .resolve import resolve_model
 
     workload = workload_from_args(args)
     resolved = resolve_model(args.model, offline=args.offline)
-    plan = build_plan(resolved.spec, workload, headroom_fraction=args.headroom)
+    prices = provider_price_book(tuple(args.provider)) if args.provider else None
+    plan = build_plan(resolved.spec, workload, headroom_fraction=args.headroom, prices=prices)
     data = estimate_to_dict(plan)
     data["model_source"] = resolved.source
     data["model_source_detail"] = resolved.detail

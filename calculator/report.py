@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import InvalidWorkloadError
 from .estimate import COMPONENT_LABELS, Estimate, estimate
-from .pricing import GPUConfiguration, PriceBook, cheapest_fit, rank_configurations
+from .pricing import GPUConfiguration, PriceBook, cheapest_fit, load_prices, price_book, rank_configurations
 from .spec import ModelSpec
 from .throughput import ThroughputEstimate, estimate_configuration
 from .workload import Workload
@@ -26,6 +26,18 @@ class Plan:
     ranking: list[GPUConfiguration]
     cheapest: GPUConfiguration | None
     headroom_fraction: float
+
+
+def provider_price_book(providers: tuple[str, ...]) -> PriceBook:
+    """Bundled prices of the named providers only (case-insensitive prefix: "spheron" keeps every
+    Spheron host). An unknown name is an error listing the known ones."""
+    rows = load_prices()
+    wanted = tuple(p.strip().lower() for p in providers if p.strip())
+    kept = [r for r in rows if r.provider.lower().startswith(wanted)]
+    if not kept:
+        known = ", ".join(sorted({r.provider.split(" (")[0] for r in rows}))
+        raise InvalidWorkloadError(f"no bundled prices from {', '.join(providers)}; known providers: {known}.")
+    return price_book(kept)
 
 
 def per_gpu_requirements(spec: ModelSpec, workload: Workload, counts: tuple[int, ...] = GPU_COUNTS) -> dict[int, int]:

@@ -78,3 +78,9 @@ def test_local_directory_with_config(tmp_path):
 def test_catalog_lists_default_model():
     out = run_cli("catalog")
     assert "bosonai/higgs-audio-v2-generation-3B-base" in out.stdout
+
+
+def test_provider_filter_limits_the_ranking():
+    data = json.loads(run_cli("estimate", "bosonai/higgs-audio-v2-generation-3B-base", "--provider", "spheron", "--json").stdout)
+    providers = {c["provider"] for c in data["gpu_ranking"] if c["provider"]}
+    assert providers and all(p.startswith("Spheron") for p in providers)
