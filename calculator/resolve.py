@@ -99,13 +99,16 @@ def resolve_catalog(model_id: str) -> ResolvedModel | None:
     return ResolvedModel(spec=spec, source="catalog", detail=f"bundled catalog: config {entry.config_source}; parameters: {entry.params_source}")
 
 
-def resolve_model(ref: str, *, token: str | None = None, offline: bool = False, prefer_hub: bool = False) -> ResolvedModel:
-    """Resolve a model reference: a local directory, a catalog id, or `org/name[@revision]` on the Hub."""
+def resolve_model(ref: str, *, token: str | None = None, offline: bool = False, prefer_hub: bool = False, allow_local: bool = True) -> ResolvedModel:
+    """Resolve a model reference: a local directory, a catalog id, or `org/name[@revision]` on the Hub.
+
+    A web page passes `allow_local=False`: a visitor's text must never name a folder on the server.
+    """
     ref = (ref or "").strip()
     if not ref:
         raise ModelNotFoundError("No model given. Type a Hugging Face model id such as meta-llama/Llama-3.1-8B, or pick one from the catalog.")
     path = Path(ref).expanduser()
-    if ("/" in ref or ref.startswith(".")) and path.is_dir():
+    if allow_local and ("/" in ref or ref.startswith(".")) and path.is_dir():
         return resolve_local(path)
     catalog = resolve_catalog(ref) if "@" not in ref else None
     if catalog is not None and not prefer_hub:

@@ -84,3 +84,14 @@ def test_provider_filter_limits_the_ranking():
     data = json.loads(run_cli("estimate", "bosonai/higgs-audio-v2-generation-3B-base", "--provider", "spheron", "--json").stdout)
     providers = {c["provider"] for c in data["gpu_ranking"] if c["provider"]}
     assert providers and all(p.startswith("Spheron") for p in providers)
+
+
+def test_web_resolution_never_reads_local_folders(tmp_path):
+    from calculator.errors import CalculatorError
+    from calculator.resolve import resolve_model
+
+    src = ROOT / "calculator" / "data" / "models" / "meta-llama__Llama-3.2-3B" / "config.json"
+    (tmp_path / "config.json").write_text(src.read_text())
+    assert resolve_model(str(tmp_path)).source == "local"
+    with pytest.raises(CalculatorError):
+        resolve_model(str(tmp_path), allow_local=False, offline=True)

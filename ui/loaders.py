@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from calculator import advisor, report
-from calculator.errors import InvalidWorkloadError, ModelNotFoundError
+from calculator.errors import InvalidWorkloadError
 from calculator.gpus import GPU, load_gpus, with_extra_gpus
 from calculator.pricing import PriceBook, apply_price_overrides, bundled_price_book, fetch_live_prices, load_prices, price_book
 from calculator.resolve import ResolvedModel, resolve_model
@@ -44,10 +43,7 @@ def hf_token() -> str | None:
 
 def resolve_for_app(ref: str, *, token: str | None) -> ResolvedModel:
     """`resolve_model` for a web page: never reads a local directory named by the user."""
-    ref = ref.strip()
-    if ref and Path(ref).expanduser().is_dir():
-        raise ModelNotFoundError(f"{ref!r} is not a model on the Hub or in the catalog (the web app does not read local folders).")
-    return resolve_model(ref, token=token)
+    return resolve_model(ref.strip(), token=token, allow_local=False)
 
 
 @st.cache_data(ttl=HUB_TTL_S, max_entries=256, show_spinner=False)
