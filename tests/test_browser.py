@@ -60,6 +60,10 @@ def app_server() -> Iterator[StreamlitServer]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    from playwright.sync_api import expect
+
+    # expect() polls for 5 s by default; a cold run on a loaded CI machine can take longer.
+    expect.set_options(timeout=RERUN_TIMEOUT_MS)
     with chromium() as b:
         yield b
 
@@ -104,8 +108,7 @@ def expect_peak(page: Any, num_bytes: int) -> None:
     from playwright.sync_api import expect
 
     forms = display_forms(num_bytes)
-    expect(peak_metric_value(page)).to_have_text(re.compile(r"^\s*(" + "|".join(re.escape(f) for f in forms) + r")\s*$"),
-                                                 timeout=RERUN_TIMEOUT_MS)
+    expect(peak_metric_value(page)).to_have_text(re.compile(r"^\s*(" + "|".join(re.escape(f) for f in forms) + r")\s*$"))
 
 
 def expect_no_exception(page: Any) -> None:
