@@ -87,10 +87,14 @@ def page(browser: Any, app_server: StreamlitServer) -> Iterator[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def engine_total_bytes(model: str, **workload: Any) -> int:
-    """total_bytes of the CLI's --json contract, computed in-process (offline, from the catalog)."""
+def engine_json(model: str, **workload: Any) -> dict[str, Any]:
+    """What `python -m calculator estimate MODEL ... --json` prints, computed in-process (offline, from the catalog)."""
     spec = resolve_model(model, offline=True).spec
-    return estimate_to_dict(build_plan(spec, Workload(**workload)))["total_bytes"]
+    return estimate_to_dict(build_plan(spec, Workload(**workload)))
+
+
+def engine_total_bytes(model: str, **workload: Any) -> int:
+    return engine_json(model, **workload)["total_bytes"]
 
 
 def display_forms(num_bytes: int) -> list[str]:
@@ -180,10 +184,16 @@ def test_default_view_shows_the_engine_number_and_charts(page: Any, app_server: 
     expect_no_exception(page)
     expect(page.locator("[data-testid='stMain']")).to_contain_text(DEFAULT_MODEL)
     # fp16 inference, 4,096 tokens, batch 1: the CLI's defaults and the page's.
-    expected = engine_total_bytes(DEFAULT_MODEL, precision="fp16", mode="inference", context_length=4096, batch_size=1)
-    expect_peak(page, expected)
+    expected = engine_json(DEFAULT_MODEL, precision="fp16", mode="inference", context_length=4096, batch_size=1)
+    expect_peak(page, expected["total_bytes"])
     assert wait_for_charts(page, 2) >= 2
-    expect(page.locator("[data-testid='stMetric']").filter(has_text=re.compile("cheapest", re.I))).to_have_count(1)
+    # The cheapest fit is the CLI's cheapest_fit (bundled prices; no live prices, no user rates by default).
+    cheapest = expected["cheapest_fit"]
+    assert cheapest is not None
+    metric = page.locator("[data-testid='stMetric']").filter(has_text=re.compile("cheapest", re.I))
+    expect(metric).to_have_count(1)
+    expect(metric).to_contain_text(f"${cheapest['total_usd_per_hour']:,.2f}")
+    expect(page.locator("[data-testid='stMain']")).to_contain_text(f"{cheapest['count']}× {cheapest['gpu']}")
     save_screenshot(page, "main")
 
 
