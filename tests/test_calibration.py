@@ -1,15 +1,16 @@
 """CI-speed calibration: the engine's PyTorch-allocated peak vs the trace of 2-layer cuts of real
 configs (the full grid is `benchmarks/calibration.py`, results in benchmarks/results/calibration.md).
 
-Tolerance: 10% on the total. The full-depth grid shows the engine within about 5% on every
-non-eager row of inference, LoRA and full fine-tuning (median 1-3%); the 2-layer cuts below land within the same
-few percent. The margin above that is for what the engine simplifies on purpose and that moves
-with library versions: the MoE routing-imbalance factor (2x the mean tokens per expert, an
-assumption), which hidden-state tensors transformers keeps referenced across a layer, and the
-few hundred KiB of RoPE tables and token ids. A change in a formula that matters (a missing
-factor 2 on the KV cache, fp32 logits counted as bf16, the optimizer temporary) moves the total
-by well over 10%, so this still catches real regressions. Per-group checks are exact where both
-sides count the same tensors (weights, optimizer states).
+Tolerance: 10% on the total. On the full-depth grid the median |error| of the total is 1.6%
+(inference), 0.6% (LoRA) and 0.0% (full fine-tuning); the worst rows are known engine gaps
+written up in calibration.md (MoE prefill transient -11%, gpt-oss eager softmax +25%, gradient
+checkpointing +8%), so the cases here avoid eager attention and checkpointing. On these 2-layer
+cuts the engine is at +0.9% (Llama LoRA), 0.0% (Qwen2.5 full) and -5.9% (Mixtral prefill: the
+MoE transient, a larger share of a 2-layer model). 10% leaves room for that known MoE gap and for
+what moves with library versions (which hidden states transformers keeps referenced, RoPE tables),
+while a wrong formula that matters (a missing factor 2 on the KV cache, fp32 logits counted as
+bf16, the optimizer temporary) moves the total by well over 10%. Per-group checks are exact where
+both sides count the same tensors (weights, optimizer states).
 """
 
 from __future__ import annotations
