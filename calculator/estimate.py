@@ -204,6 +204,12 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
             "backward": Breakdown(weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master, activations_bytes=act, logits_bytes=loss),
             "optimizer step": Breakdown(weights_bytes=weights, optimizer_bytes=optimizer + temp, master_weights_bytes=master, gradients_bytes=grads),
         }
+        if w.gradient_checkpointing:
+            # Recomputing the last layer: the LM head's (and tied embedding's) gradient already exists.
+            recompute = memory.recompute_activation_bytes(spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=None)
+            head_grad = spec.vocab_size * spec.hidden_size * c
+            phases["layer recompute"] = Breakdown(weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master,
+                                                  activations_bytes=act + recompute, gradients_bytes=head_grad)
         return phases, params
     # LoRA / QLoRA: frozen base, trainable adapters.
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
@@ -220,6 +226,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant, logits_bytes=loss),
         "optimizer step": Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp),
     }
+    if w.gradient_checkpointing:
+        recompute = memory.recompute_activation_bytes(spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan)
+        phases["layer recompute"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + recompute + dequant)
     return phases, adapter_params
 
 

@@ -124,35 +124,45 @@ def _mlp_width(spec: ModelSpec) -> int:
     return spec.intermediate_size
 
 
+def eager_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
+    """Bytes alive per attention score element in eager attention: the c-byte scores, their fp32
+    softmax and the c-byte probabilities (transformers `eager_attention_forward`: 2c + 4); gpt-oss
+    appends its sink column and keeps the softmax in bf16, so logits, shifted logits and
+    probabilities: 3c (traced, benchmarks/results/calibration-notes.md item 3)."""
+    return 3 * compute_bytes if spec.model_type == "gpt_oss" else 2 * compute_bytes + 4
+
+
 def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, attention: str) -> int:
     """Peak of the temporaries one layer creates while processing `seq_len` new tokens.
 
     Per token (c = compute bytes; h hidden, I intermediate, q = heads x head_dim):
-    - gated MLP: residual + normed input (2ch) + act(gate), up, and their product alive together
-      (3cI; the gate output is freed once activated) -> c(2h + 3I);
-    - attention: residual + normed input + q and output (2ch + 2cq); eager also materializes the
-      heads x seq scores in c bytes, their fp32 softmax and the c-byte probabilities, and the
-      K/V repeated to all heads (transformers `eager_attention_forward`);
-    - RMSNorm: residual + fp32 upcast + fp32 square/product (ch + 12h);
-    - MoE: router logits (fp32) per expert, one expert's tokens at a time (transformers 5 loops over
-      experts), so the MLP term uses the per-token share top_k/num_experts of 3 x moe width, doubled
-      for routing imbalance (assumption; the trace bounds it).
-    The largest of the three, times tokens, plus the eager attention mask (batch x seq x seq).
+    - hidden states referenced at once: the model's `inputs_embeds`, the layer input held by the
+      decoder loop, the residual and the normed input (4ch; traced: 11,562 B/token measured vs
+      2ch = 12,288 predicted for the two not counted before);
+    - gated MLP: act(gate), up, and their product alive together (3cI; the gate output is freed
+      once activated) -> c(4h + 3I); plain GELU MLPs c(4h + 2I);
+    - MoE: transformers 5 runs experts with `grouped_mm`: every token is replicated top_k times and
+      for all pairs the gathered input (h), gate_up output (2I), act(gate) (I) and product (I) are
+      alive -> 4ch + experts x (c + 4) router logits + top_k x c(h + 4I) (Mixtral: 278,576 B/token,
+      traced 279 KB);
+    - attention: hidden states + q and output (4ch + 2cq); eager also materializes the
+      heads x seq scores (`eager_score_bytes` each) and K/V repeated to all heads;
+    - RMSNorm: residual + fp32 upcast + fp32 square/product (ch + 12h).
+    The largest, times tokens, plus the eager attention mask (batch x seq x seq).
     """
     c = compute_bytes
     h = spec.hidden_size
     q = spec.num_attention_heads * spec.head_dim
     tokens = batch_size * seq_len
     if spec.is_moe:
-        share = 2 * spec.num_experts_per_tok / spec.num_experts
-        mlp = c * 3 * h + spec.num_experts * (c + 4) + int(share * 3 * c * spec.moe_intermediate_size)
+        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * c * (h + 4 * spec.moe_intermediate_size)
         if spec.num_shared_experts:
             mlp += 3 * c * spec.num_shared_experts * spec.moe_intermediate_size
     elif spec.model_type in _LAYERNORM_FAMILIES:
-        mlp = c * (2 * h + 2 * _mlp_width(spec))
+        mlp = c * (4 * h + 2 * _mlp_width(spec))
     else:
-        mlp = c * (2 * h + 3 * _mlp_width(spec))
-    attn = c * (2 * h + 2 * q)
+        mlp = c * (4 * h + 3 * _mlp_width(spec))
+    attn = c * (4 * h + 2 * q)
     if spec.layer_types and spec.layer_types[0] == "mla":
         # Expanded per-head K and V of MLA (qk_nope + rope, v_head_dim) exist per layer in prefill.
         attn += c * spec.num_attention_heads * (spec.head_dim + spec.v_head_dim)
@@ -160,8 +170,8 @@ def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, c
     per_token = max(mlp, attn, norm)
     total = tokens * per_token
     if attention == "eager":
-        # scores (c) + fp32 softmax (4) + probabilities (c) per head and key, K/V repeated per head.
-        total += tokens * spec.num_attention_heads * seq_len * (2 * c + 4) + tokens * 2 * c * q
+        # scores, softmax and probabilities per head and key; K/V repeated to every head.
+        total += tokens * spec.num_attention_heads * seq_len * eager_score_bytes(spec, c) + tokens * 2 * c * q
         total += batch_size * seq_len * seq_len * c  # additive causal mask
     return total
 
@@ -267,7 +277,7 @@ def layer_saved_bytes_per_token(
 
     # Attention core.
     if attention == "eager":
-        total += c * (3 * q) + heads * seq_len * (4 + c)
+        total += c * (3 * q) + heads * seq_len * (eager_score_bytes(spec, c) - c)
     else:
         total += c * (q + 2 * kv) + c * q + 4 * heads
 
@@ -286,7 +296,11 @@ def layer_saved_bytes_per_token(
 
     # Inputs saved for weight gradients (full) or adapter inputs (LoRA).
     if not frozen:
-        total += c * h + c * q  # attention input (shared by q/k/v), o_proj input
+        # Attention input (shared by q/k/v) and o_proj's input. With SDPA/flash the kernel returns
+        # its output in [batch, seq, heads, head_dim] order, so `transpose(1, 2).contiguous()` is a
+        # view and o_proj saves the storage SDPA already saved (traced: 6,141 B/token/layer = cq
+        # over-counted before); eager's output is a fresh copy.
+        total += c * h + (c * q if attention == "eager" else 0)
         if not spec.is_moe:
             total += c * h + c * inter  # MLP input (shared by gate/up), down_proj input
         else:
@@ -325,22 +339,32 @@ def training_activation_bytes(
     adapters: AdapterPlan | None,
     gradient_checkpointing: bool,
 ) -> int:
-    """Saved activations of a whole forward pass, at their maximum (start of backward).
+    """Saved activations of a whole forward pass, at the start of backward.
 
     Without checkpointing: every layer's saved tensors (`layer_saved_bytes_per_token`) plus the
     final norm and the LM head input. With transformers' gradient checkpointing (one checkpoint per
-    decoder layer, non-reentrant): each layer keeps only its input (ch per token) and one layer's
-    activations are recomputed at a time during backward (Chen et al. 2016, arXiv:1604.06174).
+    decoder layer, non-reentrant; Chen et al. 2016, arXiv:1604.06174) each layer keeps only its
+    input (ch per token); the layer recomputed during backward is `recompute_activation_bytes`.
     """
     tokens = batch_size * seq_len
     c = compute_bytes
     h = spec.hidden_size
     layers = spec.num_hidden_layers + spec.num_encoder_layers
-    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters)
     head_inputs = (4 * h + 4 + c * h) + (c * h if adapters is None else 0)  # final norm + lm_head input
     if gradient_checkpointing:
-        return tokens * (layers * c * h + per_layer + head_inputs)
+        return tokens * (layers * c * h + head_inputs)
+    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters)
     return tokens * (layers * per_layer + head_inputs)
+
+
+def recompute_activation_bytes(
+    spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, attention: str, adapters: AdapterPlan | None
+) -> int:
+    """With gradient checkpointing, one layer's activations recomputed during backward. They exist
+    after the loss buffers are freed, so they are a phase of their own, not added to the loss
+    (traced: summing them over-counted 8% at 8k x 8, calibration-notes item 5)."""
+    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=compute_bytes, seq_len=seq_len, attention=attention, adapters=adapters)
+    return batch_size * seq_len * per_layer
 
 
 def loss_buffer_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, keep_logits: bool) -> int:

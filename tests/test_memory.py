@@ -127,10 +127,11 @@ def test_kv_cache_fp8_and_int4_halve_and_quarter():
 def test_training_layer_activations_llama_32_3b():
     # h = 3072, q = 24 x 128 = 3072, kv = 8 x 128 = 1024, I = 8192, bf16:
     # 2 RMSNorms (4h fp32 + 2h + 4 B) + q,k,v,out saved by SDPA (2(q + 2kv) + 2q) + lse (4 x 24)
-    # + SwiGLU (3 x 2I) + linear inputs (2h attention, 2q o_proj, 2h MLP, 2I down)
-    # = 16h + 6q + 4kv + 8I + 96 + 8 = 49,152 + 18,432 + 4,096 + 65,536 + 104 = 137,320 B per token.
+    # + SwiGLU (3 x 2I) + linear inputs (2h attention, 2h MLP, 2I down; o_proj's input is the SDPA
+    # output's storage, already counted)
+    # = 16h + 4q + 4kv + 8I + 96 + 8 = 49,152 + 12,288 + 4,096 + 65,536 + 104 = 131,176 B per token.
     s = spec("meta-llama/Llama-3.2-3B")
-    assert memory.layer_saved_bytes_per_token(s, compute_bytes=2, seq_len=4096, attention="sdpa", adapters=None) == 137_320
+    assert memory.layer_saved_bytes_per_token(s, compute_bytes=2, seq_len=4096, attention="sdpa", adapters=None) == 131_176
 
 
 def test_lora_layer_saves_less_than_full():
@@ -147,9 +148,10 @@ def test_eager_attention_adds_seq_by_seq():
     s = spec("meta-llama/Llama-3.2-3B")
     sdpa = memory.layer_saved_bytes_per_token(s, compute_bytes=2, seq_len=1024, attention="sdpa", adapters=None)
     eager = memory.layer_saved_bytes_per_token(s, compute_bytes=2, seq_len=1024, attention="eager", adapters=None)
-    # Eager saves the fp32 softmax and the bf16 probabilities per head and key (24 x 1024 x 6 B)
-    # and K/V repeated to all heads, and no log-sum-exp.
-    assert eager - sdpa == 24 * 1024 * 6 + 2 * (3 * 3072) - (2 * (3072 + 2048) + 2 * 3072 + 96)
+    # Eager saves the fp32 softmax and the bf16 probabilities per head and key (24 x 1024 x 6 B),
+    # q and K/V repeated to all heads (2 x 3q) and its own output copy for o_proj (2q); SDPA saves
+    # q, k, v (2(q + 2kv)), its output (2q, shared with o_proj) and the log-sum-exp (96).
+    assert eager - sdpa == 24 * 1024 * 6 + 2 * (3 * 3072) + 2 * 3072 - (2 * (3072 + 2048) + 2 * 3072 + 96)
 
 
 def test_loss_buffers_fp32_logits():
@@ -164,9 +166,11 @@ def test_gradient_checkpointing_keeps_layer_inputs_only():
     full = memory.training_activation_bytes(s, batch_size=1, seq_len=1000, compute_bytes=2, attention="sdpa", adapters=None, gradient_checkpointing=False)
     ckpt = memory.training_activation_bytes(s, batch_size=1, seq_len=1000, compute_bytes=2, attention="sdpa", adapters=None, gradient_checkpointing=True)
     head = 4 * 3072 + 4 + 2 * 3072 + 2 * 3072  # final norm + LM head input per token
-    assert full == 1000 * (28 * 137_320 + head)
-    # 28 layer inputs of 2h + one layer recomputed at a time.
-    assert ckpt == 1000 * (28 * 2 * 3072 + 137_320 + head)
+    assert full == 1000 * (28 * 131_176 + head)
+    # 28 layer inputs of 2h; the layer recomputed during backward is a phase of its own.
+    assert ckpt == 1000 * (28 * 2 * 3072 + head)
+    recompute = memory.recompute_activation_bytes(s, batch_size=1, seq_len=1000, compute_bytes=2, attention="sdpa", adapters=None)
+    assert recompute == 1000 * 131_176
 
 
 # --- optimizer and adapters ------------------------------------------------------------------
@@ -254,11 +258,11 @@ def test_zero3_shards_everything_but_activations():
 
 def test_gpt_oss_sdpa_request_falls_back_to_eager():
     # transformers 5.24: GptOssPreTrainedModel._supports_sdpa = False, so prefill builds
-    # 64 heads x 4096 x 4096 scores per layer (c + fp32 softmax + c = 8 B each) plus the
-    # repeated K/V and a 4096 x 4096 bf16 mask.
+    # 64 heads x 4096 x 4096 scores per layer (logits, shifted logits and bf16 softmax with the
+    # sink column: 3c = 6 B each) plus the repeated K/V and a 4096 x 4096 bf16 mask.
     s = spec("openai/gpt-oss-20b")
     sdpa = estimate(s, Workload(precision="bf16", context_length=4096))
     flash = estimate(s, Workload(precision="bf16", context_length=4096, attention="flash"))
     assert any("no SDPA" in n for n in sdpa.notes)
-    scores = 4096 * 64 * 4096 * 8 + 4096 * 2 * 2 * 64 * 64 + 4096 * 4096 * 2
+    scores = 4096 * 64 * 4096 * 6 + 4096 * 2 * 2 * 64 * 64 + 4096 * 4096 * 2
     assert sdpa.breakdown.activations_bytes >= scores > flash.breakdown.activations_bytes

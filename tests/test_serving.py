@@ -17,9 +17,9 @@ def test_llama_8b_on_h100_concurrency():
     h100 = 81_559 * MiB  # nvidia-smi total of an H100 80GB
     cap = vllm_capacity(spec, w, gpu_bytes=h100)
     # Fixed: weights 16,060,522,496 B + profiled prefill of 8192 tokens (one layer's transients:
-    # 8192 x 2 x (2 x 4096 + 3 x 14336) B) + sampler logits 256 x 128,256 x 4 B + CUDA graphs + context.
+    # 8192 x 2 x (4 x 4096 + 3 x 14336) B) + sampler logits 256 x 128,256 x 4 B + CUDA graphs + context.
     activations = memory.prefill_transient_bytes(spec, batch_size=1, seq_len=8192, compute_bytes=2, attention="flash")
-    assert activations == 8192 * 2 * (2 * 4096 + 3 * 14336)
+    assert activations == 8192 * 2 * (4 * 4096 + 3 * 14336)
     fixed = 16_060_522_496 + activations + 256 * 128_256 * 4 + VLLM_CUDA_GRAPH_BYTES + VLLM_NON_TORCH_BYTES
     assert cap.fixed_bytes == fixed
     pool = int(0.9 * h100) - fixed
