@@ -247,6 +247,19 @@ def test_tampered_link_warns_without_an_exception(page: Any, app_server: Streaml
     save_screenshot(page, "main-tampered", full_page=False)
 
 
+def test_unknown_model_without_the_hub_is_an_error_not_a_crash(page: Any, app_server: StreamlitServer) -> None:
+    """The server runs with the Hub blocked, as on a demo machine without network: a model outside the
+    catalog must give an error message quickly, keep the inputs, and raise nothing."""
+    from playwright.sync_api import expect
+
+    model = "someorg/not-in-the-catalog"
+    open_page(page, app_server.url("/", f"model={model}"))
+    expect_no_exception(page)
+    expect(page.locator(ALERT).filter(has_text=model).first).to_be_visible()
+    expect(widget(page, "stTextInput", "Model id (Hugging Face)").locator("input")).to_have_value(model)
+    wait_for_query(page, model=model)
+
+
 @pytest.mark.parametrize("script", PAGES, ids=[p.stem for p in PAGES])
 def test_every_page_loads(page: Any, app_server: StreamlitServer, script: Path) -> None:
     from playwright.sync_api import expect
