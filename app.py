@@ -92,7 +92,9 @@ with results:
     with g1:
         st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking")
     with g2:
-        st.dataframe(widgets.ranking_frame(shown), hide_index=True, height=560)
+        st.dataframe(widgets.ranking_frame(shown, plan=plan), hide_index=True, height=560)
+        st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
+                   "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
 
     st.header("What fits on my GPU?")
     gpu_ids = [g.id for g in prices.gpus]

@@ -80,3 +80,17 @@ def test_exports_carry_the_engine_dict():
     assert f"total_bytes,{data['total_bytes']}\n" in csv_text
     assert f"breakdown.weights,{data['breakdown']['weights']}\n" in csv_text
     assert "gpu_ranking.1.gpu," in csv_text and "gpu_ranking.11.gpu," not in csv_text
+
+
+def test_ranking_table_carries_throughput_estimates():
+    from calculator.report import build_plan, throughput_for
+    from calculator.resolve import resolve_catalog
+    from calculator.workload import Workload
+    from ui.widgets import ranking_frame
+
+    plan = build_plan(resolve_catalog("meta-llama/Llama-3.1-8B").spec, Workload(precision="bf16"))
+    fitting = [c for c in plan.ranking if c.fits]
+    frame = ranking_frame(fitting, plan=plan)
+    speed = throughput_for(plan, fitting[0])
+    assert frame.loc[0, "Decode tok/s (est.)"] == round(speed.decode.per_sequence_tokens_per_s, 1)
+    assert frame.loc[0, "$ / 1M output tokens (est.)"] == round(speed.usd_per_million_output_tokens, 2)

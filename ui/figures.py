@@ -49,10 +49,11 @@ def _tokens(n: int) -> str:
 
 def _layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(
-        title={"text": title, "font": {"size": 20}},
+        title={"text": title, "font": {"size": 20}, "y": 0.98, "yanchor": "top"},
         font=FONT,
-        height=height,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        height=height + 40,
+        # Room above the plot for the title and a two-row horizontal legend, so they never overlap.
+        margin={"l": 10, "r": 10, "t": 100, "b": 10},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
         hoverlabel={"font_size": 15},
     )

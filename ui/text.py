@@ -74,9 +74,9 @@ FAQ: tuple[tuple[str, str], ...] = (
 )
 
 SOURCE_TEXT: dict[str, str] = {
-    "safetensors": "exact (safetensors headers)",
-    "catalog": "exact (bundled catalog)",
-    "config": "config.json arithmetic",
+    "safetensors": "safetensors (exact)",
+    "catalog": "catalog (exact)",
+    "config": "config arithmetic",
 }
 
 MODE_LABELS: dict[str, str] = {"inference": "Inference", "lora": "LoRA fine-tune", "qlora": "QLoRA fine-tune", "full": "Full fine-tune"}

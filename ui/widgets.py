@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from calculator import report
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
 from calculator.estimate import COMPONENT_LABELS, Estimate
@@ -249,9 +250,12 @@ def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
     return frame.style.apply(style, axis=None)
 
 
-def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25) -> pd.DataFrame:
+def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan: report.Plan | None = None) -> pd.DataFrame:
+    """The ranked configurations as a table; with the `plan`, inference rows also get the estimated
+    decode speed and $ per 1M output tokens (calculator.throughput, labelled as estimates)."""
     rows = []
     for i, c in enumerate(configs[:limit], start=1):
+        speed = report.throughput_for(plan, c) if plan is not None and c.fits else None
         rows.append({
             "Rank": i,
             "Configuration": f"{c.count}× {c.gpu.name}",
@@ -261,6 +265,8 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25) -> pd
             "Memory used": f"{c.utilisation:.0%}",
             "Total $/hr": None if c.total_usd_per_hour is None else round(c.total_usd_per_hour, 2),
             "Cheapest at": c.cheapest_provider or "no price",
+            "Decode tok/s (est.)": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
+            "$ / 1M output tokens (est.)": round(speed.usd_per_million_output_tokens, 2) if speed and speed.usd_per_million_output_tokens else None,
             "Price as of": c.price_as_of,
             "Notes": " ".join(x for x in (c.reason, "" if c.precision_ok else c.precision_note) if x),
         })
