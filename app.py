@@ -62,7 +62,7 @@ with results:
     st.header("Memory breakdown")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(figures.breakdown_figure(est.breakdown), key="chart_breakdown")
+        st.plotly_chart(figures.breakdown_figure(est.breakdown), key="chart_breakdown", theme=None)
         st.dataframe(widgets.breakdown_table(est), hide_index=True, column_config={"What it is": st.column_config.TextColumn(width="large")})
     with right:
         st.markdown(text.MEMORY_KINDS)
@@ -81,6 +81,7 @@ with results:
         figures.context_figure(v.sweep, current_context=workload.context_length, current_bytes=est.total_bytes, capacity_gpus=capacity,
                                headroom_fraction=values["headroom"] / 100, max_position_embeddings=spec.max_position_embeddings),
         key="chart_context",
+        theme=None,
     )
 
     st.header("GPU configurations")
@@ -90,7 +91,7 @@ with results:
     st.caption(f"1, 2, 4 and 8 GPUs of each kind, cheapest first; fit = peak per GPU{margin} ≤ usable memory (nvidia-smi total). {prices.note}")
     g1, g2 = st.columns([2, 3])
     with g1:
-        st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking")
+        st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking", theme=None)
     with g2:
         st.dataframe(widgets.ranking_frame(shown, plan=plan), hide_index=True, height=560)
         st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "

@@ -52,8 +52,8 @@ def worker_printing(result: dict) -> list[str]:
 
 
 def test_no_cuda_says_use_trace(spec) -> None:
-    with pytest.raises(NoGPUError, match=r"no CUDA GPU here; use --trace"):
-        run_live(spec, Workload(precision="bf16"), estimate_bytes=1, is_available=lambda: (False, "no CUDA GPU here; use --trace."))
+    with pytest.raises(NoGPUError, match=r"no CUDA GPU here; use the trace level"):
+        run_live(spec, Workload(precision="bf16"), estimate_bytes=1, is_available=lambda: (False, "no CUDA GPU here; use the trace level instead (--trace)."))
 
 
 def test_no_cuda_on_this_machine_through_the_cli_contract(spec) -> None:
@@ -63,7 +63,7 @@ def test_no_cuda_on_this_machine_through_the_cli_contract(spec) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
-    with pytest.raises(CalculatorError, match="no CUDA GPU here; use --trace"):
+    with pytest.raises(CalculatorError, match="no CUDA GPU here; use the trace level"):
         run_verification(spec, Workload(precision="bf16", context_length=128), level="live", timeout=30)
 
 

@@ -50,6 +50,9 @@ def _tokens(n: int) -> str:
 def _layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(
         title={"text": title, "font": {"size": 20}, "y": 0.98, "yanchor": "top"},
+        # Own template and explicit tick/axis sizes: pages pass theme=None so Streamlit's theme does not
+        # shrink them back to 11 px (too small on a projector).
+        template="plotly_white",
         font=FONT,
         height=height + 40,
         # Room above the plot for the title and a two-row horizontal legend, so they never overlap.
@@ -57,6 +60,8 @@ def _layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
         hoverlabel={"font_size": 15},
     )
+    fig.update_xaxes(tickfont={"size": 15}, title_font={"size": 16})
+    fig.update_yaxes(tickfont={"size": 15}, title_font={"size": 16})
     return fig
 
 
@@ -151,6 +156,7 @@ def ranking_figure(configs: Sequence[GPUConfiguration], *, limit: int = 15, titl
     fig = go.Figure(
         go.Bar(
             x=prices, y=names, orientation="h", marker_color=colours, text=labels, textposition="auto",
+            outsidetextfont={"color": "#1F2937", "size": 15}, insidetextfont={"color": "white", "size": 15},
             customdata=[[c.cheapest_provider or "", c.utilisation * 100] for c in shown][::-1],
             hovertemplate="%{y}: $%{x:,.2f}/hr at %{customdata[0]}, %{customdata[1]:.0f}% of usable memory<extra></extra>",
             name="total $/hr",

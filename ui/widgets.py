@@ -138,7 +138,7 @@ def lookup_message(exc: CalculatorError) -> str:
         message += " Set HF_TOKEN (environment variable or .streamlit/secrets.toml) to a read token with access."
     if isinstance(exc, GatedModelError) and loaders.hf_token() is None:
         message += " No HF_TOKEN is configured for this app."
-    if isinstance(exc, HubUnavailableError):
+    if isinstance(exc, HubUnavailableError) and "catalog" not in message:
         message += " The catalog models still work offline."
     return message
 
@@ -259,14 +259,14 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
         rows.append({
             "Rank": i,
             "Configuration": f"{c.count}× {c.gpu.name}",
-            "Fits": "yes" if c.fits else "no",
-            "Needs per GPU (GiB)": round(c.per_gpu_required_bytes / GiB, 2),
-            "Usable per GPU (GiB)": round(c.gpu.usable_bytes / GiB, 2),
-            "Memory used": f"{c.utilisation:.0%}",
             "Total $/hr": None if c.total_usd_per_hour is None else round(c.total_usd_per_hour, 2),
             "Cheapest at": c.cheapest_provider or "no price",
+            "Memory used": f"{c.utilisation:.0%}",
+            "Fits": "yes" if c.fits else "no",
             "Decode tok/s (est.)": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
             "$ / 1M output tokens (est.)": round(speed.usd_per_million_output_tokens, 2) if speed and speed.usd_per_million_output_tokens else None,
+            "Needs per GPU (GiB)": round(c.per_gpu_required_bytes / GiB, 2),
+            "Usable per GPU (GiB)": round(c.gpu.usable_bytes / GiB, 2),
             "Price as of": c.price_as_of,
             "Notes": " ".join(x for x in (c.reason, "" if c.precision_ok else c.precision_note) if x),
         })

@@ -123,7 +123,7 @@ def cuda_available() -> tuple[bool, str]:
     import torch
 
     if not torch.cuda.is_available():
-        return False, "no CUDA GPU here; use --trace."
+        return False, "no CUDA GPU here; use the trace level instead (--trace)."
     return True, ""
 
 
@@ -159,7 +159,7 @@ def parse_worker_output(returncode: int, stdout: str, stderr: str = "") -> LiveR
     if status == "refused":
         raise InsufficientMemoryError(message)
     if status == "no-gpu":
-        raise NoGPUError(message or "no CUDA GPU here; use --trace.")
+        raise NoGPUError(message or "no CUDA GPU here; use the trace level instead (--trace).")
     if status == "unsupported":
         raise LiveUnsupportedError(message)
     if status not in ("ok", "oom"):
@@ -211,7 +211,7 @@ def run_live(
     check_live_supported(spec, workload)
     ok, why = (is_available or cuda_available)()
     if not ok:
-        raise NoGPUError(why or "no CUDA GPU here; use --trace.")
+        raise NoGPUError(why or "no CUDA GPU here; use the trace level instead (--trace).")
     free_total = mem_get_info() if mem_get_info is not None else _nvml_free()
     if free_total is not None:
         check_free_memory(estimate_bytes, free_total[0], free_total[1])

@@ -55,7 +55,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     from . import _harness
 
     if not torch.cuda.is_available():
-        return {"status": "no-gpu", "message": "no CUDA GPU here; use --trace."}
+        return {"status": "no-gpu", "message": "no CUDA GPU here; use the trace level instead (--trace)."}
     w = workload_from_dict(request["workload"])
     config = request["config"]
     spec = model_spec_from_config(request.get("model_id") or str(config.get("model_type", "")), config)
