@@ -155,14 +155,16 @@ def ranking_figure(configs: Sequence[GPUConfiguration], *, limit: int = 15, titl
     labels = [f"${c.total_usd_per_hour:,.2f}/hr · {c.utilisation:.0%} used" + ("" if c.fits else " · does not fit") for c in shown][::-1]
     fig = go.Figure(
         go.Bar(
-            x=prices, y=names, orientation="h", marker_color=colours, text=labels, textposition="auto",
+            x=prices, y=names, orientation="h", marker_color=colours, text=labels, textposition="auto", cliponaxis=False,
             outsidetextfont={"color": "#1F2937", "size": 15}, insidetextfont={"color": "white", "size": 15},
             customdata=[[c.cheapest_provider or "", c.utilisation * 100] for c in shown][::-1],
             hovertemplate="%{y}: $%{x:,.2f}/hr at %{customdata[0]}, %{customdata[1]:.0f}% of usable memory<extra></extra>",
             name="total $/hr",
         )
     )
-    fig.update_layout(xaxis={"title": "total USD per hour"}, yaxis={"title": None, "automargin": True}, showlegend=False)
+    # Leave room right of the longest bar so labels placed outside short bars are never clipped.
+    top = max(prices, default=1.0) or 1.0
+    fig.update_layout(xaxis={"title": "total USD per hour", "range": [0, top * 1.25]}, yaxis={"title": None, "automargin": True}, showlegend=False)
     return _layout(fig, title=title, height=max(320, 34 * len(shown) + 120))
 
 
