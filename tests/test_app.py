@@ -9,7 +9,6 @@ import json
 from dataclasses import replace
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import ui.loaders
@@ -25,14 +24,7 @@ APP = "app.py"
 SECRET = "hf_do_not_show_this_token_123"
 
 
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    """st.cache_data / cache_resource outlive AppTest runs; start every test empty."""
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_streamlit_caches")
 
 
 def run_app(**params: str) -> AppTest:

@@ -4,7 +4,6 @@ table shows `run_verification`'s numbers, size limits, and the no-GPU / bad-inpu
 from __future__ import annotations
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from calculator.resolve import resolve_model
@@ -15,13 +14,7 @@ PAGE = "../pages/3_Verification.py"
 LLAMA = "meta-llama/Llama-3.2-3B"
 
 
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_streamlit_caches")
 
 
 def open_page(**params: str) -> AppTest:
