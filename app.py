@@ -13,18 +13,13 @@ from calculator.errors import CalculatorError
 from calculator.gpus import get_gpu
 from ui import figures, loaders, text, widgets
 from ui.export import estimate_csv, estimate_json
-from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState, main_workload, reconcile_main
+from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState, main_workload
 
 st.set_page_config(page_title="VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
 
 page = PageState("main", MAIN_PARAMS, always=MAIN_ALWAYS)
-url_notes = page.load() + loaders.load_shared_from_url()
-values, fixes = reconcile_main(page.values())
-for name, value in values.items():
-    if value != page.get(name):
-        page.set(name, value)
-page.write_url(extra=loaders.shared_url_params())
+values, url_notes, fixes = widgets.load_workload_page(page)
 
 st.title("VRAM & GPU cost calculator")
 st.markdown("How much GPU memory does a Hugging Face model need to run or fine-tune, and what is the cheapest GPU that fits?")

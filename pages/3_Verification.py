@@ -16,7 +16,7 @@ from calculator.verify import comparison_table, run_verification, trace_availabl
 from calculator.verify.limits import SIZED_DOWN_LAYERS, plan_trace
 from calculator.verify.live import cuda_available
 from ui import loaders, text, widgets
-from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState, main_workload, reconcile_main
+from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState, main_workload
 
 st.set_page_config(page_title="Verification · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
@@ -25,12 +25,7 @@ page = PageState("verify", MAIN_PARAMS, always=MAIN_ALWAYS)
 if not any(p.name in st.query_params for p in MAIN_PARAMS) and "_url_state.verify" not in st.session_state:
     # Opened from the sidebar (no URL parameters): start from the main page's last values in this session.
     st.session_state["_url_state.verify"] = st.session_state.get("_url_state.main") or {}
-url_notes = page.load() + loaders.load_shared_from_url()
-values, fixes = reconcile_main(page.values())
-for name, value in values.items():
-    if value != page.get(name):
-        page.set(name, value)
-page.write_url(extra=loaders.shared_url_params())
+values, url_notes, fixes = widgets.load_workload_page(page)
 
 st.title("Verify the estimate")
 st.markdown(

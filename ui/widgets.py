@@ -24,7 +24,7 @@ from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS
 
 from . import loaders, text
-from .state import ADAPTER_PRECISIONS, GPU_COUNT_CHOICES, KV_DTYPES, MAX_GPUS_INPUT, RUNTIMES, PageState, model_id_problem
+from .state import ADAPTER_PRECISIONS, GPU_COUNT_CHOICES, KV_DTYPES, MAX_GPUS_INPUT, RUNTIMES, PageState, model_id_problem, reconcile_main
 
 CSS = """
 <style>
@@ -56,6 +56,18 @@ def show_notes(warnings: Sequence[str], infos: Sequence[str] = ()) -> None:
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
+
+
+def load_workload_page(page: PageState) -> tuple[dict, list[str], list[str]]:
+    """Read a workload page's state from the URL, correct contradictions (QLoRA needs int4, ...),
+    and write the corrected state back to the URL. Returns (values, URL notes, corrections)."""
+    url_notes = page.load() + loaders.load_shared_from_url()
+    values, fixes = reconcile_main(page.values())
+    for name, value in values.items():
+        if value != page.get(name):
+            page.set(name, value)
+    page.write_url(extra=loaders.shared_url_params())
+    return values, url_notes, fixes
 
 
 def _pick_catalog_model(page: PageState) -> None:
