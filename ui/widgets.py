@@ -199,7 +199,7 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
         c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
     c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source))
-    c4.caption(f"{resolved.source}: {resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
+    c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
 
 
 def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
