@@ -306,6 +306,10 @@ def _layer_types(cfg: Mapping[str, Any], num_layers: int) -> tuple[AttentionKind
         return tuple("sliding" if i >= first_sliding else "full" for i in range(num_layers))
     if cfg.get("model_type") == "gemma2":
         return tuple("sliding" if i % 2 == 0 else "full" for i in range(num_layers))
+    pattern = cfg.get("sliding_window_pattern") or cfg.get("_sliding_window_pattern")
+    if isinstance(pattern, int) and pattern > 0:
+        # Gemma 3: every `pattern`-th layer is global (transformers Gemma3TextConfig.layer_types).
+        return tuple("sliding" if (i + 1) % pattern else "full" for i in range(num_layers))
     return ("sliding",) * num_layers
 
 

@@ -179,3 +179,39 @@ def test_rope_scaled_maximum_context():
     # over 1024 original positions -> 32,768 tokens; Llama-3.1-8B states 131,072 itself.
     assert spec_of("bosonai/higgs-audio-v2-generation-3B-base").max_position_embeddings == 32_768
     assert spec_of("meta-llama/Llama-3.1-8B").max_position_embeddings == 131_072
+
+
+# google/gemma-3-12b-it's text_config as a dict literal in a public trainer (search index file
+# 57742741743, "unsloth_fixed" copy of the checkpoint's config; transformers_version 4.51.3).
+GEMMA3_12B_TEXT = {
+    "attention_bias": False, "attention_dropout": 0.0, "attn_logit_softcapping": None, "cache_implementation": "hybrid",
+    "final_logit_softcapping": None, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 3840,
+    "initializer_range": 0.02, "intermediate_size": 15360, "max_position_embeddings": 131072, "model_type": "gemma3_text",
+    "num_attention_heads": 16, "num_hidden_layers": 48, "num_key_value_heads": 8, "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+    "rope_theta": 1000000, "sliding_window": 1024, "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "use_cache": True,
+    "vocab_size": 262208,
+}
+
+
+def test_gemma3_hybrid_sliding_pattern():
+    spec = model_spec_from_config("google/gemma-3-12b-it", {"model_type": "gemma3", "text_config": GEMMA3_12B_TEXT,
+                                                             "vision_config": {"hidden_size": 1152}})
+    # Every 6th layer is global: 8 full and 40 sliding (1024-token window) of 48.
+    assert spec.layer_types.count("full") == 8 and spec.layer_types.count("sliding") == 40
+    assert spec.layer_types[5] == "full" and spec.layer_types[0] == "sliding"
+    assert spec.head_dim == 256 and spec.tie_word_embeddings
+    # KV per token at 32k: full layers 32,768 tokens, sliding layers 1,024 (2 x 8 heads x 256 x 2 B per layer-token).
+    from calculator import memory
+
+    per_layer_token = 2 * 8 * 256 * 2
+    assert memory.kv_cache_bytes(spec, batch_size=1, seq_len=32_768, kv_bits=16) == per_layer_token * (8 * 32_768 + 40 * 1_024)
+
+
+@pytest.mark.trace
+def test_gemma3_text_count_equals_transformers():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**GEMMA3_12B_TEXT))
+    assert model_spec_from_config("google/gemma-3-12b-it", GEMMA3_12B_TEXT).config_num_params == sum(p.numel() for p in model.parameters())
