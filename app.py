@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from calculator.errors import CalculatorError
+from calculator.estimate import component_labels
 from calculator.gpus import get_gpu
 from ui import figures, loaders, text, widgets
 from ui.export import estimate_csv, estimate_json
@@ -57,7 +58,7 @@ with results:
     st.header("Memory breakdown")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(figures.breakdown_figure(est.breakdown), key="chart_breakdown", theme=None)
+        st.plotly_chart(figures.breakdown_figure(est.breakdown, labels=component_labels(workload.runtime)), key="chart_breakdown", theme=None)
         st.dataframe(widgets.breakdown_table(est), hide_index=True, column_config={"What it is": st.column_config.TextColumn(width="large")})
     with right:
         st.markdown(text.MEMORY_KINDS)

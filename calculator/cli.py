@@ -124,6 +124,9 @@ def _text_report(data: dict[str, Any]) -> str:
         for i, c in enumerate(shown, 1):
             price = f"${c['total_usd_per_hour']:.2f}/hr ({c['provider']})" if c["total_usd_per_hour"] is not None else "no price"
             lines.append(f"  {i:>2}. {c['count']}x {c['gpu']:<28} {price:<40} {c['utilisation'] * 100:5.1f}% used")
+            if c.get("vllm_max_concurrent_sequences") is not None:
+                lines.append(f"      vLLM: {c['vllm_max_concurrent_sequences']:,} sequences of {data['workload']['context_length']:,} tokens at once, "
+                             f"or {c['vllm_max_context_at_batch']:,} tokens each for {data['workload']['batch_size']} sequences")
     for note in data.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

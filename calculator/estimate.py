@@ -99,6 +99,18 @@ COMPONENT_LABELS: dict[str, str] = {
 }
 
 
+VLLM_COMPONENT_LABELS: dict[str, str] = {
+    **COMPONENT_LABELS,
+    "allocator_reserve": "Left free (1 - gpu_memory_utilization)",
+    "cuda_context": "CUDA graphs + context",
+}
+
+
+def component_labels(runtime: str) -> dict[str, str]:
+    """Display names of the breakdown's components; vLLM's last two mean something else."""
+    return VLLM_COMPONENT_LABELS if runtime == "vllm" else COMPONENT_LABELS
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
     """The answer for one model and workload: per-GPU breakdown at the peak, and how it was got."""

@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import InvalidWorkloadError
-from .estimate import COMPONENT_LABELS, Estimate, estimate
+from .estimate import Estimate, component_labels, estimate
 from .pricing import GPUConfiguration, PriceBook, cheapest_fit, load_prices, price_book, rank_configurations
+from .serving import ServingCapacity, vllm_capacity
 from .spec import ModelSpec
 from .throughput import ThroughputEstimate, estimate_configuration
 from .workload import Workload
@@ -152,6 +153,15 @@ def throughput_for(plan: Plan, config: GPUConfiguration) -> ThroughputEstimate |
     )
 
 
+def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
+    """Under vLLM, what `config` holds: the K/V pool left under gpu_memory_utilization and the
+    concurrent sequences (at the chosen context) or context (at the chosen batch) it buys."""
+    w = plan.estimate.workload
+    if w.runtime != "vllm":
+        return None
+    return vllm_capacity(plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes)
+
+
 def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
     """The CLI's `--json` contract: model, params, total_bytes, torch_allocated_bytes, breakdown,
     and the GPU ranking (fitting configurations first, cheapest first)."""
@@ -178,7 +188,7 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "per_gpu": w.num_gpus > 1,
         "peak_phase": est.peak_phase,
         "breakdown": b.as_dict(),
-        "breakdown_labels": COMPONENT_LABELS,
+        "breakdown_labels": component_labels(w.runtime),
         "kv_cache_bytes_per_token": est.kv_bytes_per_token,
         "notes": list(est.notes),
         "headroom_fraction": plan.headroom_fraction,
@@ -190,7 +200,11 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
 
 def _config_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
     speed = throughput_for(plan, c) if c.fits else None
+    serving = serving_for(plan, c)
     return {
+        "vllm_kv_pool_bytes": serving.kv_pool_bytes if serving else None,
+        "vllm_max_concurrent_sequences": serving.max_concurrent_sequences if serving else None,
+        "vllm_max_context_at_batch": serving.max_context_at_batch if serving else None,
         "decode_tokens_per_s_per_sequence": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
         "decode_tokens_per_s_total": round(speed.decode.aggregate_tokens_per_s, 1) if speed else None,
         "prefill_tokens_per_s": round(speed.prefill_tokens_per_s) if speed and speed.prefill_tokens_per_s else None,

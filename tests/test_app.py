@@ -283,3 +283,16 @@ def test_reconcile_then_workload_is_valid():
     fixed, notes = reconcile_main(values)
     assert len(notes) == 3
     assert main_workload(fixed) == replace(Workload(), mode="full", precision="bf16")
+
+
+def test_vllm_runtime_shows_serving_capacity():
+    at = run_app(model="meta-llama/Llama-3.1-8B", precision="bf16", runtime="vllm", context="8192")
+    assert not at.exception and not at.error
+    spec = resolve_model("meta-llama/Llama-3.1-8B").spec
+    plan = build_plan(spec, Workload(precision="bf16", runtime="vllm", context_length=8192))
+    from calculator.report import serving_for
+
+    expected = serving_for(plan, plan.cheapest).max_concurrent_sequences
+    frames = [d.value for d in at.dataframe if "vLLM sequences at once" in d.value.columns]
+    assert frames and int(frames[0].loc[0, "vLLM sequences at once"]) == expected
+    assert "Left free (1 - gpu_memory_utilization)" in set(at.dataframe[0].value["Component"])

@@ -95,3 +95,12 @@ def test_web_resolution_never_reads_local_folders(tmp_path):
     assert resolve_model(str(tmp_path)).source == "local"
     with pytest.raises(CalculatorError):
         resolve_model(str(tmp_path), allow_local=False, offline=True)
+
+
+def test_vllm_ranking_reports_capacity():
+    data = json.loads(run_cli("estimate", "meta-llama/Llama-3.1-8B", "--precision", "bf16", "--runtime", "vllm", "--context", "8192", "--json").stdout)
+    fit = data["cheapest_fit"]
+    assert fit["vllm_max_concurrent_sequences"] >= 1
+    # One 8,192-token sequence needs 512 blocks x 16 tokens x 131,072 B = 1 GiB of K/V.
+    assert fit["vllm_kv_pool_bytes"] // 2**30 == fit["vllm_max_concurrent_sequences"]
+    assert data["breakdown_labels"]["allocator_reserve"].startswith("Left free")

@@ -65,13 +65,13 @@ def _layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
     return fig
 
 
-def breakdown_figure(breakdown: Breakdown, *, title: str = "What the peak is made of") -> go.Figure:
+def breakdown_figure(breakdown: Breakdown, *, title: str = "What the peak is made of", labels: Mapping[str, str] = COMPONENT_LABELS) -> go.Figure:
     """One horizontal stacked bar of the peak, a segment per non-zero component (GiB)."""
     fig = go.Figure()
     for name, num_bytes in breakdown.as_dict().items():
         if num_bytes <= 0:
             continue
-        label = COMPONENT_LABELS.get(name, name)
+        label = labels.get(name, name)
         fig.add_trace(
             go.Bar(
                 name=label,

@@ -16,7 +16,7 @@ import streamlit as st
 from calculator import report
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
-from calculator.estimate import COMPONENT_LABELS, Estimate
+from calculator.estimate import Estimate, component_labels
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
@@ -216,12 +216,13 @@ def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
 
 def breakdown_table(est: Estimate) -> pd.DataFrame:
     b = est.breakdown
+    labels = component_labels(est.workload.runtime)
     rows = []
     for name, num_bytes in b.as_dict().items():
         if num_bytes <= 0:
             continue
         rows.append({
-            "Component": COMPONENT_LABELS[name],
+            "Component": labels[name],
             "GiB": round(num_bytes / GiB, 2),
             "GB": round(num_bytes / GB, 2),
             "Share": f"{num_bytes / b.total_bytes:.0%}",
@@ -268,6 +269,11 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
     rows = []
     for i, c in enumerate(configs[:limit], start=1):
         speed = report.throughput_for(plan, c) if plan is not None and c.fits else None
+        serving = report.serving_for(plan, c) if plan is not None else None
+        vllm = {
+            "vLLM sequences at once": serving.max_concurrent_sequences,
+            "vLLM max context at batch": serving.max_context_at_batch,
+        } if serving else {}
         rows.append({
             "Rank": i,
             "Configuration": f"{c.count}× {c.gpu.name}",
@@ -277,6 +283,7 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
             "Range $/GPU-hr": f"{c.price_range[0]:.2f}–{c.price_range[1]:.2f} ({c.providers_count})" if c.price_range else "",
             "Memory used": f"{c.utilisation:.0%}",
             "Fits": "yes" if c.fits else "no",
+            **vllm,
             "Decode tok/s (est.)": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
             "$ / 1M output tokens (est.)": round(speed.usd_per_million_output_tokens, 2) if speed and speed.usd_per_million_output_tokens else None,
             "Needs per GPU (GiB)": round(c.per_gpu_required_bytes / GiB, 2),
