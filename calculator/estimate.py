@@ -248,6 +248,15 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
     notes = list(spec.notes) + list(w.notes)
     if fmt.from_checkpoint:
         notes.append(f"The checkpoint is pre-quantized ({fmt.name}, {fmt.bits}-bit); its stored format is used whatever precision is picked.")
+    fused = [g for g in spec.linears if not g.is_nn_linear]
+    if fmt.is_quantized and fused and not fmt.quantizes_fused_experts:
+        expert_params = sum(g.weight_params for g in fused)
+        notes.append(
+            f"transformers' bitsandbytes integration converts nn.Linear layers only; this model's experts are fused 3-D "
+            f"parameters ({expert_params / 1e9:.1f}B), so they stay in {fmt.compute_precision} and most of the weights are not "
+            "quantized. Pre-quantized GPTQ/AWQ/fp8 MoE checkpoints store experts quantized; for vLLM the engine assumes "
+            "its FusedMoE bitsandbytes path, which only some MoE models support (vllm-project/vllm#17199)."
+        )
     if fmt.name == "mxfp4":
         notes.append(
             "transformers keeps MXFP4 weights packed only with the `kernels` Triton MXFP4 kernels (Hopper or newer); "

@@ -42,6 +42,10 @@ class WeightFormat:
     # Module names kept in the compute dtype besides embeddings, norms and the LM head.
     skip_modules: tuple[str, ...] = ()
     from_checkpoint: bool = False
+    # transformers' bitsandbytes integration (`replace_with_bnb_linear`, transformers 5.24) swaps
+    # `nn.Linear`/`Conv1D` modules only; MoE experts stored as fused 3-D parameters stay in the
+    # compute dtype. vLLM and the pre-quantized formats quantize experts.
+    quantizes_fused_experts: bool = True
 
     @property
     def is_quantized(self) -> bool:
@@ -103,6 +107,8 @@ def is_quantized_module(group: LinearGroup, fmt: WeightFormat) -> bool:
     """
     if not fmt.is_quantized or group.role == "head":
         return False
+    if not group.is_nn_linear and not fmt.quantizes_fused_experts:
+        return False
     for skip in fmt.skip_modules:
         key = skip.replace("model.layers.*.", "").replace("model.", "")
         if key in ("self_attn", "attn") and group.role == "attention":
@@ -132,6 +138,7 @@ def weight_format(spec: ModelSpec, workload: Workload) -> WeightFormat:
             name=name, bits=q.bits, compute_precision="bf16" if compute == "fp32" else compute,
             group_size=q.group_size, double_quant=q.double_quant, block_size=q.block_size,
             skip_modules=q.modules_not_converted, from_checkpoint=True,
+            quantizes_fused_experts=not (name.startswith("bnb-") and workload.runtime == "transformers"),
         )
     method = workload.quant_method
     if workload.mode == "qlora" and method in ("auto", "none"):
@@ -147,6 +154,7 @@ def weight_format(spec: ModelSpec, workload: Workload) -> WeightFormat:
         bits = 8
     return WeightFormat(
         name=method, bits=bits, compute_precision=compute, group_size=workload.quant_group_size,
+        quantizes_fused_experts=not (method.startswith("bnb-") and workload.runtime == "transformers"),
         double_quant=(workload.double_quant if workload.double_quant is not None else workload.mode == "qlora")
         if method in ("bnb-nf4", "bnb-fp4") else False,
     )

@@ -266,3 +266,18 @@ def test_gpt_oss_sdpa_request_falls_back_to_eager():
     assert any("no SDPA" in n for n in sdpa.notes)
     scores = 4096 * 64 * 4096 * 6 + 4096 * 2 * 2 * 64 * 64 + 4096 * 4096 * 2
     assert sdpa.breakdown.activations_bytes >= scores > flash.breakdown.activations_bytes
+
+
+def test_bnb_in_transformers_leaves_fused_experts_unquantized():
+    # transformers 5.24 `replace_with_bnb_linear` converts nn.Linear/Conv1D only; Qwen3-30B-A3B's
+    # experts are fused 3-D parameters (48 layers x 128 experts x 3 x 2048 x 768 = 28,991,029,248
+    # weights) and stay bf16, so "int4" keeps them at 2 bytes each.
+    s = spec("Qwen/Qwen3-30B-A3B")
+    fmt = weight_format(s, Workload(precision="int4"))
+    experts = sum(g.weight_params for g in s.linears if not g.is_nn_linear)
+    assert experts == 48 * 128 * 3 * 2048 * 768
+    assert not fmt.quantizes_fused_experts
+    assert memory.weight_bytes(s, fmt) > 2 * experts
+    vllm = weight_format(s, Workload(precision="int4", runtime="vllm"))
+    assert memory.weight_bytes(s, vllm) < experts
+    assert any("fused 3-D" in n for n in estimate(s, Workload(precision="int4")).notes)
