@@ -49,6 +49,24 @@ def W(**kw) -> Workload:
 # Row id -> how the engine is asked. Lengths: generate rows give prompt + generated exactly;
 # training rows padded "to the longest in batch, max N" use N (an upper bound, said in the note).
 SETTINGS: dict[str, RowSetting] = {
+    "M012": RowSetting(
+        model="bigcode/octocoder",
+        workload=W(precision="bf16", context_length=80, generated_tokens=60, attention="eager"),
+        measure="allocated",
+        note="transformers pipeline generate, 20-token prompt + 60 new tokens, eager attention",
+    ),
+    "M013": RowSetting(
+        model="bigcode/octocoder",
+        workload=W(precision="int8", quant_method="bnb-int8", context_length=80, generated_tokens=60, attention="eager"),
+        measure="allocated",
+        note="bitsandbytes LLM.int8 (load_in_8bit); unconverted modules fp16",
+    ),
+    "M014": RowSetting(
+        model="bigcode/octocoder",
+        workload=W(precision="int4", quant_method="bnb-fp4", context_length=80, generated_tokens=60, attention="eager"),
+        measure="allocated",
+        note="bitsandbytes 4-bit defaults of the time (fp4, no double quant); transformers overrode torch_dtype=None to fp16 for bnb",
+    ),
     "M027": RowSetting(
         model="google-bert/bert-base-uncased",
         workload=W(precision="fp32", batch_size=8, context_length=8, attention="eager"),
@@ -223,6 +241,8 @@ WORST_ROWS = {
     "seq 8 to 512 (+0.31 GiB measured) is estimated as +0.43 GiB.",
     "M132": "DoRA normalises the adapted weight every step (an extra weight-sized bf16 temporary per adapted layer and "
     "its saved activations); the engine sizes plain LoRA.",
+    "M014": "bitsandbytes' 4-bit default compute dtype was fp32 then: each matmul dequantized its weight to fp32 "
+    "(the largest, 6144 x 24576, is 0.56 GiB), twice the fp16 temporary the engine sizes.",
     "M039": "torchtune's generate recipe compiles the model and keeps a static 8192-token cache plus its own causal "
     "mask buffers; the engine models transformers' dynamic cache (the static cache size is matched here).",
 }
