@@ -281,3 +281,11 @@ def test_bnb_in_transformers_leaves_fused_experts_unquantized():
     vllm = weight_format(s, Workload(precision="int4", runtime="vllm"))
     assert memory.weight_bytes(s, vllm) < experts
     assert any("fused 3-D" in n for n in estimate(s, Workload(precision="int4")).notes)
+
+
+def test_kv_cache_multi_query_octocoder():
+    # GPTBigCode with multi_query: one K/V head of 128 for 48 query heads.
+    # 2 x 40 layers x 1 x 128 x 2 B = 20,480 B per token (a 48-head MHA cache would be 48x that).
+    s = spec("bigcode/octocoder")
+    assert s.num_key_value_heads == 1
+    assert memory.kv_cache_bytes_per_token(s, 16) == 20_480
