@@ -181,6 +181,18 @@ SETTINGS: dict[str, RowSetting] = {
         measure="allocated",
         note="as M110",
     ),
+    "M112": RowSetting(
+        model="Qwen/Qwen2.5-14B",
+        workload=W(precision="bf16", context_length=2049, generated_tokens=2048),
+        measure="allocated",
+        note="Qwen2.5-14B-Instruct scored on the base model's architecture (same dimensions)",
+    ),
+    "M113": RowSetting(
+        model="Qwen/Qwen2.5-14B",
+        workload=W(precision="bf16", context_length=32768, generated_tokens=2048),
+        measure="allocated",
+        note="as M112",
+    ),
     "M114": RowSetting(
         model="Qwen/Qwen2.5-32B-Instruct", workload=W(precision="bf16", context_length=2049, generated_tokens=2048), measure="allocated"
     ),
