@@ -194,7 +194,8 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     c2.caption(f"= **{b.total_bytes / GB:,.2f} GB** · peak during {est.peak_phase}")
     if cheapest is not None:
         c3.metric("Cheapest GPU that fits", f"${cheapest.total_usd_per_hour:,.2f}/hr", help=cheapest.price_note or None)
-        c3.caption(f"**{cheapest.count}× {cheapest.gpu.name}** at {cheapest.cheapest_provider} · {cheapest.utilisation:.0%} of memory used")
+        low = " · marketplace offer (low-confidence price)" if cheapest.price_confidence == "low" else ""
+        c3.caption(f"**{cheapest.count}× {cheapest.gpu.name}** at {cheapest.cheapest_provider} · {cheapest.utilisation:.0%} of memory used{low}")
     else:
         c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
@@ -290,6 +291,7 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
             "Usable per GPU (GiB)": round(c.gpu.usable_bytes / GiB, 2),
             "Total VRAM (GiB)": round(c.total_vram_bytes / GiB, 1),
             "Price as of": c.price_as_of,
+            "Price confidence": c.price_confidence,
             "Notes": " ".join(x for x in (c.reason, "" if c.precision_ok else c.precision_note) if x),
         })
     return pd.DataFrame(rows)
