@@ -120,10 +120,6 @@ def kv_cache_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, kv_bits: i
 # ---------------------------------------------------------------------------------------------
 
 
-def _mlp_width(spec: ModelSpec) -> int:
-    return spec.intermediate_size
-
-
 def eager_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
     """Bytes alive per attention score element in eager attention: the c-byte scores, their fp32
     softmax and the c-byte probabilities (transformers `eager_attention_forward`: 2c + 4); gpt-oss
@@ -159,9 +155,9 @@ def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, c
         if spec.num_shared_experts:
             mlp += 3 * c * spec.num_shared_experts * spec.moe_intermediate_size
     elif spec.model_type in _LAYERNORM_FAMILIES:
-        mlp = c * (4 * h + 2 * _mlp_width(spec))
+        mlp = c * (4 * h + 2 * spec.intermediate_size)
     else:
-        mlp = c * (4 * h + 3 * _mlp_width(spec))
+        mlp = c * (4 * h + 3 * spec.intermediate_size)
     attn = c * (4 * h + 2 * q)
     if spec.layer_types and spec.layer_types[0] == "mla":
         # Expanded per-head K and V of MLA (qk_nope + rope, v_head_dim) exist per layer in prefill.
@@ -419,7 +415,7 @@ def optimizer_step_temp_bytes(*, optimizer: str, trainable_params: int, param_by
     return 0
 
 
-def adafactor_factored_elements(spec: ModelSpec, trainable: bool = True) -> int:
+def adafactor_factored_elements(spec: ModelSpec) -> int:
     """Rows + columns of every weight matrix, plus every vector parameter in full."""
     matrices = sum(g.count * (g.in_features + g.out_features) for g in spec.linears)
     vectors = sum(g.bias_params for g in spec.linears) + spec.other_params
