@@ -182,7 +182,7 @@ def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: 
     )
     decode_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=1, compute_bytes=c, attention="sdpa")
     if w.attention == "eager":
-        decode_act += b * spec.num_attention_heads * w.context_length * (2 * c + 4)
+        decode_act += b * spec.num_attention_heads * w.context_length * memory.eager_score_bytes(spec, c)
     decode = Breakdown(
         weights_bytes=weights,
         kv_cache_bytes=memory.kv_cache_bytes(spec, batch_size=b, seq_len=w.context_length, kv_bits=kv_bits),
