@@ -14,7 +14,7 @@ from calculator.estimate import component_labels
 from calculator.gpus import get_gpu
 from ui import figures, loaders, text, widgets
 from ui.export import estimate_csv, estimate_json
-from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState, main_workload
+from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState
 
 st.set_page_config(page_title="VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
@@ -28,12 +28,7 @@ widgets.show_notes(url_notes, fixes)
 widgets.model_inputs(page)
 widgets.workload_inputs(page)
 
-resolved, stale = widgets.resolve_model_input(values["model"])
-try:
-    workload = main_workload(values)
-except CalculatorError as exc:
-    st.error(str(exc), icon=":material/error:")
-    resolved = None
+resolved, stale, workload = widgets.model_and_workload(values)
 if resolved is None:
     st.stop()
 

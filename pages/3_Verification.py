@@ -16,7 +16,7 @@ from calculator.verify import comparison_table, run_verification, trace_availabl
 from calculator.verify.limits import SIZED_DOWN_LAYERS, plan_trace
 from calculator.verify.live import cuda_available
 from ui import loaders, text, widgets
-from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState, main_workload
+from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState
 
 st.set_page_config(page_title="Verification · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
@@ -48,12 +48,7 @@ other = [f"{p.label} {p.format(values[p.name])}" for p in MAIN_PARAMS if p.name 
 if other:
     st.caption("Also from the main page: " + ", ".join(other) + ".")
 
-resolved, stale = widgets.resolve_model_input(values["model"])
-try:
-    workload = main_workload(values)
-except CalculatorError as exc:
-    st.error(str(exc), icon=":material/error:")
-    resolved = None
+resolved, stale, workload = widgets.model_and_workload(values)
 if resolved is None or stale:  # a model that failed to load is not verified with the last good one
     st.stop()
 spec = resolved.spec

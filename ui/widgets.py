@@ -21,10 +21,20 @@ from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.units import GB, GiB, format_bytes, format_count
-from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS
+from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 from . import loaders, text
-from .state import ADAPTER_PRECISIONS, GPU_COUNT_CHOICES, KV_DTYPES, MAX_GPUS_INPUT, RUNTIMES, PageState, model_id_problem, reconcile_main
+from .state import (
+    ADAPTER_PRECISIONS,
+    GPU_COUNT_CHOICES,
+    KV_DTYPES,
+    MAX_GPUS_INPUT,
+    RUNTIMES,
+    PageState,
+    main_workload,
+    model_id_problem,
+    reconcile_main,
+)
 
 CSS = """
 <style>
@@ -153,6 +163,18 @@ def lookup_message(exc: CalculatorError) -> str:
     if isinstance(exc, HubUnavailableError) and "catalog" not in message:
         message += " The catalog models still work offline."
     return message
+
+
+def model_and_workload(values: dict) -> tuple[ResolvedModel | None, bool, Workload | None]:
+    """(model, stale, workload) for a workload page: the model as `resolve_model_input` gives it, and
+    the workload the URL values describe; an invalid workload is shown as an error and gives no model."""
+    resolved, stale = resolve_model_input(values["model"])
+    try:
+        workload = main_workload(values)
+    except CalculatorError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None, stale, None
+    return resolved, stale, workload
 
 
 def resolve_model_input(ref: str) -> tuple[ResolvedModel | None, bool]:
