@@ -183,6 +183,16 @@ def fetch_model(
 # --- talking to the Hub ------------------------------------------------------------------------
 
 
+def _raise_known(err: Exception, *, repo_id: str, revision: str | None, token: str | None, timeout: float) -> None:
+    """Re-raise a huggingface_hub error the user can act on as a CalculatorError, or an unreachable
+    Hub as `_HubUnreachable` (served from the cache by the caller); return for anything else."""
+    translated = _translate(err, repo_id=repo_id, revision=revision, token=token)
+    if translated is not None:
+        raise translated from err
+    if _is_unreachable(err):
+        raise _HubUnreachable(_reason(err, timeout)) from err
+
+
 class _HubUnreachable(Exception):
     """Internal: the Hub did not answer usefully (network, timeout, 5xx); the cache may serve."""
 
@@ -203,11 +213,7 @@ def _fetch_from_hub(repo_id: str, *, revision: str | None, token: str | None, fi
     try:
         info = api.model_info(repo_id, revision=revision, timeout=timeout)
     except Exception as err:
-        translated = _translate(err, repo_id=repo_id, revision=revision, token=token)
-        if translated is not None:
-            raise translated from err
-        if _is_unreachable(err):
-            raise _HubUnreachable(_reason(err, timeout)) from err
+        _raise_known(err, repo_id=repo_id, revision=revision, token=token, timeout=timeout)
         # A mirror without the model API, or a payload ModelInfo cannot read: the file calls below
         # still give the config and counts; only the gated/private flags stay unknown (False).
         logger.info("model_info of %s failed (%s); continuing without access flags", repo_id, type(err).__name__)
@@ -233,11 +239,7 @@ def _fetch_from_hub(repo_id: str, *, revision: str | None, token: str | None, fi
     except CalculatorError:
         raise
     except Exception as err:
-        translated = _translate(err, repo_id=repo_id, revision=revision, token=token)
-        if translated is not None:
-            raise translated from err
-        if _is_unreachable(err):
-            raise _HubUnreachable(_reason(err, timeout)) from err
+        _raise_known(err, repo_id=repo_id, revision=revision, token=token, timeout=timeout)
         raise
 
     return HubModel(
