@@ -385,11 +385,16 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         ids = torch.randint(0, vocab, (b, prompt))
         tracker.mark_inputs(ids)
         cache = DynamicCache(config=model.config)
-        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
-        del out
-        next_ids = next_logits.argmax(-1, keepdim=True)
-        del next_logits
+
+        def greedy_step(input_ids, cache):
+            """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
+            copy of the last logits generate() makes, freed once the next token is picked."""
+            out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+            del out
+            return next_logits.argmax(-1, keepdim=True)
+
+        next_ids = greedy_step(ids, cache)
         kv_bytes = _cache_bytes(cache)
         decode_steps = w.generated_tokens - 1  # forward calls after prefill
         if decode_steps >= 1:
@@ -399,11 +404,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
                     _extend_cache(cache, decode_steps - 2)
                 tracker.reset_mod_stats()
                 tracker.set_phase("decode")
-                out = model(input_ids=next_ids, cache=cache, use_cache=True, logits_to_keep=1)
-                next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
-                del out
-                next_ids = next_logits.argmax(-1, keepdim=True)
-                del next_logits
+                next_ids = greedy_step(next_ids, cache)
             kv_bytes = _cache_bytes(cache)
             if decode_steps >= 3:
                 notes.append(f"Decode: steps 1 and {decode_steps} traced; the cache was grown to {w.context_length - 1} positions in between.")
