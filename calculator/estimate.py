@@ -302,6 +302,12 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         phases, trainable = _training_phases(spec, workload, fmt, weights)
     else:
         phases = _inference_phases(spec, workload, fmt, weights)
+    profile_notes: tuple[str, ...] = ()
+    if spec.profile is not None and workload.runtime != "vllm":
+        # Trace profile (calculator/profile.py): measured activations / KV / state replace the formulas.
+        from .profile import overlay_phases
+
+        phases, profile_notes = overlay_phases(spec.profile, spec, workload, phases)
 
     def per_gpu(b: Breakdown) -> Breakdown:
         if strategy == "tp":
@@ -331,5 +337,5 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy),
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes,
     )
