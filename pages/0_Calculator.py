@@ -62,8 +62,7 @@ with results:
 
     st.header("Precision × mode")
     st.caption(f"Peak VRAM per GPU (nvidia-smi) at {workload.context_length:,} tokens × batch {workload.batch_size}, everything else as set above. "
-               "Your selection is highlighted; — marks combinations that do not exist (full fine-tuning needs 16-bit weights; LoRA on a "
-               "quantized base is QLoRA).")
+               f"Your selection is highlighted. {widgets.precision_mode_absent_note()}")
     st.table(widgets.highlight_cell(widgets.precision_mode_frame(v.table), workload.precision, workload.mode))
 
     st.header("VRAM vs context length")
