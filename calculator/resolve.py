@@ -26,6 +26,9 @@ class ResolvedModel:
     spec: ModelSpec
     source: ModelSource
     detail: str  # where the config and the counts came from, for the UI
+    # Hub models: the revision asked for and the commit it resolved to (None when unknown).
+    revision: str | None = None
+    sha: str | None = None
 
 
 def weight_bytes_from_dtype_counts(counts: dict[str, int]) -> int:
@@ -128,4 +131,4 @@ def resolve_model(ref: str, *, token: str | None = None, offline: bool = False, 
     detail = f"Hugging Face Hub{' (cached copy, hub unreachable)' if found.source == 'cache' else ''}: config.json" + (
         " + safetensors metadata (exact counts)" if found.safetensors_param_counts else " (no safetensors: parameters by config arithmetic)"
     )
-    return ResolvedModel(spec=spec, source="hub" if found.source == "hub" else "cache", detail=detail)
+    return ResolvedModel(spec=spec, source="hub" if found.source == "hub" else "cache", detail=detail, revision=revision, sha=found.sha)
