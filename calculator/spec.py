@@ -123,6 +123,9 @@ class ModelSpec:
     param_source: ParamSource = "config"
     notes: tuple[str, ...] = ()
     raw_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # A `calculator.profile.MemoryProfile` (trace-fitted activations / KV / state) for architectures
+    # outside the analytic families; `estimate` uses it in place of the activation formulas.
+    profile: Any = field(default=None, compare=False, repr=False)
 
     @property
     def config_num_params(self) -> int:
