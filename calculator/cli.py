@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .bounds import MAX_HEADROOM_FRACTION
 from .errors import CalculatorError
 from .units import PRECISIONS, format_bytes, format_count
 from .workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
@@ -34,6 +35,18 @@ def _fraction(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+def _bounded(low: float, high: float) -> Any:
+    """An argparse type: a finite number within [low, high] (1e300 would overflow the arithmetic)."""
+
+    def parse(text: str) -> float:
+        value = _fraction(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _add_workload_options(p: argparse.ArgumentParser) -> None:
@@ -74,7 +87,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
-    p.add_argument("--headroom", type=_fraction, default=0.0, help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
+    p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
+                   help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
     p.add_argument("--provider", action="append", default=[], metavar="NAME",
                    help="rank only this provider's prices (repeatable; prefix match, e.g. --provider spheron --provider runpod)")
     p.add_argument("--offline", action="store_true", help="never contact the Hub; use the catalog and the on-disk cache")
@@ -112,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     level = ver.add_mutually_exclusive_group()
     level.add_argument("--trace", action="store_true", help="FakeTensor trace of the real model on CPU (no GPU, no weights) [default]")
     level.add_argument("--live", action="store_true", help="run on the local GPU with random weights and measure")
-    ver.add_argument("--timeout", type=_fraction, default=600.0, help="seconds before the verification run is stopped (default 600)")
+    ver.add_argument("--timeout", type=_bounded(1.0, 86_400.0), default=600.0, help="seconds before the verification run is stopped (default 600)")
     sub.add_parser("catalog", help="list the bundled models (work offline)")
     return parser
 
@@ -205,3 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (RecursionError, MemoryError, OverflowError):
+        # Input the validators missed must still give one line, not a traceback with server paths.
+        print("error: the input is too large or too deeply nested to process: check the model's files and the numbers given", file=sys.stderr)
+        return 2

@@ -224,6 +224,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
                                                   activations_bytes=act + recompute, gradients_bytes=head_grad)
         return phases, params
     # LoRA / QLoRA: frozen base, trainable adapters.
+    if fmt.name == "bnb-int8":
+        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
     plan = memory.AdapterPlan(names=memory.lora_target_names(spec, w.lora_targets), rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
     adapter_params = memory.lora_params(spec, plan)
@@ -233,7 +235,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     act = memory.training_activation_bytes(
         spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing
     )
-    dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4") else 0
+    # The input gradient through a frozen quantized linear dequantizes its weight to the compute dtype:
+    # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
+    dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else 0
     phases = {
         "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant, logits_bytes=loss),
         "optimizer step": Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp),
@@ -277,6 +281,11 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         )
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
+    if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
+        notes.append(
+            "LoRA on an 8-bit base: LLM.int8 weights, with peft's prepare_model_for_kbit_training casting the other "
+            "16-bit parameters (embeddings, norms, LM head) to fp32; activations are counted in the compute dtype."
+        )
     if w.mode in ("lora", "qlora") and w.adapter_precision == "fp32":
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):
@@ -302,6 +311,12 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         phases, trainable = _training_phases(spec, workload, fmt, weights)
     else:
         phases = _inference_phases(spec, workload, fmt, weights)
+    profile_notes: tuple[str, ...] = ()
+    if spec.profile is not None and workload.runtime != "vllm":
+        # Trace profile (calculator/profile.py): measured activations / KV / state replace the formulas.
+        from .profile import overlay_phases
+
+        phases, profile_notes = overlay_phases(spec.profile, spec, workload, phases)
 
     def per_gpu(b: Breakdown) -> Breakdown:
         if strategy == "tp":
@@ -332,5 +347,5 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy),
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes,
     )

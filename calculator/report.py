@@ -84,15 +84,28 @@ TABLE_PRECISIONS: tuple[str, ...] = ("fp16", "int8", "int4")
 TABLE_MODES: tuple[str, ...] = ("inference", "lora", "qlora", "full")
 
 
-def table_workload(workload: Workload, precision: str, mode: str) -> Workload | None:
-    """The workload of one table cell, or None where the combination does not exist (full
-    fine-tuning of int8/int4 weights; LoRA on a quantized base is QLoRA; QLoRA on fp16 is LoRA)."""
+def table_cell_absent(precision: str, mode: str) -> str | None:
+    """Why a precision x mode cell has no number of its own, or None when it is computed.
+
+    A cell computes exactly its precision and mode, or says why not: it never shows the number of
+    another cell (the 8-bit QLoRA cell once showed the 4-bit NF4 figure)."""
     if mode == "full" and precision != "fp16":
-        return None
+        return "full fine-tuning updates every weight, which needs 16-bit storage"
     if mode == "qlora" and precision == "fp16":
+        return "QLoRA trains on a quantized base; on 16-bit weights it is LoRA"
+    if mode == "qlora" and precision == "int8":
+        return "QLoRA's base is 4-bit NF4 (Dettmers et al. 2023); LoRA on an 8-bit base is the INT8 · LoRA cell"
+    if mode == "lora" and precision == "int4":
+        return "LoRA on a 4-bit base is QLoRA (the INT4 · QLoRA cell)"
+    return None
+
+
+def table_workload(workload: Workload, precision: str, mode: str) -> Workload | None:
+    """The workload of one table cell, or None where the combination has no number of its own
+    (`table_cell_absent` says why). INT8 · LoRA is LoRA on an LLM.int8 base with peft's k-bit
+    preparation (`calculator.estimate`)."""
+    if table_cell_absent(precision, mode):
         return None
-    if mode == "lora" and precision != "fp16":
-        mode = "qlora"
     try:
         return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
                        quant_method="auto" if precision != workload.precision else workload.quant_method)
