@@ -102,7 +102,7 @@ COMPONENT_LABELS: dict[str, str] = {
 VLLM_COMPONENT_LABELS: dict[str, str] = {
     **COMPONENT_LABELS,
     "allocator_reserve": "Left free (1 - gpu_memory_utilization)",
-    "cuda_context": "CUDA graphs + context",
+    "cuda_context": "Non-torch, CUDA graphs, context",
 }
 
 
@@ -311,6 +311,12 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         phases, trainable = _training_phases(spec, workload, fmt, weights)
     else:
         phases = _inference_phases(spec, workload, fmt, weights)
+    profile_notes: tuple[str, ...] = ()
+    if spec.profile is not None and workload.runtime != "vllm":
+        # Trace profile (calculator/profile.py): measured activations / KV / state replace the formulas.
+        from .profile import overlay_phases
+
+        phases, profile_notes = overlay_phases(spec.profile, spec, workload, phases)
 
     def per_gpu(b: Breakdown) -> Breakdown:
         if strategy == "tp":
@@ -320,13 +326,14 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
             return parallelism.shard_training(b, strategy=strategy, num_gpus=workload.num_gpus, layer_param_bytes=layer_bytes)
         return b
 
-    sharded = {name: per_gpu(b) for name, b in phases.items()}
+    # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
+    sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
     peak_phase = max(sharded, key=lambda name: sharded[name].torch_allocated_bytes)
     peak = sharded[peak_phase]
     if workload.runtime == "vllm":
         from .serving import vllm_overhead
 
-        peak = vllm_overhead(peak, workload)
+        peak = vllm_overhead(peak, workload, spec, fmt)
     else:
         peak = _with_overhead(peak, training=workload.is_training)
     return Estimate(
@@ -340,5 +347,5 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy),
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes,
     )

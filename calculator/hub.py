@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from .errors import CalculatorError, GatedModelError, HubUnavailableError, MalformedConfigError, ModelNotFoundError
+from . import checkpoint
+from .bounds import MAX_CONFIG_BYTES
+from .errors import CalculatorError, GatedModelError, HubUnavailableError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from .facts import ModelFacts
@@ -264,19 +266,8 @@ def _fetch_from_hub(repo_id: str, *, revision: str | None, token: str | None, fi
 
 
 def _read_config(path: Path, *, repo_id: str, revision: str | None) -> dict[str, Any]:
-    where = f"{repo_id}@{revision}" if revision else repo_id
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise MalformedConfigError(f"config.json of {where} is not UTF-8 text ({err.reason}): the repository's config is broken; try another one.") from err
-    except json.JSONDecodeError as err:
-        raise MalformedConfigError(
-            f"config.json of {where} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
-            "the repository's config is broken; try another revision or model."
-        ) from err
-    if not isinstance(config, dict):
-        raise MalformedConfigError(f"config.json of {where} is a JSON {type(config).__name__}, not an object: this is not a transformers model config.")
-    return config
+    where = f"config.json of {repo_id}@{revision}" if revision else f"config.json of {repo_id}"
+    return checkpoint.parse_config(checkpoint.read_capped(path, MAX_CONFIG_BYTES, what=where), where=where)
 
 
 def _snapshot_commit(config_path: Path) -> str | None:
