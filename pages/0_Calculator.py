@@ -126,6 +126,8 @@ with results:
     e3.markdown("**Shareable link** (opens this exact view):")
     e3.code(f"{base}?{page.share_query(extra=loaders.shared_url_params() | widgets.pinned_model_param(resolved))}", language=None, wrap_lines=True)
 
+    widgets.similar_models_section(page, spec, extra=loaders.shared_url_params())
+
 st.header("FAQ")
 for question, answer in text.FAQ:
     with st.expander(question):

@@ -22,6 +22,7 @@ from calculator.facts import ModelFacts, facts_line, facts_provenance
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
+from calculator.spec import ModelSpec
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -247,6 +248,24 @@ def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
 def pinned_model_param(resolved: ResolvedModel) -> dict[str, str]:
     """The share link's `model=org/name@commit` when the commit is known, so the link names the exact checkpoint."""
     return {"model": f"{resolved.spec.model_id}@{resolved.sha}"} if resolved.sha else {}
+
+
+def similar_models_section(page: PageState, spec: ModelSpec, *, extra: dict[str, str]) -> None:
+    """Links to catalog models like this one (same family, then task, then size: `ui.compare.similar_models`,
+    as on Compare); each opens the main page for that model with every other input of this view."""
+    from .compare import catalog_specs, catalog_task, family, similar_models
+
+    suggestions = similar_models(spec, catalog_specs(), task_of=catalog_task)
+    if not suggestions:
+        return
+    st.header("Similar models")
+    st.caption(f"From the bundled catalog: the same family as {spec.model_id} first, then the same task, then the closest in size. "
+               "Each link opens that model with your other settings.")
+    cols = st.columns(len(suggestions))
+    for col, other in zip(cols, suggestions, strict=True):
+        link = f"./?{page.share_query(extra={**extra, 'model': other.model_id})}"
+        details = " · ".join(p for p in (f"{format_count(other.num_params)} params", family(other), catalog_task(other.model_id)) if p)
+        col.markdown(f"**[{other.model_id.split('/')[-1]}]({link})**  \n{other.model_id.split('/')[0]} · {details}")
 
 
 def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
