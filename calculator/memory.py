@@ -208,6 +208,11 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     """
     names = set()
     for g in spec.linears:
+        if targets == "all-linear" and g.lora_all_linear is not None:
+            # peft's own resolution, read from the meta-device model (calculator/inventory.py).
+            if g.lora_all_linear:
+                names.add(g.name)
+            continue
         if g.role == "head":
             continue
         wanted = {
@@ -223,7 +228,7 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
 
 def lora_params(spec: ModelSpec, plan: AdapterPlan) -> int:
     """LoRA parameters: r x (d_in + d_out) per adapted matrix (Hu et al. 2021, sec. 4)."""
-    return sum(g.count * plan.rank * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
+    return sum(g.count * plan.rank * g.lora_rank_factor * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
 
 
 def layer_saved_bytes_per_token(
