@@ -102,7 +102,7 @@ COMPONENT_LABELS: dict[str, str] = {
 VLLM_COMPONENT_LABELS: dict[str, str] = {
     **COMPONENT_LABELS,
     "allocator_reserve": "Left free (1 - gpu_memory_utilization)",
-    "cuda_context": "CUDA graphs + context",
+    "cuda_context": "Non-torch, CUDA graphs, context",
 }
 
 
@@ -297,6 +297,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
         return phases, params, host_act
     # LoRA / QLoRA (and DoRA, IA3, prompt tuning): frozen base, trainable adapters.
+    if fmt.name == "bnb-int8":
+        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
     cast = 0
     if fp32_weights:
@@ -328,7 +330,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
         optimizer=w.optimizer, trainable_params=adapter_params, param_bytes=adapter_elem_bytes, largest_param=0)
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
-    dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4") else cast
+    # The input gradient through a frozen quantized linear dequantizes its weight to the compute dtype:
+    # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
+    dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
     phases = {
         "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant, logits_bytes=loss),
     }
@@ -376,6 +380,11 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         notes.extend(_trainer_notes(w))
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
+    if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
+        notes.append(
+            "LoRA on an 8-bit base: LLM.int8 weights, with peft's prepare_model_for_kbit_training casting the other "
+            "16-bit parameters (embeddings, norms, LM head) to fp32; activations are counted in the compute dtype."
+        )
     if w.mode in ("lora", "qlora") and w.adapter_precision == "fp32":
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):
@@ -437,6 +446,12 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         phases, trainable, host_act = _training_phases(spec, workload, fmt, weights)
     else:
         phases = _inference_phases(spec, workload, fmt, weights)
+    profile_notes: tuple[str, ...] = ()
+    if spec.profile is not None and workload.runtime != "vllm":
+        # Trace profile (calculator/profile.py): measured activations / KV / state replace the formulas.
+        from .profile import overlay_phases
+
+        phases, profile_notes = overlay_phases(spec.profile, spec, workload, phases)
 
     def per_gpu(b: Breakdown) -> Breakdown:
         if strategy == "tp":
@@ -446,7 +461,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
             return parallelism.shard_training(b, strategy=strategy, num_gpus=workload.num_gpus, layer_param_bytes=layer_bytes)
         return b
 
-    sharded = {name: per_gpu(b) for name, b in phases.items()}
+    # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
+    sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
     host_bytes = host_act
     if workload.is_training and workload.cpu_offload != "none":
         layer_bytes = weights // max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
@@ -463,7 +479,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     if workload.runtime == "vllm":
         from .serving import vllm_overhead
 
-        peak = vllm_overhead(peak, workload)
+        peak = vllm_overhead(peak, workload, spec, fmt)
     else:
         peak = _with_overhead(peak, training=workload.is_training)
     return Estimate(
@@ -477,7 +493,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy),
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes,
         host_bytes=host_bytes,
         trainer_problem=trainer_problem,
     )

@@ -72,6 +72,23 @@ def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
     return total
 
 
+def kbit_upcast_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
+    """Bytes peft's k-bit preparation adds to the weights of a bitsandbytes 8-bit base.
+
+    `peft.prepare_model_for_kbit_training` (peft 0.21.2, peft/utils/other.py) casts every fp16/bf16
+    parameter that is not a quantized `Params4bit` to fp32; LLM.int8 weights are int8 and stay.
+    So the embeddings, norms, biases, the LM head and any linear bitsandbytes leaves unconverted
+    go from 2 to 4 bytes each. Zero when the compute dtype is already fp32.
+    """
+    if fmt.compute_bytes >= 4:
+        return 0
+    kept = sum(g.bias_params + (0 if is_quantized_module(g, fmt) else g.weight_params) for g in spec.linears)
+    kept += spec.embedding_params + spec.other_params
+    if spec.exact_num_params is not None and spec.exact_num_params > spec.config_num_params:
+        kept += spec.exact_num_params - spec.config_num_params
+    return kept * (4 - fmt.compute_bytes)
+
+
 def largest_linear_params(spec: ModelSpec) -> int:
     """Elements of the largest single weight matrix (dequantization and optimizer temporaries)."""
     return max((g.in_features * g.out_features for g in spec.linears), default=0)

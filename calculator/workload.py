@@ -68,6 +68,13 @@ class Workload:
     keep_logits: bool = False  # training loop keeps `outputs` (bf16 logits) alive through backward
     runtime: Runtime = "transformers"
     gpu_memory_utilization: float = 0.9  # vLLM's share of each GPU
+    # vLLM engine flags (`calculator.vllm`): version ("" = the current release), and the scheduler
+    # limits `vllm serve` takes (None = the version's default for the GPU); max_model_len is
+    # `context_length`, --kv-cache-dtype fp8 is `kv_cache_precision="fp8"`, TP is `num_gpus`.
+    vllm_version: str = ""
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False
     num_gpus: int = 1
     parallelism: Parallelism = "auto"
     # Trainer preset and memory savers (each a term of its own in `memory`; defaults = the plain loop).
@@ -146,6 +153,14 @@ def validate_workload(w: Workload) -> None:
             raise InvalidWorkloadError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
     if w.kv_cache_precision is not None and w.kv_cache_precision not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
         raise InvalidWorkloadError(f"KV-cache precision must be one of {', '.join(PRECISIONS)}; got {w.kv_cache_precision!r}.")
+    if w.max_num_seqs is not None:
+        bounded("max_num_seqs", w.max_num_seqs, 1, MAX_BATCH_SIZE)
+    if w.max_num_batched_tokens is not None:
+        bounded("max_num_batched_tokens", w.max_num_batched_tokens, 1, MAX_CONTEXT_TOKENS)
+    if w.vllm_version:
+        from .vllm import vllm_version
+
+        vllm_version(w.vllm_version)  # raises InvalidWorkloadError naming the modelled versions
     if not 0.05 <= w.gpu_memory_utilization <= 1.0:
         raise InvalidWorkloadError(f"gpu_memory_utilization must be between 0.05 and 1.0; got {w.gpu_memory_utilization!r}.")
     if w.mode == "qlora" and w.precision not in ("int4", "int8"):

@@ -272,6 +272,15 @@ def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.set_index("Precision")
 
 
+def precision_mode_absent_note() -> str:
+    """What each — of the precision x mode table stands for, one reason per cell."""
+    reasons = [
+        f"{text.PRECISION_LABELS[p]} · {text.MODE_LABELS[m].split()[0]}: {why}"
+        for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if (why := report.table_cell_absent(p, m))
+    ]
+    return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
+
+
 def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
     """A Styler with the selected precision x mode cell highlighted (no highlight when the
     selected precision is not a table row)."""
