@@ -182,6 +182,9 @@ def test_default_view_shows_the_engine_number_and_charts(page: Any, app_server: 
     open_page(page, app_server.url("/"))
     expect_no_exception(page)
     expect(page.locator("[data-testid='stMain']")).to_contain_text(DEFAULT_MODEL)
+    # The model facts line, as the seed's model page shows it (the catalog's dated copy: the server is offline).
+    expect(page.locator(".model-facts")).to_have_text(
+        "5.77B params · text-to-speech · higgs_audio_v2 · 161.6K downloads · 678 likes · updated May 31, 2026")
     # fp16 inference, 4,096 tokens, batch 1: the CLI's defaults and the page's.
     expected = engine_json(DEFAULT_MODEL, precision="fp16", mode="inference", context_length=4096, batch_size=1)
     expect_peak(page, expected["total_bytes"])
