@@ -184,6 +184,8 @@ def _estimate(args: argparse.Namespace) -> int:
     data = estimate_to_dict(plan)
     data["model_source"] = resolved.source
     data["model_source_detail"] = resolved.detail
+    # The checkpoint the numbers were computed from (Hub models; None for the catalog and local folders).
+    data["model_revision"], data["model_sha"] = resolved.revision, resolved.sha
     print(json.dumps(data, indent=2) if args.json else _text_report(data))
     return 0
 

@@ -13,7 +13,7 @@ from calculator.errors import CalculatorError
 from calculator.estimate import component_labels
 from calculator.gpus import get_gpu
 from ui import figures, loaders, text, widgets
-from ui.export import estimate_csv, estimate_json
+from ui.export import estimate_csv, estimate_json, with_model_identity
 from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState
 
 st.set_page_config(page_title="VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
@@ -45,6 +45,8 @@ with results:
     spec = est.spec
 
     st.subheader(f"{spec.model_id}")
+    facts = loaders.model_facts(resolved)
+    widgets.model_facts(resolved, facts)
     widgets.headline(resolved, est, plan.cheapest)
     st.markdown(widgets.summary_sentence(est, plan.cheapest))
     for note in est.notes:
@@ -122,11 +124,15 @@ with results:
     st.header("Export and share")
     e1, e2, e3 = st.columns([1, 1, 4])
     stem = spec.model_id.replace("/", "__")
-    e1.download_button("Download JSON", estimate_json(v.export), file_name=f"{stem}.json", mime="application/json", key="main.dl_json")
-    e2.download_button("Download CSV", estimate_csv(v.export), file_name=f"{stem}.csv", mime="text/csv", key="main.dl_csv")
+    export = with_model_identity(v.export, source=resolved.source, revision=resolved.revision, sha=resolved.sha,
+                                 facts=facts.as_dict() if facts else None)
+    e1.download_button("Download JSON", estimate_json(export), file_name=f"{stem}.json", mime="application/json", key="main.dl_json")
+    e2.download_button("Download CSV", estimate_csv(export), file_name=f"{stem}.csv", mime="text/csv", key="main.dl_csv")
     base = (st.context.url or "").split("?")[0] if getattr(st.context, "url", None) else ""
     e3.markdown("**Shareable link** (opens this exact view):")
-    e3.code(f"{base}?{page.share_query(extra=loaders.shared_url_params())}", language=None, wrap_lines=True)
+    e3.code(f"{base}?{page.share_query(extra=loaders.shared_url_params() | widgets.pinned_model_param(resolved))}", language=None, wrap_lines=True)
+
+    widgets.similar_models_section(page, spec, extra=loaders.shared_url_params())
 
 st.header("FAQ")
 for question, answer in text.FAQ:

@@ -7,6 +7,7 @@ Labels and headings are stable: the browser test finds elements by them.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +18,11 @@ from calculator import report
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
 from calculator.estimate import Estimate, component_labels
+from calculator.facts import ModelFacts, facts_line, facts_provenance
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
+from calculator.spec import ModelSpec
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -44,6 +47,8 @@ CSS = """
 /* Larger table text for projectors. */
 [data-testid="stTable"] td, [data-testid="stTable"] th { font-size: 1.05rem; }
 [data-testid="stMetricLabel"] p { font-size: 1.05rem; }
+/* The model facts line under the model's name (as model pages show it). */
+.model-facts { font-size: 1.1rem; font-weight: 600; color: #31333F; margin: -0.4rem 0 0.1rem 0; }
 </style>
 """
 
@@ -233,6 +238,44 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
     c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source))
     c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
+
+
+def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
+    """The model page's facts line ('5.8B params · text-to-speech · ... · updated May 31, 2026'),
+    with where and when the facts were taken and the commit the estimate was computed from."""
+    spec = resolved.spec
+    if facts is None:
+        line = f"{format_count(spec.num_params)} params · {spec.model_type}"
+        where = "Hub facts (downloads, likes, last update) are not available for this model right now."
+    else:
+        line, where = facts_line(facts, num_params=spec.num_params), facts_provenance(facts)
+    sha = resolved.sha or (facts.sha if facts else None)
+    pinned = f" Estimate computed from commit `{sha[:12]}`." if sha else ""
+    st.markdown(f"<div class='model-facts'>{html.escape(line)}</div>", unsafe_allow_html=True)
+    st.caption(where + pinned)
+
+
+def pinned_model_param(resolved: ResolvedModel) -> dict[str, str]:
+    """The share link's `model=org/name@commit` when the commit is known, so the link names the exact checkpoint."""
+    return {"model": f"{resolved.spec.model_id}@{resolved.sha}"} if resolved.sha else {}
+
+
+def similar_models_section(page: PageState, spec: ModelSpec, *, extra: dict[str, str]) -> None:
+    """Links to catalog models like this one (same family, then task, then size: `ui.compare.similar_models`,
+    as on Compare); each opens the main page for that model with every other input of this view."""
+    from .compare import catalog_specs, catalog_task, family, similar_models
+
+    suggestions = similar_models(spec, catalog_specs(), task_of=catalog_task)
+    if not suggestions:
+        return
+    st.header("Similar models")
+    st.caption(f"From the bundled catalog: the same family as {spec.model_id} first, then the same task, then the closest in size. "
+               "Each link opens that model with your other settings.")
+    cols = st.columns(len(suggestions))
+    for col, other in zip(cols, suggestions, strict=True):
+        link = f"./?{page.share_query(extra={**extra, 'model': other.model_id})}"
+        details = " · ".join(p for p in (f"{format_count(other.num_params)} params", family(other), catalog_task(other.model_id)) if p)
+        col.markdown(f"**[{other.model_id.split('/')[-1]}]({link})**  \n{other.model_id.split('/')[0]} · {details}")
 
 
 def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
