@@ -174,7 +174,7 @@ def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
         return None
     return vllm_capacity(
         plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes,
-        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes",
+        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes", datacenter=config.gpu.segment.startswith("datacenter"),
     )
 
 
