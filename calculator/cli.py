@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import CalculatorError
 from .units import PRECISIONS, format_bytes, format_count
-from .workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from .workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 
 def _positive_int(text: str) -> int:
@@ -50,6 +50,9 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="of the context, tokens generated (inference). 0 sizes the prefill for the whole context (default 0)")
     p.add_argument("--batch", type=_positive_int, default=1, help="sequences per step (per GPU when training data-parallel) (default 1)")
     p.add_argument("--kv-precision", choices=PRECISIONS, default=None, help="KV-cache dtype (default: the compute dtype)")
+    p.add_argument("--cache", choices=CACHE_IMPLEMENTATIONS, default="dynamic",
+                   help="generate's cache_implementation: dynamic (grows), static (preallocated), quantized (QuantizedCache at "
+                        "--kv-precision int4 [default] / int8 / fp8) (default dynamic)")
     p.add_argument("--attention", choices=ATTENTION_IMPLS, default="sdpa", help="attention kernel: sdpa/flash (no seq x seq matrix) or eager")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer (default adamw)")
     p.add_argument("--grad-checkpointing", action="store_true", help="gradient (activation) checkpointing per decoder layer")
@@ -76,7 +79,7 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
     return Workload(
         mode=args.mode, precision=args.precision, quant_method=args.quant_method, quant_group_size=args.group_size,
         double_quant=args.double_quant, context_length=args.context, generated_tokens=args.generated, batch_size=args.batch,
-        kv_cache_precision=args.kv_precision, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
+        kv_cache_precision=args.kv_precision, cache_implementation=args.cache, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.gpus, parallelism=args.parallelism,
