@@ -58,6 +58,9 @@ class Workload:
     gpu_memory_utilization: float = 0.9  # vLLM's share of each GPU
     num_gpus: int = 1
     parallelism: Parallelism = "auto"
+    # DualFFN models (higgs-audio): share of the prompt / training positions that are audio tokens
+    # and take the audio FFN (the rest take the text FFN). Generated positions are audio frames.
+    audio_token_share: float = 0.0
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +104,9 @@ def validate_workload(w: Workload) -> None:
             raise InvalidWorkloadError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
     if w.kv_cache_precision is not None and w.kv_cache_precision not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
         raise InvalidWorkloadError(f"KV-cache precision must be one of {', '.join(PRECISIONS)}; got {w.kv_cache_precision!r}.")
+    share = w.audio_token_share
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+        raise InvalidWorkloadError(f"audio token share must be a fraction from 0 to 1; got {share!r}.")
     if not 0.05 <= w.gpu_memory_utilization <= 1.0:
         raise InvalidWorkloadError(f"gpu_memory_utilization must be between 0.05 and 1.0; got {w.gpu_memory_utilization!r}.")
     if w.mode == "qlora" and w.precision not in ("int4", "int8"):

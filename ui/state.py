@@ -217,6 +217,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="quant", label="quantization method", default="auto", kind="choice", choices=QUANT_METHODS),
     Param(name="my_gpu", label="your GPU", default="rtx-4090", kind="choice", choices=tuple(g.id for g in load_gpus())),
     Param(name="my_gpus", label="how many of your GPU", default=1, kind="choice", choices=GPU_COUNT_CHOICES),
+    Param(name="audio_share", label="audio-token share", default=0.0, kind="float", low=0.0, high=1.0),
 )
 MAIN_ALWAYS: tuple[str, ...] = ("model", "precision", "mode", "context", "batch")
 TRAINING_PARALLELISMS = ("auto", "ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -270,6 +271,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         gpu_memory_utilization=float(values["gpu_util"]),
         num_gpus=int(values["gpus"]),
         parallelism=values["parallelism"],
+        audio_token_share=float(values.get("audio_share", 0.0)),
     )
 
 

@@ -20,6 +20,7 @@ from calculator.estimate import Estimate, component_labels
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
+from calculator.spec import ModelSpec
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -144,6 +145,19 @@ def workload_inputs(page: PageState) -> None:
                          help="auto: tensor parallel for inference, FSDP for training. tp is inference only; ddp/zero/fsdp are training only.")
             st.slider("Headroom for production traffic (%)", min_value=0, max_value=100, step=5, key=page.key("headroom"),
                       help="The ranking only counts GPUs whose usable memory covers the peak plus this margin.")
+
+
+def audio_share_input(page: PageState, spec: ModelSpec) -> None:
+    """The audio-token share, shown only for a model whose layers route tokens between a text and
+    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    if not spec.dual_ffn:
+        return
+    st.slider(
+        "Audio tokens in the prompt (DualFFN share)", min_value=0.0, max_value=1.0, step=0.05, key=page.key("audio_share"),
+        help="This model's layers hold a text FFN and an audio FFN and send each token to one of them. The share of prompt "
+        "(or training) tokens that are audio, e.g. reference audio for voice cloning, sets how many tokens each FFN processes "
+        "at once; generated tokens are audio. The trace on the Verification page uses the same share.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
