@@ -1,6 +1,6 @@
 """Score the engine against published, measured peak memory (../shared/validation/measured.csv).
 
-    python benchmarks/validation.py [--csv PATH] [--out benchmarks/results]
+    python benchmarks/validation.py [--csv PATH] [--gpu-csv PATH] [--out benchmarks/results]
 
 Each scored row maps the row's settings to a `Workload` (table `SETTINGS` below: every choice
 is the row's own text) and compares the instrument's number with the matching estimate:
@@ -10,6 +10,12 @@ the device total. Rows whose setup the engine does not model (torch.compile, chu
 activation offloading, non-LoRA PEFT, custom kernels such as ExLlama) or whose model config is
 not bundled, or whose unit is ambiguous, are listed with the reason and not scored.
 Writes `validation.md` and `validation.csv` under --out and prints the same table.
+
+When `benchmarks/results/gpu_measured.csv` exists (the project's own measurements,
+`benchmarks/gpu_campaign.py`), a separate "Measured on GPU" section scores its finished cases with
+the current engine: each row's case id gives the model, the layer cut and the workload (the
+campaign's `PLAN`), and the instrument gives the estimate to compare (allocated, reserved, device;
+the context and the memory outside the allocator against `CUDA_CONTEXT_BYTES`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # gpu_campaign
 
 from calculator import memory  # noqa: E402
 from calculator.estimate import estimate  # noqa: E402
@@ -31,6 +38,7 @@ from calculator.units import GiB  # noqa: E402
 from calculator.workload import Workload  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "validation" / "measured.csv"
+DEFAULT_GPU_CSV = ROOT / "benchmarks" / "results" / "gpu_measured.csv"
 
 
 @dataclass(frozen=True)
@@ -334,13 +342,59 @@ def render(scored: list[dict], skipped: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+GPU_INSTRUMENTS = ("allocated", "reserved", "device", "context", "outside")
+
+
+def score_gpu(csv_path: Path) -> list[dict]:
+    """The campaign's finished rows (status=ok) scored with the current engine, in file order."""
+    import gpu_campaign as gc
+
+    scored = []
+    for row in gc.read_rows(csv_path):
+        notes = gc.parse_notes(row.get("notes", ""))
+        instrument = row["id"].rpartition(":")[2]
+        case = gc.case_by_id(notes.get("case", ""))
+        if notes.get("status") != "ok" or not row["measured_value"] or instrument not in GPU_INSTRUMENTS or case is None:
+            continue
+        spec, _ = gc.case_spec(case)
+        predicted = gc.estimate_numbers(estimate(spec, case.workload))[instrument]
+        measured = int(row["measured_value"])
+        scored.append({"id": row["id"], "case": case.id, "instrument": instrument, "mode": row["mode"], "gpu": row["gpu"],
+                       "measured_gib": measured / GiB, "predicted_gib": predicted / GiB,
+                       "error_pct": round(100 * (predicted - measured) / measured, 1) if measured else None})
+    return scored
+
+
+def render_gpu(scored: list[dict]) -> str:
+    lines = ["## Measured on GPU", ""]
+    if not scored:
+        return "\n".join([*lines, "No finished case in the campaign's CSV.", ""])
+    gpus = sorted({r["gpu"] for r in scored if r["gpu"]})
+    lines += [f"{len({r['case'] for r in scored})} cases measured by benchmarks/gpu_campaign.py on {', '.join(gpus) or '?'}, "
+              "random weights from the bundled configs; estimate by the current engine.", "",
+              "| instrument | rows | median abs error | worst |", "|---|---|---|---|"]
+    for instrument in GPU_INSTRUMENTS:
+        errs = [r["error_pct"] for r in scored if r["instrument"] == instrument and r["error_pct"] is not None]
+        if errs:
+            worst = max(errs, key=abs)
+            lines.append(f"| {instrument} | {len(errs)} | {statistics.median(abs(e) for e in errs):.1f}% | {worst:+.1f}% |")
+    lines += ["", "| row | mode | measured GiB | estimate GiB | error |", "|---|---|---|---|---|"]
+    for r in scored:
+        err = f"{r['error_pct']:+.1f}%" if r["error_pct"] is not None else "n/a"
+        lines.append(f"| {r['id']} | {r['mode']} | {r['measured_gib']:.3f} | {r['predicted_gib']:.3f} | {err} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--gpu-csv", type=Path, default=DEFAULT_GPU_CSV, help="the GPU campaign's rows (scored when the file exists)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     scored, skipped = score(args.csv)
     report = render(scored, skipped)
+    if args.gpu_csv.exists():
+        report += "\n" + render_gpu(score_gpu(args.gpu_csv))
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "validation.md").write_text(report, encoding="utf-8")

@@ -30,6 +30,7 @@ huggingface_hub's default cache (`HF_HUB_CACHE`), as it takes no cache_dir.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,10 +40,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from .errors import CalculatorError, GatedModelError, HubUnavailableError, MalformedConfigError, ModelNotFoundError
+from . import checkpoint
+from .bounds import MAX_CONFIG_BYTES
+from .errors import CalculatorError, GatedModelError, HubUnavailableError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from .facts import ModelFacts
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,10 @@ HubSource = Literal["hub", "cache"]
 CACHE_ENV_VAR = "VRAM_CALC_CACHE"
 TOKEN_ENV_VAR = "HF_TOKEN"
 DEFAULT_REVISION = "main"
-# Bumped when the JSON written by `_write_cache` changes shape; other versions are ignored.
-_CACHE_FORMAT = 1
+# Bumped when the JSON written by `_write_cache` changes shape or place; other versions are ignored.
+# 2: gated and private entries are filed under a fingerprint of the token that read them (format 1
+# filed them where any caller would find them).
+_CACHE_FORMAT = 2
 _LIBRARY_NAME = "vram-calculator"
 
 # Repository ids as the Hub accepts them (huggingface_hub `validate_repo_id`, ASCII only here):
@@ -63,6 +71,8 @@ _REPO_ID_RE = re.compile(rf"(?:{_NAME}/)?{_NAME}")
 _REVISION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/+-]{0,254}")
 _URL_PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "https://hf.co/", "huggingface.co/", "hf.co/")
 _EXAMPLE_ID = "meta-llama/Llama-3.1-8B"
+# A cache file is our own JSON of one config plus counts; anything larger was not written by us.
+MAX_CACHE_FILE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,7 +186,7 @@ def fetch_model(
         )
     except _HubUnreachable as unreachable:
         return _serve_cached(cache_root, repo_id, revision, token=token, reason=unreachable.reason)
-    _write_cache(cache_root, model)
+    _write_cache(cache_root, model, token=token)
     return model
 
 
@@ -256,19 +266,8 @@ def _fetch_from_hub(repo_id: str, *, revision: str | None, token: str | None, fi
 
 
 def _read_config(path: Path, *, repo_id: str, revision: str | None) -> dict[str, Any]:
-    where = f"{repo_id}@{revision}" if revision else repo_id
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise MalformedConfigError(f"config.json of {where} is not UTF-8 text ({err.reason}): the repository's config is broken; try another one.") from err
-    except json.JSONDecodeError as err:
-        raise MalformedConfigError(
-            f"config.json of {where} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
-            "the repository's config is broken; try another revision or model."
-        ) from err
-    if not isinstance(config, dict):
-        raise MalformedConfigError(f"config.json of {where} is a JSON {type(config).__name__}, not an object: this is not a transformers model config.")
-    return config
+    where = f"config.json of {repo_id}@{revision}" if revision else f"config.json of {repo_id}"
+    return checkpoint.parse_config(checkpoint.read_capped(path, MAX_CONFIG_BYTES, what=where), where=where)
 
 
 def _snapshot_commit(config_path: Path) -> str | None:
@@ -383,16 +382,31 @@ def _translate(err: BaseException, *, repo_id: str, revision: str | None, token:
 # --- the on-disk cache -------------------------------------------------------------------------
 
 
-def _cache_path(cache_root: Path, repo_id: str, revision: str | None) -> Path:
+def token_fingerprint(token: str | None) -> str | None:
+    """A stable, non-reversible name for a token (SHA-256 of a salted string, 32 hex digits), so a
+    cache can be keyed per token without storing it. None for no token."""
+    if not token:
+        return None
+    return hashlib.sha256(f"vram-calculator token fingerprint\0{token}".encode()).hexdigest()[:32]
+
+
+def _cache_path(cache_root: Path, repo_id: str, revision: str | None, *, token: str | None = None) -> Path:
+    """Where one fetch is stored. Public repos: `<revision>.json`, shared by every caller. Gated or
+    private repos: `<revision>.<token fingerprint>.json`, found again only by the same token."""
     # Valid repo ids contain no "--", so this folder name is unambiguous (the Hub cache's scheme);
     # lower-cased because the Hub treats ids case-insensitively.
     folder = "models--" + repo_id.lower().replace("/", "--")
-    return cache_root / "models" / folder / f"{quote(revision or DEFAULT_REVISION, safe='')}.json"
+    fingerprint = token_fingerprint(token)
+    name = quote(revision or DEFAULT_REVISION, safe="") + (f".{fingerprint}" if fingerprint else "")
+    return cache_root / "models" / folder / f"{name}.json"
 
 
-def _write_cache(cache_root: Path, model: HubModel) -> None:
+def _write_cache(cache_root: Path, model: HubModel, *, token: str | None) -> None:
     """Best effort: a read-only or full disk only costs the offline fallback."""
-    path = _cache_path(cache_root, model.repo_id, model.revision)
+    restricted = model.gated or model.private
+    if restricted and not token:
+        return  # cannot happen (the Hub needs a token for those); never file one where anyone finds it
+    path = _cache_path(cache_root, model.repo_id, model.revision, token=token if restricted else None)
     payload = {
         "format": _CACHE_FORMAT,
         "repo_id": model.repo_id,
@@ -409,23 +423,38 @@ def _write_cache(cache_root: Path, model: HubModel) -> None:
         with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
             json.dump(payload, tmp)
         os.replace(tmp.name, path)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         logger.warning("could not cache %s under %s: %s", model.repo_id, cache_root, err)
 
 
-def _read_cache(cache_root: Path, repo_id: str, revision: str | None) -> HubModel | None:
-    path = _cache_path(cache_root, repo_id, revision)
+def _read_cache(cache_root: Path, repo_id: str, revision: str | None, *, token: str | None) -> HubModel | None:
+    """The entry this token may see: its own gated/private entry first, then the public one. An
+    entry marked gated or private is never taken from the public file."""
+    candidates = [(_cache_path(cache_root, repo_id, revision, token=token), True)] if token else []
+    candidates.append((_cache_path(cache_root, repo_id, revision), False))
+    for path, own in candidates:
+        model = _load_cache_file(path, repo_id, revision)
+        if model is not None and (own or not (model.gated or model.private)):
+            return model
+    return None
+
+
+def _load_cache_file(path: Path, repo_id: str, revision: str | None) -> HubModel | None:
     try:
+        if path.stat().st_size > MAX_CACHE_FILE_BYTES:
+            return None
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(raw, Mapping) or raw.get("format") != _CACHE_FORMAT or not isinstance(raw.get("config"), dict):
         return None
     counts = raw.get("safetensors_param_counts")
+    if isinstance(counts, dict) and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
+        return None
     return HubModel(
         repo_id=str(raw.get("repo_id") or repo_id),
         revision=revision,
-        sha=raw.get("sha"),
+        sha=raw.get("sha") if isinstance(raw.get("sha"), str) else None,
         config=raw["config"],
         safetensors_param_counts={str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else None,
         gated=bool(raw.get("gated")),
@@ -436,10 +465,10 @@ def _read_cache(cache_root: Path, repo_id: str, revision: str | None) -> HubMode
 
 
 def _serve_cached(cache_root: Path, repo_id: str, revision: str | None, *, token: str | None, reason: str) -> HubModel:
-    cached = _read_cache(cache_root, repo_id, revision)
-    # A private repo's config is only handed out again to a caller that has a token: the cache may
-    # be shared by every user of one server.
-    if cached is not None and not (cached.private and not token):
+    # The cache may be shared by every user of one server: a gated or private repo's entry is only
+    # handed out to the token that fetched it (see `_read_cache`).
+    cached = _read_cache(cache_root, repo_id, revision, token=token)
+    if cached is not None:
         logger.info("serving %s from the local cache (%s)", repo_id, reason)
         return cached
     ref = f"{repo_id}@{revision}" if revision else repo_id
@@ -469,3 +498,43 @@ def _split_url_revision(path: str) -> str:
             repo = "/".join(parts[:at])
             return f"{repo}@{parts[at + 1]}" if len(parts) > at + 1 and parts[at + 1] else repo
     return path
+
+
+# --- model facts (task, downloads, likes, ...) ---------------------------------------------------
+
+
+def fetch_model_facts(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    timeout: float = 5.0,
+) -> ModelFacts | None:
+    """The facts a model page shows (`calculator.facts.ModelFacts`), from one `model_info` request.
+
+    Facts are decoration next to the estimate, never a reason to fail: any error (unreachable Hub,
+    unknown repo, malformed answer) gives None, and the caller falls back to the catalog's dated
+    copy. `revision` should be the commit the estimate's config was read at, so the facts name it.
+    """
+    from huggingface_hub import HfApi, constants
+
+    from .facts import facts_from_model_info
+
+    try:
+        repo_id, ref_revision = parse_model_ref(repo_id)
+    except CalculatorError:
+        return None
+    revision = revision or ref_revision
+    if constants.is_offline_mode() or (revision is not None and not _is_valid_revision(revision)):
+        return None
+    token = token if token is not None else default_token()
+    api = HfApi(endpoint=(endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/"),
+                token=token or False, library_name=_LIBRARY_NAME)
+    as_of = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        info = api.model_info(repo_id, revision=revision, timeout=timeout)
+    except Exception as err:
+        logger.info("model_info of %s for its facts failed (%s)", repo_id, type(err).__name__)
+        return None
+    return facts_from_model_info(info, repo_id=repo_id, as_of=as_of)

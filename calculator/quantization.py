@@ -141,8 +141,8 @@ def weight_format(spec: ModelSpec, workload: Workload) -> WeightFormat:
             quantizes_fused_experts=not (name.startswith("bnb-") and workload.runtime == "transformers"),
         )
     method = workload.quant_method
-    if workload.mode == "qlora" and method in ("auto", "none"):
-        method = "bnb-nf4"
+    if workload.mode == "qlora" and method in ("auto", "none") and workload.precision == "int4":
+        method = "bnb-nf4"  # the QLoRA paper's 4-bit NormalFloat; at int8 the base is LLM.int8 (below)
     if workload.precision in ("fp32", "bf16", "fp16"):
         return WeightFormat(name=compute, bits=32 if compute == "fp32" else 16, compute_precision=compute)
     if method in ("auto", "none"):

@@ -84,15 +84,28 @@ TABLE_PRECISIONS: tuple[str, ...] = ("fp16", "int8", "int4")
 TABLE_MODES: tuple[str, ...] = ("inference", "lora", "qlora", "full")
 
 
-def table_workload(workload: Workload, precision: str, mode: str) -> Workload | None:
-    """The workload of one table cell, or None where the combination does not exist (full
-    fine-tuning of int8/int4 weights; LoRA on a quantized base is QLoRA; QLoRA on fp16 is LoRA)."""
+def table_cell_absent(precision: str, mode: str) -> str | None:
+    """Why a precision x mode cell has no number of its own, or None when it is computed.
+
+    A cell computes exactly its precision and mode, or says why not: it never shows the number of
+    another cell (the 8-bit QLoRA cell once showed the 4-bit NF4 figure)."""
     if mode == "full" and precision != "fp16":
-        return None
+        return "full fine-tuning updates every weight, which needs 16-bit storage"
     if mode == "qlora" and precision == "fp16":
+        return "QLoRA trains on a quantized base; on 16-bit weights it is LoRA"
+    if mode == "qlora" and precision == "int8":
+        return "QLoRA's base is 4-bit NF4 (Dettmers et al. 2023); LoRA on an 8-bit base is the INT8 · LoRA cell"
+    if mode == "lora" and precision == "int4":
+        return "LoRA on a 4-bit base is QLoRA (the INT4 · QLoRA cell)"
+    return None
+
+
+def table_workload(workload: Workload, precision: str, mode: str) -> Workload | None:
+    """The workload of one table cell, or None where the combination has no number of its own
+    (`table_cell_absent` says why). INT8 · LoRA is LoRA on an LLM.int8 base with peft's k-bit
+    preparation (`calculator.estimate`)."""
+    if table_cell_absent(precision, mode):
         return None
-    if mode == "lora" and precision != "fp16":
-        mode = "qlora"
     try:
         return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
                        quant_method="auto" if precision != workload.precision else workload.quant_method)
@@ -159,7 +172,10 @@ def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
     w = plan.estimate.workload
     if w.runtime != "vllm":
         return None
-    return vllm_capacity(plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes)
+    return vllm_capacity(
+        plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes,
+        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes",
+    )
 
 
 def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
@@ -206,6 +222,7 @@ def _config_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
         "vllm_kv_pool_bytes": serving.kv_pool_bytes if serving else None,
         "vllm_max_concurrent_sequences": serving.max_concurrent_sequences if serving else None,
         "vllm_max_context_at_batch": serving.max_context_at_batch if serving else None,
+        **_vllm_start_dict(serving),
         "decode_tokens_per_s_per_sequence": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
         "decode_tokens_per_s_total": round(speed.decode.aggregate_tokens_per_s, 1) if speed else None,
         "prefill_tokens_per_s": round(speed.prefill_tokens_per_s) if speed and speed.prefill_tokens_per_s else None,
@@ -216,4 +233,29 @@ def _config_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
         "utilisation": round(c.utilisation, 4), "precision_ok": c.precision_ok, "precision_note": c.precision_note,
         "provider": c.cheapest_provider, "usd_per_gpu_hour": c.usd_per_gpu_hour, "total_usd_per_hour": c.total_usd_per_hour,
         "price_range": list(c.price_range) if c.price_range else None, "providers": c.providers_count, "price_as_of": c.price_as_of,
+    }
+
+
+def _vllm_start_dict(serving: ServingCapacity | None) -> dict[str, Any]:
+    """"Will it start" for one configuration: the answer, the KV tokens and concurrency it gets,
+    the command line, and (when it does not start) the smallest flag change, as a command."""
+    if serving is None:
+        return {"vllm_starts": None}
+    b = serving.budget
+    fix = serving.fix
+    return {
+        "vllm_starts": serving.starts,
+        "vllm_reason": serving.reason or None,
+        "vllm_kv_tokens": serving.kv_tokens,
+        "vllm_max_concurrency": round(serving.max_concurrency, 2),
+        "vllm_command": serving.command,
+        "vllm_terms_bytes": {
+            "requested": b.requested_bytes, "weights": b.weights_bytes, "activation_peak": b.activation_peak_bytes,
+            "non_torch": b.non_torch_bytes, "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
+            "available_kv": b.available_kv_bytes,
+        } if b else None,
+        "vllm_fix": {
+            "kind": fix.kind, "description": fix.description, "command": fix.command,
+            "kv_tokens": fix.kv_tokens, "max_concurrency": round(fix.max_concurrency, 2),
+        } if fix else None,
     }

@@ -85,7 +85,7 @@ try:
 except CalculatorError as exc:
     plan = None
     st.warning(str(exc), icon=":material/warning:")
-run_key = (resolved.spec.model_id, repr(workload), level, sized_down)
+run_key = (loaders.spec_key(resolved), repr(workload), level, sized_down)
 clicked = st.button(
     "Run the trace" if level == "trace" else "Run on the GPU", type="primary", key="verify.run",
     disabled=plan is None or (level == "live" and not gpu_ok),

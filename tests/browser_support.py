@@ -269,22 +269,6 @@ def save_screenshot(page: Page, name: str, *, full_page: bool = True, directory:
     return path
 
 
-def page_url_path(script: Path) -> str:
-    """The URL path Streamlit gives a file in `pages/`: `1_Compare.py` -> `Compare`,
-    `2_GPUs_and_prices.py` -> `GPUs_and_prices` (number prefix dropped, runs of `_`/space -> `_`)."""
-    try:
-        from streamlit.source_util import page_icon_and_name
-
-        _icon, name = page_icon_and_name(script)
-        if name:
-            return name
-    except ImportError:  # moved in a later Streamlit; the same rule, from streamlit/source_util.py
-        pass
-    match = re.search(r"([0-9]*)[_ -]*(.*)\.py", script.name)
-    assert match is not None, script
-    return re.sub(r"[_ ]+", "_", match.group(2)).strip() or match.group(1)
-
-
 def copy_file(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)

@@ -4,7 +4,7 @@ A threaded `http.server` on 127.0.0.1 (random port) that answers the requests hu
 makes for `model_info`, `hf_hub_download` and `get_safetensors_metadata`, with the headers and
 error codes the real Hub sends:
 
-    GET  /api/models/{repo}                      model_info JSON (id, sha, private, gated, siblings)
+    GET  /api/models/{repo}                      model_info JSON (id, sha, private, gated, siblings, downloads, likes, ...)
     GET  /api/models/{repo}/revision/{rev}
     HEAD /{repo}/resolve/{rev}/{file}            ETag, X-Repo-Commit, Content-Length (hf_hub_download, file_exists)
     GET  /{repo}/resolve/{rev}/{file}            the bytes; `Range: bytes=a-b` gives 206 (safetensors headers)
@@ -59,6 +59,12 @@ class FakeRepo:
     authorized_tokens: frozenset[str] = frozenset()
     # "slow": seconds to wait before answering.
     delay_s: float = 2.0
+    # Branches with files of their own (e.g. a branch whose config.json adds `sliding_window`);
+    # each has its own commit. Other branches in `branches` serve `files` at the main commit.
+    branch_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    # model_info fields answered as given, over the defaults below (downloads, likes, pipeline_tag,
+    # lastModified, cardData, tags, ...), as the Hub's /api/models/{repo} JSON spells them.
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gated(self) -> bool:
@@ -117,9 +123,22 @@ class HubStandin:
         self.repos[repo_id] = repo
         return repo
 
-    def sha_of(self, repo_id: str) -> str:
+    def sha_of(self, repo_id: str, branch: str | None = None) -> str:
         repo = self.repos[repo_id]
+        if branch is not None and branch in repo.branch_files:
+            return hashlib.sha1(f"{repo_id}@{branch}".encode()).hexdigest()
         return repo.sha or hashlib.sha1(repo_id.encode()).hexdigest()
+
+    def commit(self, repo_id: str, revision: str | None) -> tuple[str, dict[str, bytes]] | None:
+        """(commit, files) a branch or commit of `repo_id` resolves to; None for an unknown revision."""
+        repo = self.repos[repo_id]
+        revision = revision or "main"
+        for branch, files in repo.branch_files.items():
+            if revision in (branch, self.sha_of(repo_id, branch)):
+                return self.sha_of(repo_id, branch), files
+        if revision in (*repo.branches, self.sha_of(repo_id)):
+            return self.sha_of(repo_id), repo.files
+        return None
 
     def find(self, repo_id: str) -> tuple[str, FakeRepo] | None:
         for known_id, repo in self.repos.items():
@@ -196,11 +215,12 @@ class _HubHandler(BaseHTTPRequestHandler):
         if found is None:
             return
         repo_id, repo = found
-        sha = self.hub.sha_of(repo_id)
-        if revision and unquote(revision) not in (*repo.branches, sha):
+        resolved = self.hub.commit(repo_id, unquote(revision) if revision else None)
+        if resolved is None:
             self._error(404, "RevisionNotFound", f"Invalid rev id: {unquote(revision)}", head=head)
             return
-        config = json.loads(repo.files["config.json"]) if _is_json_object(repo.files.get("config.json")) else {}
+        sha, files = resolved
+        config = json.loads(files["config.json"]) if _is_json_object(files.get("config.json")) else {}
         info = {
             "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
             "id": repo_id,
@@ -215,23 +235,24 @@ class _HubHandler(BaseHTTPRequestHandler):
             "downloads": 0,
             "likes": 0,
             "library_name": "transformers",
-            "tags": ["transformers", "safetensors"] if any(f.endswith(".safetensors") for f in repo.files) else ["transformers"],
+            "tags": ["transformers", "safetensors"] if any(f.endswith(".safetensors") for f in files) else ["transformers"],
             "pipeline_tag": "text-generation",
             "config": {k: config[k] for k in ("architectures", "model_type") if k in config},
-            "siblings": [{"rfilename": name} for name in sorted(repo.files)],
-        }
+            "siblings": [{"rfilename": name} for name in sorted(files)],
+        } | repo.info
         self._send(200, json.dumps(info).encode(), head=head, content_type="application/json; charset=utf-8")
 
     def _resolve(self, repo_id: str, revision: str, filename: str, *, head: bool) -> None:
         found = self._repo_or_error(repo_id, head=head, api=False)
         if found is None:
             return
-        known_id, repo = found
-        sha = self.hub.sha_of(known_id)
-        if revision not in (*repo.branches, sha):
+        known_id, _repo = found
+        resolved = self.hub.commit(known_id, revision)
+        if resolved is None:
             self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head)
             return
-        content = repo.files.get(filename)
+        sha, files = resolved
+        content = files.get(filename)
         if content is None:
             self._error(404, "EntryNotFound", "Entry not found", head=head, extra={"X-Repo-Commit": sha})
             return

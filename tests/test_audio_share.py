@@ -8,13 +8,13 @@ import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_cli import run_cli
 
 from calculator import memory
 from calculator.errors import InvalidWorkloadError
 from calculator.estimate import estimate
 from calculator.resolve import resolve_model
 from calculator.workload import Workload
-from test_cli import run_cli
 
 HIGGS = "bosonai/higgs-audio-v2-generation-3B-base"
 LLAMA = "meta-llama/Llama-3.2-3B"

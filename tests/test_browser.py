@@ -3,7 +3,8 @@
 What AppTest cannot see is checked here: the page renders in a browser without an exception box,
 the headline peak-VRAM number is the engine's number (what `python -m calculator estimate ... --json`
 reports as total_bytes), Plotly charts draw, widgets rerun the script and update the URL, a shared
-link reproduces its view, a tampered link degrades to warnings, and every page in pages/ loads.
+link reproduces its view, a tampered link degrades to warnings, and every page of the navigation loads
+at its URL path under its sidebar name.
 
 One server for the session (offline: the Hub is blocked), one browser, a fresh browser context
 (= a fresh Streamlit session) per test. Screenshots go to tests/artifacts/ (git-ignored).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,7 +28,6 @@ from browser_support import (
     browser_unavailable_reason,
     chromium,
     open_page,
-    page_url_path,
     save_screenshot,
     wait_for_app,
 )
@@ -37,12 +36,12 @@ from calculator.report import build_plan, estimate_to_dict
 from calculator.resolve import resolve_model
 from calculator.units import GB, GiB
 from calculator.workload import Workload
+from ui.navigation import NAV_PAGES, NavPage
 
 _UNAVAILABLE = browser_unavailable_reason()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or "")]
 
 DEFAULT_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
-PAGES = sorted((REPO_ROOT / "pages").glob("*.py"))
 CHART = "[data-testid='stPlotlyChart']"
 ALERT = "[data-testid='stAlert'], [data-testid='stAlertContainer']"
 
@@ -183,6 +182,9 @@ def test_default_view_shows_the_engine_number_and_charts(page: Any, app_server: 
     open_page(page, app_server.url("/"))
     expect_no_exception(page)
     expect(page.locator("[data-testid='stMain']")).to_contain_text(DEFAULT_MODEL)
+    # The model facts line, as the seed's model page shows it (the catalog's dated copy: the server is offline).
+    expect(page.locator(".model-facts")).to_have_text(
+        "5.77B params · text-to-speech · higgs_audio_v2 · 161.6K downloads · 678 likes · updated May 31, 2026")
     # fp16 inference, 4,096 tokens, batch 1: the CLI's defaults and the page's.
     expected = engine_json(DEFAULT_MODEL, precision="fp16", mode="inference", context_length=4096, batch_size=1)
     expect_peak(page, expected["total_bytes"])
@@ -260,15 +262,34 @@ def test_unknown_model_without_the_hub_is_an_error_not_a_crash(page: Any, app_se
     wait_for_query(page, model=model)
 
 
-@pytest.mark.parametrize("script", PAGES, ids=[p.stem for p in PAGES])
-def test_every_page_loads(page: Any, app_server: StreamlitServer, script: Path) -> None:
+@pytest.mark.parametrize("nav", NAV_PAGES, ids=[p.title for p in NAV_PAGES])
+def test_every_page_loads(page: Any, app_server: StreamlitServer, nav: NavPage) -> None:
     from playwright.sync_api import expect
 
-    path = page_url_path(script)
-    open_page(page, app_server.url(path))
+    open_page(page, app_server.url(f"/{nav.url_path}"))
     expect_no_exception(page)
     # The page asked for, not the main page: an unknown path shows "Page not found" and redirects to "/".
     expect(page.get_by_role("dialog").filter(has_text="Page not found")).to_have_count(0)
-    assert urlsplit(page.url).path == f"/{path}", page.url
+    assert urlsplit(page.url).path == f"/{nav.url_path}", page.url
     expect(page.locator("[data-testid='stMain'] h1").first).to_be_visible()
-    save_screenshot(page, path.split("_")[0].lower())
+    # The sidebar names every page as the navigation declares it, the main page first as "Calculator" (not "app").
+    links = page.locator("[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']")
+    expect(links).to_have_count(len(NAV_PAGES))
+    assert [links.nth(i).inner_text().strip().splitlines()[-1].strip() for i in range(links.count())] == [p.title for p in NAV_PAGES]
+    save_screenshot(page, (nav.url_path or "calculator").split("_")[0].lower())
+
+
+def test_sidebar_link_keeps_the_shared_setting_on_return(page: Any, app_server: StreamlitServer) -> None:
+    """Going to Compare and back through the sidebar shows the main page with the setting of the link it was opened with."""
+    from playwright.sync_api import expect
+
+    open_page(page, app_server.url("/", "precision=int4&context=8192"))
+    page.locator("[data-testid='stSidebarNavLink']").filter(has_text="Compare").click()
+    wait_for_app(page)
+    expect(page.locator("[data-testid='stMain'] h1").first).to_have_text("Compare models and settings")
+    assert urlsplit(page.url).path == "/Compare"
+    page.locator("[data-testid='stSidebarNavLink']").filter(has_text="Calculator").click()
+    wait_for_app(page)
+    expect_peak(page, engine_total_bytes(DEFAULT_MODEL, precision="int4", context_length=8192))
+    wait_for_query(page, precision="int4", context="8192")
+    expect_no_exception(page)

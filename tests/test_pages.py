@@ -1,8 +1,10 @@
-"""AppTest of the Compare and GPUs & prices pages: default views, links, tampered parameters."""
+"""AppTest of the navigation entry and of the Compare and GPUs & prices pages: names and URL paths of
+every page, default views, links, tampered parameters."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -14,7 +16,10 @@ from calculator.pricing import data_issues
 from calculator.resolve import resolve_model
 from calculator.units import GiB
 from calculator.workload import Workload
+from ui.navigation import NAV_PAGES
 
+ROOT = Path(__file__).resolve().parent.parent
+CALCULATOR = "../pages/0_Calculator.py"
 COMPARE = "../pages/1_Compare.py"
 GPUS = "../pages/2_GPUs_and_prices.py"
 
@@ -27,6 +32,47 @@ def run_page(path: str, **params: str) -> AppTest:
     for k, v in params.items():
         at.query_params[k] = v
     return at.run()
+
+
+# --- navigation -------------------------------------------------------------------------------
+
+
+def test_navigation_lists_every_page_file_with_the_old_url_paths():
+    # Every file in pages/ is a page (st.navigation disables discovery, so an unlisted file would be dead code),
+    # the main page is first and named "Calculator", and each URL path is the one pages/ discovery gave it.
+    assert sorted(p.path for p in NAV_PAGES) == sorted(f"pages/{f.name}" for f in (ROOT / "pages").glob("*.py"))
+    assert [(p.title, p.url_path) for p in NAV_PAGES] == [
+        ("Calculator", ""), ("Compare", "Compare"), ("GPUs & prices", "GPUs_and_prices"), ("Verification", "Verification"),
+    ]
+    assert [p.default for p in NAV_PAGES] == [True, False, False, False]
+
+
+def test_navigation_entry_opens_main_page_and_switches_with_query_params():
+    at = AppTest.from_file("../app.py", default_timeout=30)
+    at.query_params["precision"] = "int4"
+    at.query_params["context"] = "8192"
+    at.run()
+    assert not at.exception and not at.error
+    assert [t.value for t in at.title] == ["VRAM & GPU cost calculator"]
+    # A shared link's parameters reach the main page through the navigation entry.
+    assert at.selectbox(key="main.precision").value == "int4"
+    assert at.query_params["context"] == "8192"
+    for nav in NAV_PAGES[1:]:
+        at.switch_page(nav.path).run()
+        assert not at.exception, nav.path
+        assert at.title, nav.path
+    at.switch_page(NAV_PAGES[0].path).run()
+    assert not at.exception and [t.value for t in at.title] == ["VRAM & GPU cost calculator"]
+
+
+def test_calculator_page_file_runs_on_its_own():
+    at = run_page(CALCULATOR, model="Qwen/Qwen2.5-7B", mode="lora")
+    assert not at.exception and not at.error
+    assert at.text_input(key="main.model").value == "Qwen/Qwen2.5-7B"
+    assert at.query_params["mode"] == "lora"
+
+
+# --- Compare ------------------------------------------------------------------------------------
 
 
 def compare_rows(at: AppTest) -> list[dict]:

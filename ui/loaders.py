@@ -1,15 +1,20 @@
 """Cached loaders: the Hub lookup, the price book, and the numbers one view needs.
 
-`st.cache_data` wraps I/O (`resolve_model`, live prices) and the per-view computations (keyed by
-model id + source + workload, not by the spec object, which holds a dict). Errors are not cached,
-so a failed lookup is retried on the next rerun. The Hugging Face token is read here, passed to
-the library and never shown, logged or used as a cache key.
+`st.cache_data` wraps I/O (`resolve_model`, live prices) and the per-view computations. These
+caches are shared by every session of the server, so each key holds everything that determines
+the answer: the lookup is keyed by the typed reference and a fingerprint of the token (a hash,
+never the token itself), the views by `spec_key` (model id, revision, resolved commit, source and a
+hash of the whole spec and its config) plus the workload. Errors are not cached, so a failed lookup
+is retried on the next rerun. The Hugging Face token is read here, passed to the library and never
+shown or logged.
 
 Tests mock at this boundary: patch `ui.loaders.resolve_model` to raise a `CalculatorError`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +24,7 @@ import streamlit as st
 
 from calculator import advisor, report
 from calculator.errors import InvalidWorkloadError
+from calculator.facts import ModelFacts
 from calculator.gpus import GPU, load_gpus, with_extra_gpus
 from calculator.pricing import PriceBook, apply_price_overrides, bundled_price_book, fetch_live_prices, load_prices, price_book
 from calculator.resolve import ResolvedModel, resolve_model
@@ -47,19 +53,49 @@ def resolve_for_app(ref: str, *, token: str | None) -> ResolvedModel:
 
 
 @st.cache_data(ttl=HUB_TTL_S, max_entries=256, show_spinner=False)
-def _resolve_cached(ref: str) -> ResolvedModel:
+def _resolve_cached(ref: str, token_id: str | None) -> ResolvedModel:
+    # `token_id` only keys the cache: a different token (or none) never gets another token's result.
     return resolve_for_app(ref, token=hf_token())
 
 
 def resolve(ref: str) -> ResolvedModel:
     """The model for `ref` (catalog first, then the Hub), cached for an hour. Raises CalculatorError."""
-    return _resolve_cached(ref.strip())
+    from calculator.hub import token_fingerprint
+
+    return _resolve_cached(ref.strip(), token_fingerprint(hf_token()))
 
 
 def spec_key(resolved: ResolvedModel) -> str:
-    """What identifies a spec for the caches below (the spec itself holds a dict)."""
+    """What identifies a spec for the caches below (the spec itself holds a dict): model id,
+    revision and resolved commit, source, and a SHA-256 of every spec field (exact counts, shapes,
+    layer types, quantization) and of the config it was read from. Two revisions of one repo, or one
+    repo seen through two tokens, never share an entry unless their configs and counts are equal."""
     s = resolved.spec
-    return f"{s.model_id}|{resolved.source}|{s.param_source}|{s.exact_num_params}|{s.exact_weight_bytes}"
+    digest = hashlib.sha256(repr(s).encode())  # every field but raw_config (repr=False)
+    digest.update(json.dumps(s.raw_config, sort_keys=True, default=str).encode())
+    return f"{s.model_id}@{resolved.revision or ''}:{resolved.sha or ''}|{resolved.source}|{digest.hexdigest()[:32]}"
+
+
+@st.cache_data(ttl=HUB_TTL_S, max_entries=256, show_spinner=False)
+def _hub_facts(repo_id: str, sha: str | None, token_id: str | None) -> ModelFacts | None:
+    # Keyed by the commit the estimate was read at and the token's fingerprint (a gated repo's facts
+    # are read with the token); None (Hub unreachable) is cached too, so a dead Hub costs one timeout.
+    from calculator.hub import fetch_model_facts
+
+    return fetch_model_facts(repo_id, revision=sha, token=hf_token())
+
+
+def model_facts(resolved: ResolvedModel) -> ModelFacts | None:
+    """Task, model type, downloads, likes, ... of the resolved model: from the Hub for a model read
+    from the Hub, else (or when the Hub does not answer) the catalog's dated copy."""
+    from calculator.facts import catalog_model_facts
+    from calculator.hub import token_fingerprint
+
+    if resolved.source == "hub":
+        live = _hub_facts(resolved.spec.model_id, resolved.sha, token_fingerprint(hf_token()))
+        if live is not None:
+            return live
+    return catalog_model_facts(resolved.spec.model_id)
 
 
 # --------------------------------------------------------------------------------------------

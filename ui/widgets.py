@@ -7,6 +7,7 @@ Labels and headings are stable: the browser test finds elements by them.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from calculator import report
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
 from calculator.estimate import Estimate, component_labels
+from calculator.facts import ModelFacts, facts_line, facts_provenance
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
@@ -44,6 +46,8 @@ CSS = """
 /* Larger table text for projectors. */
 [data-testid="stTable"] td, [data-testid="stTable"] th { font-size: 1.05rem; }
 [data-testid="stMetricLabel"] p { font-size: 1.05rem; }
+/* The model facts line under the model's name (as model pages show it). */
+.model-facts { font-size: 1.1rem; font-weight: 600; color: #31333F; margin: -0.4rem 0 0.1rem 0; }
 </style>
 """
 
@@ -239,6 +243,26 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
 
 
+def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
+    """The model page's facts line ('5.8B params · text-to-speech · ... · updated May 31, 2026'),
+    with where and when the facts were taken and the commit the estimate was computed from."""
+    spec = resolved.spec
+    if facts is None:
+        line = f"{format_count(spec.num_params)} params · {spec.model_type}"
+        where = "Hub facts (downloads, likes, last update) are not available for this model right now."
+    else:
+        line, where = facts_line(facts, num_params=spec.num_params), facts_provenance(facts)
+    sha = resolved.sha or (facts.sha if facts else None)
+    pinned = f" Estimate computed from commit `{sha[:12]}`." if sha else ""
+    st.markdown(f"<div class='model-facts'>{html.escape(line)}</div>", unsafe_allow_html=True)
+    st.caption(where + pinned)
+
+
+def pinned_model_param(resolved: ResolvedModel) -> dict[str, str]:
+    """The share link's `model=org/name@commit` when the commit is known, so the link names the exact checkpoint."""
+    return {"model": f"{resolved.spec.model_id}@{resolved.sha}"} if resolved.sha else {}
+
+
 def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
     w = est.workload
     name = est.spec.model_id.split("/")[-1]
@@ -284,6 +308,15 @@ def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
         for row in table
     ])
     return frame.set_index("Precision")
+
+
+def precision_mode_absent_note() -> str:
+    """What each — of the precision x mode table stands for, one reason per cell."""
+    reasons = [
+        f"{text.PRECISION_LABELS[p]} · {text.MODE_LABELS[m].split()[0]}: {why}"
+        for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if (why := report.table_cell_absent(p, m))
+    ]
+    return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
 
 
 def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:

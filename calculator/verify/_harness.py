@@ -445,7 +445,10 @@ def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
         return "all-linear"
     if w.lora_targets == "qv":
         return ["q_proj", "v_proj"]
-    names = sorted({g.name.split(".")[-1] for g in spec.linears if g.role == "attention" and g.is_nn_linear})
+    roles = ("attention", "mlp") if w.lora_targets == "attention+mlp" else ("attention",)
+    if w.lora_targets == "mlp":
+        roles = ("mlp",)
+    names = sorted({g.name.split(".")[-1] for g in spec.linears if g.role in roles and g.is_nn_linear})
     return names
 
 

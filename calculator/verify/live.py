@@ -11,6 +11,13 @@ a measured one) and reports
 - `torch.cuda.max_memory_reserved()` (+ the allocator reserve),
 - NVML's memory of this process and of the device (+ the CUDA context: what nvidia-smi shows),
   when `pynvml` (nvidia-ml-py) is importable.
+- the CUDA context alone (device used right after the context is made, before any tensor, minus
+  just before), the device memory of the process at the measuring point and
+  `torch.cuda.memory_reserved()` there (their difference: what lives outside the caching
+  allocator), through NVML or else `nvidia-smi`; and the stack's versions (torch, CUDA, driver,
+  transformers, peft).
+
+`benchmarks/gpu_campaign.py` runs a whole plan of such cases through `run_live`.
 
 Guards, in order: the workload must be one a plain transformers run can do (no quantized weights,
 no vLLM, one GPU); torch must be importable and see a CUDA device ("no CUDA GPU here; use
@@ -81,6 +88,11 @@ class LiveResult:
     max_reserved_bytes: int = 0
     nvml_process_bytes: int | None = None  # this process on the device (NVML), context included
     nvml_device_used_bytes: int | None = None  # the whole device, every process
+    context_bytes: int | None = None  # device used right after the CUDA context was made, minus just before (no tensor yet)
+    process_used_bytes: int | None = None  # device used at the measuring point minus before the context: this process
+    reserved_at_measure_bytes: int = 0  # torch.cuda.memory_reserved() at the measuring point
+    memory_instrument: str = ""  # "nvml" or "nvidia-smi": what read the device's used memory ("" = neither)
+    versions: dict[str, str] = field(default_factory=dict)  # torch, cuda, driver, transformers, peft, ...
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
@@ -203,9 +215,11 @@ def run_live(
     worker_command: Sequence[str] | None = None,
     is_available: Callable[[], tuple[bool, str]] | None = None,
     mem_get_info: Callable[[], tuple[int, int]] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> LiveResult:
     """Measure `workload` on the local GPU (see the module docstring). `estimate_bytes` is what the
-    engine says the run needs on the device; it must fit the free memory. `worker_command`,
+    engine says the run needs on the device; it must fit the free memory. `options` are the
+    worker's settings outside `Workload` (`adamw_impl`: "foreach" | "fused"). `worker_command`,
     `is_available` and `mem_get_info` replace the real worker, CUDA check and free-memory query
     (tests)."""
     check_live_supported(spec, workload)
@@ -220,6 +234,7 @@ def run_live(
         "config": dict(config if config is not None else spec.raw_config),
         "workload": {**asdict(workload), "notes": list(workload.notes)},
         "estimate_bytes": int(estimate_bytes),
+        "options": dict(options or {}),
     }
     started = time.monotonic()
     result = run_worker(worker_command or (sys.executable, "-m", WORKER_MODULE), request, timeout=timeout)

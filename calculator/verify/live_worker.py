@@ -1,7 +1,7 @@
 """`python -m calculator.verify.live_worker`: one live run on the GPU, in its own process.
 
-Reads a JSON request on stdin (`model_id`, `config`, `workload`, `estimate_bytes`; see
-`live.run_live`), prints one line `@@live-result@@ {json}` on stdout with `status` "ok", "oom",
+Reads a JSON request on stdin (`model_id`, `config`, `workload`, `estimate_bytes`, optional
+`options`; see `live.run_live`), prints one line `@@live-result@@ {json}` on stdout with `status` "ok", "oom",
 "refused", "no-gpu", "unsupported" or "error". Everything else goes to stderr. Run in a subprocess
 so that a timeout or a wedged kernel is ended by killing the process, and so the CUDA context and
 the caching allocator of one run never leak into the next.
@@ -10,13 +10,24 @@ The workload runs as in the trace (`_harness`): inference is `generate()` (prefi
 `logits_to_keep=1`, then greedy decoding to `context_length`), or one forward with a cache when
 no tokens are generated; training is a warm-up step (so optimizer states exist) and a measured
 step, each forward with labels -> backward -> `optimizer.step()` -> `zero_grad(set_to_none=True)`.
+`options` holds what a `Workload` does not distinguish: `adamw_impl` ("foreach", the default, as
+the trace runs it, or "fused": torch's fused AdamW kernel, no step temporary).
+
+Besides the peaks the worker records what the engine's two constants stand for: the CUDA context
+alone (the device's used memory right after the context is made, before any tensor, minus just
+before it, by NVML or else `nvidia-smi`), and at the measuring point the device memory this
+process holds (same instrument) next to `torch.cuda.memory_reserved()`, whose difference is
+everything outside the caching allocator (context, kernels loaded lazily, library handles). It
+also reports the versions of torch, CUDA, the driver, transformers and peft.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -48,6 +59,59 @@ def _nvml_sample() -> tuple[int | None, int | None]:
         return None, None
 
 
+def _nvidia_smi(field: str) -> str | None:
+    """One `nvidia-smi --query-gpu` field of device 0 (it does not create a CUDA context); None if it fails."""
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=20, check=True)
+        return out.stdout.strip().splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def device_used_bytes() -> tuple[int | None, str]:
+    """(memory used on device 0, instrument) without creating a CUDA context: NVML when pynvml
+    (nvidia-ml-py) imports, else `nvidia-smi` (MiB, so +-1 MiB); (None, "") when neither answers."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used), "nvml"
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # pynvml missing, or NVML failing in a container: try the command line
+        pass
+    text = _nvidia_smi("memory.used")
+    try:
+        return (int(float(text)) << 20, "nvidia-smi") if text is not None else (None, "")
+    except ValueError:
+        return None, ""
+
+
+def stack_versions(torch: Any) -> dict[str, str]:
+    """torch, CUDA (torch's build), driver, transformers, peft, accelerate, bitsandbytes (those installed)."""
+    versions = {"torch": str(torch.__version__), "cuda": str(torch.version.cuda or "")}
+    for name in ("transformers", "peft", "accelerate", "bitsandbytes"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    driver = None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+            driver = driver.decode() if isinstance(driver, bytes) else str(driver)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML: ask nvidia-smi
+        driver = _nvidia_smi("driver_version")
+    if driver:
+        versions["driver"] = driver
+    return versions
+
+
 def run(request: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -59,13 +123,18 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     w = workload_from_dict(request["workload"])
     config = request["config"]
     spec = model_spec_from_config(request.get("model_id") or str(config.get("model_type", "")), config)
+    options = dict(request.get("options") or {})
     notes: list[str] = []
     started = time.monotonic()
+    used_before, instrument = device_used_bytes()  # before this process has a CUDA context
     device = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.init()
-    free, total = torch.cuda.mem_get_info(device)
+    free, total = torch.cuda.mem_get_info(device)  # needs the context: from here on it exists
+    used_after, _ = device_used_bytes() if instrument else (None, "")
     name = torch.cuda.get_device_name(device)
-    base = {"device_name": name, "device_total_bytes": int(total), "free_before_bytes": int(free)}
+    base = {"device_name": name, "device_total_bytes": int(total), "free_before_bytes": int(free), "versions": stack_versions(torch),
+            "memory_instrument": instrument,
+            "context_bytes": used_after - used_before if used_before is not None and used_after is not None else None}
     try:
         check_free_memory(int(request.get("estimate_bytes", 0)), int(free), int(total), device=name)
     except CalculatorError as e:
@@ -95,6 +164,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         stats["max_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
         mine, used = _nvml_sample()
         stats["nvml_process_bytes"], stats["nvml_device_used_bytes"] = mine, used
+        stats["reserved_at_measure_bytes"] = int(torch.cuda.memory_reserved(device))
+        now, _ = device_used_bytes() if used_before is not None else (None, "")
+        stats["process_used_bytes"] = now - used_before if now is not None else None
 
     try:
         with torch.device(device):
@@ -114,7 +186,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.synchronize(device)
         stats["after_load_bytes"] = int(torch.cuda.memory_allocated(device))
         if w.is_training:
-            _train(model, spec, w, compute_dtype, master, device, measure)
+            _train(model, spec, w, compute_dtype, master, device, measure, adamw_impl=str(options.get("adamw_impl", "foreach")))
         else:
             _infer(model, spec, w, device, measure)
     except torch.cuda.OutOfMemoryError as e:
@@ -162,7 +234,7 @@ def _infer(model: Any, spec: Any, w: Any, device: Any, measure: Any) -> None:
         measure()
 
 
-def _train(model: Any, spec: Any, w: Any, compute_dtype: Any, master: bool, device: Any, measure: Any) -> None:
+def _train(model: Any, spec: Any, w: Any, compute_dtype: Any, master: bool, device: Any, measure: Any, *, adamw_impl: str = "foreach") -> None:
     import torch
 
     from . import _harness
@@ -175,6 +247,8 @@ def _train(model: Any, spec: Any, w: Any, compute_dtype: Any, master: bool, devi
         import bitsandbytes as bnb
 
         optimizer = bnb.optim.AdamW8bit(params, lr=1e-5)
+    elif w.optimizer == "adamw" and adamw_impl == "fused":
+        optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
     else:
         optimizer = _harness._optimizer(w, params, [])
 

@@ -1,0 +1,631 @@
+"""Per-layer memory profile of any architecture, fitted from traces of sized-down copies.
+
+The analytic engine (`memory`, `estimate`) knows the families written in `spec.py`. For every other
+architecture transformers ships, a profile measures what the formulas would predict: the model is
+cut to a few decoder layers (one or two of each layer kind, every width kept), traced on fake
+tensors (`calculator.verify`: FakeTensorMode + torch's MemTracker, nothing allocated) at a few
+(batch, length) points for inference (prefill, decode), LoRA and full training, and per phase and
+component the bytes are fitted as
+
+    bytes = base(B, S) + sum over layer kinds k of  n_k x term_k(B, S)
+    term(B, S) = const + per_seq x B + per_token x B x S + per_token2 x B x S^2
+
+(B batch, S tokens: the prompt in prefill and training, the cache length in decode; S^2 only
+matters where attention is eager). Memory of a step is a sum of tensors alive at one moment, each
+sized by these products, so the fit is exact while the peak stays at the same place; a point held
+out of the fit checks it (`check_error_pct`). The fit is then evaluated at the full depth (n_k
+of the whole model), batch and context.
+
+Components: "kv" is what transformers' cache holds (K/V, or the conv + recurrent state of
+Mamba-like layers, which does not grow with S), fitted per layer kind from each cache layer;
+"activations" is everything else the forward/backward allocates (activations, temporaries,
+inputs, logits, loss buffers); "gradients" the gradients alive at the backward peak. Weights,
+optimizer states and adapters are not profiled: they come from the spec.
+
+This module is light (no torch). Making a profile (`make_profile`) imports torch through
+`calculator.verify.profile_trace`; profiles are cached on disk as JSON keyed by the config, the
+settings and the torch / transformers / peft versions, and profiles shipped with the package
+(`calculator/data/profiles/`) are used without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .errors import CalculatorError
+
+PROFILE_FORMAT = 1
+# (batch, tokens) points of the fit: four, the number of terms per kind. Fake tensors cost the same
+# time at any size, so the points sit where users run (1k-4k tokens), not at toy sizes.
+FIT_POINTS: tuple[tuple[int, int], ...] = ((1, 1024), (1, 2048), (2, 2048), (1, 4096))
+CHECK_POINT: tuple[int, int] = (2, 3072)  # held out of the fit
+GENERATED_TOKENS = 4  # decode steps traced per point (steps 1 and 3; the cache grown in between)
+MAX_TRACE_DEPTH = 12  # deepest sized-down copy tried to separate the layer kinds
+DEFAULT_SECONDS = 300.0
+MODES: tuple[str, ...] = ("inference", "lora", "full")
+PHASES: dict[str, tuple[str, ...]] = {"inference": ("prefill", "decode"), "lora": ("backward",), "full": ("backward",)}
+ENCODER_PHASES: tuple[str, ...] = ("forward",)
+# Keys that do not change the architecture (provenance fields of config.json).
+_IGNORED_KEYS = frozenset({"_name_or_path", "transformers_version", "_commit_hash", "use_cache"})
+PROFILES_DIR = Path(__file__).parent / "data" / "profiles"
+INSTALL_HINT = "pip install -r requirements-dev.txt (torch, transformers, peft)"
+
+
+class ProfileUnavailableError(CalculatorError):
+    """No profile can be had here: none shipped for this config, and torch + transformers are missing."""
+
+
+# --------------------------------------------------------------------------------------------
+# The profile
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """const + per_seq x B + per_token x B x S + per_token2 x B x S^2, in bytes."""
+
+    const: float = 0.0
+    per_seq: float = 0.0
+    per_token: float = 0.0
+    per_token2: float = 0.0
+
+    def at(self, batch: int, tokens: int) -> float:
+        return self.const + batch * (self.per_seq + tokens * (self.per_token + tokens * self.per_token2))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComponentFit:
+    """One component of one phase: a depth-independent part and a part per layer of each kind."""
+
+    base: Terms = field(default_factory=Terms)
+    per_kind: tuple[tuple[str, Terms], ...] = ()
+
+    def layers_at(self, batch: int, tokens: int, counts: Mapping[str, int], windows: Mapping[str, int] | None = None) -> float:
+        total = 0.0
+        for kind, terms in self.per_kind:
+            s = min(tokens, windows[kind]) if windows and windows.get(kind) else tokens
+            total += counts.get(kind, 0) * terms.at(batch, s)
+        return total
+
+    def at(self, batch: int, tokens: int, counts: Mapping[str, int], windows: Mapping[str, int] | None = None) -> float:
+        return self.base.at(batch, tokens) + self.layers_at(batch, tokens, counts, windows)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryProfile:
+    """Fitted per-layer memory terms of one architecture (see the module docstring)."""
+
+    model_type: str
+    config_hash: str
+    settings: Mapping[str, Any]
+    versions: Mapping[str, str]
+    kinds: tuple[tuple[str, int], ...]  # layer kind -> layers of that kind in the full model
+    windows: tuple[tuple[str, int], ...] = ()  # sliding-window kinds: cache positions kept
+    fits: Mapping[str, ComponentFit] = field(default_factory=dict)  # "mode/phase/component"
+    traced_depths: tuple[int, ...] = ()
+    points: tuple[tuple[int, int], ...] = FIT_POINTS
+    check_error_pct: Mapping[str, float] = field(default_factory=dict)  # "mode/phase" -> % of the phase peak
+    seconds: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(sorted({key.split("/")[0] for key in self.fits}))
+
+    @property
+    def num_layers(self) -> int:
+        return sum(n for _, n in self.kinds)
+
+    def fit(self, mode: str, phase: str, component: str) -> ComponentFit | None:
+        return self.fits.get(f"{mode}/{phase}/{component}")
+
+    def phase_bytes(self, mode: str, *, batch: int, tokens: int, context: int | None = None,
+                    counts: Mapping[str, int] | None = None) -> dict[str, dict[str, int]]:
+        """Per phase of `mode`, the profiled components in bytes at the full depth (or `counts`):
+        kv_cache, activations, logits (the depth-independent, per-sequence part in inference;
+        the depth-independent part, i.e. head and loss, in training), gradients."""
+        counts = dict(self.kinds) if counts is None else counts
+        windows = dict(self.windows)
+        phases = sorted({key.split("/")[1] for key in self.fits if key.startswith(f"{mode}/")})
+        out: dict[str, dict[str, int]] = {}
+        for phase in phases:
+            s = context if (phase == "decode" and context is not None) else tokens
+            act = self.fit(mode, phase, "activations") or ComponentFit()
+            kv = self.fit(mode, phase, "kv")
+            grads = self.fit(mode, phase, "gradients")
+            comp: dict[str, int] = {}
+            comp["kv_cache"] = max(round(kv.at(batch, s, counts, windows)), 0) if kv else 0
+            if mode == "inference":
+                logits = max(act.base.per_seq * batch, 0.0)
+                total_act = act.at(batch, s, counts)
+                comp["logits"] = round(logits)
+                comp["activations"] = max(round(total_act - logits), 0)
+            else:
+                comp["logits"] = max(round(act.base.at(batch, s)), 0)
+                comp["activations"] = max(round(act.layers_at(batch, s, counts)), 0)
+            comp["gradients"] = max(round(grads.at(batch, s, counts)), 0) if grads else 0
+            out[phase] = comp
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        def terms(t: Terms) -> list[float]:
+            return [t.const, t.per_seq, t.per_token, t.per_token2]
+
+        return {
+            "format": PROFILE_FORMAT,
+            "model_type": self.model_type,
+            "config_hash": self.config_hash,
+            "settings": dict(self.settings),
+            "versions": dict(self.versions),
+            "kinds": [list(k) for k in self.kinds],
+            "windows": [list(w) for w in self.windows],
+            "fits": {key: {"base": terms(f.base), "per_kind": [[k, terms(t)] for k, t in f.per_kind]} for key, f in self.fits.items()},
+            "traced_depths": list(self.traced_depths),
+            "points": [list(p) for p in self.points],
+            "check_error_pct": dict(self.check_error_pct),
+            "seconds": round(self.seconds, 1),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MemoryProfile:
+        if not isinstance(data, Mapping) or data.get("format") != PROFILE_FORMAT:
+            raise ProfileUnavailableError("profile file has another format version; it will be made again.")
+
+        def terms(v: Sequence[Any]) -> Terms:
+            return Terms(*(float(x) for x in v))
+
+        fits = {
+            str(key): ComponentFit(base=terms(f["base"]), per_kind=tuple((str(k), terms(t)) for k, t in f["per_kind"]))
+            for key, f in data["fits"].items()
+        }
+        return cls(
+            model_type=str(data["model_type"]),
+            config_hash=str(data["config_hash"]),
+            settings=dict(data["settings"]),
+            versions=dict(data["versions"]),
+            kinds=tuple((str(k), int(n)) for k, n in data["kinds"]),
+            windows=tuple((str(k), int(n)) for k, n in data.get("windows", [])),
+            fits=fits,
+            traced_depths=tuple(int(d) for d in data.get("traced_depths", [])),
+            points=tuple((int(b), int(s)) for b, s in data.get("points", FIT_POINTS)),
+            check_error_pct={str(k): float(v) for k, v in data.get("check_error_pct", {}).items()},
+            seconds=float(data.get("seconds", 0.0)),
+            notes=tuple(str(n) for n in data.get("notes", [])),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Keys and the on-disk cache
+# --------------------------------------------------------------------------------------------
+
+
+def default_settings(*, precision: str = "bf16", attention: str = "sdpa", lora_rank: int = 16, lora_targets: str = "all-linear",
+                     adapter_precision: str = "fp32") -> dict[str, Any]:
+    """What a profile was traced with. bf16 and fp16 allocate alike; fp32 doubles most tensors."""
+    return {"precision": "bf16" if precision == "fp16" else precision, "attention": "eager" if attention == "eager" else "sdpa",
+            "lora_rank": lora_rank, "lora_targets": lora_targets, "adapter_precision": adapter_precision}
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """sha256 of the config as canonical JSON, provenance fields dropped."""
+    clean = {k: v for k, v in config.items() if k not in _IGNORED_KEYS}
+    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def profile_key(config: Mapping[str, Any], settings: Mapping[str, Any], versions: Mapping[str, str] | None) -> str:
+    """File name stem: config hash, settings hash and (for the local cache) the library versions.
+    Shipped profiles are looked up without versions (no torch to ask), so their stem has none."""
+    settings_part = hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()[:8]
+    stem = f"{config_hash(config)[:20]}-{settings_part}"
+    if versions:
+        v = "-".join(f"{k}{versions[k]}" for k in sorted(versions))
+        stem += "-" + hashlib.sha256(v.encode()).hexdigest()[:8]
+    return stem
+
+
+def cache_dir() -> Path:
+    """`$VRAM_CALCULATOR_CACHE/profiles`, else `~/.cache/vram-calculator/profiles`."""
+    root = os.environ.get("VRAM_CALCULATOR_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "vram-calculator"
+    return base / "profiles"
+
+
+def _read(path: Path) -> MemoryProfile | None:
+    try:
+        return MemoryProfile.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, ProfileUnavailableError):
+        return None
+
+
+def shipped_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> MemoryProfile | None:
+    """The profile shipped in `calculator/data/profiles/` for this config and settings, if any."""
+    return _read(PROFILES_DIR / f"{profile_key(config, settings or default_settings(), None)}.json")
+
+
+def cached_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> MemoryProfile | None:
+    """A profile already made for this config, settings and library versions: the local cache,
+    then the shipped ones. Never traces; needs no torch."""
+    settings = settings or default_settings()
+    versions = _installed_versions()
+    if versions:
+        hit = _read(cache_dir() / f"{profile_key(config, settings, versions)}.json")
+        if hit is not None:
+            return hit
+    return shipped_profile(config, settings)
+
+
+def _installed_versions() -> dict[str, str] | None:
+    """torch / transformers / peft versions from package metadata (no import); None if torch is missing."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("torch", "transformers", "peft"):
+        try:
+            out[name] = metadata.version(name).split("+")[0]
+        except metadata.PackageNotFoundError:
+            if name != "peft":
+                return None
+            out[name] = ""
+    return out
+
+
+def profile_available() -> tuple[bool, str]:
+    """Whether a profile can be made here (torch, transformers, peft and MemTracker importable)."""
+    from .verify.trace import trace_available
+
+    return trace_available()
+
+
+def get_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = None, *, max_seconds: float = DEFAULT_SECONDS,
+                on_progress: Callable[[str], None] | None = None, write_cache: bool = True) -> MemoryProfile:
+    """The profile for `config`: cached or shipped, else made now (torch needed) and cached."""
+    settings = settings or default_settings()
+    hit = cached_profile(config, settings)
+    if hit is not None:
+        return hit
+    ok, _ = profile_available()
+    if not ok:
+        raise ProfileUnavailableError(
+            f"model_type {config.get('model_type')!r} is outside the analytic families and no profile of it ships with the "
+            f"calculator; a profile is traced from transformers' own model code and needs torch + transformers: {INSTALL_HINT}."
+        )
+    profile = make_profile(config, settings, max_seconds=max_seconds, on_progress=on_progress)
+    if write_cache:
+        save_profile(profile, cache_dir() / f"{profile_key(config, settings, dict(profile.versions))}.json")
+    return profile
+
+
+def save_profile(profile: MemoryProfile, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(profile.to_json(), indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Making a profile (torch)
+# --------------------------------------------------------------------------------------------
+
+
+def _rank(rows: Sequence[Sequence[int]]) -> int:
+    """Rank of a small integer matrix (exact, with fractions)."""
+    m = [[Fraction(x) for x in row] for row in rows]
+    rank, cols = 0, len(m[0]) if m else 0
+    for c in range(cols):
+        pivot = next((r for r in range(rank, len(m)) if m[r][c] != 0), None)
+        if pivot is None:
+            continue
+        m[rank], m[pivot] = m[pivot], m[rank]
+        for r in range(len(m)):
+            if r != rank and m[r][c] != 0:
+                f = m[r][c] / m[rank][c]
+                m[r] = [a - f * b for a, b in zip(m[r], m[rank], strict=True)]
+        rank += 1
+    return rank
+
+
+def choose_depths(kinds: Sequence[str], max_depth: int = MAX_TRACE_DEPTH) -> tuple[int, ...]:
+    """Prefix depths whose kind counts separate every kind from the depth-independent part:
+    the shortest prefixes that raise the rank of [1, n_1, ..., n_K] to K + 1."""
+    order = list(dict.fromkeys(kinds))
+    want = len(order) + 1
+    rows: list[list[int]] = []
+    depths: list[int] = []
+    # A 1-layer copy is not a deeper model's first layer: its only layer is also the last, and the
+    # prefill peak moves there (traced: Llama-3.2-3B prefill 279 MB at 1 layer, 304 MB at 2, 3 and 4
+    # layers, 1 x 4096 tokens). Start at 2 layers when the model has 3 or more.
+    first = 2 if len(kinds) >= 3 else 1
+    for d in range(first, min(max_depth, len(kinds)) + 1):
+        prefix = kinds[:d]
+        row = [1] + [prefix.count(k) for k in order]
+        if _rank([*rows, row]) > len(rows):
+            rows.append(row)
+            depths.append(d)
+        if len(rows) == want:
+            break
+    return tuple(depths)
+
+
+def _features(batch: int, tokens: int, cols: Sequence[str]) -> list[float]:
+    values = {"const": 1.0, "per_seq": float(batch), "per_token": float(batch * tokens), "per_token2": float(batch * tokens * tokens)}
+    return [values[c] for c in cols]
+
+
+def _lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
+    import numpy as np
+
+    a = np.asarray(rows, dtype=float)
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    x, *_ = np.linalg.lstsq(a / scale, np.asarray(ys, dtype=float), rcond=1e-10)
+    return [float(v) for v in x / scale]
+
+
+_COLS = ("const", "per_seq", "per_token", "per_token2")
+_KV_COLS = ("per_seq", "per_token")
+
+
+def _fit_component(obs: list[tuple[dict[str, int], int, int, float]], order: Sequence[str]) -> ComponentFit:
+    """Least squares over observations (kind counts, batch, tokens, bytes)."""
+    rows, ys = [], []
+    for counts, b, s, y in obs:
+        f = _features(b, s, _COLS)
+        row = list(f)
+        for k in order:
+            row += [counts.get(k, 0) * v for v in f]
+        rows.append(row)
+        ys.append(y)
+    x = _lstsq(rows, ys)
+    n = len(_COLS)
+    base = Terms(*x[:n])
+    per_kind = tuple((k, Terms(*x[n * (i + 1): n * (i + 2)])) for i, k in enumerate(order))
+    return ComponentFit(base=base, per_kind=per_kind)
+
+
+def _fit_kv(obs: list[tuple[str, int, int, float]], order: Sequence[str], windows: Mapping[str, int]) -> ComponentFit:
+    """Per kind, bytes of one cache layer = per_seq x B + per_token x B x S (S capped at the window)."""
+    per_kind = []
+    for k in order:
+        rows, ys = [], []
+        for kind, b, s, y in obs:
+            if kind == k:
+                s_eff = min(s, windows[k]) if windows.get(k) else s
+                rows.append(_features(b, s_eff, _KV_COLS))
+                ys.append(y)
+        if rows:
+            x = _lstsq(rows, ys)
+            per_kind.append((k, Terms(per_seq=x[0], per_token=x[1])))
+    return ComponentFit(per_kind=tuple(per_kind))
+
+
+def _windows(config: Mapping[str, Any], order: Sequence[str]) -> dict[str, int]:
+    text = config
+    for key in ("text_config", "llm_config", "language_config", "thinker_config"):
+        if isinstance(config.get(key), Mapping):
+            text = config[key]
+            break
+    window = text.get("sliding_window") or text.get("attention_chunk_size")
+    out = {}
+    for k in order:
+        cache_type = k.split("|")[1] if "|" in k else ""
+        if isinstance(window, int) and window > 0 and ("sliding" in cache_type or "chunked" in cache_type):
+            out[k] = window
+    return out
+
+
+def _short(kind: str) -> str:
+    """A readable kind label: layer class and cache type."""
+    parts = kind.split("|")
+    return f"{parts[0]} ({parts[1]})" if len(parts) > 1 and parts[1] else parts[0]
+
+
+def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = None, *, max_seconds: float = DEFAULT_SECONDS,
+                 modes: Sequence[str] = MODES, points: Sequence[tuple[int, int]] = FIT_POINTS,
+                 check_point: tuple[int, int] | None = CHECK_POINT, max_depth: int = MAX_TRACE_DEPTH,
+                 on_progress: Callable[[str], None] | None = None) -> MemoryProfile:
+    """Trace sized-down copies of `config` and fit its profile (needs torch, transformers, peft).
+
+    Bounded: at most `max_depth` layers per copy and `max_seconds` in all (`TraceUnsupportedError`
+    past the deadline). Modes a model cannot run (training an encoder) are left out with a note."""
+    from .verify.compare import cut_config
+    from .verify.profile_trace import layer_kinds, run_points, versions
+    from .verify.trace import TraceUnsupportedError
+
+    started = time.monotonic()
+    deadline = started + max_seconds
+    settings = dict(settings or default_settings())
+    full_kinds = layer_kinds(config)
+    order = list(dict.fromkeys(full_kinds))
+    depths = choose_depths(full_kinds, max_depth)
+    notes: list[str] = []
+    windows = _windows(config, order)
+    all_points = [*points, *([check_point] if check_point else [])]
+    fits: dict[str, ComponentFit] = {}
+    checks: dict[str, float] = {}
+    traced_kinds: set[str] = set()
+    lora = {"rank": settings["lora_rank"], "targets": settings["lora_targets"], "adapter_precision": settings["adapter_precision"]}
+    for mode in modes:
+        act_obs: dict[str, list] = {}
+        grad_obs: dict[str, list] = {}
+        kv_obs: dict[str, list] = {}
+        held_out: list[tuple[dict[str, int], Any]] = []
+        try:
+            for depth in depths:
+                cut = cut_config(config, depth)
+                if on_progress:
+                    on_progress(f"{mode}: tracing a {depth}-layer copy at {len(all_points)} sizes")
+                results, run_notes, kinds = run_points(
+                    cut, mode=mode, points=all_points, generated=GENERATED_TOKENS, precision=settings["precision"],
+                    attention=settings["attention"], lora=lora, deadline=deadline,
+                )
+                notes += [n for n in run_notes if n not in notes]
+                traced_kinds |= set(kinds)
+                counts = {k: kinds.count(k) for k in order}
+                for r in results:
+                    fitted = (r.batch, r.length) in points
+                    if not fitted:
+                        held_out.append((counts, r))
+                        continue
+                    for phase, comp in r.phases.items():
+                        s = r.context if phase == "decode" else r.length
+                        act_obs.setdefault(phase, []).append((counts, r.batch, s, float(comp["activations"])))
+                        if mode != "inference":
+                            grad_obs.setdefault(phase, []).append((counts, r.batch, s, float(comp["gradients"])))
+                    for phase, per_layer in r.kv_by_layer.items():
+                        s = r.context if phase == "decode" else r.length
+                        for kind, y in zip(kinds, per_layer, strict=False):
+                            kv_obs.setdefault(phase, []).append((kind, r.batch, s, float(y)))
+        except TraceUnsupportedError as e:
+            if mode == "inference" or time.monotonic() > deadline:
+                raise
+            notes.append(f"{mode} was not profiled: {e}")
+            continue
+        for phase, obs in act_obs.items():
+            fits[f"{mode}/{phase}/activations"] = _fit_component(obs, order)
+        for phase, obs in grad_obs.items():
+            fits[f"{mode}/{phase}/gradients"] = _fit_component(obs, order)
+        for phase, obs in kv_obs.items():
+            fits[f"{mode}/{phase}/kv"] = _fit_kv(obs, order, windows)
+        for counts, r in held_out:
+            for phase, comp in r.phases.items():
+                s = r.context if phase == "decode" else r.length
+                measured = comp["activations"] + sum(r.kv_by_layer.get(phase, ())) + comp["gradients"]
+                predicted = 0.0
+                for name in ("activations", "kv", "gradients"):
+                    f = fits.get(f"{mode}/{phase}/{name}")
+                    if f is not None:
+                        predicted += f.at(r.batch, s, counts, windows)
+                if comp["peak"]:
+                    checks[f"{mode}/{phase}"] = round((predicted - measured) / comp["peak"] * 100.0, 3)
+    missing = [k for k in order if k not in traced_kinds]
+    if missing:
+        notes.append(f"{len(missing)} layer kind(s) were not reached within {max_depth} traced layers; they take the mean of the traced kinds.")
+    hf_type = str(config.get("model_type", ""))
+    return MemoryProfile(
+        model_type=hf_type,
+        config_hash=config_hash(config),
+        settings=settings,
+        versions=versions(),
+        kinds=tuple((k, full_kinds.count(k)) for k in order),
+        windows=tuple(windows.items()),
+        fits=_fill_missing(fits, missing),
+        traced_depths=depths,
+        points=tuple(points),
+        check_error_pct=checks,
+        seconds=time.monotonic() - started,
+        notes=tuple(notes),
+    )
+
+
+def _fill_missing(fits: dict[str, ComponentFit], missing: Sequence[str]) -> dict[str, ComponentFit]:
+    """Kinds never traced get the mean per-layer terms of the traced ones."""
+    if not missing:
+        return fits
+    out = {}
+    for key, f in fits.items():
+        traced = [t for k, t in f.per_kind if k not in missing]
+        if not traced:
+            out[key] = f
+            continue
+        mean = Terms(*(sum(getattr(t, a) for t in traced) / len(traced) for a in _COLS))
+        out[key] = ComponentFit(base=f.base, per_kind=tuple((k, mean if k in missing else t) for k, t in f.per_kind))
+    return out
+
+
+def kind_labels(profile: MemoryProfile) -> list[str]:
+    """"3 x MambaBlock (linear_attention)"-style labels of the full model's layer kinds."""
+    return [f"{n} x {_short(k)}" for k, n in profile.kinds]
+
+
+# --------------------------------------------------------------------------------------------
+# Using a profile in the estimate
+# --------------------------------------------------------------------------------------------
+
+
+def settings_for(workload: Any) -> dict[str, Any]:
+    """The profile settings a workload needs (what changes the traced activations)."""
+    precision = workload.precision if workload.precision in ("fp32", "bf16", "fp16") else "bf16"
+    return default_settings(precision=precision, attention=workload.attention, lora_rank=workload.lora_rank,
+                            lora_targets=workload.lora_targets, adapter_precision=workload.adapter_precision)
+
+
+def _kv_scale(workload: Any, traced_precision: str) -> float:
+    from .units import BITS_PER_ELEMENT
+
+    traced = BITS_PER_ELEMENT[traced_precision]
+    wanted = BITS_PER_ELEMENT[workload.kv_cache_precision] if workload.kv_cache_precision else (traced if workload.precision not in ("fp32",) else 32)
+    return wanted / traced
+
+
+def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The analytic phases with the profiled components put in: KV cache / state, activations and
+    logits (and, in full training, the gradients alive during backward) come from the profile;
+    weights, optimizer states, master weights and adapters stay as the spec gives them.
+
+    Inference keeps the analytic phase names (prefill/decode, or forward for encoders). Training
+    replaces the analytic "backward" by the profile's two backward peaks ("backward": loss and LM
+    head; "backward layers": decoder layers) and keeps the analytic "optimizer step"."""
+    from dataclasses import replace
+
+    notes: list[str] = [f"Activations, KV cache / state and logits from a trace profile of {profile.model_type} "
+                        f"({', '.join(kind_labels(profile))}; traced at depths {', '.join(map(str, profile.traced_depths))})."]
+    mode = "lora" if workload.mode in ("lora", "qlora") else workload.mode
+    if mode not in profile.modes:
+        notes.append(f"The profile has no {mode} traces; the analytic formulas are used for it.")
+        return dict(phases), tuple(notes)
+    wanted = settings_for(workload)
+    traced = dict(profile.settings)
+    differs = [k for k in ("precision", "attention", "lora_rank", "lora_targets", "adapter_precision") if wanted.get(k) != traced.get(k)
+               and (mode != "inference" or k in ("precision", "attention")) and (mode == "lora" or not k.startswith(("lora", "adapter")))]
+    act_scale = 1.0
+    if differs:
+        notes.append("The profile was traced with " + ", ".join(f"{k}={traced.get(k)}" for k in differs) +
+                     " (this workload: " + ", ".join(f"{k}={wanted.get(k)}" for k in differs) + "); its activations are used as traced.")
+        if "precision" in differs:
+            from .units import BITS_PER_ELEMENT
+
+            act_scale = BITS_PER_ELEMENT[wanted["precision"]] / BITS_PER_ELEMENT[traced["precision"]]
+    if workload.is_training and workload.gradient_checkpointing:
+        notes.append("The profile traces training without gradient checkpointing, so activations are an upper bound here.")
+    b = workload.batch_size
+    measured = profile.phase_bytes(mode, batch=b, tokens=workload.prompt_tokens if mode == "inference" else workload.context_length,
+                                   context=workload.context_length)
+    kv_scale = _kv_scale(workload, traced["precision"])
+    out = dict(phases)
+
+    def with_profile(base: Any, comp: Mapping[str, int], *, grads: bool) -> Any:
+        extra = {"gradients_bytes": int(comp["gradients"] * act_scale)} if grads else {}
+        return replace(base, kv_cache_bytes=int(comp["kv_cache"] * kv_scale), activations_bytes=int(comp["activations"] * act_scale),
+                       logits_bytes=int(comp["logits"] * act_scale), **extra)
+
+    if mode == "inference":
+        for name, comp in measured.items():
+            if name in out:
+                out[name] = with_profile(out[name], comp, grads=False)
+        return out, tuple(notes)
+    backward = out.pop("backward", None)
+    out.pop("layer recompute", None)
+    if backward is None:
+        return dict(phases), tuple(notes)
+    for name, label in (("backward", "backward"), ("backward_layers", "backward layers")):
+        if name in measured:
+            out[label] = with_profile(backward, measured[name], grads=mode == "full")
+    return out, tuple(notes)
+
+
+def counted_from(spec: Any) -> str:
+    """Which path the numbers came from, for the "Counted from" line."""
+    source = getattr(spec, "param_source", "config")
+    parts = ["transformers inventory" if source == "inventory" else "analytic formulas"]
+    if getattr(spec, "profile", None) is not None:
+        parts.append("trace profile")
+    return " + ".join(parts)

@@ -1,0 +1,389 @@
+"""The torch side of `calculator.profile`: trace sized-down copies of a model at a few (batch, length) points.
+
+Imported only when a profile is made (it imports torch). It reuses the FakeTensor + MemTracker
+harness of `_harness` (same tracker, same transformers/peft workarounds) with three additions that
+a profile needs and a single trace does not:
+
+- the model is built once per (depth, mode) and run at every point, each measured step in its own
+  `with tracker:` block (entering re-bases MemTracker's peak);
+- the tracker keeps the category split at each phase's own peak (`_ProfileTracker`), not only at
+  the global one;
+- the cache is read layer by layer from transformers' own cache classes: K/V of attention layers
+  and the conv / recurrent states of linear-attention layers (Mamba, Mamba2, GatedDeltaNet, LFM2's
+  short conv), which transformers 5.24 keeps in `cache_utils.LinearAttentionLayer.conv_states` /
+  `.recurrent_states` (one dict entry per state).
+
+No spec from `calculator.spec` is needed: the vocabulary, the layer kinds and the class to build
+come from transformers' config object, so architectures outside the analytic families trace too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    UnsupportedOperatorException,
+)
+
+from . import _harness
+from .trace import CATEGORIES, TraceUnsupportedError
+
+_NOT_WEIGHTS = ("activations", "temporaries", "inputs")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PointResult:
+    """What one measured run allocated at one (batch, length) point, per phase, in bytes.
+
+    `phases[name]` holds, at that phase's peak: "activations" (activations + temporaries + inputs,
+    the cache excluded), "gradients", and the cache ("kv_by_layer": bytes per decoder layer, read
+    from the cache object after the phase)."""
+
+    batch: int
+    length: int  # prompt (prefill) / training length
+    context: int  # decode: cache positions at the last step
+    phases: dict[str, dict[str, int]]
+    kv_by_layer: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+class _ProfileTracker(_harness._PhaseTracker):
+    """`_PhaseTracker` that also keeps the category split at each phase's own peak."""
+
+    def __init__(self, deadline: float | None, max_seconds: float | None) -> None:
+        super().__init__(deadline, max_seconds)
+        self.phase_split: dict[str, dict[str, int]] = {}
+
+    def _record(self) -> None:
+        before = self.phase_peaks.get(self.phase, -1) if self.phase is not None else None
+        super()._record()
+        if self.phase is not None and self.phase_peaks.get(self.phase, -1) > before:
+            self.phase_split[self.phase], _ = self.current()
+
+
+def hf_config(config: Mapping[str, Any]) -> Any:
+    return _harness._hf_config(dict(config), [])
+
+
+def text_config(hf_cfg: Any) -> Any:
+    return hf_cfg.get_text_config(decoder=True)
+
+
+def model_class(hf_cfg: Any) -> Any:
+    """AutoModelForCausalLM when transformers maps the config to one, else AutoModel (encoders)."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    if type(hf_cfg) in AutoModelForCausalLM._model_mapping:
+        return AutoModelForCausalLM
+    return AutoModel
+
+
+def is_causal(hf_cfg: Any) -> bool:
+    from transformers import AutoModelForCausalLM
+
+    return type(hf_cfg) in AutoModelForCausalLM._model_mapping
+
+
+def _decoder_layers(model: nn.Module, num_layers: int) -> nn.ModuleList | None:
+    """The ModuleList of decoder layers: the longest ModuleList of `num_layers` entries."""
+    best = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            size = sum(p.numel() for p in module.parameters())
+            if best is None or size > best[0]:
+                best = (size, module)
+    return best[1] if best else None
+
+
+def layer_signature(layer: nn.Module, cache_type: str) -> str:
+    """A layer kind: its class, the cache layer type transformers gives it, the classes of its
+    direct children and its parameter count (Jamba's dense and MoE Mamba layers differ here)."""
+    children = ",".join(f"{name}:{type(m).__name__}" for name, m in layer.named_children())
+    params = sum(p.numel() for p in layer.parameters())
+    return f"{type(layer).__name__}|{cache_type}|{children}|{params}"
+
+
+def layer_kinds(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The kind of every decoder layer of the full model, built on the meta device (no memory)."""
+    hf_cfg = hf_config(config)
+    tc = text_config(hf_cfg)
+    n = int(getattr(tc, "num_hidden_layers", 0) or 0)
+    cache_types = list(getattr(tc, "layer_types", None) or ["full_attention"] * n)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = _build(model_class(hf_cfg), hf_cfg, torch.bfloat16, "sdpa")
+    layers = _decoder_layers(model, n)
+    if layers is None:
+        return ("layer",) * n
+    return tuple(layer_signature(layer, str(cache_types[i]) if i < len(cache_types) else "") for i, layer in enumerate(layers))
+
+
+def _build(model_cls: Any, hf_cfg: Any, dtype: torch.dtype, attn: str) -> nn.Module:
+    return _harness._build(model_cls, hf_cfg, dtype, attn, [])
+
+
+def _tensor_bytes(value: Any, seen: set[int]) -> int:
+    if isinstance(value, torch.Tensor):
+        st = value.untyped_storage()
+        if id(st) in seen:
+            return 0
+        seen.add(id(st))
+        return st.nbytes()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v, seen) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(v, seen) for v in value)
+    return 0
+
+
+def cache_layer_bytes(cache: Any) -> tuple[int, ...]:
+    """Bytes each layer of a transformers cache holds: K/V, and the conv / recurrent states of
+    linear-attention layers (`cache_utils.LinearAttentionLayer`, transformers 5.24)."""
+    out = []
+    seen: set[int] = set()
+    for layer in getattr(cache, "layers", []):
+        total = 0
+        for attr in ("keys", "values", "conv_states", "recurrent_states"):
+            total += _tensor_bytes(getattr(layer, attr, None), seen)
+        out.append(total)
+    return tuple(out)
+
+
+def _split(tracker: _ProfileTracker, phase: str, kv: int) -> dict[str, int]:
+    split = tracker.phase_split.get(phase, {})
+    act = sum(int(split.get(c, 0)) for c in _NOT_WEIGHTS)
+    return {"activations": max(act - kv, 0), "gradients": int(split.get("gradients", 0)), "peak": tracker.phase_peaks.get(phase, 0)}
+
+
+def _fake_errors() -> tuple[type[BaseException], ...]:
+    return (DynamicOutputShapeException, DataDependentOutputException, UnsupportedOperatorException)
+
+
+def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, causal: bool, batch: int, length: int, generated: int) -> PointResult:
+    """One generate(): prefill `length` tokens, then decode steps 1 and `generated` - 1 (cache grown between)."""
+    from transformers import DynamicCache
+
+    with torch.no_grad(), tracker:
+        if not causal:
+            tracker.reset_mod_stats()
+            tracker.set_phase("forward")
+            ids = torch.randint(0, vocab, (batch, length))
+            tracker.mark_inputs(ids)
+            out = model(input_ids=ids)
+            tracker.set_phase(None)
+            del out
+            return PointResult(batch=batch, length=length, context=length, phases={"forward": _split(tracker, "forward", 0)})
+        tracker.set_phase("prefill")
+        ids = torch.randint(0, vocab, (batch, length))
+        tracker.mark_inputs(ids)
+        cache = DynamicCache(config=model.config)
+
+        def greedy_step(input_ids: torch.Tensor) -> torch.Tensor:
+            tracker.reset_mod_stats()
+            out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+            del out
+            return next_logits.argmax(-1, keepdim=True)
+
+        next_ids = greedy_step(ids)
+        tracker.set_phase(None)
+        kv_prefill = cache_layer_bytes(cache)
+        steps = generated - 1
+        for step in (1, steps) if steps >= 2 else (1,):
+            if step == steps and step > 1:
+                _grow_cache(cache, steps - 2)
+            tracker.set_phase("decode")
+            next_ids = greedy_step(next_ids)
+            tracker.set_phase(None)
+        kv_decode = cache_layer_bytes(cache)
+    phases = {"prefill": _split(tracker, "prefill", sum(kv_prefill)), "decode": _split(tracker, "decode", sum(kv_decode))}
+    return PointResult(batch=batch, length=length, context=length + generated - 1, phases=phases,
+                       kv_by_layer={"prefill": kv_prefill, "decode": kv_decode})
+
+
+def _grow_cache(cache: Any, extra: int) -> None:
+    """Append `extra` positions of K/V to every attention layer (the decode steps not run); recurrent
+    states do not grow. Sliding layers keep their window (`DynamicSlidingWindowLayer.update`)."""
+    if extra <= 0:
+        return
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or keys.numel() == 0 or keys.dim() != 4:
+            continue
+        k = keys.new_zeros(keys.shape[0], keys.shape[1], extra, keys.shape[3])
+        v = values.new_zeros(values.shape[0], values.shape[1], extra, values.shape[3])
+        layer.update(k, v)
+        del k, v
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    """Leaf names of every nn.Linear except the output embedding: peft's `all-linear` spelled out
+    (peft refuses the shorthand on some architectures, e.g. Mamba)."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not out}
+    return sorted(names)
+
+
+def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, notes: list[str]) -> nn.Module:
+    from unittest import mock
+
+    from peft import LoraConfig, get_peft_model
+
+    wanted = {"all-linear": "all-linear", "qv": ["q_proj", "v_proj"]}.get(targets, "all-linear")
+
+    def make(target: Any) -> nn.Module:
+        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=target, bias="none", task_type="CAUSAL_LM")
+        with mock.patch.object(nn.Module, "to", _harness._module_to_on_fakes):
+            return get_peft_model(model, cfg, autocast_adapter_dtype=adapter_dtype == "fp32")
+
+    try:
+        peft_model = make(wanted)
+    except ValueError:
+        names = _linear_names(model)
+        notes.append(f"peft refused target_modules={wanted!r}; adapted every nn.Linear by name ({', '.join(names)}).")
+        peft_model = make(names)
+    dtype = _harness._TORCH_DTYPES[adapter_dtype]
+    for name, module in peft_model.named_modules():
+        if name.endswith(("lora_A", "lora_B")):
+            _harness._recreate_params(module, dtype)
+    return peft_model
+
+
+def _training_points(model: nn.Module, tracker: _ProfileTracker, vocab: int, points: Sequence[tuple[int, int]], *, mode: str,
+                     lora: Mapping[str, Any], num_layers: int, notes: list[str]) -> list[PointResult]:
+    model.train()
+    if mode == "lora":
+        model = _apply_lora(model, int(lora.get("rank", 16)), str(lora.get("targets", "all-linear")), str(lora.get("adapter_precision", "fp32")), notes)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, foreach=True)
+    tracker.track_external(model)
+    # "backward" is the loss and LM-head part of backward (the cross-entropy buffers); once the
+    # last decoder layer's backward starts, the phase is "backward_layers" (saved activations
+    # freed layer by layer while gradients accumulate): two peaks, each linear in B x S.
+    layers = _decoder_layers(model, num_layers)
+    measuring = {"on": False}
+
+    def to_layers(_module: nn.Module, _grad_output: Any) -> None:
+        if measuring["on"] and tracker.phase == "backward":
+            tracker.set_phase("backward_layers")
+
+    if layers is not None and len(layers):
+        layers[-1].register_full_backward_pre_hook(to_layers)
+
+    def step(b: int, s: int, measured: bool) -> None:
+        measuring["on"] = measured
+        tracker.reset_mod_stats()
+        tracker.set_phase("forward" if measured else None)
+        ids = torch.randint(0, vocab, (b, s))
+        labels = ids.clone()
+        tracker.mark_inputs(ids, labels)
+        loss = model(input_ids=ids, labels=labels, use_cache=False).loss
+        tracker.set_phase("backward" if measured else None)
+        loss.backward()
+        del loss
+        tracker.set_phase(None)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    b0, s0 = points[0]
+    with tracker:
+        step(b0, s0, measured=False)  # optimizer states exist from here on, as in step 2 of a Trainer loop
+    results = []
+    for b, s in points:
+        tracker.phase_split.clear()
+        tracker.phase_peaks.clear()
+        with tracker:
+            step(b, s, measured=True)
+        results.append(PointResult(batch=b, length=s, context=s, phases={p: _split(tracker, p, 0) for p in ("forward", "backward", "backward_layers")}))
+    return results
+
+
+def run_points(
+    config: Mapping[str, Any],
+    *,
+    mode: str,
+    points: Sequence[tuple[int, int]],
+    generated: int = 4,
+    precision: str = "bf16",
+    attention: str = "sdpa",
+    lora: Mapping[str, Any] | None = None,
+    deadline: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> tuple[list[PointResult], list[str], tuple[str, ...]]:
+    """Trace `config` (already sized down) in `mode` at each (batch, length) point.
+
+    Returns the per-point results, notes, and the kind of each decoder layer of this copy (from the
+    built model, so the caller can check the cut kept the layers it asked for)."""
+    notes: list[str] = []
+    hf_cfg = hf_config(config)
+    tc = text_config(hf_cfg)
+    vocab = int(getattr(tc, "vocab_size", 0) or getattr(hf_cfg, "vocab_size", 0) or 0)
+    if vocab <= 0:
+        raise TraceUnsupportedError("the config has no vocab_size, so token inputs cannot be made.")
+    causal = is_causal(hf_cfg)
+    if mode != "inference" and not causal:
+        raise TraceUnsupportedError(f"{hf_cfg.model_type} has no causal-LM head in transformers; only inference is profiled.")
+    max_seconds = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+    tracker = _ProfileTracker(deadline, max_seconds)
+    dtype = _harness._TORCH_DTYPES[precision]
+    attn = "eager" if attention == "eager" else "sdpa"
+    results: list[PointResult] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with FakeTensorMode(), _harness._transformers_patches():
+            model = _build(model_class(hf_cfg), hf_cfg, dtype, attn)
+            n = int(getattr(tc, "num_hidden_layers", 0) or 0)
+            cache_types = list(getattr(tc, "layer_types", None) or ["full_attention"] * n)
+            layers = _decoder_layers(model, n)
+            kinds = ("layer",) * n
+            if layers is not None:
+                kinds = tuple(layer_signature(layer, str(cache_types[i]) if i < len(cache_types) else "") for i, layer in enumerate(layers))
+            try:
+                if mode == "inference":
+                    model.eval()
+                    model.requires_grad_(False)
+                    tracker.track_external(model)
+                    for b, s in points:
+                        tracker.phase_split.clear()
+                        tracker.phase_peaks.clear()
+                        results.append(_inference_point(model, tracker, vocab, causal, b, s, generated))
+                        if on_progress:
+                            on_progress(f"inference b={b} s={s}")
+                else:
+                    with contextlib.ExitStack():
+                        results = _training_points(model, tracker, vocab, points, mode=mode, lora=lora or {}, num_layers=n, notes=notes)
+            except _fake_errors() as e:
+                raise TraceUnsupportedError(
+                    f"{hf_cfg.model_type}: an operation's output shape depends on tensor values ({getattr(e, 'func', e)}), "
+                    "which fake tensors cannot evaluate."
+                ) from e
+    return results, notes, kinds
+
+
+def kind_counts(kinds: Sequence[str]) -> dict[str, int]:
+    return dict(Counter(kinds))
+
+
+def versions() -> dict[str, str]:
+    import transformers
+
+    try:
+        import peft
+
+        peft_version = peft.__version__
+    except ImportError:  # pragma: no cover - peft is in requirements-dev
+        peft_version = ""
+    return {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__, "peft": peft_version}
+
+
+__all__ = ["CATEGORIES", "PointResult", "cache_layer_bytes", "kind_counts", "layer_kinds", "run_points", "versions"]

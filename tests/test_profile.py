@@ -1,0 +1,95 @@
+"""Trace profiles (calculator.profile): fitted per-layer terms that reproduce a direct trace.
+
+The fit uses four (batch, tokens) points; these tests check the profile at points it never saw,
+against `trace_workload` of the same sized-down config (both on fake tensors, so nothing is
+allocated). Keys and serialisation are checked without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from calculator.catalog import catalog_config, find_catalog_entry
+from calculator.profile import (
+    ComponentFit,
+    MemoryProfile,
+    Terms,
+    choose_depths,
+    config_hash,
+    default_settings,
+    profile_key,
+)
+
+QWEN = "Qwen/Qwen2.5-0.5B"
+
+
+def test_import_profile_imports_no_torch() -> None:
+    code = "import sys, calculator, calculator.profile, calculator.estimate; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_key_changes_with_config_settings_and_versions() -> None:
+    cfg = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2}
+    v = {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.2"}
+    s = default_settings()
+    base = profile_key(cfg, s, v)
+    assert profile_key({**cfg, "hidden_size": 128}, s, v) != base
+    assert profile_key(cfg, s, {**v, "transformers": "5.25.0"}) != base
+    assert profile_key(cfg, s, {**v, "torch": "2.14.0"}) != base
+    assert profile_key(cfg, default_settings(attention="eager"), v) != base
+    # Provenance fields do not change the architecture, hence not the key.
+    assert profile_key({**cfg, "transformers_version": "4.0", "_name_or_path": "x"}, s, v) == base
+    # Shipped profiles are found without versions (no torch to ask).
+    assert profile_key(cfg, s, None) == base.rsplit("-", 1)[0]
+    assert config_hash(cfg) == config_hash(dict(reversed(list(cfg.items()))))
+
+
+def test_depths_separate_every_layer_kind() -> None:
+    assert choose_depths(["a"] * 28) == (2, 3)  # a 1-layer copy's only layer is also its last
+    assert choose_depths(["a", "a"]) == (1, 2)
+    # Jamba's period: Mamba dense / Mamba MoE alternate, attention at layer 4.
+    jamba = ["m", "mm", "m", "mm", "A", "mm", "m", "mm"] * 4
+    assert choose_depths(jamba) == (2, 3, 4, 5)
+
+
+def test_json_round_trip_and_scaling() -> None:
+    fit = ComponentFit(base=Terms(const=10, per_seq=2), per_kind=(("a", Terms(per_token=3.0)), ("w", Terms(per_token=1.0))))
+    p = MemoryProfile(model_type="x", config_hash="h", settings=default_settings(), versions={"torch": "2.13.0"},
+                      kinds=(("a", 3), ("w", 2)), windows=(("w", 100),), fits={"inference/prefill/kv": fit})
+    again = MemoryProfile.from_json(json.loads(json.dumps(p.to_json())))
+    assert again == dataclasses.replace(p, seconds=0.0)
+    # 10 + 2 x 2 + 3 layers x 3 B x 2 x 500 + 2 sliding layers x 1 B x 2 x min(500, 100) = 9,414
+    assert p.phase_bytes("inference", batch=2, tokens=500)["prefill"]["kv_cache"] == 9_414
+
+
+@pytest.mark.trace
+def test_profile_of_2_layer_copy_matches_direct_trace_off_the_fit_points() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from calculator.estimate import estimate
+    from calculator.profile import FIT_POINTS, make_profile
+    from calculator.spec import model_spec_from_config
+    from calculator.verify import trace_workload
+    from calculator.verify.compare import cut_config
+    from calculator.workload import Workload
+
+    cfg = cut_config(catalog_config(find_catalog_entry(QWEN)), 2)
+    profile = make_profile(cfg, modes=("inference", "lora"), check_point=None)
+    assert profile.kinds[0][1] == 2 and profile.traced_depths == (1, 2)
+    spec = dataclasses.replace(model_spec_from_config(QWEN, cfg), profile=profile)
+    for w in (
+        Workload(mode="inference", precision="bf16", context_length=1500, generated_tokens=4, batch_size=3),
+        Workload(mode="lora", precision="bf16", context_length=1500, batch_size=3),
+    ):
+        assert (w.batch_size, w.context_length) not in FIT_POINTS
+        measured = trace_workload(cfg, w, model_id=QWEN)
+        est = estimate(spec, w)
+        assert any("trace profile" in n for n in est.notes)
+        # Within 0.5% of the trace's tensor peak (the weights come from the spec, the rest from the profile).
+        assert est.torch_allocated_bytes == pytest.approx(measured.peak_bytes, rel=0.005), w.mode

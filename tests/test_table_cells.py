@@ -1,0 +1,75 @@
+"""The precision x mode table: every cell computes its own precision and mode, or says why it has none.
+
+The 8-bit QLoRA and LoRA cells once showed the 4-bit NF4 number (the QLoRA mode forced NF4 whatever
+the precision). Now INT8 · LoRA is LoRA on an LLM.int8 base with peft's k-bit preparation, and the
+cells without a configuration of their own show "—" with the reason in the caption."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from calculator import memory, report
+from calculator.estimate import estimate
+from calculator.quantization import weight_format
+from calculator.resolve import resolve_model
+from calculator.units import format_bytes
+from calculator.workload import Workload
+from ui.state import DEFAULT_MODEL
+
+LLAMA_8B = resolve_model("meta-llama/Llama-3.1-8B").spec
+
+# Llama-3.1-8B, 32 layers. LLM.int8 linear = int8 weight + one fp32 scale per output row (bitsandbytes Int8Params CB + SCB):
+#   elements per layer: q,o 4096x4096 x2 + k,v 4096x1024 x2 + gate,up,down 4096x14336 x3 = 218,103,808
+#   scales per layer: 4 bytes x (4096 + 1024 + 1024 + 4096 + 14336 + 14336 + 4096) = 172,032
+INT8_LINEARS = 32 * (218_103_808 + 172_032)  # 6,984,826,880
+# Not quantized (the LM head is skipped by transformers' get_keys_to_not_convert): embed_tokens + lm_head
+# 2 x 128256 x 4096 + norms (32 layers x 2 + 1 final) x 4096 = 1,050,939,392 parameters.
+KEPT_PARAMS = 2 * 128_256 * 4096 + 65 * 4096
+
+
+def test_int8_lora_base_is_llm_int8_with_peft_kbit_upcast():
+    w = Workload(mode="lora", precision="int8")
+    fmt = weight_format(LLAMA_8B, w)
+    assert (fmt.name, fmt.bits) == ("bnb-int8", 8)
+    assert memory.weight_bytes(LLAMA_8B, fmt) == INT8_LINEARS + 2 * KEPT_PARAMS == 9_086_705_664
+    # peft 0.21.2 prepare_model_for_kbit_training: every bf16 parameter that is not quantized -> fp32.
+    assert memory.kbit_upcast_bytes(LLAMA_8B, fmt) == 2 * KEPT_PARAMS
+    assert estimate(LLAMA_8B, w).breakdown.weights_bytes == INT8_LINEARS + 4 * KEPT_PARAMS == 11_188_584_448
+
+
+def test_qlora_at_int8_is_an_8bit_base_not_nf4():
+    fmt = weight_format(LLAMA_8B, Workload(mode="qlora", precision="int8"))
+    assert (fmt.name, fmt.bits) == ("bnb-int8", 8)
+    assert weight_format(LLAMA_8B, Workload(mode="qlora", precision="int4")).name == "bnb-nf4"
+
+
+@pytest.mark.parametrize("spec", [LLAMA_8B, resolve_model(DEFAULT_MODEL).spec], ids=lambda s: s.model_id)
+def test_every_cell_is_its_own_workload_or_absent(spec):
+    base = Workload()
+    table = {row["precision"]: row for row in report.precision_mode_table(spec, base)}
+    absent = {("fp16", "qlora"), ("int8", "qlora"), ("int8", "full"), ("int4", "lora"), ("int4", "full")}
+    for precision in report.TABLE_PRECISIONS:
+        for mode in report.TABLE_MODES:
+            cell = table[precision][mode]
+            if (precision, mode) in absent:
+                assert cell is None and report.table_cell_absent(precision, mode), (precision, mode)
+            else:
+                assert report.table_cell_absent(precision, mode) is None
+                assert cell == estimate(spec, Workload(precision=precision, mode=mode)).total_bytes, (precision, mode)
+    values = [table[p][m] for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if table[p][m] is not None]
+    assert len(set(values)) == len(values)  # no cell repeats another's number
+
+
+def test_main_page_table_shows_each_cell_and_the_reasons():
+    at = AppTest.from_file("../app.py", default_timeout=30).run()
+    assert not at.exception
+    frame = next(t.value for t in at.table if t.value.index.name == "Precision")
+    spec = resolve_model(DEFAULT_MODEL).spec
+    int8_lora = estimate(spec, Workload(precision="int8", mode="lora")).total_bytes
+    int4_qlora = estimate(spec, Workload(precision="int4", mode="qlora")).total_bytes
+    assert frame.loc["INT8", "LoRA fine-tune"] == format_bytes(int8_lora) != format_bytes(int4_qlora)
+    assert frame.loc["INT4", "QLoRA fine-tune"] == format_bytes(int4_qlora)
+    assert frame.loc["INT8", "QLoRA fine-tune"] == frame.loc["INT4", "LoRA fine-tune"] == "—"
+    caption = " ".join(c.value for c in at.caption)
+    assert "INT8 · QLoRA: QLoRA's base is 4-bit NF4" in caption and "INT4 · LoRA: LoRA on a 4-bit base is QLoRA" in caption
