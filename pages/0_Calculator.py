@@ -31,6 +31,7 @@ widgets.workload_inputs(page)
 resolved, stale, workload = widgets.model_and_workload(values)
 if resolved is None:
     st.stop()
+widgets.audio_share_input(page, resolved.spec)
 
 prices = loaders.price_setup()
 widgets.show_notes(prices.issues)

@@ -30,6 +30,7 @@ from calculator.units import PRECISIONS
 from calculator.vllm import CURRENT_VLLM_VERSION, VLLM_VERSIONS
 from calculator.workload import (
     ATTENTION_IMPLS,
+    CACHE_IMPLEMENTATIONS,
     LORA_TARGETS,
     MAX_BATCH_SIZE,
     MAX_CONTEXT_TOKENS,
@@ -211,6 +212,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="lora_targets", label="LoRA targets", default="all-linear", kind="choice", choices=LORA_TARGETS),
     Param(name="adapter_precision", label="adapter precision", default="fp32", kind="choice", choices=ADAPTER_PRECISIONS),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
+    Param(name="cache", label="generate cache", default="dynamic", kind="choice", choices=CACHE_IMPLEMENTATIONS),
     Param(name="attention", label="attention implementation", default="sdpa", kind="choice", choices=ATTENTION_IMPLS),
     Param(name="runtime", label="runtime", default="transformers", kind="choice", choices=RUNTIMES),
     Param(name="gpu_util", label="vLLM gpu_memory_utilization", default=0.9, kind="float", low=0.05, high=1.0),
@@ -224,6 +226,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="quant", label="quantization method", default="auto", kind="choice", choices=QUANT_METHODS),
     Param(name="my_gpu", label="your GPU", default="rtx-4090", kind="choice", choices=tuple(g.id for g in load_gpus())),
     Param(name="my_gpus", label="how many of your GPU", default=1, kind="choice", choices=GPU_COUNT_CHOICES),
+    Param(name="audio_share", label="audio-token share", default=0.0, kind="float", low=0.0, high=1.0),
 )
 MAIN_ALWAYS: tuple[str, ...] = ("model", "precision", "mode", "context", "batch")
 TRAINING_PARALLELISMS = ("auto", "ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -251,6 +254,13 @@ def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     if training and v["parallelism"] not in TRAINING_PARALLELISMS:
         notes.append(f"{v['parallelism']} is an inference split; training uses auto (FSDP on several GPUs).")
         v["parallelism"] = "auto"
+    if v.get("cache", "dynamic") != "dynamic" and (training or v["runtime"] != "transformers"):
+        why = "training keeps no cache" if training else "vLLM pages its own"
+        notes.append(f"The {v['cache']} cache is transformers generate's; {why}, so it was set to dynamic.")
+        v["cache"] = "dynamic"
+    if v.get("cache") == "quantized" and v["kv_dtype"] not in ("auto", "int4", "int8", "fp8"):
+        notes.append(f"transformers' quantized cache stores int4, int8 or fp8, not {v['kv_dtype']}: KV-cache precision changed to int4.")
+        v["kv_dtype"] = "int4"
     if not training and v["parallelism"] not in INFERENCE_PARALLELISMS:
         notes.append(f"{v['parallelism']} shards training state; inference uses auto (tensor parallel on several GPUs).")
         v["parallelism"] = "auto"
@@ -266,6 +276,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         context_length=int(values["context"]),
         batch_size=int(values["batch"]),
         kv_cache_precision=None if values["kv_dtype"] == "auto" else values["kv_dtype"],
+        cache_implementation=values.get("cache", "dynamic"),
         attention=values["attention"],
         gradient_checkpointing=bool(values["grad_ckpt"]),
         optimizer=values["optimizer"],
@@ -281,6 +292,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         enforce_eager=bool(values.get("eager", False)),
         num_gpus=int(values["gpus"]),
         parallelism=values["parallelism"],
+        audio_token_share=float(values.get("audio_share", 0.0)),
     )
 
 

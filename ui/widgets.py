@@ -24,7 +24,7 @@ from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
 from calculator.units import GB, GiB, format_bytes, format_count
-from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 from . import loaders, text
 from .state import (
@@ -137,6 +137,10 @@ def workload_inputs(page: PageState) -> None:
         with a3:
             st.markdown("**Runtime**")
             st.selectbox("KV-cache precision", KV_DTYPES, key=page.key("kv_dtype"), help="auto = same as the compute precision.")
+            st.selectbox("Generate cache", CACHE_IMPLEMENTATIONS, key=page.key("cache"),
+                         help="transformers generate's cache_implementation: dynamic grows with the text; static preallocates "
+                              "the whole context at the first forward; quantized stores K/V at the KV-cache precision (auto/int4: "
+                              "4-bit quanto/HQQ; int8: HQQ; fp8) and dequantizes one layer at a time.")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
             not_vllm = page.get("runtime") != "vllm"
@@ -159,6 +163,19 @@ def workload_inputs(page: PageState) -> None:
                          help="auto: tensor parallel for inference, FSDP for training. tp is inference only; ddp/zero/fsdp are training only.")
             st.slider("Headroom for production traffic (%)", min_value=0, max_value=100, step=5, key=page.key("headroom"),
                       help="The ranking only counts GPUs whose usable memory covers the peak plus this margin.")
+
+
+def audio_share_input(page: PageState, spec: ModelSpec) -> None:
+    """The audio-token share, shown only for a model whose layers route tokens between a text and
+    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    if not spec.dual_ffn:
+        return
+    st.slider(
+        "Audio tokens in the prompt (DualFFN share)", min_value=0.0, max_value=1.0, step=0.05, key=page.key("audio_share"),
+        help="This model's layers hold a text FFN and an audio FFN and send each token to one of them. The share of prompt "
+        "(or training) tokens that are audio, e.g. reference audio for voice cloning, sets how many tokens each FFN processes "
+        "at once; generated tokens are audio. The trace on the Verification page uses the same share.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
