@@ -130,6 +130,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
+    p.add_argument("--audio-share", type=_fraction, default=0.0,
+                   help="DualFFN models (higgs-audio): share of the prompt / training tokens that are audio tokens, 0 to 1 (default 0)")
     p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
                    help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
     p.add_argument("--provider", action="append", default=[], metavar="NAME",
@@ -144,14 +146,18 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
     from .trainers import DEFAULT_TRAINER, preset_workload
 
     trainer = args.trainer or (default_trainer or DEFAULT_TRAINER if args.mode != "inference" else "custom")
+    kv_precision = "fp8" if getattr(args, "kv_cache_dtype", None) == "fp8" else args.kv_precision
     return preset_workload(
         trainer,
         mode=args.mode, precision=args.precision, quant_method=args.quant_method, quant_group_size=args.group_size,
-        double_quant=args.double_quant, context_length=args.context, generated_tokens=args.generated, batch_size=args.batch,
-        kv_cache_precision=args.kv_precision, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
+        double_quant=args.double_quant, context_length=args.max_model_len or args.context, generated_tokens=args.generated,
+        batch_size=args.batch, vllm_version=args.vllm_version, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
+        kv_cache_precision=kv_precision, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
-        gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.gpus, parallelism=args.parallelism,
+        gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,
+        audio_token_share=args.audio_share,
         loss_impl=args.loss, loss_chunks=args.loss_chunks, trained_token_fraction=args.trained_fraction,
         checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
