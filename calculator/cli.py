@@ -16,6 +16,7 @@ from .errors import CalculatorError
 from .units import PRECISIONS, format_bytes, format_count
 from .workload import (
     ATTENTION_IMPLS,
+    CACHE_IMPLEMENTATIONS,
     CPU_OFFLOADS,
     KERNELS,
     LORA_TARGETS,
@@ -84,6 +85,9 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="of the context, tokens generated (inference). 0 sizes the prefill for the whole context (default 0)")
     p.add_argument("--batch", type=_positive_int, default=1, help="sequences per step (per GPU when training data-parallel) (default 1)")
     p.add_argument("--kv-precision", choices=PRECISIONS, default=None, help="KV-cache dtype (default: the compute dtype)")
+    p.add_argument("--cache", choices=CACHE_IMPLEMENTATIONS, default="dynamic",
+                   help="generate's cache_implementation: dynamic (grows), static (preallocated), quantized (QuantizedCache at "
+                        "--kv-precision int4 [default] / int8 / fp8) (default dynamic)")
     p.add_argument("--attention", choices=ATTENTION_IMPLS, default="sdpa", help="attention kernel: sdpa/flash (no seq x seq matrix) or eager")
     p.add_argument("--trainer", choices=TRAINER_NAMES, default=None,
                    help="training loop whose defaults fill every setting not given (calculator/trainers.py cites each); "
@@ -153,7 +157,7 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
         double_quant=args.double_quant, context_length=args.max_model_len or args.context, generated_tokens=args.generated,
         batch_size=args.batch, vllm_version=args.vllm_version, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
-        kv_cache_precision=kv_precision, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
+        kv_cache_precision=kv_precision, cache_implementation=args.cache, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,

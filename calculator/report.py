@@ -108,7 +108,8 @@ def table_workload(workload: Workload, precision: str, mode: str) -> Workload | 
         return None
     try:
         return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
-                       quant_method="auto" if precision != workload.precision else workload.quant_method)
+                       quant_method="auto" if precision != workload.precision else workload.quant_method,
+                       cache_implementation=workload.cache_implementation if mode == "inference" else "dynamic")
     except InvalidWorkloadError:
         return None
 
@@ -174,7 +175,7 @@ def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
         return None
     return vllm_capacity(
         plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes,
-        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes",
+        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes", datacenter=config.gpu.segment.startswith("datacenter"),
     )
 
 
@@ -196,6 +197,7 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
             "mode": w.mode, "precision": w.precision, "weight_format": est.weight_format.name, "context_length": w.context_length,
             "generated_tokens": w.generated_tokens, "batch_size": w.batch_size, "num_gpus": w.num_gpus, "parallelism": est.parallelism,
             "runtime": w.runtime, "attention": w.attention, "optimizer": w.optimizer if w.is_training else None,
+            "cache_implementation": w.cache_implementation,
             "gradient_checkpointing": w.gradient_checkpointing, "lora_rank": w.lora_rank if w.mode in ("lora", "qlora") else None,
             "audio_token_share": w.audio_token_share if spec.dual_ffn else None,
         },

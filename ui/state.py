@@ -31,6 +31,7 @@ from calculator.units import PRECISIONS
 from calculator.vllm import CURRENT_VLLM_VERSION, VLLM_VERSIONS
 from calculator.workload import (
     ATTENTION_IMPLS,
+    CACHE_IMPLEMENTATIONS,
     CPU_OFFLOADS,
     KERNELS,
     LORA_TARGETS,
@@ -242,6 +243,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="cpu_offload", label="CPU offload (ZeRO/FSDP)", default="none", kind="choice", choices=CPU_OFFLOADS),
     Param(name="trained_frac", label="trained token fraction", default=1.0, kind="float", low=0.01, high=1.0),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
+    Param(name="cache", label="generate cache", default="dynamic", kind="choice", choices=CACHE_IMPLEMENTATIONS),
     Param(name="attention", label="attention implementation", default="sdpa", kind="choice", choices=ATTENTION_IMPLS),
     Param(name="runtime", label="runtime", default="transformers", kind="choice", choices=RUNTIMES),
     Param(name="gpu_util", label="vLLM gpu_memory_utilization", default=0.9, kind="float", low=0.05, high=1.0),
@@ -312,6 +314,13 @@ def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     if training and v["parallelism"] not in TRAINING_PARALLELISMS:
         notes.append(f"{v['parallelism']} is an inference split; training uses auto (FSDP on several GPUs).")
         v["parallelism"] = "auto"
+    if v.get("cache", "dynamic") != "dynamic" and (training or v["runtime"] != "transformers"):
+        why = "training keeps no cache" if training else "vLLM pages its own"
+        notes.append(f"The {v['cache']} cache is transformers generate's; {why}, so it was set to dynamic.")
+        v["cache"] = "dynamic"
+    if v.get("cache") == "quantized" and v["kv_dtype"] not in ("auto", "int4", "int8", "fp8"):
+        notes.append(f"transformers' quantized cache stores int4, int8 or fp8, not {v['kv_dtype']}: KV-cache precision changed to int4.")
+        v["kv_dtype"] = "int4"
     if not training and v["parallelism"] not in INFERENCE_PARALLELISMS:
         notes.append(f"{v['parallelism']} shards training state; inference uses auto (tensor parallel on several GPUs).")
         v["parallelism"] = "auto"
@@ -342,6 +351,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         context_length=int(values["context"]),
         batch_size=int(values["batch"]),
         kv_cache_precision=None if values["kv_dtype"] == "auto" else values["kv_dtype"],
+        cache_implementation=values.get("cache", "dynamic"),
         attention=values["attention"],
         gradient_checkpointing=bool(values["grad_ckpt"]),
         optimizer=values["optimizer"],

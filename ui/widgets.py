@@ -24,7 +24,7 @@ from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
 from calculator.units import GB, GiB, format_bytes, format_count
-from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 from . import loaders, text
 from .state import (
@@ -164,6 +164,10 @@ def workload_inputs(page: PageState) -> None:
         with a3:
             st.markdown("**Runtime**")
             st.selectbox("KV-cache precision", KV_DTYPES, key=page.key("kv_dtype"), help="auto = same as the compute precision.")
+            st.selectbox("Generate cache", CACHE_IMPLEMENTATIONS, key=page.key("cache"),
+                         help="transformers generate's cache_implementation: dynamic grows with the text; static preallocates "
+                              "the whole context at the first forward; quantized stores K/V at the KV-cache precision (auto/int4: "
+                              "4-bit quanto/HQQ; int8: HQQ; fp8) and dequantizes one layer at a time.")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
             not_vllm = page.get("runtime") != "vllm"
