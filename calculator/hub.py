@@ -39,12 +39,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urljoin, urlsplit
 
 from . import bounds, checkpoint
 from .bounds import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_TOTAL_HEADER_BYTES
 from .errors import CalculatorError, GatedModelError, HubUnavailableError, MalformedConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from .facts import ModelFacts
 
 logger = logging.getLogger(__name__)
 
@@ -714,3 +717,43 @@ def _split_url_revision(path: str) -> str:
             repo = "/".join(parts[:at])
             return f"{repo}@{parts[at + 1]}" if len(parts) > at + 1 and parts[at + 1] else repo
     return path
+
+
+# --- model facts (task, downloads, likes, ...) ---------------------------------------------------
+
+
+def fetch_model_facts(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    timeout: float = 5.0,
+) -> ModelFacts | None:
+    """The facts a model page shows (`calculator.facts.ModelFacts`), from one `model_info` request.
+
+    Facts are decoration next to the estimate, never a reason to fail: any error (unreachable Hub,
+    unknown repo, malformed answer) gives None, and the caller falls back to the catalog's dated
+    copy. `revision` should be the commit the estimate's config was read at, so the facts name it.
+    """
+    from huggingface_hub import HfApi, constants
+
+    from .facts import facts_from_model_info
+
+    try:
+        repo_id, ref_revision = parse_model_ref(repo_id)
+    except CalculatorError:
+        return None
+    revision = revision or ref_revision
+    if constants.is_offline_mode() or (revision is not None and not _is_valid_revision(revision)):
+        return None
+    token = token if token is not None else default_token()
+    api = HfApi(endpoint=(endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/"),
+                token=token or False, library_name=_LIBRARY_NAME)
+    as_of = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        info = api.model_info(repo_id, revision=revision, timeout=timeout)
+    except Exception as err:
+        logger.info("model_info of %s for its facts failed (%s)", repo_id, type(err).__name__)
+        return None
+    return facts_from_model_info(info, repo_id=repo_id, as_of=as_of)

@@ -22,7 +22,10 @@ from .errors import CalculatorError, MalformedConfigError, UnsupportedArchitectu
 
 AttentionKind = Literal["full", "sliding", "mla"]
 ModuleRole = Literal["attention", "mlp", "expert", "router", "head", "other"]
-ParamSource = Literal["safetensors", "catalog", "config"]
+ParamSource = Literal["safetensors", "catalog", "config", "inventory"]
+# Which path described the architecture: the hand-written formulas of this module, or the
+# meta-device inventory of transformers' own class (calculator/inventory.py).
+CountedBy = Literal["analytic", "inventory"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,7 +34,10 @@ class LinearGroup:
 
     `active_count` is how many of them one token passes through (MoE: layers x experts per
     token); it equals `count` for dense modules. `is_nn_linear` is False for experts stored as
-    fused 3-D parameters (transformers 5 MoE blocks), which LoRA's "all-linear" does not adapt.
+    fused 3-D parameters (transformers 5 MoE blocks). `lora_all_linear` is peft's own answer to
+    whether `target_modules="all-linear"` adapts the group (None: decided by `role`), and
+    `lora_rank_factor` the rank multiple peft gives it (2 for a fused gate_up projection:
+    peft 0.21 utils/transformers_weight_conversion.py `_MOE_FUSED_TARGETS` + rank_pattern).
     """
 
     name: str
@@ -42,6 +48,8 @@ class LinearGroup:
     bias: bool = False
     active_count: int = -1
     is_nn_linear: bool = True
+    lora_all_linear: bool | None = None
+    lora_rank_factor: int = 1
 
     def __post_init__(self) -> None:
         if self.active_count < 0:
@@ -112,6 +120,9 @@ class ModelSpec:
     # then falls back to eager attention, which materializes the seq x seq scores.
     supports_sdpa: bool = True
     checkpoint_dtype: str = "bf16"
+    # DualFFN (higgs-audio): every layer has a text FFN and an audio FFN; tokens are routed between
+    # them by a mask of audio placeholder ids (Workload.audio_token_share says how many).
+    dual_ffn: bool = False
     linears: tuple[LinearGroup, ...] = ()
     embedding_params: int = 0
     # Norms, biases outside linears, attention sinks, codebooks: kept in the compute dtype.
@@ -121,6 +132,7 @@ class ModelSpec:
     exact_num_params: int | None = None
     exact_weight_bytes: int | None = None
     param_source: ParamSource = "config"
+    counted_by: CountedBy = "analytic"
     notes: tuple[str, ...] = ()
     raw_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # A `calculator.profile.MemoryProfile` (trace-fitted activations / KV / state) for architectures
@@ -353,6 +365,29 @@ def _layer_types(cfg: Mapping[str, Any], num_layers: int) -> tuple[AttentionKind
     return ("sliding",) * num_layers
 
 
+def _layer_types_from_names(names: Any, num_layers: int, cfg: Mapping[str, Any]) -> tuple[AttentionKind, ...]:
+    """KV-cache layers of any architecture from transformers' per-layer type names.
+
+    `layer_types` (or jamba's `layers_block_type`) names each layer: attention kinds keep a cache
+    ("full_attention", "attention", "global" -> full; "sliding_attention", "chunked_attention" ->
+    sliding); recurrent kinds ("mamba", "linear_attention", "conv", "recurrent") keep a fixed-size
+    state instead, sized elsewhere, and no K/V. Without names: no attention heads -> no cache, else
+    the rules of `_layer_types`.
+    """
+    if isinstance(names, list | tuple) and names:
+        kinds: list[AttentionKind] = []
+        for raw in names:
+            t = str(raw).lower()
+            if "sliding" in t or "chunk" in t or t == "local":
+                kinds.append("sliding")
+            elif t in ("full_attention", "attention", "full", "global", "global_attention", "hybrid", "self_attention"):
+                kinds.append("full")
+        return tuple(kinds)
+    if not cfg.get("num_attention_heads"):
+        return ()
+    return _layer_types(cfg, num_layers)
+
+
 def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
     """Decoder-only transformers of the Llama family (RMSNorm, rotary, gated MLP), incl. MoE."""
     model_type = cfg["model_type"]
@@ -439,7 +474,8 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         # Audio codebook embeddings (codebook_size + stream BOS/EOS per codebook) and audio LM head.
         embedding += codebooks * (codebook_size + 2) * h
         linears.append(LinearGroup(name="audio_lm_head", in_features=h, out_features=codebooks * (codebook_size + 2), count=1, role="head"))
-        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them.")
+        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them "
+                     "(audio_token_share sets how many prompt tokens are audio; generated tokens are audio).")
     if not tie:
         linears.append(LinearGroup(name="lm_head", in_features=h, out_features=vocab, count=1, role="head"))
 
@@ -466,6 +502,7 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         tie_word_embeddings=tie,
         supports_sdpa=model_type != "gpt_oss",  # GptOssPreTrainedModel._supports_sdpa = False (transformers 5.24)
         checkpoint_dtype=checkpoint_dtype(cfg),
+        dual_ffn=ffn_copies == 2,
         linears=tuple(linears),
         embedding_params=embedding,
         other_params=other,
@@ -692,12 +729,15 @@ _BUILDERS = {
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_BUILDERS))
 
 
-def model_spec_from_config(model_id: str, config: Mapping[str, Any]) -> ModelSpec:
+def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inventory: bool = True) -> ModelSpec:
     """Build a `ModelSpec` from a parsed `config.json`. Never imports or runs repository code.
 
-    Raises `UnsupportedArchitectureError` for a `model_type` whose layout is not known (fail
-    closed: a wrong formula would give a confident wrong number) and `MalformedConfigError` when
-    a required field is missing or not a number.
+    The analytic builders of this module answer the families they know, instantly. Any other
+    `model_type` is counted from transformers' own class on the meta device
+    (`calculator.inventory`, needs torch + transformers, or an inventory shipped for that config)
+    unless `use_inventory=False`. Raises `UnsupportedArchitectureError` when neither path knows the
+    architecture (fail closed: a wrong formula would give a confident wrong number) and
+    `MalformedConfigError` when a required field is missing or not a number.
     """
     if not isinstance(config, Mapping):
         raise MalformedConfigError(f"config.json of {model_id} is not a JSON object.")
@@ -711,6 +751,10 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any]) -> ModelSpe
     if model_type == "gemma3" and "text_config" not in config:
         model_type = "gemma3_text"
     builder = _BUILDERS.get(str(model_type))
+    if builder is None and use_inventory:
+        from .inventory import spec_from_inventory
+
+        return spec_from_inventory(model_id, config)
     if builder is None:
         raise UnsupportedArchitectureError(
             f"{model_id}: model_type {model_type!r} is not supported yet, so its memory cannot be "
