@@ -495,10 +495,15 @@ def _search_problem(value: str) -> str:
     return "" if len(value) <= 60 and all(c.isalnum() or c in " -_." for c in value) else "search text (letters, digits, spaces, '-', '_', '.')"
 
 
+# The GPUs page's memory slider: 0-288 GiB in steps of 8 (the largest bundled GPU has 285 GiB usable).
+# The URL parameter has the same bound, so a link can never hold a value the slider refuses.
+MIN_GIB_MAX = 288
+MIN_GIB_STEP = 8
+
 GPU_PARAMS: tuple[Param, ...] = (
     Param(name="vendor", label="vendor", default=(), kind="list", check=_vendor_problem),
     Param(name="segment", label="segment", default=(), kind="list", check=_segment_problem),
-    Param(name="min_gib", label="minimum usable GiB", default=0, kind="int", low=0, high=512),
+    Param(name="min_gib", label="minimum usable GiB", default=0, kind="int", low=0, high=MIN_GIB_MAX),
     Param(name="q", label="search", default="", kind="str", check=_search_problem),
     Param(name="gpu", label="GPU", default="h100-sxm", kind="choice", choices=tuple(g.id for g in load_gpus())),
 )
