@@ -244,10 +244,26 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "breakdown_labels": component_labels(w.runtime),
         "kv_cache_bytes_per_token": est.kv_bytes_per_token,
         "notes": list(est.notes),
+        "host_bytes": est.host_bytes,
+        "trainer": _trainer_dict(est) if w.is_training else None,
         "headroom_fraction": plan.headroom_fraction,
         "per_gpu_bytes_by_count": {str(k): v for k, v in sorted(plan.per_gpu_bytes.items())},
         "cheapest_fit": _config_dict(plan, plan.cheapest) if plan.cheapest else None,
         "gpu_ranking": [_config_dict(plan, c) for c in plan.ranking[:ranking_limit]],
+    }
+
+
+def _trainer_dict(est: Any) -> dict[str, Any]:
+    """The trainer preset and every memory-saver setting the estimate used (calculator/trainers.py)."""
+    w = est.workload
+    return {
+        "name": w.trainer, "problem": est.trainer_problem or None, "loss": w.loss_impl, "loss_chunks": w.loss_chunks,
+        "trained_token_fraction": w.trained_token_fraction, "gradient_checkpointing": w.gradient_checkpointing,
+        "checkpoint_every": w.checkpoint_every, "activation_offload": w.activation_offload, "optimizer": w.optimizer,
+        "fused_optimizer": w.fused_optimizer, "paged_optimizer": w.paged_optimizer, "optimizer_in_backward": w.optimizer_in_backward,
+        "fp32_weights": w.master_weights, "cpu_offload": w.cpu_offload, "peft_method": w.peft_method if w.mode in ("lora", "qlora") else None,
+        "adapter_precision": w.adapter_precision if w.mode in ("lora", "qlora") else None, "lora_targets": w.lora_targets,
+        "packing": w.packing, "norm_kernel": w.norm_kernel, "mlp_kernel": w.mlp_kernel,
     }
 
 
