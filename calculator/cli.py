@@ -87,6 +87,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
+    p.add_argument("--audio-share", type=_fraction, default=0.0,
+                   help="DualFFN models (higgs-audio): share of the prompt / training tokens that are audio tokens, 0 to 1 (default 0)")
     p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
                    help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
     p.add_argument("--provider", action="append", default=[], metavar="NAME",
@@ -106,6 +108,7 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,
+        audio_token_share=args.audio_share,
     )
 
 

@@ -179,7 +179,9 @@ def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: 
     prefill = Breakdown(
         weights_bytes=weights,
         kv_cache_bytes=memory.kv_cache_bytes(spec, batch_size=b, seq_len=prompt, kv_bits=kv_bits),
-        activations_bytes=memory.prefill_transient_bytes(spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention) + dequant,
+        activations_bytes=memory.prefill_transient_bytes(
+            spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention, audio_token_share=w.audio_token_share
+        ) + dequant,
         logits_bytes=logits,
     )
     decode_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=1, compute_bytes=c, attention="sdpa")

@@ -197,6 +197,7 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
             "generated_tokens": w.generated_tokens, "batch_size": w.batch_size, "num_gpus": w.num_gpus, "parallelism": est.parallelism,
             "runtime": w.runtime, "attention": w.attention, "optimizer": w.optimizer if w.is_training else None,
             "gradient_checkpointing": w.gradient_checkpointing, "lora_rank": w.lora_rank if w.mode in ("lora", "qlora") else None,
+            "audio_token_share": w.audio_token_share if spec.dual_ffn else None,
         },
         "total_bytes": b.total_bytes,
         "torch_allocated_bytes": b.torch_allocated_bytes,

@@ -120,6 +120,9 @@ class ModelSpec:
     # then falls back to eager attention, which materializes the seq x seq scores.
     supports_sdpa: bool = True
     checkpoint_dtype: str = "bf16"
+    # DualFFN (higgs-audio): every layer has a text FFN and an audio FFN; tokens are routed between
+    # them by a mask of audio placeholder ids (Workload.audio_token_share says how many).
+    dual_ffn: bool = False
     linears: tuple[LinearGroup, ...] = ()
     embedding_params: int = 0
     # Norms, biases outside linears, attention sinks, codebooks: kept in the compute dtype.
@@ -471,7 +474,8 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         # Audio codebook embeddings (codebook_size + stream BOS/EOS per codebook) and audio LM head.
         embedding += codebooks * (codebook_size + 2) * h
         linears.append(LinearGroup(name="audio_lm_head", in_features=h, out_features=codebooks * (codebook_size + 2), count=1, role="head"))
-        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them.")
+        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them "
+                     "(audio_token_share sets how many prompt tokens are audio; generated tokens are audio).")
     if not tie:
         linears.append(LinearGroup(name="lm_head", in_features=h, out_features=vocab, count=1, role="head"))
 
@@ -498,6 +502,7 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         tie_word_embeddings=tie,
         supports_sdpa=model_type != "gpt_oss",  # GptOssPreTrainedModel._supports_sdpa = False (transformers 5.24)
         checkpoint_dtype=checkpoint_dtype(cfg),
+        dual_ffn=ffn_copies == 2,
         linears=tuple(linears),
         embedding_params=embedding,
         other_params=other,

@@ -31,6 +31,7 @@ widgets.workload_inputs(page)
 resolved, stale, workload = widgets.model_and_workload(values)
 if resolved is None:
     st.stop()
+widgets.audio_share_input(page, resolved.spec)
 
 prices = loaders.price_setup()
 widgets.show_notes(prices.issues)
@@ -88,6 +89,12 @@ with results:
         st.dataframe(widgets.ranking_frame(shown, plan=plan), hide_index=True, height=560)
         st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
                    "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
+
+    if workload.runtime == "vllm":
+        st.header("Will `vllm serve` start?")
+        st.caption(f"vLLM {workload.vllm_version or 'current release'}'s start-up budget per GPU: weights, the profiled batch and "
+                   "sampler, non-torch memory, CUDA graphs, then the KV cache (calculator/vllm.py names the vLLM code of each term).")
+        widgets.vllm_start_section(plan, shown)
 
     st.header("What fits on my GPU?")
     gpu_ids = [g.id for g in prices.gpus]

@@ -180,3 +180,19 @@ def test_cli_prints_the_command_and_json_has_the_answer(capsys):
     assert main(["estimate", LLAMA8, "--offline", "--runtime", "vllm", "--enforce-eager", "--kv-cache-dtype", "fp8"]) == 0
     text = capsys.readouterr().out
     assert "will `vllm serve` start?" in text and "--enforce-eager" in text and "--kv-cache-dtype fp8" in text
+
+
+def test_main_page_answers_will_it_start_with_the_command_line():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    for k, v in {"model": LLAMA8, "precision": "bf16", "runtime": "vllm", "context": "32768", "vllm_version": "0.32",
+                 "max_num_seqs": "128", "eager": "true"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception and not at.error
+    assert any(h.value == "Will `vllm serve` start?" for h in at.header)
+    commands = [c.value for c in at.code if c.value.startswith("vllm serve")]
+    assert commands and all("--max-num-seqs 128" in c and "--enforce-eager" in c for c in commands)
+    frames = [d.value for d in at.dataframe if "vLLM starts" in d.value.columns]
+    assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"}

@@ -33,6 +33,7 @@ from .state import (
     KV_DTYPES,
     MAX_GPUS_INPUT,
     RUNTIMES,
+    VLLM_VERSION_CHOICES,
     PageState,
     main_workload,
     model_id_problem,
@@ -138,8 +139,17 @@ def workload_inputs(page: PageState) -> None:
             st.selectbox("KV-cache precision", KV_DTYPES, key=page.key("kv_dtype"), help="auto = same as the compute precision.")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
+            not_vllm = page.get("runtime") != "vllm"
             st.slider("vLLM gpu_memory_utilization", min_value=0.05, max_value=1.0, step=0.05, key=page.key("gpu_util"),
-                      disabled=page.get("runtime") != "vllm")
+                      disabled=not_vllm)
+            st.selectbox("vLLM version", VLLM_VERSION_CHOICES, key=page.key("vllm_version"), disabled=not_vllm,
+                         help="The release whose start-up budget is modelled (profile, sampler, CUDA graphs; calculator/vllm.py).")
+            st.number_input("vLLM --max-num-seqs (0 = default)", min_value=0, max_value=100_000, step=64, key=page.key("max_num_seqs"),
+                            disabled=not_vllm, help="0: vLLM's default for the GPU (1,024 on >= 70 GiB cards other than A100, else 256).")
+            st.number_input("vLLM --max-num-batched-tokens (0 = default)", min_value=0, max_value=10_000_000, step=1024,
+                            key=page.key("max_batched"), disabled=not_vllm,
+                            help="The profiled batch. 0: vLLM's default (8,192 on >= 70 GiB cards other than A100, else 2,048).")
+            st.checkbox("vLLM --enforce-eager (no CUDA graphs)", key=page.key("eager"), disabled=not_vllm)
             st.selectbox("Quantization method", QUANT_METHODS, key=page.key("quant"),
                          help="auto: NF4 for int4, LLM.int8 for int8, per-channel fp8 for fp8, or the checkpoint's own quantization_config.")
         with a4:
@@ -149,6 +159,19 @@ def workload_inputs(page: PageState) -> None:
                          help="auto: tensor parallel for inference, FSDP for training. tp is inference only; ddp/zero/fsdp are training only.")
             st.slider("Headroom for production traffic (%)", min_value=0, max_value=100, step=5, key=page.key("headroom"),
                       help="The ranking only counts GPUs whose usable memory covers the peak plus this margin.")
+
+
+def audio_share_input(page: PageState, spec: ModelSpec) -> None:
+    """The audio-token share, shown only for a model whose layers route tokens between a text and
+    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    if not spec.dual_ffn:
+        return
+    st.slider(
+        "Audio tokens in the prompt (DualFFN share)", min_value=0.0, max_value=1.0, step=0.05, key=page.key("audio_share"),
+        help="This model's layers hold a text FFN and an audio FFN and send each token to one of them. The share of prompt "
+        "(or training) tokens that are audio, e.g. reference audio for voice cloning, sets how many tokens each FFN processes "
+        "at once; generated tokens are audio. The trace on the Verification page uses the same share.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,8 +369,11 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
         speed = report.throughput_for(plan, c) if plan is not None and c.fits else None
         serving = report.serving_for(plan, c) if plan is not None else None
         vllm = {
+            "vLLM starts": "yes" if serving.starts else "no",
+            "vLLM KV tokens": serving.kv_tokens if serving.starts else None,
             "vLLM sequences at once": serving.max_concurrent_sequences,
             "vLLM max context at batch": serving.max_context_at_batch,
+            "vllm serve (or the smallest change that starts it)": serving.command if serving.starts or serving.fix is None else serving.fix.command,
         } if serving else {}
         rows.append({
             "Rank": i,
@@ -392,3 +418,23 @@ def fit_limits_frame(limits: Sequence[Any], *, context: int, batch: int) -> pd.D
 
 def gpu_count_choices() -> tuple[int, ...]:
     return GPU_COUNT_CHOICES
+
+
+def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *, limit: int = 8) -> None:
+    """"Will `vllm serve` start?" for the first ranked configurations: the answer, the KV tokens and
+    concurrency it gets, and the command line to run (or the smallest flag change that starts it)."""
+    context = plan.estimate.workload.context_length
+    for c in configs[:limit]:
+        serving = report.serving_for(plan, c)
+        if serving is None:
+            return
+        if serving.starts:
+            st.markdown(f"**{c.count}× {c.gpu.name}** starts: {serving.kv_tokens:,} KV tokens, "
+                        f"{serving.max_concurrency:.2f}× concurrency at {context:,} tokens per request.")
+            st.code(serving.command, language="bash")
+        else:
+            st.markdown(f"**{c.count}× {c.gpu.name}** does not start: {serving.reason}.")
+            if serving.fix is not None:
+                st.markdown(f"Smallest change: {serving.fix.description} → {serving.fix.kv_tokens:,} KV tokens, "
+                            f"{serving.fix.max_concurrency:.2f}× concurrency.")
+                st.code(serving.fix.command, language="bash")
