@@ -22,6 +22,11 @@ PARALLELISMS: tuple[Parallelism, ...] = ("auto", "tp", "ddp", "zero1", "zero2", 
 # checkpoint's own `quantization_config`.
 QuantMethod = Literal["auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq"]
 QUANT_METHODS: tuple[QuantMethod, ...] = ("auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq")
+# The cache transformers' `generate` builds (`cache_implementation=`): DynamicCache grows with the
+# sequence; "static" preallocates prompt + new tokens (StaticCache); "quantized" is QuantizedCache
+# (quanto/HQQ group-wise at the KV precision, int4 by default, or its fp8 backend).
+CacheImplementation = Literal["dynamic", "static", "quantized"]
+CACHE_IMPLEMENTATIONS: tuple[CacheImplementation, ...] = ("dynamic", "static", "quantized")
 LoraTargets = Literal["all-linear", "attention", "attention+mlp", "mlp", "qv"]
 LORA_TARGETS: tuple[LoraTargets, ...] = ("all-linear", "attention", "attention+mlp", "mlp", "qv")
 # Trainer presets and memory savers (calculator/trainers.py names the code each default is read from).
@@ -58,6 +63,7 @@ class Workload:
     generated_tokens: int = 0  # of which generated (inference); 0 = size the prefill for the whole context
     batch_size: int = 1
     kv_cache_precision: Precision | None = None  # None: same as the compute dtype
+    cache_implementation: CacheImplementation = "dynamic"  # transformers generate's cache (see CACHE_IMPLEMENTATIONS)
     attention: AttentionImpl = "sdpa"
     gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
@@ -143,6 +149,7 @@ def validate_workload(w: Workload) -> None:
         "LoRA targets": (w.lora_targets, LORA_TARGETS),
         "adapter precision": (w.adapter_precision, ("fp32", "bf16", "fp16")),
         "runtime": (w.runtime, ("transformers", "vllm")),
+        "cache implementation": (w.cache_implementation, CACHE_IMPLEMENTATIONS),
         "trainer": (w.trainer, TRAINER_NAMES),
         "loss": (w.loss_impl, LOSS_IMPLS),
         "PEFT method": (w.peft_method, PEFT_METHODS),
@@ -178,6 +185,16 @@ def validate_workload(w: Workload) -> None:
         raise InvalidWorkloadError(
             f"Full fine-tuning updates every weight, which {w.precision} storage cannot hold. "
             "Use bf16 (or fp32) for full fine-tuning, or QLoRA to train on a quantized base."
+        )
+    if w.cache_implementation != "dynamic" and (w.is_training or w.runtime != "transformers"):
+        raise InvalidWorkloadError(
+            f"cache_implementation={w.cache_implementation!r} is the cache of transformers' generate (inference); "
+            "training keeps no cache and vLLM pages its own. Use dynamic."
+        )
+    if w.cache_implementation == "quantized" and w.kv_cache_precision not in (None, "int4", "int8", "fp8"):
+        raise InvalidWorkloadError(
+            f"transformers' QuantizedCache stores int4 (quanto or HQQ, the default), int8 (HQQ) or fp8; "
+            f"KV precision {w.kv_cache_precision} is not one of them."
         )
     if w.runtime == "vllm" and w.is_training:
         raise InvalidWorkloadError("vLLM is an inference server; choose the transformers runtime for training modes.")

@@ -377,6 +377,27 @@ def _extend_cache(cache: Any, extra_tokens: int) -> None:
         del k, v
 
 
+def _generate_cache(model: nn.Module, w: Workload, notes: list[str]) -> Any:
+    """The cache `generate(cache_implementation=...)` would build (transformers 5.24
+    `_prepare_cache_for_generation`): a StaticCache for prompt + new - 1 tokens, or the pure-torch
+    fp8 QuantizedCache. quanto and HQQ run kernels that fake tensors cannot execute."""
+    from transformers import QuantizedCache, StaticCache
+
+    from ..memory import quantized_kv_nbits, static_cache_len
+
+    if w.cache_implementation == "static":
+        length = static_cache_len(w.context_length, w.generated_tokens)
+        notes.append(f"StaticCache(max_cache_len={length}) as generate builds it (max_length - 1).")
+        return StaticCache(config=model.config, max_cache_len=length)
+    if quantized_kv_nbits(w.kv_cache_precision) != "fp8":
+        raise TraceUnsupportedError(
+            "The quanto / HQQ quantized caches run their own kernels, which do not execute on fake tensors; trace the fp8 "
+            "backend (--kv-precision fp8) or a static/dynamic cache, and use the analytic estimate for int4/int8."
+        )
+    notes.append('QuantizedCache(backend="fp8") as generate builds it for cache_implementation="quantized".')
+    return QuantizedCache(backend="fp8", config=model.config)
+
+
 def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, notes: list[str]) -> dict[str, Any]:
     """Encoders: one forward. Decoders: what `generate()` does, with the longest decode step measured.
 
@@ -410,7 +431,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         tracker.set_phase("prefill")
         inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
         tracker.mark_inputs(*inputs.values())
-        cache = DynamicCache(config=model.config)
+        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else DynamicCache(config=model.config)
 
         def greedy_step(inputs, cache):
             """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
@@ -426,6 +447,8 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         if decode_steps >= 1:
             for step in (1, decode_steps) if decode_steps >= 2 else (1,):
                 if step == decode_steps and step > 1:
+                    if w.cache_implementation == "static":
+                        break  # preallocated: the last step holds what step 1 holds
                     tracker.set_phase(None)
                     _extend_cache(cache, decode_steps - 2)
                 tracker.reset_mod_stats()
