@@ -27,6 +27,8 @@ class CatalogEntry:
     config_source: str
     gated: bool = False
     aliases: tuple[str, ...] = ()
+    # A dated copy of the model's Hub facts (`calculator.facts`), when one could be sourced.
+    facts: dict[str, Any] | None = None
 
 
 @cache
@@ -45,6 +47,7 @@ def catalog_entries() -> dict[str, CatalogEntry]:
             config_source=row.get("config_source", ""),
             gated=bool(row.get("gated", False)),
             aliases=tuple(row.get("aliases", ())),
+            facts=row.get("facts") if isinstance(row.get("facts"), dict) else None,
         )
     return entries
 

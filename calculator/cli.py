@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .bounds import MAX_HEADROOM_FRACTION
 from .errors import CalculatorError
 from .units import PRECISIONS, format_bytes, format_count
-from .workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from .workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 
 def _positive_int(text: str) -> int:
@@ -36,6 +37,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _bounded(low: float, high: float) -> Any:
+    """An argparse type: a finite number within [low, high] (1e300 would overflow the arithmetic)."""
+
+    def parse(text: str) -> float:
+        value = _fraction(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="Hugging Face repo id (org/name[@revision]), a catalog id, or a local folder with config.json")
     p.add_argument("--mode", choices=MODES, default="inference", help="inference, LoRA, QLoRA or full fine-tune (default: inference)")
@@ -50,6 +63,9 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="of the context, tokens generated (inference). 0 sizes the prefill for the whole context (default 0)")
     p.add_argument("--batch", type=_positive_int, default=1, help="sequences per step (per GPU when training data-parallel) (default 1)")
     p.add_argument("--kv-precision", choices=PRECISIONS, default=None, help="KV-cache dtype (default: the compute dtype)")
+    p.add_argument("--cache", choices=CACHE_IMPLEMENTATIONS, default="dynamic",
+                   help="generate's cache_implementation: dynamic (grows), static (preallocated), quantized (QuantizedCache at "
+                        "--kv-precision int4 [default] / int8 / fp8) (default dynamic)")
     p.add_argument("--attention", choices=ATTENTION_IMPLS, default="sdpa", help="attention kernel: sdpa/flash (no seq x seq matrix) or eager")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer (default adamw)")
     p.add_argument("--grad-checkpointing", action="store_true", help="gradient (activation) checkpointing per decoder layer")
@@ -62,10 +78,22 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-logits", action="store_true", help="training loop keeps model outputs (logits) alive through backward")
     p.add_argument("--runtime", choices=("transformers", "vllm"), default="transformers", help="inference runtime (default transformers generate)")
     p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vLLM's share of each GPU (default 0.9)")
+    p.add_argument("--vllm-version", default="", metavar="X.Y",
+                   help="vLLM release whose start-up budget is modelled (0.33, 0.32, 0.10, 0.7; default: the current, 0.33)")
+    p.add_argument("--max-model-len", type=_positive_int, default=None, help="vLLM --max-model-len (same as --context)")
+    p.add_argument("--max-num-seqs", type=_positive_int, default=None, help="vLLM --max-num-seqs (default: vLLM's for the GPU)")
+    p.add_argument("--max-num-batched-tokens", type=_positive_int, default=None,
+                   help="vLLM --max-num-batched-tokens, the profiled batch (default: vLLM's for the GPU)")
+    p.add_argument("--enforce-eager", action="store_true", help="vLLM --enforce-eager: no CUDA graphs")
+    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default=None, help="vLLM --kv-cache-dtype (fp8 = --kv-precision fp8)")
+    p.add_argument("--tensor-parallel-size", type=_positive_int, default=None, help="vLLM --tensor-parallel-size (same as --gpus)")
     p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
-    p.add_argument("--headroom", type=_fraction, default=0.0, help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
+    p.add_argument("--audio-share", type=_fraction, default=0.0,
+                   help="DualFFN models (higgs-audio): share of the prompt / training tokens that are audio tokens, 0 to 1 (default 0)")
+    p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
+                   help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
     p.add_argument("--provider", action="append", default=[], metavar="NAME",
                    help="rank only this provider's prices (repeatable; prefix match, e.g. --provider spheron --provider runpod)")
     p.add_argument("--offline", action="store_true", help="never contact the Hub; use the catalog and the on-disk cache")
@@ -73,13 +101,17 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
 
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
+    kv_precision = "fp8" if getattr(args, "kv_cache_dtype", None) == "fp8" else args.kv_precision
     return Workload(
         mode=args.mode, precision=args.precision, quant_method=args.quant_method, quant_group_size=args.group_size,
-        double_quant=args.double_quant, context_length=args.context, generated_tokens=args.generated, batch_size=args.batch,
-        kv_cache_precision=args.kv_precision, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
+        double_quant=args.double_quant, context_length=args.max_model_len or args.context, generated_tokens=args.generated,
+        batch_size=args.batch, vllm_version=args.vllm_version, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
+        kv_cache_precision=kv_precision, cache_implementation=args.cache, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits, runtime=args.runtime,
-        gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.gpus, parallelism=args.parallelism,
+        gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,
+        audio_token_share=args.audio_share,
     )
 
 
@@ -100,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     level = ver.add_mutually_exclusive_group()
     level.add_argument("--trace", action="store_true", help="FakeTensor trace of the real model on CPU (no GPU, no weights) [default]")
     level.add_argument("--live", action="store_true", help="run on the local GPU with random weights and measure")
-    ver.add_argument("--timeout", type=_fraction, default=600.0, help="seconds before the verification run is stopped (default 600)")
+    ver.add_argument("--timeout", type=_bounded(1.0, 86_400.0), default=600.0, help="seconds before the verification run is stopped (default 600)")
     sub.add_parser("catalog", help="list the bundled models (work offline)")
     return parser
 
@@ -127,6 +159,21 @@ def _text_report(data: dict[str, Any]) -> str:
             if c.get("vllm_max_concurrent_sequences") is not None:
                 lines.append(f"      vLLM: {c['vllm_max_concurrent_sequences']:,} sequences of {data['workload']['context_length']:,} tokens at once, "
                              f"or {c['vllm_max_context_at_batch']:,} tokens each for {data['workload']['batch_size']} sequences")
+    vllm_rows = [c for c in data.get("gpu_ranking", []) if c.get("vllm_starts") is not None][:8]
+    if vllm_rows:
+        lines += ["", "will `vllm serve` start? (per ranked configuration)"]
+        for c in vllm_rows:
+            head = f"  {c['count']}x {c['gpu']:<28}"
+            if c["vllm_starts"]:
+                lines.append(f"{head} starts: {c['vllm_kv_tokens']:,} KV tokens, {c['vllm_max_concurrency']:.2f}x concurrency at "
+                             f"{data['workload']['context_length']:,} tokens")
+                lines.append(f"      {c['vllm_command']}")
+            else:
+                lines.append(f"{head} does not start: {c['vllm_reason']}")
+                if c.get("vllm_fix"):
+                    f = c["vllm_fix"]
+                    lines.append(f"      smallest change: {f['description']} -> {f['kv_tokens']:,} KV tokens, {f['max_concurrency']:.2f}x")
+                    lines.append(f"      {f['command']}")
     for note in data.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -143,6 +190,8 @@ def _estimate(args: argparse.Namespace) -> int:
     data = estimate_to_dict(plan)
     data["model_source"] = resolved.source
     data["model_source_detail"] = resolved.detail
+    # The checkpoint the numbers were computed from (Hub models; None for the catalog and local folders).
+    data["model_revision"], data["model_sha"] = resolved.revision, resolved.sha
     print(json.dumps(data, indent=2) if args.json else _text_report(data))
     return 0
 
@@ -178,3 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (RecursionError, MemoryError, OverflowError):
+        # Input the validators missed must still give one line, not a traceback with server paths.
+        print("error: the input is too large or too deeply nested to process: check the model's files and the numbers given", file=sys.stderr)
+        return 2

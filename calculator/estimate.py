@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from . import memory, parallelism
+from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
-from .units import BITS_PER_ELEMENT, MiB
+from .units import BITS_PER_ELEMENT, MiB, format_bytes
 from .workload import Workload
 
 # CUDA context, cuBLAS/cuDNN handles and kernels loaded by a PyTorch process, outside the caching
@@ -102,7 +103,7 @@ COMPONENT_LABELS: dict[str, str] = {
 VLLM_COMPONENT_LABELS: dict[str, str] = {
     **COMPONENT_LABELS,
     "allocator_reserve": "Left free (1 - gpu_memory_utilization)",
-    "cuda_context": "CUDA graphs + context",
+    "cuda_context": "Non-torch, CUDA graphs, context",
 }
 
 
@@ -126,6 +127,8 @@ class Estimate:
     trainable_params: int
     kv_bytes_per_token: int
     notes: tuple[str, ...]
+    host_bytes: int = 0  # host RAM the run needs beyond the process itself: offloaded activations / states / parameters
+    trainer_problem: str = ""  # why the chosen trainer cannot run this model ('' when it can)
 
     @property
     def total_bytes(self) -> int:
@@ -155,6 +158,7 @@ def _with_overhead(b: Breakdown, *, training: bool) -> Breakdown:
 
 
 def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int) -> dict[str, Breakdown]:
+    check_cache_implementation(spec, w)
     c = _compute_bytes(fmt)
     kv_bits = _kv_bits(w, fmt)
     b = w.batch_size
@@ -172,12 +176,16 @@ def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: 
             "encode": Breakdown(weights_bytes=weights, activations_bytes=encode + dequant),
             "decode": Breakdown(weights_bytes=weights, kv_cache_bytes=kv, activations_bytes=b * c * 4 * spec.hidden_size, logits_bytes=logits),
         }
+    if w.cache_implementation != "dynamic":
+        return _generate_cache_phases(spec, w, c, kv_bits, weights, dequant)
     prompt = w.prompt_tokens
     logits = memory.generation_logits_bytes(spec, batch_size=b, compute_bytes=c)
     prefill = Breakdown(
         weights_bytes=weights,
         kv_cache_bytes=memory.kv_cache_bytes(spec, batch_size=b, seq_len=prompt, kv_bits=kv_bits),
-        activations_bytes=memory.prefill_transient_bytes(spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention) + dequant,
+        activations_bytes=memory.prefill_transient_bytes(
+            spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention, audio_token_share=w.audio_token_share
+        ) + dequant,
         logits_bytes=logits,
     )
     decode_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=1, compute_bytes=c, attention="sdpa")
@@ -192,10 +200,147 @@ def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: 
     return {"prefill": prefill, "decode": decode}
 
 
-def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int) -> tuple[dict[str, Breakdown], int]:
-    c = _compute_bytes(fmt)
+def _generate_cache_phases(spec: ModelSpec, w: Workload, c: int, kv_bits: int, weights: int, dequant: int) -> dict[str, Breakdown]:
+    """Prefill and decode of `generate` with a static or quantized cache (decoder-only models).
+
+    Static (`memory.static_*`): every layer allocates its whole buffer at its first update, so the
+    prefill already holds the cache for prompt + new - 1 tokens. Quantized (`memory.quantized_*`):
+    the cache is quantized as it fills; the layer being computed holds its K/V in the compute dtype
+    (prefill) or its dequantized copies (decode)."""
+    b, prompt = w.batch_size, w.prompt_tokens
+    logits = memory.generation_logits_bytes(spec, batch_size=b, compute_bytes=c)
+    prefill_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention,
+                                                 audio_token_share=w.audio_token_share) + dequant
+    decode_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=1, compute_bytes=c, attention="sdpa") + (dequant if b > 1 else 0)
+    if w.cache_implementation == "static":
+        length = memory.static_cache_len(w.context_length, w.generated_tokens)
+        prefill_kv = decode_kv = memory.kv_cache_bytes(spec, batch_size=b, seq_len=length, kv_bits=kv_bits)
+        prefill_act += memory.static_prefill_extra_bytes(spec, batch_size=b, prompt_len=prompt, cache_len=length, compute_bytes=c,
+                                                         attention=w.attention)
+        decode_act += memory.static_decode_mask_bytes(batch_size=b, cache_len=length)
+        decode_keys = length
+    else:
+        kv = {"kv_cache_precision": w.kv_cache_precision, "compute_bytes": c}
+        prefill_kv = memory.quantized_cache_bytes(spec, batch_size=b, seq_len=prompt, generated_tokens=0, **kv)
+        prefill_act += memory.quantized_cache_prefill_transient_bytes(spec, batch_size=b, prompt_len=prompt, **kv)
+        decode_kv = memory.quantized_cache_bytes(spec, batch_size=b, seq_len=w.context_length, generated_tokens=w.generated_tokens, **kv)
+        decode_act += memory.quantized_cache_decode_transient_bytes(spec, batch_size=b, seq_len=w.context_length, **kv)
+        decode_keys = w.context_length
+    if w.attention == "eager":
+        decode_act += b * spec.num_attention_heads * decode_keys * memory.eager_score_bytes(spec, c)
+    phases = {"prefill": Breakdown(weights_bytes=weights, kv_cache_bytes=prefill_kv, activations_bytes=prefill_act, logits_bytes=logits)}
+    if w.generated_tokens:
+        phases["decode"] = Breakdown(weights_bytes=weights, kv_cache_bytes=decode_kv, activations_bytes=decode_act, logits_bytes=logits)
+    return phases
+
+
+def check_cache_implementation(spec: ModelSpec, w: Workload) -> None:
+    """Refuse a cache transformers would refuse for this model (`QuantizedCache.__init__`,
+    `_prepare_cache_for_generation`, transformers 5.24)."""
+    if w.cache_implementation != "quantized":
+        return
+    if spec.is_encoder_decoder or not spec.layer_types:
+        raise InvalidWorkloadError(f"{spec.model_id or spec.model_type}: transformers' quantized cache is for decoder-only generate; use dynamic.")
+    other = sorted(set(spec.layer_types) - memory.QUANTIZED_CACHE_LAYER_KINDS)
+    if other:
+        raise InvalidWorkloadError(
+            f"{spec.model_id or spec.model_type} has {', '.join(other)} attention layers; transformers' QuantizedCache supports "
+            "only models whose layers are all full attention. Use dynamic or static."
+        )
+
+
+def _cache_notes(spec: ModelSpec, w: Workload, c: int, kv_bits: int) -> list[str]:
+    if w.is_training or not spec.layer_types or spec.is_encoder_decoder or w.cache_implementation == "dynamic":
+        return []
+    if w.cache_implementation == "static":
+        length = memory.static_cache_len(w.context_length, w.generated_tokens)
+        mask = memory.gpt_fast_causal_mask_bytes(length)
+        return [
+            f"Static cache: generate preallocates {length:,} tokens (prompt + new - 1) in every layer at the first forward, so the "
+            "prefill already holds the whole cache. transformers builds no cache x cache mask; a gpt-fast/torchao-style script "
+            f"(torch.tril(torch.ones(L, L, dtype=bool))) adds {format_bytes(mask, 'GiB', 2)} at this length."
+        ]
+    nbits = memory.quantized_kv_nbits(w.kv_cache_precision)
+    what = "fp8 backend (one byte per value)" if nbits == "fp8" else (
+        f"{nbits}-bit group-wise ({'HQQ' if nbits == 8 else 'quanto or HQQ'}, groups of {memory.QUANTIZED_CACHE_GROUP_SIZE}, "
+        f"residual window of {memory.QUANTIZED_CACHE_RESIDUAL_LENGTH} tokens in {w.precision})")
+    bf16 = memory.kv_cache_bytes(spec, batch_size=w.batch_size, seq_len=w.context_length, kv_bits=8 * c)
+    return [
+        f"Quantized cache, {what}: each decoding step dequantizes the layer being computed. If this process held a "
+        f"{w.precision} cache before (an earlier generate, or a cache quantized after it was filled), PyTorch's caching "
+        f"allocator keeps those blocks reserved ({format_bytes(bf16, 'GiB', 2)} here) until torch.cuda.empty_cache()."
+    ]
+
+
+def _training_shape(w: Workload) -> tuple[int, int]:
+    """(batch, sequence length) of the largest step. Without a length distribution every sequence
+    is `context_length` long. With one (`sample_lengths`, each truncated to the context):
+    padded batches pad to the longest sequence of the batch (the peak step holds the longest one:
+    DataCollatorWithPadding / TRL's collator pad to the batch maximum, not the mean); packing fills
+    every row to the context; padding-free concatenates the batch's sequences into one row, so the
+    peak step is the one with the `batch` longest sequences."""
     b, s = w.batch_size, w.context_length
-    loss = memory.loss_buffer_bytes(spec, batch_size=b, seq_len=s, compute_bytes=c, keep_logits=w.keep_logits)
+    lengths = sorted((min(n, s) for n in w.sample_lengths), reverse=True)
+    if not lengths or w.packing == "packed":
+        return b, s
+    if w.packing == "padded":
+        return b, lengths[0]
+    longest = lengths[:b]
+    return b, max(1, -(-sum(longest) // b))
+
+
+def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_bytes: int, head_weight_bytes: int) -> int:
+    """The loss term the trainer's loss implementation leaves alive (see `memory`)."""
+    head_trainable = w.mode == "full"
+    trained = memory.trained_tokens(tokens, w.trained_token_fraction)
+    if w.loss_impl == "chunked-output":
+        return memory.chunked_output_loss_bytes(spec, tokens=tokens, compute_bytes=c, chunks=w.loss_chunks)
+    if w.loss_impl == "fused-linear":
+        return memory.fused_lm_head_loss_bytes(spec, tokens=tokens, trained=trained, compute_bytes=c, hidden_bytes=hidden_bytes,
+                                               head_weight_bytes=head_weight_bytes, head_trainable=head_trainable)
+    if w.loss_impl == "fused-linear-liger":
+        return memory.liger_fused_linear_ce_bytes(spec, trained=trained, compute_bytes=c, head_weight_bytes=head_weight_bytes, head_trainable=head_trainable)
+    return memory.loss_buffer_bytes(spec, batch_size=1, seq_len=tokens, compute_bytes=c, keep_logits=w.keep_logits)
+
+
+def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, *, b: int, s: int, c: int, input_bytes: int,
+                 extra_total: int) -> tuple[int, int, int]:
+    """(saved activations at the start of backward on the GPU, the recomputed layer, host bytes
+    of offloaded activations). `extra_total` is what a PEFT method saves per token over all layers."""
+    layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+    frozen = plan is not None
+    extra = extra_total // layers
+    extra -= memory.liger_kernel_savings_per_layer(spec, compute_bytes=c, norm_kernel=w.norm_kernel, mlp_kernel=w.mlp_kernel, frozen=frozen)
+    act = memory.training_activation_bytes(
+        spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing,
+        checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
+    )
+    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan) + extra)
+    recompute = per_layer if w.gradient_checkpointing else 0
+    host = 0
+    if w.activation_offload:
+        h = spec.hidden_size
+        head = b * s * ((4 * h + 4 + c * h) + (c * h if plan is None else 0))
+        if w.gradient_checkpointing:
+            kept = memory.checkpointed_layers(layers, w.checkpoint_every)
+            layer_bytes = b * s * input_bytes * h if kept == layers else per_layer
+        else:
+            layer_bytes = per_layer
+        act, host = memory.offloaded_activation_split(saved_bytes=act, per_layer_bytes=layer_bytes, layers=layers, head_bytes=head)
+    return act, recompute, host
+
+
+def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int) -> tuple[dict[str, Breakdown], int, int]:
+    c = _compute_bytes(fmt)
+    b, s = _training_shape(w)
+    if w.mode in ("lora", "qlora") and w.peft_method == "prompt-tuning":
+        s += w.num_virtual_tokens  # the virtual tokens extend every sequence (peft PromptEmbedding)
+    tokens = b * s
+    fp32_weights = w.master_weights and w.precision != "fp32" and not fmt.is_quantized
+    input_bytes = 4 if fp32_weights else c  # residual stream dtype: fp32 weights under autocast keep it fp32
+    head_weight_bytes = 4 if fp32_weights else c
+    loss = _loss_bytes(spec, w, tokens=tokens, c=c, hidden_bytes=input_bytes, head_weight_bytes=head_weight_bytes)
+    host_act = 0
     if w.mode == "full":
         params = spec.num_params
         state_bytes = 4 if w.master_weights else c
@@ -204,48 +349,78 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
             optimizer = memory.optimizer_state_bytes(optimizer="adafactor", trainable_params=params, state_bytes=state_bytes, factored_elements=factored)
         else:
             optimizer = memory.optimizer_state_bytes(optimizer=w.optimizer, trainable_params=params, state_bytes=state_bytes)
-        temp = memory.optimizer_step_temp_bytes(
-            optimizer=w.optimizer, trainable_params=params, param_bytes=state_bytes, largest_param=memory.largest_linear_params(spec)
+        largest = memory.largest_linear_params(spec)
+        temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
+            optimizer=w.optimizer, trainable_params=params, param_bytes=state_bytes, largest_param=largest
         )
         master = 4 * params if w.master_weights else 0
         grads = params * c
-        act = memory.training_activation_bytes(
-            spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=None, gradient_checkpointing=w.gradient_checkpointing
-        )
+        act, recompute, host_act = _activations(spec, w, None, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=0)
+        in_bwd = 0
+        if w.optimizer_in_backward:
+            biggest = max(largest, spec.vocab_size * spec.hidden_size)
+            step = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
+                optimizer=w.optimizer, trainable_params=biggest, param_bytes=state_bytes, largest_param=biggest)
+            in_bwd = memory.optimizer_in_backward_bytes(largest_param=biggest, grad_bytes=c, temp_bytes_per_elem=0) + step
         phases = {
-            "backward": Breakdown(weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master, activations_bytes=act, logits_bytes=loss),
-            "optimizer step": Breakdown(weights_bytes=weights, optimizer_bytes=optimizer + temp, master_weights_bytes=master, gradients_bytes=grads),
+            "backward": Breakdown(weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master, activations_bytes=act,
+                                  logits_bytes=loss, gradients_bytes=in_bwd),
         }
+        if not w.optimizer_in_backward:
+            phases["optimizer step"] = Breakdown(weights_bytes=weights, optimizer_bytes=optimizer + temp, master_weights_bytes=master, gradients_bytes=grads)
         if w.gradient_checkpointing:
             # Recomputing the last layer: the LM head's (and tied embedding's) gradient already exists.
-            recompute = memory.recompute_activation_bytes(spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=None)
             head_grad = spec.vocab_size * spec.hidden_size * c
             phases["layer recompute"] = Breakdown(weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master,
-                                                  activations_bytes=act + recompute, gradients_bytes=head_grad)
-        return phases, params
-    # LoRA / QLoRA: frozen base, trainable adapters.
+                                                  activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
+        return phases, params, host_act
+    # LoRA / QLoRA (and DoRA, IA3, prompt tuning): frozen base, trainable adapters.
     if fmt.name == "bnb-int8":
         weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
-    plan = memory.AdapterPlan(names=memory.lora_target_names(spec, w.lora_targets), rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
-    adapter_params = memory.lora_params(spec, plan)
+    cast = 0
+    if fp32_weights:
+        # A model loaded in fp32 (TRL's default for a model id) keeps its frozen base in fp32; under
+        # bf16 autocast each matmul casts its weight (frozen weights are not in autocast's cache).
+        weights = memory.weight_bytes(spec, weight_format(spec, replace(w, precision="fp32")))
+        cast = memory.largest_linear_params(spec) * c
+    method = w.peft_method
+    names = memory.lora_target_names(spec, w.lora_targets) if method in ("lora", "dora") else frozenset()
+    plan = memory.AdapterPlan(names=names, rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
+    # Under autocast (fp32 base) every adapter's lora_A casts its (fp32) input to the compute dtype
+    # itself: one c-byte copy per adapter, saved for its weight gradient.
+    act_plan = replace(plan, input_copy_bytes=c) if fp32_weights else plan
+    extra_total = 0
+    transient = 0
+    if method == "lora":
+        adapter_params = memory.lora_params(spec, plan)
+    elif method == "dora":
+        adapter_params = memory.lora_params(spec, plan) + memory.dora_extra_params(spec, plan)
+        extra_total = memory.dora_saved_bytes_per_token(spec, plan, compute_bytes=c)
+        transient = memory.dora_weight_norm_transient_bytes(spec, plan)
+    elif method == "ia3":
+        adapter_params = memory.ia3_params(spec)
+        extra_total = memory.ia3_saved_bytes_per_token(spec, compute_bytes=c)
+    else:  # prompt tuning: num_virtual_tokens x hidden embedding
+        adapter_params = w.num_virtual_tokens * spec.hidden_size
     states = memory.optimizer_state_bytes(optimizer=w.optimizer, trainable_params=adapter_params, state_bytes=adapter_elem_bytes)
     adapters = adapter_params * adapter_elem_bytes * 2 + states  # weights + grads + optimizer states
-    temp = memory.optimizer_step_temp_bytes(optimizer=w.optimizer, trainable_params=adapter_params, param_bytes=adapter_elem_bytes, largest_param=0)
-    act = memory.training_activation_bytes(
-        spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing
-    )
+    temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
+        optimizer=w.optimizer, trainable_params=adapter_params, param_bytes=adapter_elem_bytes, largest_param=0)
+    act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
     # The input gradient through a frozen quantized linear dequantizes its weight to the compute dtype:
     # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
-    dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else 0
+    dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
     phases = {
         "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant, logits_bytes=loss),
-        "optimizer step": Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp),
     }
+    if not w.optimizer_in_backward:
+        phases["optimizer step"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp)
+    if transient:
+        phases["forward (DoRA weight norm)"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + transient)
     if w.gradient_checkpointing:
-        recompute = memory.recompute_activation_bytes(spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan)
-        phases["layer recompute"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + recompute + dequant)
-    return phases, adapter_params
+        phases["layer recompute"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + recompute + dequant + transient)
+    return phases, adapter_params, host_act
 
 
 def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tuple[str, ...]:
@@ -279,6 +454,8 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
             f"Context {w.context_length:,} exceeds the model's max_position_embeddings ({spec.max_position_embeddings:,}); "
             "quality degrades past it unless the model supports rope scaling."
         )
+    if w.is_training:
+        notes.extend(_trainer_notes(w))
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
     if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
@@ -290,7 +467,35 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):
         notes.append(f"Batch size is per GPU (micro-batch) under {strategy}; the global batch is {w.batch_size * w.num_gpus}.")
+    notes += _cache_notes(spec, w, fmt.compute_bytes, _kv_bits(w, fmt))
     return tuple(notes)
+
+
+def _trainer_notes(w: Workload) -> list[str]:
+    from .trainers import PRESETS
+
+    notes = []
+    preset = PRESETS.get(w.trainer)
+    if preset is not None and w.trainer != "custom":
+        notes.append(f"Trainer: {preset.label} ({preset.source}); each of its settings is shown and can be changed.")
+        if preset.max_length and w.context_length > preset.max_length:
+            notes.append(f"{preset.label} truncates to max_length={preset.max_length:,} by default; this sizes {w.context_length:,} tokens "
+                         "(set max_length to match).")
+    if w.loss_impl in ("fused-linear-liger",):
+        notes.append("The fused linear cross-entropy (Liger / Unsloth) is a Triton kernel (GPU only): its term is analytic, not traced.")
+    if w.norm_kernel == "liger" or w.mlp_kernel == "liger":
+        notes.append("Liger RMSNorm / SwiGLU kernels are Triton (GPU only): their savings are analytic, not traced. "
+                     "Liger's RoPE kernel works in place and changes no saved tensor here.")
+    if w.paged_optimizer:
+        notes.append("Paged optimizer (bitsandbytes): states live in CUDA unified memory, counted on the GPU here; under memory pressure "
+                     "they page to host RAM, and torch.cuda.max_memory_allocated does not count them.")
+    if w.activation_offload:
+        notes.append("Activation offloading: saved activations wait in pinned host RAM (shown as host memory); the GPU keeps about two layers' worth.")
+    if w.optimizer_in_backward:
+        notes.append("Optimizer step in backward: each parameter is updated as its gradient is ready, so no full set of gradients exists "
+                     "(incompatible with gradient accumulation).")
+    notes.append("torch.compile is not modelled: it changes which tensors are saved in ways only a compiled trace shows.")
+    return notes
 
 
 def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
@@ -305,10 +510,19 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     strategy = parallelism.resolve_parallelism(workload.is_training, workload.parallelism, workload.num_gpus)
     kv_per_token = memory.kv_cache_bytes_per_token(spec, _kv_bits(workload, fmt))
     trainable = 0
+    host_act = 0
+    trainer_problem = ""
+    if workload.is_training:
+        from .trainers import lm_head_problem
+
+        trainer_problem = lm_head_problem(spec, workload.trainer)
+        if trainer_problem and workload.loss_impl != "full":
+            # The trainer cannot start on this model; size the loop that can (full logits) and say so.
+            workload = replace(workload, loss_impl="full", notes=(trainer_problem, *workload.notes))
     if workload.runtime == "vllm":
         phases = {"serving": vllm_breakdown(spec, workload, fmt, weights)}
     elif workload.is_training:
-        phases, trainable = _training_phases(spec, workload, fmt, weights)
+        phases, trainable, host_act = _training_phases(spec, workload, fmt, weights)
     else:
         phases = _inference_phases(spec, workload, fmt, weights)
     profile_notes: tuple[str, ...] = ()
@@ -326,13 +540,25 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
             return parallelism.shard_training(b, strategy=strategy, num_gpus=workload.num_gpus, layer_param_bytes=layer_bytes)
         return b
 
-    sharded = {name: per_gpu(b) for name, b in phases.items()}
+    # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
+    sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
+    host_bytes = host_act
+    if workload.is_training and workload.cpu_offload != "none":
+        layer_bytes = weights // max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+        offloaded = {}
+        for name, b in sharded.items():
+            split = memory.cpu_offload_split(weights=b.weights_bytes, optimizer=b.optimizer_bytes, master=b.master_weights_bytes,
+                                             gradients=b.gradients_bytes, offload=workload.cpu_offload, layer_param_bytes=layer_bytes)
+            offloaded[name] = replace(b, weights_bytes=split["weights"], optimizer_bytes=split["optimizer"],
+                                      master_weights_bytes=split["master"], gradients_bytes=split["gradients"])
+            host_bytes = max(host_bytes, host_act + split["host"])
+        sharded = offloaded
     peak_phase = max(sharded, key=lambda name: sharded[name].torch_allocated_bytes)
     peak = sharded[peak_phase]
     if workload.runtime == "vllm":
         from .serving import vllm_overhead
 
-        peak = vllm_overhead(peak, workload)
+        peak = vllm_overhead(peak, workload, spec, fmt)
     else:
         peak = _with_overhead(peak, training=workload.is_training)
     return Estimate(
@@ -347,4 +573,6 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
         notes=_notes(spec, workload, fmt, strategy) + profile_notes,
+        host_bytes=host_bytes,
+        trainer_problem=trainer_problem,
     )

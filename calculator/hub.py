@@ -40,10 +40,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from .errors import CalculatorError, GatedModelError, HubUnavailableError, MalformedConfigError, ModelNotFoundError
+from . import checkpoint
+from .bounds import MAX_CONFIG_BYTES
+from .errors import CalculatorError, GatedModelError, HubUnavailableError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from .facts import ModelFacts
 
 logger = logging.getLogger(__name__)
 
@@ -261,19 +266,8 @@ def _fetch_from_hub(repo_id: str, *, revision: str | None, token: str | None, fi
 
 
 def _read_config(path: Path, *, repo_id: str, revision: str | None) -> dict[str, Any]:
-    where = f"{repo_id}@{revision}" if revision else repo_id
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise MalformedConfigError(f"config.json of {where} is not UTF-8 text ({err.reason}): the repository's config is broken; try another one.") from err
-    except json.JSONDecodeError as err:
-        raise MalformedConfigError(
-            f"config.json of {where} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
-            "the repository's config is broken; try another revision or model."
-        ) from err
-    if not isinstance(config, dict):
-        raise MalformedConfigError(f"config.json of {where} is a JSON {type(config).__name__}, not an object: this is not a transformers model config.")
-    return config
+    where = f"config.json of {repo_id}@{revision}" if revision else f"config.json of {repo_id}"
+    return checkpoint.parse_config(checkpoint.read_capped(path, MAX_CONFIG_BYTES, what=where), where=where)
 
 
 def _snapshot_commit(config_path: Path) -> str | None:
@@ -504,3 +498,43 @@ def _split_url_revision(path: str) -> str:
             repo = "/".join(parts[:at])
             return f"{repo}@{parts[at + 1]}" if len(parts) > at + 1 and parts[at + 1] else repo
     return path
+
+
+# --- model facts (task, downloads, likes, ...) ---------------------------------------------------
+
+
+def fetch_model_facts(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    timeout: float = 5.0,
+) -> ModelFacts | None:
+    """The facts a model page shows (`calculator.facts.ModelFacts`), from one `model_info` request.
+
+    Facts are decoration next to the estimate, never a reason to fail: any error (unreachable Hub,
+    unknown repo, malformed answer) gives None, and the caller falls back to the catalog's dated
+    copy. `revision` should be the commit the estimate's config was read at, so the facts name it.
+    """
+    from huggingface_hub import HfApi, constants
+
+    from .facts import facts_from_model_info
+
+    try:
+        repo_id, ref_revision = parse_model_ref(repo_id)
+    except CalculatorError:
+        return None
+    revision = revision or ref_revision
+    if constants.is_offline_mode() or (revision is not None and not _is_valid_revision(revision)):
+        return None
+    token = token if token is not None else default_token()
+    api = HfApi(endpoint=(endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/"),
+                token=token or False, library_name=_LIBRARY_NAME)
+    as_of = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        info = api.model_info(repo_id, revision=revision, timeout=timeout)
+    except Exception as err:
+        logger.info("model_info of %s for its facts failed (%s)", repo_id, type(err).__name__)
+        return None
+    return facts_from_model_info(info, repo_id=repo_id, as_of=as_of)

@@ -23,6 +23,7 @@ Sources, cited per function:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .quantization import WeightFormat, is_quantized_module, linear_weight_bytes
@@ -145,7 +146,15 @@ def eager_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
     return 3 * compute_bytes if spec.model_type == "gpt_oss" else 2 * compute_bytes + 4
 
 
-def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, attention: str) -> int:
+def audio_positions(audio_token_share: float, seq_len: int) -> int:
+    """Audio positions of a DualFFN sequence of `seq_len`: the share, rounded to the nearest (the
+    trace builds its prompt with the same count, calculator/verify/inputs.py)."""
+    return min(seq_len, max(0, round(audio_token_share * seq_len)))
+
+
+def prefill_transient_bytes(
+    spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, attention: str, audio_token_share: float | None = None
+) -> int:
     """Peak of the temporaries one layer creates while processing `seq_len` new tokens.
 
     Per token (c = compute bytes; h hidden, I intermediate, q = heads x head_dim):
@@ -162,6 +171,15 @@ def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, c
       heads x seq scores (`eager_score_bytes` each) and K/V repeated to all heads;
     - RMSNorm: residual + fp32 upcast + fp32 square/product (ch + 12h).
     The largest, times tokens, plus the eager attention mask (batch x seq x seq).
+
+    DualFFN (`spec.dual_ffn`, higgs-audio) with `audio_token_share` s given (a prompt routed by its
+    audio mask; None: one FFN for every token, as in decoding, where transformers passes no mask):
+    the text FFN runs on the text tokens, then the audio FFN on the audio tokens
+    (`HiggsAudioV2DecoderLayer`, transformers 5.24), so the 3cI of the gated MLP exist for the
+    larger group only: c(4h + 3I) becomes 4ch per token + 3cI per token of max(text, audio); the
+    audio embeddings the model scattered into the prompt stay referenced through the layer loop
+    (`audio_embeds` in `HiggsAudioV2Model.forward`): + ch per audio token. Traced on a 2-layer copy
+    at 1,020 prompt tokens, shares 0 / 0.25 / 0.5 / 0.75 / 1: the formula is within 1 KB per token.
     """
     c = compute_bytes
     h = spec.hidden_size
@@ -182,6 +200,12 @@ def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, c
     norm = c * h + 12 * h
     per_token = max(mlp, attn, norm)
     total = tokens * per_token
+    if spec.dual_ffn and audio_token_share is not None and not spec.is_moe:
+        n_audio = audio_positions(audio_token_share, seq_len)
+        routed = batch_size * max(n_audio, seq_len - n_audio)
+        gated = 2 if spec.model_type in _LAYERNORM_FAMILIES else 3
+        mlp_total = tokens * 4 * c * h + routed * gated * c * spec.intermediate_size
+        total = max(mlp_total, tokens * attn, tokens * norm) + batch_size * n_audio * c * h
     if attention == "eager":
         # scores, softmax and probabilities per head and key; K/V repeated to every head.
         total += tokens * spec.num_attention_heads * seq_len * eager_score_bytes(spec, c) + tokens * 2 * c * q
@@ -209,6 +233,7 @@ class AdapterPlan:
     names: frozenset[str]
     rank: int
     adapter_bytes: int
+    input_copy_bytes: int = 0  # > 0: each adapter saves its own copy of its input in this many bytes (autocast)
 
     def adapts(self, group: LinearGroup) -> bool:
         return group.name in self.names
@@ -220,16 +245,23 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     "all-linear" is peft's shorthand: every linear layer except the output layer. With
     transformers 5's fused 3-D expert parameters, peft 0.21 also adapts the experts (one adapter
     per expert, through parameter targeting) and the router: traced on Mixtral (calculator/verify).
-    "attention" adapts the attention projections, "mlp" the feed-forward ones, "qv" only query and
-    value (the LoRA paper's setting).
+    "attention" adapts the attention projections, "attention+mlp" those and the dense (or MoE
+    shared-expert) MLP but not the routed experts or the router, "mlp" the feed-forward ones and
+    the experts, "qv" only query and value (the LoRA paper's setting).
     """
     names = set()
     for g in spec.linears:
+        if targets == "all-linear" and g.lora_all_linear is not None:
+            # peft's own resolution, read from the meta-device model (calculator/inventory.py).
+            if g.lora_all_linear:
+                names.add(g.name)
+            continue
         if g.role == "head":
             continue
         wanted = {
             "all-linear": g.role in ("attention", "mlp", "other", "expert", "router"),
             "attention": g.name in _ATTENTION_NAMES,
+            "attention+mlp": g.name in _ATTENTION_NAMES or g.role == "mlp",
             "mlp": g.role in ("mlp", "expert"),
             "qv": g.name in _QV_NAMES,
         }[targets]
@@ -240,7 +272,7 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
 
 def lora_params(spec: ModelSpec, plan: AdapterPlan) -> int:
     """LoRA parameters: r x (d_in + d_out) per adapted matrix (Hu et al. 2021, sec. 4)."""
-    return sum(g.count * plan.rank * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
+    return sum(g.count * plan.rank * g.lora_rank_factor * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
 
 
 def layer_saved_bytes_per_token(
@@ -324,7 +356,9 @@ def layer_saved_bytes_per_token(
             if not adapters.adapts(g):
                 continue
             per_layer = g.count // spec.num_hidden_layers
-            if adapters.adapter_bytes > c:
+            if adapters.input_copy_bytes:
+                total += per_layer * adapters.input_copy_bytes * g.in_features  # autocast casts the input per adapter
+            elif adapters.adapter_bytes > c:
                 total += per_layer * adapters.adapter_bytes * g.in_features  # own fp32 copy of the input
             elif g.in_features not in seen_inputs:
                 total += c * g.in_features  # the shared input tensor is kept alive
@@ -351,13 +385,19 @@ def training_activation_bytes(
     attention: str,
     adapters: AdapterPlan | None,
     gradient_checkpointing: bool,
+    checkpoint_every: int = 1,
+    layer_input_bytes: int | None = None,
+    extra_per_layer: int = 0,
 ) -> int:
     """Saved activations of a whole forward pass, at the start of backward.
 
-    Without checkpointing: every layer's saved tensors (`layer_saved_bytes_per_token`) plus the
-    final norm and the LM head input. With transformers' gradient checkpointing (one checkpoint per
-    decoder layer, non-reentrant; Chen et al. 2016, arXiv:1604.06174) each layer keeps only its
-    input (ch per token); the layer recomputed during backward is `recompute_activation_bytes`.
+    Without checkpointing: every layer's saved tensors (`layer_saved_bytes_per_token`, plus
+    `extra_per_layer` bytes per token that a saver or PEFT method adds) plus the final norm and
+    the LM head input. With transformers' gradient checkpointing (non-reentrant; Chen et al. 2016,
+    arXiv:1604.06174) a checkpointed layer keeps only its input (ch per token, or
+    `layer_input_bytes` x h when the residual stream is fp32 under autocast); with
+    `checkpoint_every` = k only every k-th layer is checkpointed (`checkpointed_layers`) and the
+    others keep everything. The layer recomputed during backward is `recompute_activation_bytes`.
     """
     tokens = batch_size * seq_len
     c = compute_bytes
@@ -365,8 +405,13 @@ def training_activation_bytes(
     layers = spec.num_hidden_layers + spec.num_encoder_layers
     head_inputs = (4 * h + 4 + c * h) + (c * h if adapters is None else 0)  # final norm + lm_head input
     if gradient_checkpointing:
-        return tokens * (layers * c * h + head_inputs)
-    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters)
+        kept = checkpointed_layers(layers, checkpoint_every)
+        rest = layers - kept
+        per_layer = 0
+        if rest:
+            per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters) + extra_per_layer
+        return tokens * (kept * (layer_input_bytes or c) * h + rest * per_layer + head_inputs)
+    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters) + extra_per_layer
     return tokens * (layers * per_layer + head_inputs)
 
 
@@ -438,3 +483,342 @@ def adafactor_factored_elements(spec: ModelSpec) -> int:
     vectors = sum(g.bias_params for g in spec.linears) + spec.other_params
     embed = spec.hidden_size + (spec.embedding_params // max(spec.hidden_size, 1))
     return matrices + vectors + embed
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory savers of the trainer presets (calculator/trainers.py): one term each
+# ---------------------------------------------------------------------------------------------
+
+# TRL 1.16.0 fused LM head: `trl/kernels/chunked_logprob.py` TOKEN_CHUNK_SIZE = 4096 and
+# `trl/trainer/utils.py` _CHUNKED_LOGPROB_CHUNK_SIZE = 32768 (vocabulary columns per tile).
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+
+
+def trained_tokens(tokens: int, fraction: float) -> int:
+    """Tokens whose label is not -100 (completion-only / assistant-only loss): the fused heads of
+    TRL (`hidden_states[mask]` on CUDA) and Liger score only those."""
+    return tokens if fraction >= 1 else max(1, math.ceil(tokens * fraction))
+
+
+def chunked_output_loss_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int, chunks: int) -> int:
+    """torchtune `CEWithChunkedOutputLoss` (v0.6.1 `torchtune/modules/loss/ce_chunked_output_loss.py`,
+    `num_output_chunks=8`): the model returns the logits as `chunks` c-byte pieces, each upcast with
+    `.float()` and passed to `F.cross_entropy`, whose log-softmax saves its fp32 output.
+
+    At the end of the loss forward: every c-byte logits chunk (the recipe drops them only after the
+    loss), every saved fp32 log-probability, and the last chunk's fp32 upcast:
+    tokens x vocab x (c + 4) + tokens/chunks x vocab x 4. In backward (logits freed) the saved
+    log-probs plus one chunk's fp32 gradient, result and c-byte cast: tokens x vocab x 4 +
+    tokens/chunks x vocab x (8 + c). The larger of the two (the first for c = 2, chunks = 8:
+    6.5 bytes per logit against 12 for the unchunked fp32 loss)."""
+    if not spec.is_causal_lm:
+        return 0
+    v = spec.vocab_size
+    per_chunk = -(-tokens // chunks)
+    forward = tokens * v * (compute_bytes + 4) + per_chunk * v * 4
+    backward = tokens * v * 4 + per_chunk * v * (8 + compute_bytes)
+    return max(forward, backward)
+
+
+def fused_lm_head_loss_bytes(
+    spec: ModelSpec, *, tokens: int, trained: int, compute_bytes: int, hidden_bytes: int, head_weight_bytes: int, head_trainable: bool
+) -> int:
+    """TRL 1.16 `add_fused_lm_head` + `ChunkedLogProbFunction` (`trl/trainer/utils.py`,
+    `trl/kernels/chunked_logprob.py`): log-probabilities of the `trained` positions in tiles of
+    [4096 tokens x 32768 vocabulary] without the [tokens, vocab] logits.
+
+    Saved for backward: the compacted hidden states `hidden_states[mask]` (trained x h, their
+    dtype) and two fp32 per-token vectors (log_z, entropy). Forward transients: seven fp32
+    per-token statistics, the c-byte tile, and c-byte casts of a hidden chunk / weight chunk when
+    they are not already in the compute dtype (fp32 weights under bf16 autocast). Backward: the
+    tile and casts again, the fp32 accumulators `grad_hidden` (trained x h x 4) and, when the head
+    is trainable, `grad_weight` (vocab x h x 4), then their casts to the input / weight dtype at
+    return. The term is saved + the larger of the two transients."""
+    if not spec.is_causal_lm:
+        return 0
+    h, v, c = spec.hidden_size, spec.vocab_size, compute_bytes
+    t_chunk = min(trained, TRL_TOKEN_CHUNK)
+    v_chunk = min(v, TRL_VOCAB_CHUNK)
+    casts = (t_chunk * h * c if hidden_bytes != c else 0) + (v_chunk * h * c if head_weight_bytes != c else 0)
+    tile = t_chunk * v_chunk * c
+    saved = trained * h * hidden_bytes + 2 * 4 * trained
+    forward = 7 * 4 * trained + tile + casts
+    backward = tile + casts + trained * 4 + trained * h * 4 + (trained * h * hidden_bytes if hidden_bytes != 4 else 0)
+    if head_trainable:
+        backward += v * h * 4 + (v * h * head_weight_bytes if head_weight_bytes != 4 else 0)
+    del tokens  # all positions are projected only off CUDA (the trace); on a GPU only the trained ones
+    return saved + max(forward, backward)
+
+
+def liger_fused_linear_ce_bytes(spec: ModelSpec, *, trained: int, compute_bytes: int, head_weight_bytes: int, head_trainable: bool) -> int:
+    """Liger-Kernel v0.8.2 `fused_linear_cross_entropy_forward` (also what Unsloth's fused CE and
+    axolotl's `liger_fused_linear_cross_entropy` amount to): the gradients are computed during the
+    forward, chunk by chunk of `next_power_of_2(ceil(BT / ceil(V / H)))` tokens, so what stays is
+    `grad_input` (BT x h, c bytes), `grad_weight` (V x h in the weight dtype, when trainable), one
+    c-byte [chunk x V] logits tile and the fp32 per-token loss. Triton, GPU only: analytic, not traced."""
+    if not spec.is_causal_lm:
+        return 0
+    h, v = spec.hidden_size, spec.vocab_size
+    inc = -(-v // h)
+    chunk = 1 << max(0, (-(-trained // inc) - 1).bit_length())
+    chunk = min(chunk, trained)
+    total = trained * h * compute_bytes + chunk * v * compute_bytes + 4 * trained
+    if head_trainable:
+        total += v * h * head_weight_bytes
+    return total
+
+
+def checkpointed_layers(num_layers: int, every: int) -> int:
+    """Decoder layers checkpointed with transformers' `every_n_layers` (5.24 `modeling_utils.py`:
+    `layer_index % every_n_layers == 0`): ceil(layers / every)."""
+    return -(-num_layers // max(every, 1))
+
+
+def offloaded_activation_split(*, saved_bytes: int, per_layer_bytes: int, layers: int, head_bytes: int) -> tuple[int, int]:
+    """(GPU, host) bytes of saved activations with activation offloading (torchtune
+    `OffloadActivations`, which TRL 1.16 `activation_offloading` and transformers' `offload` reuse;
+    Unsloth's offloaded checkpointer likewise): each layer's saved tensors move to pinned host
+    memory as the forward goes on and come back one layer ahead in backward, so the GPU holds two
+    layers' worth (the one in flight and the one prefetched) plus the loss inputs after the last layer."""
+    body = max(saved_bytes - head_bytes, 0)
+    on_gpu = min(body, 2 * per_layer_bytes) if layers else body
+    return on_gpu + head_bytes, body - on_gpu
+
+
+def optimizer_in_backward_bytes(*, largest_param: int, grad_bytes: int, temp_bytes_per_elem: int) -> int:
+    """Step fused into backward (torchtune `optimizer_in_bwd=True`: one optimizer per parameter,
+    stepped in a post-accumulate-grad hook, gradient freed at once): no full set of gradients ever
+    exists; at most one parameter's gradient and its step temporary are alive."""
+    return largest_param * (grad_bytes + temp_bytes_per_elem)
+
+
+def dora_extra_params(spec: ModelSpec, plan: AdapterPlan) -> int:
+    """DoRA's magnitude vector: one value per output feature of each adapted linear (peft
+    `DoraLinearLayer.update_layer`, Liu et al. 2024 arXiv:2402.09353)."""
+    return sum(g.count * g.out_features for g in spec.linears if plan.adapts(g))
+
+
+def dora_saved_bytes_per_token(spec: ModelSpec, plan: AdapterPlan, *, compute_bytes: int) -> int:
+    """What DoRA saves beyond LoRA, per token, over the whole model: peft 0.21 `DoraLinearLayer.forward`
+    multiplies the base output by `mag_norm_scale - 1` (saving the c-byte base output) and the
+    adapter output by `mag_norm_scale` (saving the adapter-dtype `lora_result`): (c + a) x out_features
+    per adapted linear."""
+    return sum(g.count * g.out_features * (compute_bytes + plan.adapter_bytes) for g in spec.linears if plan.adapts(g))
+
+
+def dora_weight_norm_transient_bytes(spec: ModelSpec, plan: AdapterPlan) -> int:
+    """DoRA's per-step weight norm, largest adapted layer (peft `get_lora_weight`, `get_weight_norm`):
+    an identity of in x in, the in x out `lora_weight`, the base weight cast to the adapter dtype,
+    `scaling * lora_weight` and the sum, all in the adapter dtype: a x (in^2 + 4 x in x out)."""
+    a = plan.adapter_bytes
+    return max((a * (g.in_features ** 2 + 4 * g.in_features * g.out_features) for g in spec.linears if plan.adapts(g)), default=0)
+
+
+IA3_DEFAULT_TARGETS = frozenset({"k_proj", "v_proj", "down_proj"})  # peft 0.21 TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING (llama)
+IA3_FEEDFORWARD = frozenset({"down_proj"})  # ... _IA3_FEEDFORWARD_MODULES_MAPPING (llama)
+
+
+def ia3_params(spec: ModelSpec) -> int:
+    """IA3 (Liu et al. 2022, arXiv:2205.05638) learned vectors on peft's default targets: out_features
+    for k/v (scaling the output), in_features for the feed-forward down projection (scaling the input)."""
+    return sum(g.count * (g.in_features if _leaf(g) in IA3_FEEDFORWARD else g.out_features) for g in spec.linears if _leaf(g) in IA3_DEFAULT_TARGETS)
+
+
+def _leaf(g: LinearGroup) -> str:
+    return g.name.rsplit(".", 1)[-1]
+
+
+def ia3_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int) -> int:
+    """What IA3 saves per token (peft 0.21 `ia3/layer.py` `Linear.forward`, fp32 vectors): k/v
+    multiply the c-byte base output by the vector (saving the output); down_proj multiplies its
+    input cast to fp32 by the vector (saving the fp32 input)."""
+    total = 0
+    for g in spec.linears:
+        if _leaf(g) in IA3_FEEDFORWARD:
+            total += g.count * 4 * g.in_features
+        elif _leaf(g) in IA3_DEFAULT_TARGETS:
+            total += g.count * compute_bytes * g.out_features
+    return total
+
+
+def cpu_offload_split(*, weights: int, optimizer: int, master: int, gradients: int, offload: str, layer_param_bytes: int) -> dict[str, int]:
+    """DeepSpeed ZeRO-Offload (`offload_optimizer: cpu`) / FSDP `CPUOffload`: the optimizer states
+    and the fp32 master copy live in host RAM and the step runs on the CPU (Ren et al. 2021,
+    arXiv:2101.06840), gradients are copied to the host as they are reduced; with
+    "optimizer+params" (ZeRO-Infinity / FSDP `offload_params=True`) the parameters too, gathered to the
+    GPU about two layers at a time. Returns what stays on the GPU and what host RAM holds."""
+    if offload == "none":
+        return {"weights": weights, "optimizer": optimizer, "master": master, "gradients": gradients, "host": 0}
+    host = optimizer + master + gradients
+    gpu_weights = weights
+    if offload == "optimizer+params":
+        gpu_weights = min(weights, 2 * layer_param_bytes)
+        host += weights
+    return {"weights": gpu_weights, "optimizer": 0, "master": 0, "gradients": 0, "host": host}
+
+
+def liger_kernel_savings_per_layer(spec: ModelSpec, *, compute_bytes: int, norm_kernel: str, mlp_kernel: str, frozen: bool) -> int:
+    """Bytes per token per layer that Liger's kernels do not save (Liger-Kernel v0.8.2):
+    `LigerRMSNormFunction` saves its c-byte input and fp32 1/rms instead of transformers' fp32
+    upcast (and, with a trainable weight, the normalized tensor): 4h + (ch) - ch per norm;
+    `LigerSiLUMulFunction` saves gate and up and recomputes SiLU in backward: one c x I fewer."""
+    if spec.model_type in _LAYERNORM_FAMILIES:
+        return 0
+    c, h = compute_bytes, spec.hidden_size
+    saved = 0
+    if norm_kernel == "liger":
+        norms = 4 if spec.model_type in _SANDWICH_NORM_FAMILIES else 2
+        saved += norms * (4 * h + (0 if frozen else c * h) - c * h)
+    if mlp_kernel == "liger" and not spec.is_moe:
+        saved += c * spec.intermediate_size
+    return max(saved, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache `generate` builds: static and quantized caches (transformers 5.24)
+# ---------------------------------------------------------------------------------------------
+
+# transformers 5.24 `cache_utils.QuantizedLayer.__init__` defaults, which `generate(...,
+# cache_implementation="quantized")` keeps unless `cache_config` overrides them: nbits=4,
+# q_group_size=64, residual_length=128 (and backend "quanto" in `_prepare_cache_for_generation`).
+QUANTIZED_CACHE_GROUP_SIZE = 64
+QUANTIZED_CACHE_RESIDUAL_LENGTH = 128
+# Layer kinds transformers' QuantizedCache accepts: its __init__ raises unless every layer type is
+# "full_attention" (MLA layers are full attention there too).
+QUANTIZED_CACHE_LAYER_KINDS = frozenset({"full", "mla"})
+
+
+def static_cache_len(context_length: int, generated_tokens: int) -> int:
+    """Tokens a `StaticCache` preallocates. `generate` sizes it for `max_length - 1` = prompt +
+    new tokens - 1 (generation/utils.py: `max_cache_length = generation_config.max_length - 1`,
+    then `_prepare_static_cache`; the last token is never fed back); one forward with no generated
+    tokens needs a cache of the context. Sliding layers hold min(window, this) (`StaticSlidingWindowLayer`)."""
+    return context_length - 1 if generated_tokens else context_length
+
+
+def _cache_elements_per_token_per_layer(spec: ModelSpec) -> int:
+    """Cached elements one token adds to one attention layer (the largest kind): 2 x kv_heads x
+    head_dim, or the MLA latent."""
+    sizes = [(spec.kv_lora_rank + spec.qk_rope_head_dim) if kind == "mla" else 2 * spec.num_key_value_heads * spec.head_dim
+             for kind in spec.layer_types]
+    return max(sizes, default=0)
+
+
+def static_prefill_extra_bytes(spec: ModelSpec, *, batch_size: int, prompt_len: int, cache_len: int, compute_bytes: int, attention: str) -> int:
+    """What a static cache adds to the prefill transients of `prefill_transient_bytes(prompt_len)`.
+
+    Each layer's `StaticLayer.update` returns its whole preallocated buffer, so attention sees
+    `cache_len` keys for `prompt_len` queries. With SDPA the mask is skipped: `_ignore_causal_mask_sdpa`
+    (masking_utils.py) returns True for an empty cache (`q_offset == 0`) whose padding covers only
+    the not-yet-written slots, and with no mask `use_gqa_in_sdpa` lets SDPA run GQA without
+    `repeat_kv`: nothing extra. Eager attention (`eager_mask`, no skip) materializes scores,
+    softmax and probabilities over `cache_len` keys, K/V repeated to every head over `cache_len`,
+    and the additive mask batch x prompt x cache_len: the extra over a prompt-long cache.
+    transformers 5.24 builds no cache_len x cache_len buffer (`sdpa_mask` makes at most
+    [batch, 1, q_len, kv_len]); that one is gpt-fast's (`gpt_fast_causal_mask_bytes`)."""
+    if attention != "eager" or cache_len <= prompt_len:
+        return 0
+    c = compute_bytes
+    extra_keys = cache_len - prompt_len
+    q = spec.num_attention_heads * spec.head_dim
+    scores = batch_size * prompt_len * spec.num_attention_heads * extra_keys * eager_score_bytes(spec, c)
+    repeated = batch_size * extra_keys * 2 * c * q
+    mask = batch_size * prompt_len * extra_keys * c
+    return scores + repeated + mask
+
+
+def static_decode_mask_bytes(*, batch_size: int, cache_len: int) -> int:
+    """The decoding mask with a static cache: `create_causal_mask` refuses the `is_causal` skip for a
+    compileable cache at q_len 1, so `sdpa_mask` builds the bool padding mask padded to the cache
+    (`prepare_padding_mask`) and its combination with the causal rule: 2 x batch x cache_len bytes."""
+    return 2 * batch_size * cache_len
+
+
+def gpt_fast_causal_mask_bytes(max_seq_len: int) -> int:
+    """gpt-fast / torchao-style scripts' static-cache mask: `setup_caches` rounds the length up to a
+    multiple of 8 and keeps `torch.tril(torch.ones(L, L, dtype=torch.bool))` (pytorch-labs/gpt-fast
+    model.py, commit 8704152): L^2 bytes, 16 GiB at 131,072 tokens."""
+    length = -(-max_seq_len // 8) * 8
+    return length * length
+
+
+def quantized_kv_nbits(kv_cache_precision: str | None) -> int | str:
+    """The QuantizedCache backend a KV precision means: int4 (and the default) -> 4-bit group-wise
+    (quanto or HQQ; transformers' default nbits=4), int8 -> 8-bit (HQQ only: quanto takes 2 or 4
+    bits), fp8 -> the per-tensor "fp8" backend (`Fp8QuantizedLayer`)."""
+    if kv_cache_precision in (None, "int4"):
+        return 4
+    if kv_cache_precision == "int8":
+        return 8
+    if kv_cache_precision == "fp8":
+        return "fp8"
+    raise ValueError(kv_cache_precision)
+
+
+def grouped_quantized_bytes(num_elements: int, *, nbits: int, compute_bytes: int, group_size: int = QUANTIZED_CACHE_GROUP_SIZE) -> int:
+    """Storage of `num_elements` K/V values quantized group-wise (quanto `quantize_weight`, HQQ
+    `Quantizer.quantize`, as `QuantoQuantizedLayer` / `HQQQuantizedLayer._quantize` call them):
+    packed nbits per value plus an affine scale and zero-point per group of `group_size`, both in
+    the compute dtype (HQQ: `meta["compute_dtype"] = keys.dtype`; quanto's MaxOptimizer keeps the
+    tensor's dtype). E.g. 4-bit, bf16, groups of 64: 0.5 + 4/64 = 0.5625 bytes per value."""
+    return bytes_for_bits(num_elements, nbits) + -(-num_elements // group_size) * 2 * compute_bytes
+
+
+def quantized_cache_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, generated_tokens: int, kv_cache_precision: str | None,
+                          compute_bytes: int) -> int:
+    """Resident `QuantizedCache` for `seq_len` tokens (cache_utils.py, transformers 5.24).
+
+    Group-wise backends (`QuantizedLayer.update`): the prompt is quantized at once; each decoding
+    step appends to a compute-dtype residual window and, when it would reach `residual_length`
+    (128), re-quantizes the whole layer and empties it, so the residual holds at most
+    min(127, generated - 1) tokens per layer. fp8 (`Fp8QuantizedLayer`): one byte per value and a
+    fp32 scale per tensor (K and V of each layer), no residual."""
+    layers = len(spec.layer_types)
+    per_token = _cache_elements_per_token_per_layer(spec) * batch_size
+    nbits = quantized_kv_nbits(kv_cache_precision)
+    if nbits == "fp8":
+        return layers * (per_token * seq_len + 2 * 4)
+    residual = min(QUANTIZED_CACHE_RESIDUAL_LENGTH - 1, max(generated_tokens - 1, 0), seq_len)
+    quantized = grouped_quantized_bytes(per_token * (seq_len - residual), nbits=nbits, compute_bytes=compute_bytes)
+    return layers * (quantized + per_token * residual * compute_bytes)
+
+
+def quantized_cache_decode_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, kv_cache_precision: str | None,
+                                           compute_bytes: int) -> int:
+    """What one layer's cache update allocates on top of the resident cache during a decoding step.
+
+    Group-wise (`QuantizedLayer.update`): the dequantized K and V (`_dequantize`, compute dtype) and
+    the concatenation with the residual and the new token (`torch.cat`) are alive together and
+    returned to attention: 2 x layer K/V at the compute dtype; on a flush step the re-quantized
+    layer exists while the old one is still referenced (+1 quantized layer). The backends' own
+    element-wise scratch inside quantize/dequantize is not counted (quanto and HQQ kernels do not
+    run under the FakeTensor trace).
+    fp8 (`Fp8QuantizedLayer.update`): the concatenated fp8 K and V replace the old ones, which the
+    locals keep alive (+1 byte per value); `_dequantize` is `(q.float() * scale).to(dtype)`, so
+    while V is dequantized the fp32 copy and the fp32 product (8 bytes per V value) sit next to the
+    returned K (compute dtype): per layer value, 1 + c/2 + 4 bytes."""
+    elements = _cache_elements_per_token_per_layer(spec) * batch_size * seq_len
+    c = compute_bytes
+    nbits = quantized_kv_nbits(kv_cache_precision)
+    if nbits == "fp8":
+        return elements + elements * c // 2 + 4 * elements
+    return 2 * elements * c + grouped_quantized_bytes(elements, nbits=nbits, compute_bytes=c)
+
+
+def quantized_cache_prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, prompt_len: int, kv_cache_precision: str | None,
+                                            compute_bytes: int) -> int:
+    """What quantizing the prompt adds to `prefill_transient_bytes`: the K/V of the layer being
+    computed in the compute dtype (returned to attention as they are, quantized for the cache),
+    plus for fp8 `_quantize`'s fp32 copy and fp32 quotient of V (8 bytes per V value) while K is
+    stored. They live during attention, next to its transients (hidden states, q, output: c(4h +
+    2q) per token), not next to the MLP's; so only what exceeds the gap between the layer's largest
+    transient and attention's counts (FakeTensor trace of a 2-layer Llama-3.2-3B, fp8 backend:
+    prefill within 0.2%)."""
+    tokens = batch_size * prompt_len
+    elements = _cache_elements_per_token_per_layer(spec) * tokens
+    cache_part = elements * compute_bytes + (4 * elements if quantized_kv_nbits(kv_cache_precision) == "fp8" else 0)
+    c = compute_bytes
+    attention_part = tokens * c * (4 * spec.hidden_size + 2 * spec.num_attention_heads * spec.head_dim)
+    largest = prefill_transient_bytes(spec, batch_size=batch_size, seq_len=prompt_len, compute_bytes=c, attention="sdpa")
+    return max(0, cache_part - (largest - attention_part))

@@ -42,6 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from .bounds import MAX_HEADROOM_FRACTION
 from .errors import InvalidWorkloadError
 from .gpus import GPU, interconnect_note, load_gpus, precision_support
 
@@ -702,8 +703,8 @@ def rank_configurations(
     `tensor_parallel_problem`). Precision support never excludes a GPU; it sets `precision_ok`.
     Non-fitting configurations follow, closest to fitting first.
     """
-    if not math.isfinite(headroom_fraction) or headroom_fraction < 0:
-        raise InvalidWorkloadError(f"headroom must be zero or a positive fraction; got {headroom_fraction!r}.")
+    if not math.isfinite(headroom_fraction) or not 0 <= headroom_fraction <= MAX_HEADROOM_FRACTION:
+        raise InvalidWorkloadError(f"headroom must be a fraction from 0 to {MAX_HEADROOM_FRACTION:g}; got {headroom_fraction!r}.")
     if runtime_reserve_bytes < 0:
         raise InvalidWorkloadError(f"runtime reserve must be zero or more bytes; got {runtime_reserve_bytes!r}.")
     gpus = load_gpus() if gpus is None else gpus

@@ -108,7 +108,8 @@ def table_workload(workload: Workload, precision: str, mode: str) -> Workload | 
         return None
     try:
         return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
-                       quant_method="auto" if precision != workload.precision else workload.quant_method)
+                       quant_method="auto" if precision != workload.precision else workload.quant_method,
+                       cache_implementation=workload.cache_implementation if mode == "inference" else "dynamic")
     except InvalidWorkloadError:
         return None
 
@@ -172,7 +173,10 @@ def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
     w = plan.estimate.workload
     if w.runtime != "vllm":
         return None
-    return vllm_capacity(plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes)
+    return vllm_capacity(
+        plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes,
+        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes", datacenter=config.gpu.segment.startswith("datacenter"),
+    )
 
 
 def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
@@ -193,7 +197,9 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
             "mode": w.mode, "precision": w.precision, "weight_format": est.weight_format.name, "context_length": w.context_length,
             "generated_tokens": w.generated_tokens, "batch_size": w.batch_size, "num_gpus": w.num_gpus, "parallelism": est.parallelism,
             "runtime": w.runtime, "attention": w.attention, "optimizer": w.optimizer if w.is_training else None,
+            "cache_implementation": w.cache_implementation,
             "gradient_checkpointing": w.gradient_checkpointing, "lora_rank": w.lora_rank if w.mode in ("lora", "qlora") else None,
+            "audio_token_share": w.audio_token_share if spec.dual_ffn else None,
         },
         "total_bytes": b.total_bytes,
         "torch_allocated_bytes": b.torch_allocated_bytes,
@@ -218,6 +224,7 @@ def _config_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
         "vllm_kv_pool_bytes": serving.kv_pool_bytes if serving else None,
         "vllm_max_concurrent_sequences": serving.max_concurrent_sequences if serving else None,
         "vllm_max_context_at_batch": serving.max_context_at_batch if serving else None,
+        **_vllm_start_dict(serving),
         "decode_tokens_per_s_per_sequence": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
         "decode_tokens_per_s_total": round(speed.decode.aggregate_tokens_per_s, 1) if speed else None,
         "prefill_tokens_per_s": round(speed.prefill_tokens_per_s) if speed and speed.prefill_tokens_per_s else None,
@@ -228,4 +235,29 @@ def _config_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
         "utilisation": round(c.utilisation, 4), "precision_ok": c.precision_ok, "precision_note": c.precision_note,
         "provider": c.cheapest_provider, "usd_per_gpu_hour": c.usd_per_gpu_hour, "total_usd_per_hour": c.total_usd_per_hour,
         "price_range": list(c.price_range) if c.price_range else None, "providers": c.providers_count, "price_as_of": c.price_as_of,
+    }
+
+
+def _vllm_start_dict(serving: ServingCapacity | None) -> dict[str, Any]:
+    """"Will it start" for one configuration: the answer, the KV tokens and concurrency it gets,
+    the command line, and (when it does not start) the smallest flag change, as a command."""
+    if serving is None:
+        return {"vllm_starts": None}
+    b = serving.budget
+    fix = serving.fix
+    return {
+        "vllm_starts": serving.starts,
+        "vllm_reason": serving.reason or None,
+        "vllm_kv_tokens": serving.kv_tokens,
+        "vllm_max_concurrency": round(serving.max_concurrency, 2),
+        "vllm_command": serving.command,
+        "vllm_terms_bytes": {
+            "requested": b.requested_bytes, "weights": b.weights_bytes, "activation_peak": b.activation_peak_bytes,
+            "non_torch": b.non_torch_bytes, "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
+            "available_kv": b.available_kv_bytes,
+        } if b else None,
+        "vllm_fix": {
+            "kind": fix.kind, "description": fix.description, "command": fix.command,
+            "kv_tokens": fix.kv_tokens, "max_concurrency": round(fix.max_concurrency, 2),
+        } if fix else None,
     }

@@ -7,14 +7,14 @@ exact where the checkpoint says so (safetensors headers or the catalog), else co
 
 from __future__ import annotations
 
-import json
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from . import checkpoint
+from .bounds import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_MODEL_REF_CHARS, MAX_SHARDS
 from .catalog import catalog_config, find_catalog_entry
-from .errors import MalformedConfigError, ModelNotFoundError
+from .errors import CalculatorError, MalformedConfigError, ModelNotFoundError
 from .spec import ModelSpec, model_spec_from_config
 from .units import SAFETENSORS_DTYPE_BITS, bytes_for_bits
 
@@ -39,33 +39,21 @@ def weight_bytes_from_dtype_counts(counts: dict[str, int]) -> int:
 def read_safetensors_counts(directory: Path) -> dict[str, int] | None:
     """Parameter count per dtype from the headers of local `*.safetensors` files (8-byte
     little-endian header length, then a JSON header of dtype/shape per tensor: the safetensors
-    format spec). Weights are never read."""
+    format spec), validated by `calculator.checkpoint`. Weights are never read."""
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         return None
+    if len(files) > MAX_SHARDS:
+        raise MalformedConfigError(f"{directory} holds more than {MAX_SHARDS:,} safetensors files: no real checkpoint has that many.")
     counts: dict[str, int] = {}
     for path in files:
-        try:
-            with path.open("rb") as fh:
-                (length,) = struct.unpack("<Q", fh.read(8))
-                if length > 100_000_000:
-                    raise ValueError("header too large")
-                header = json.loads(fh.read(length))
-        except (OSError, ValueError, struct.error) as exc:
-            raise MalformedConfigError(f"{path.name} is not a readable safetensors file ({exc}).") from exc
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            n = 1
-            for dim in info["shape"]:
-                n *= int(dim)
-            counts[info["dtype"]] = counts.get(info["dtype"], 0) + n
-    return counts
-
-
+        for dtype, n in checkpoint.read_local_header(path).items():
+            counts[dtype] = counts.get(dtype, 0) + n
+    return checkpoint.checked_counts(counts, what=f"the safetensors files in {directory}")
 def _spec_with_counts(spec: ModelSpec, counts: dict[str, int] | None, source: Literal["safetensors", "catalog"]) -> ModelSpec:
     if not counts:
         return spec
+    counts = checkpoint.checked_counts(counts, what=f"the safetensors checkpoint of {spec.model_id}")
     return spec.with_exact_counts(num_params=sum(counts.values()), weight_bytes=weight_bytes_from_dtype_counts(counts), source=source)
 
 
@@ -73,23 +61,29 @@ def resolve_local(directory: Path) -> ResolvedModel:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise ModelNotFoundError(f"{directory} has no config.json. Point to the folder that holds the model's config.json.")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedConfigError(f"{config_path} is not valid JSON ({exc.__class__.__name__}: {exc}).") from exc
+    config = checkpoint.parse_config(checkpoint.read_capped(config_path, MAX_CONFIG_BYTES, what=str(config_path)), where=str(config_path))
     spec = model_spec_from_config(directory.name, config)
     counts = read_safetensors_counts(directory)
     if counts:
         return ResolvedModel(spec=_spec_with_counts(spec, counts, "safetensors"), source="local", detail=f"{config_path} + safetensors headers")
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            total = int(json.loads(index.read_text(encoding="utf-8"))["metadata"]["total_size"])
-        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-            raise MalformedConfigError(f"{index} has no metadata.total_size.") from exc
+        _, total = checkpoint.parse_index(checkpoint.read_capped(index, MAX_INDEX_BYTES, what=str(index)), what=str(index))
+        if total is None:
+            raise MalformedConfigError(f"{index} has no metadata.total_size.")
         spec = spec.with_exact_counts(num_params=None, weight_bytes=total, source="safetensors")
         return ResolvedModel(spec=spec, source="local", detail=f"{config_path} + index total_size")
     return ResolvedModel(spec=spec, source="local", detail=f"{config_path} (parameters by config arithmetic)")
+
+
+def _local_dir(ref: str) -> Path | None:
+    """The folder `ref` names, if it is one; None for anything else (an unknown `~user`, a name the
+    file system refuses). Called only after the length check."""
+    try:
+        path = Path(ref).expanduser()
+        return path if path.is_dir() else None
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def resolve_catalog(model_id: str) -> ResolvedModel | None:
@@ -107,24 +101,37 @@ def resolve_model(ref: str, *, token: str | None = None, offline: bool = False, 
 
     A web page passes `allow_local=False`: a visitor's text must never name a folder on the server.
     """
-    ref = (ref or "").strip()
+    ref = (ref or "").strip() if isinstance(ref, str) else ""
     if not ref:
         raise ModelNotFoundError("No model given. Type a Hugging Face model id such as meta-llama/Llama-3.1-8B, or pick one from the catalog.")
-    path = Path(ref).expanduser()
-    if allow_local and ("/" in ref or ref.startswith(".")) and path.is_dir():
-        return resolve_local(path)
-    catalog = resolve_catalog(ref) if "@" not in ref else None
-    if catalog is not None and not prefer_hub:
-        return catalog
+    if len(ref) > MAX_MODEL_REF_CHARS or "\0" in ref:
+        raise ModelNotFoundError(
+            f"A model reference of {len(ref):,} characters is not a model id or folder (at most {MAX_MODEL_REF_CHARS:,}): "
+            "type a Hugging Face model id such as meta-llama/Llama-3.1-8B."
+        )
+    if allow_local and ("/" in ref or ref.startswith((".", "~"))):
+        path = _local_dir(ref)
+        if path is not None:
+            return resolve_local(path)
+    direct = resolve_catalog(ref) if "@" not in ref and not prefer_hub else None
+    if direct is not None:
+        return direct
     from . import hub  # the networked module, loaded only when the catalog does not answer
 
     repo_id, revision = hub.parse_model_ref(ref)
+    # The catalog holds each model's config from its default branch: it answers a bare id at once,
+    # and `id@main` when the Hub cannot (offline, unreachable, gated without a token).
+    catalog = resolve_catalog(repo_id) if revision in (None, hub.DEFAULT_REVISION) else None
+    if catalog is not None and not prefer_hub and revision is None:
+        return catalog
     try:
         found = hub.fetch_model(repo_id, revision=revision, token=token or hub.default_token(), offline=offline)
-    except Exception:
-        if catalog is not None:
+    except CalculatorError as err:
+        if catalog is None:
+            raise
+        if revision is None:
             return catalog
-        raise
+        return replace(catalog, detail=f"{catalog.detail} (the Hub gave no answer for @{revision}: {str(err)[:120]})")
     spec = model_spec_from_config(repo_id, found.config)
     if found.safetensors_param_counts:
         spec = _spec_with_counts(spec, found.safetensors_param_counts, "safetensors")

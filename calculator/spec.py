@@ -12,15 +12,20 @@ Parameter counts derived here are checked in tests against the exact counts of r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .errors import MalformedConfigError, UnsupportedArchitectureError
+from .bounds import MAX_PARAMS, MAX_POSITIONS, PLAUSIBLE_PARAMS, check_dimension, check_json_shape, is_whole_number, short_repr
+from .errors import CalculatorError, MalformedConfigError, UnsupportedArchitectureError
 
 AttentionKind = Literal["full", "sliding", "mla"]
 ModuleRole = Literal["attention", "mlp", "expert", "router", "head", "other"]
-ParamSource = Literal["safetensors", "catalog", "config"]
+ParamSource = Literal["safetensors", "catalog", "config", "inventory"]
+# Which path described the architecture: the hand-written formulas of this module, or the
+# meta-device inventory of transformers' own class (calculator/inventory.py).
+CountedBy = Literal["analytic", "inventory"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,7 +34,10 @@ class LinearGroup:
 
     `active_count` is how many of them one token passes through (MoE: layers x experts per
     token); it equals `count` for dense modules. `is_nn_linear` is False for experts stored as
-    fused 3-D parameters (transformers 5 MoE blocks), which LoRA's "all-linear" does not adapt.
+    fused 3-D parameters (transformers 5 MoE blocks). `lora_all_linear` is peft's own answer to
+    whether `target_modules="all-linear"` adapts the group (None: decided by `role`), and
+    `lora_rank_factor` the rank multiple peft gives it (2 for a fused gate_up projection:
+    peft 0.21 utils/transformers_weight_conversion.py `_MOE_FUSED_TARGETS` + rank_pattern).
     """
 
     name: str
@@ -40,6 +48,8 @@ class LinearGroup:
     bias: bool = False
     active_count: int = -1
     is_nn_linear: bool = True
+    lora_all_linear: bool | None = None
+    lora_rank_factor: int = 1
 
     def __post_init__(self) -> None:
         if self.active_count < 0:
@@ -110,6 +120,9 @@ class ModelSpec:
     # then falls back to eager attention, which materializes the seq x seq scores.
     supports_sdpa: bool = True
     checkpoint_dtype: str = "bf16"
+    # DualFFN (higgs-audio): every layer has a text FFN and an audio FFN; tokens are routed between
+    # them by a mask of audio placeholder ids (Workload.audio_token_share says how many).
+    dual_ffn: bool = False
     linears: tuple[LinearGroup, ...] = ()
     embedding_params: int = 0
     # Norms, biases outside linears, attention sinks, codebooks: kept in the compute dtype.
@@ -119,6 +132,7 @@ class ModelSpec:
     exact_num_params: int | None = None
     exact_weight_bytes: int | None = None
     param_source: ParamSource = "config"
+    counted_by: CountedBy = "analytic"
     notes: tuple[str, ...] = ()
     raw_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # A `calculator.profile.MemoryProfile` (trace-fitted activations / KV / state) for architectures
@@ -185,14 +199,17 @@ def _get(cfg: Mapping[str, Any], *keys: str, default: Any = ..., model_id: str =
 
 
 def _int(cfg: Mapping[str, Any], *keys: str, default: Any = ..., model_id: str = "") -> int:
-    value = _get(cfg, *keys, default=default, model_id=model_id)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or int(value) != value:
-        if value is default:
-            return value
-        raise MalformedConfigError(
-            f"config.json of {model_id or 'this model'}: `{keys[0]}` should be a non-negative integer, got {value!r}."
-        )
-    return int(value)
+    """The first of `keys` the config sets, as a non-negative integer within its bound
+    (`calculator.bounds.DIMENSION_BOUNDS`); `default` when none is set. NaN, 1e999, strings, lists
+    and values above the bound are a MalformedConfigError that names the field."""
+    key = next((k for k in keys if cfg.get(k) is not None), None)
+    if key is None:
+        return _get(cfg, *keys, default=default, model_id=model_id)
+    value = cfg[key]
+    where = f"config.json of {model_id or 'this model'}"
+    if not is_whole_number(value) or value < 0:
+        raise MalformedConfigError(f"{where}: `{key}` should be a non-negative integer, got {short_repr(value)}.")
+    return check_dimension(key, int(value), where=where)
 
 
 def checkpoint_dtype(cfg: Mapping[str, Any]) -> str:
@@ -205,21 +222,24 @@ def checkpoint_dtype(cfg: Mapping[str, Any]) -> str:
 def parse_quantization_config(cfg: Mapping[str, Any]) -> QuantizationConfig | None:
     """Read `quantization_config` of a pre-quantized checkpoint (GPTQ, AWQ, bnb, fp8, MXFP4)."""
     q = cfg.get("quantization_config")
-    if not isinstance(q, Mapping):
+    if q is None:
         return None
-    method = str(q.get("quant_method", "")).lower()
-    skip = tuple(q.get("modules_to_not_convert") or q.get("llm_int8_skip_modules") or ())
+    if not isinstance(q, Mapping):
+        raise MalformedConfigError(f"quantization_config in config.json is a JSON {type(q).__name__}, not an object: the checkpoint's config is broken.")
+    method = str(q.get("quant_method", "")).lower()[:40]
+    skip = _quant_skip_list(q)
     if method == "gptq":
         return QuantizationConfig(
             method="gptq",
-            bits=int(q.get("bits", 4)),
-            group_size=int(q.get("group_size", 128)),
+            bits=_quant_int(q, "bits", default=4, low=1, high=16),
+            group_size=_quant_int(q, "group_size", default=128, low=-1, high=MAX_QUANT_GROUP),
             desc_act=bool(q.get("desc_act", False)),
             modules_not_converted=skip,
         )
     if method == "awq":
         return QuantizationConfig(
-            method="awq", bits=int(q.get("bits", q.get("w_bit", 4))), group_size=int(q.get("group_size", q.get("q_group_size", 128))),
+            method="awq", bits=_quant_int(q, "bits", "w_bit", default=4, low=1, high=16),
+            group_size=_quant_int(q, "group_size", "q_group_size", default=128, low=-1, high=MAX_QUANT_GROUP),
             modules_not_converted=skip,
         )
     if method == "bitsandbytes":
@@ -231,6 +251,8 @@ def parse_quantization_config(cfg: Mapping[str, Any]) -> QuantizationConfig | No
         return QuantizationConfig(method="bnb-int8", bits=8, modules_not_converted=skip)
     if method in {"fp8", "fbgemm_fp8"}:
         block = q.get("weight_block_size")
+        if block and not (isinstance(block, list) and len(block) == 2 and all(is_whole_number(b) and 1 <= b <= MAX_QUANT_GROUP for b in block)):
+            raise MalformedConfigError(f"quantization_config: `weight_block_size` should be two positive whole numbers, got {short_repr(block)}.")
         return QuantizationConfig(
             method="fp8", bits=8, modules_not_converted=skip,
             block_size=(int(block[0]), int(block[1])) if block else None,
@@ -244,6 +266,32 @@ def parse_quantization_config(cfg: Mapping[str, Any]) -> QuantizationConfig | No
     )
 
 
+# A quantization group or block spans at most one row of the widest weight (bounds.MAX_HIDDEN).
+MAX_QUANT_GROUP = 131_072
+
+
+def _quant_int(q: Mapping[str, Any], *keys: str, default: int, low: int, high: int) -> int:
+    """A whole number of `quantization_config` within [low, high] (0 is never a group size)."""
+    key = next((k for k in keys if q.get(k) is not None), None)
+    if key is None:
+        return default
+    value = q[key]
+    if not is_whole_number(value) or not low <= value <= high or value == 0:
+        raise MalformedConfigError(
+            f"quantization_config: `{key}` should be a whole number from {low} to {high:,} (not 0), got {short_repr(value)}."
+        )
+    return int(value)
+
+
+def _quant_skip_list(q: Mapping[str, Any]) -> tuple[str, ...]:
+    skip = q.get("modules_to_not_convert") or q.get("llm_int8_skip_modules") or ()
+    if isinstance(skip, str):
+        skip = [skip]
+    if not isinstance(skip, list | tuple) or not all(isinstance(name, str) for name in skip):
+        raise MalformedConfigError(f"quantization_config: `modules_to_not_convert` should be a list of module names, got {short_repr(skip)}.")
+    return tuple(skip)
+
+
 def _max_positions(cfg: Mapping[str, Any], default: int, model_id: str) -> int:
     """Longest context the model is configured for: `max_position_embeddings`, or the rope-scaled
     length original x factor when the config carries rope scaling (llama3, yarn, linear, dynamic)
@@ -254,8 +302,9 @@ def _max_positions(cfg: Mapping[str, Any], default: int, model_id: str) -> int:
     if isinstance(rope, Mapping):
         factor = rope.get("factor")
         original = rope.get("original_max_position_embeddings")
-        if isinstance(factor, int | float) and isinstance(original, int) and factor > 1:
-            return max(stated, int(original * factor))
+        if isinstance(factor, int | float) and not isinstance(factor, bool) and math.isfinite(factor) and is_whole_number(original) and factor > 1:
+            scaled = min(int(original * factor), MAX_POSITIONS.limit + 1)
+            return max(stated, check_dimension("max_position_embeddings", scaled, where=f"config.json of {model_id}: rope_scaling"))
     return stated
 
 
@@ -305,7 +354,7 @@ def _layer_types(cfg: Mapping[str, Any], num_layers: int) -> tuple[AttentionKind
     if cfg.get("model_type") in {"qwen2", "qwen3", "qwen2_moe", "qwen3_moe"}:
         if not cfg.get("use_sliding_window", False):
             return ("full",) * num_layers
-        first_sliding = int(cfg.get("max_window_layers", num_layers))
+        first_sliding = _int(cfg, "max_window_layers", default=num_layers, model_id=str(cfg.get("_name_or_path", "")))
         return tuple("sliding" if i >= first_sliding else "full" for i in range(num_layers))
     if cfg.get("model_type") == "gemma2":
         return tuple("sliding" if i % 2 == 0 else "full" for i in range(num_layers))
@@ -314,6 +363,29 @@ def _layer_types(cfg: Mapping[str, Any], num_layers: int) -> tuple[AttentionKind
         # Gemma 3: every `pattern`-th layer is global (transformers Gemma3TextConfig.layer_types).
         return tuple("sliding" if (i + 1) % pattern else "full" for i in range(num_layers))
     return ("sliding",) * num_layers
+
+
+def _layer_types_from_names(names: Any, num_layers: int, cfg: Mapping[str, Any]) -> tuple[AttentionKind, ...]:
+    """KV-cache layers of any architecture from transformers' per-layer type names.
+
+    `layer_types` (or jamba's `layers_block_type`) names each layer: attention kinds keep a cache
+    ("full_attention", "attention", "global" -> full; "sliding_attention", "chunked_attention" ->
+    sliding); recurrent kinds ("mamba", "linear_attention", "conv", "recurrent") keep a fixed-size
+    state instead, sized elsewhere, and no K/V. Without names: no attention heads -> no cache, else
+    the rules of `_layer_types`.
+    """
+    if isinstance(names, list | tuple) and names:
+        kinds: list[AttentionKind] = []
+        for raw in names:
+            t = str(raw).lower()
+            if "sliding" in t or "chunk" in t or t == "local":
+                kinds.append("sliding")
+            elif t in ("full_attention", "attention", "full", "global", "global_attention", "hybrid", "self_attention"):
+                kinds.append("full")
+        return tuple(kinds)
+    if not cfg.get("num_attention_heads"):
+        return ()
+    return _layer_types(cfg, num_layers)
 
 
 def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
@@ -402,7 +474,8 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         # Audio codebook embeddings (codebook_size + stream BOS/EOS per codebook) and audio LM head.
         embedding += codebooks * (codebook_size + 2) * h
         linears.append(LinearGroup(name="audio_lm_head", in_features=h, out_features=codebooks * (codebook_size + 2), count=1, role="head"))
-        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them.")
+        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them "
+                     "(audio_token_share sets how many prompt tokens are audio; generated tokens are audio).")
     if not tie:
         linears.append(LinearGroup(name="lm_head", in_features=h, out_features=vocab, count=1, role="head"))
 
@@ -429,6 +502,7 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         tie_word_embeddings=tie,
         supports_sdpa=model_type != "gpt_oss",  # GptOssPreTrainedModel._supports_sdpa = False (transformers 5.24)
         checkpoint_dtype=checkpoint_dtype(cfg),
+        dual_ffn=ffn_copies == 2,
         linears=tuple(linears),
         embedding_params=embedding,
         other_params=other,
@@ -655,15 +729,20 @@ _BUILDERS = {
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_BUILDERS))
 
 
-def model_spec_from_config(model_id: str, config: Mapping[str, Any]) -> ModelSpec:
+def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inventory: bool = True) -> ModelSpec:
     """Build a `ModelSpec` from a parsed `config.json`. Never imports or runs repository code.
 
-    Raises `UnsupportedArchitectureError` for a `model_type` whose layout is not known (fail
-    closed: a wrong formula would give a confident wrong number) and `MalformedConfigError` when
-    a required field is missing or not a number.
+    The analytic builders of this module answer the families they know, instantly. Any other
+    `model_type` is counted from transformers' own class on the meta device
+    (`calculator.inventory`, needs torch + transformers, or an inventory shipped for that config)
+    unless `use_inventory=False`. Raises `UnsupportedArchitectureError` when neither path knows the
+    architecture (fail closed: a wrong formula would give a confident wrong number) and
+    `MalformedConfigError` when a required field is missing or not a number.
     """
     if not isinstance(config, Mapping):
         raise MalformedConfigError(f"config.json of {model_id} is not a JSON object.")
+    check_json_shape(config, what=f"config.json of {model_id}")
+    _check_field_types(config, model_id)
     top_type = config.get("model_type")
     text_cfg, notes = _text_config(config)
     model_type = text_cfg.get("model_type") or top_type
@@ -672,6 +751,10 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any]) -> ModelSpe
     if model_type == "gemma3" and "text_config" not in config:
         model_type = "gemma3_text"
     builder = _BUILDERS.get(str(model_type))
+    if builder is None and use_inventory:
+        from .inventory import spec_from_inventory
+
+        return spec_from_inventory(model_id, config)
     if builder is None:
         raise UnsupportedArchitectureError(
             f"{model_id}: model_type {model_type!r} is not supported yet, so its memory cannot be "
@@ -682,6 +765,71 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any]) -> ModelSpe
     cfg["model_type"] = model_type
     if "architectures" not in cfg and config.get("architectures"):
         cfg["architectures"] = config["architectures"]
-    spec = builder(model_id, cfg)
-    quant = parse_quantization_config(config) or parse_quantization_config(text_cfg)
-    return replace(spec, quantization=quant, notes=spec.notes + tuple(notes), raw_config=config)
+    if cfg is not config:
+        _check_field_types(cfg, model_id)
+    try:
+        spec = builder(model_id, cfg)
+        quant = parse_quantization_config(config) or parse_quantization_config(text_cfg)
+    except CalculatorError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError) as exc:
+        # A field combination the checks above let through (e.g. a zero divisor): still one line.
+        raise MalformedConfigError(f"config.json of {model_id} has a field with an impossible value or type ({short_repr(str(exc), 80)}).") from exc
+    spec = replace(spec, quantization=quant, notes=spec.notes + tuple(notes), raw_config=config)
+    return _check_totals(spec)
+
+
+# Config fields read directly by the builders (not through `_int`), with the JSON types a real
+# config uses for them; anything else is a MalformedConfigError naming the field.
+_FIELD_KINDS: dict[str, str] = {
+    "model_type": "str",
+    "architectures": "str-list",
+    "layer_types": "str-list",
+    "mlp_only_layers": "int-list",
+    "sliding_window": "int",
+    "max_window_layers": "int",
+    "decoder_sparse_step": "int",
+    "sliding_window_pattern": "int",
+    "_sliding_window_pattern": "int",
+    "rope_scaling": "object",
+    "rope_parameters": "object",
+    "quantization_config": "object",
+    **dict.fromkeys(_NESTED_TEXT_KEYS, "object"),
+}
+
+
+def _check_field_types(cfg: Mapping[str, Any], model_id: str) -> None:
+    for key, kind in _FIELD_KINDS.items():
+        value = cfg.get(key)
+        if value is None or (kind == "int" and value is False):  # `"sliding_window": false` = no window
+            continue
+        ok = {
+            "str": lambda v: isinstance(v, str) and len(v) <= 200,
+            "str-list": lambda v: isinstance(v, list) and all(isinstance(x, str) and len(x) <= 200 for x in v),
+            "int-list": lambda v: isinstance(v, list) and all(is_whole_number(x) for x in v),
+            "int": lambda v: is_whole_number(v) and v >= 0,
+            "object": lambda v: isinstance(v, Mapping),
+        }[kind](value)
+        if not ok:
+            expected = {"str": "a short string", "str-list": "a list of strings", "int-list": "a list of whole numbers",
+                        "int": "a non-negative whole number", "object": "a JSON object"}[kind]
+            raise MalformedConfigError(f"config.json of {model_id}: `{key}` should be {expected}, got {short_repr(value)}.")
+        if kind == "int":
+            check_dimension(key, int(value), where=f"config.json of {model_id}")
+        if kind == "object" and key in ("rope_scaling", "rope_parameters"):
+            factor = value.get("factor")
+            if factor is not None and not (isinstance(factor, int | float) and not isinstance(factor, bool) and math.isfinite(factor) and factor > 0):
+                raise MalformedConfigError(f"config.json of {model_id}: `{key}.factor` should be a positive number, got {short_repr(factor)}.")
+
+
+def _check_totals(spec: ModelSpec) -> ModelSpec:
+    """Refuse a config whose parameter count no checkpoint could have; flag an implausible one."""
+    total = spec.config_num_params
+    if total > MAX_PARAMS:
+        raise MalformedConfigError(
+            f"config.json of {spec.model_id} implies {total:.3g} parameters, above the {MAX_PARAMS:.0e} accepted "
+            "(60x the largest open checkpoint): this is not a real model's config."
+        )
+    if total > PLAUSIBLE_PARAMS:
+        return replace(spec, notes=(*spec.notes, f"By its config this model has {total:.3g} parameters, more than any public model (~1.6T): check the config."))
+    return spec

@@ -13,7 +13,7 @@ from calculator.errors import CalculatorError
 from calculator.estimate import component_labels
 from calculator.gpus import get_gpu
 from ui import figures, loaders, text, widgets
-from ui.export import estimate_csv, estimate_json
+from ui.export import estimate_csv, estimate_json, with_model_identity
 from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState
 
 st.set_page_config(page_title="VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
@@ -31,6 +31,7 @@ widgets.workload_inputs(page)
 resolved, stale, workload = widgets.model_and_workload(values)
 if resolved is None:
     st.stop()
+widgets.audio_share_input(page, resolved.spec)
 
 prices = loaders.price_setup()
 widgets.show_notes(prices.issues)
@@ -45,6 +46,8 @@ with results:
     spec = est.spec
 
     st.subheader(f"{spec.model_id}")
+    facts = loaders.model_facts(resolved)
+    widgets.model_facts(resolved, facts)
     widgets.headline(resolved, est, plan.cheapest)
     st.markdown(widgets.summary_sentence(est, plan.cheapest))
     for note in est.notes:
@@ -87,6 +90,12 @@ with results:
         st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
                    "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
 
+    if workload.runtime == "vllm":
+        st.header("Will `vllm serve` start?")
+        st.caption(f"vLLM {workload.vllm_version or 'current release'}'s start-up budget per GPU: weights, the profiled batch and "
+                   "sampler, non-torch memory, CUDA graphs, then the KV cache (calculator/vllm.py names the vLLM code of each term).")
+        widgets.vllm_start_section(plan, shown)
+
     st.header("What fits on my GPU?")
     gpu_ids = [g.id for g in prices.gpus]
     if values["my_gpu"] not in gpu_ids:
@@ -116,11 +125,15 @@ with results:
     st.header("Export and share")
     e1, e2, e3 = st.columns([1, 1, 4])
     stem = spec.model_id.replace("/", "__")
-    e1.download_button("Download JSON", estimate_json(v.export), file_name=f"{stem}.json", mime="application/json", key="main.dl_json")
-    e2.download_button("Download CSV", estimate_csv(v.export), file_name=f"{stem}.csv", mime="text/csv", key="main.dl_csv")
+    export = with_model_identity(v.export, source=resolved.source, revision=resolved.revision, sha=resolved.sha,
+                                 facts=facts.as_dict() if facts else None)
+    e1.download_button("Download JSON", estimate_json(export), file_name=f"{stem}.json", mime="application/json", key="main.dl_json")
+    e2.download_button("Download CSV", estimate_csv(export), file_name=f"{stem}.csv", mime="text/csv", key="main.dl_csv")
     base = (st.context.url or "").split("?")[0] if getattr(st.context, "url", None) else ""
     e3.markdown("**Shareable link** (opens this exact view):")
-    e3.code(f"{base}?{page.share_query(extra=loaders.shared_url_params())}", language=None, wrap_lines=True)
+    e3.code(f"{base}?{page.share_query(extra=loaders.shared_url_params() | widgets.pinned_model_param(resolved))}", language=None, wrap_lines=True)
+
+    widgets.similar_models_section(page, spec, extra=loaders.shared_url_params())
 
 st.header("FAQ")
 for question, answer in text.FAQ:

@@ -9,7 +9,7 @@ from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError
 from calculator.units import GB, GiB, format_count
 from ui import figures, loaders, text, widgets
-from ui.compare import DEFAULT_SETTINGS, SETTING_CHOICES, CompareRow, similar_models
+from ui.compare import DEFAULT_SETTINGS, SETTING_CHOICES, CompareRow, catalog_task, similar_models
 from ui.state import COMPARE_PARAMS, MAIN_PARAMS, PageState, main_workload, model_id_problem, reconcile_main
 
 st.set_page_config(page_title="Compare · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
@@ -110,14 +110,14 @@ st.plotly_chart(figures.compare_figure([{"label": r.label, "breakdown": r.estima
 
 if what == "models" and first_spec is not None:
     st.header("Similar models")
-    st.caption(f"From the bundled catalog: the same family as {first_spec.model_id} first, then the closest in size.")
+    st.caption(f"From the bundled catalog: the same family as {first_spec.model_id} first, then the same task, then the closest in size.")
     candidates = []
     for model_id in catalog_model_ids():
         try:
             candidates.append(loaders.resolve(model_id).spec)
         except CalculatorError:
             continue
-    suggestions = similar_models(first_spec, candidates, exclude=page.get("models"))
+    suggestions = similar_models(first_spec, candidates, exclude=page.get("models"), task_of=catalog_task)
     cols = st.columns(max(len(suggestions), 1))
     for col, spec in zip(cols, suggestions, strict=False):
         col.button(f"Add {spec.model_id} ({format_count(spec.num_params)})", key=f"compare.add.{spec.model_id}", on_click=_add_model, args=(spec.model_id,))

@@ -4,7 +4,7 @@ A threaded `http.server` on 127.0.0.1 (random port) that answers the requests hu
 makes for `model_info`, `hf_hub_download` and `get_safetensors_metadata`, with the headers and
 error codes the real Hub sends:
 
-    GET  /api/models/{repo}                      model_info JSON (id, sha, private, gated, siblings)
+    GET  /api/models/{repo}                      model_info JSON (id, sha, private, gated, siblings, downloads, likes, ...)
     GET  /api/models/{repo}/revision/{rev}
     HEAD /{repo}/resolve/{rev}/{file}            ETag, X-Repo-Commit, Content-Length (hf_hub_download, file_exists)
     GET  /{repo}/resolve/{rev}/{file}            the bytes; `Range: bytes=a-b` gives 206 (safetensors headers)
@@ -62,6 +62,9 @@ class FakeRepo:
     # Branches with files of their own (e.g. a branch whose config.json adds `sliding_window`);
     # each has its own commit. Other branches in `branches` serve `files` at the main commit.
     branch_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    # model_info fields answered as given, over the defaults below (downloads, likes, pipeline_tag,
+    # lastModified, cardData, tags, ...), as the Hub's /api/models/{repo} JSON spells them.
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gated(self) -> bool:
@@ -236,7 +239,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             "pipeline_tag": "text-generation",
             "config": {k: config[k] for k in ("architectures", "model_type") if k in config},
             "siblings": [{"rfilename": name} for name in sorted(files)],
-        }
+        } | repo.info
         self._send(200, json.dumps(info).encode(), head=head, content_type="application/json; charset=utf-8")
 
     def _resolve(self, repo_id: str, revision: str, filename: str, *, head: bool) -> None:

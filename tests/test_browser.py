@@ -182,6 +182,9 @@ def test_default_view_shows_the_engine_number_and_charts(page: Any, app_server: 
     open_page(page, app_server.url("/"))
     expect_no_exception(page)
     expect(page.locator("[data-testid='stMain']")).to_contain_text(DEFAULT_MODEL)
+    # The model facts line, as the seed's model page shows it (the catalog's dated copy: the server is offline).
+    expect(page.locator(".model-facts")).to_have_text(
+        "5.77B params · text-to-speech · higgs_audio_v2 · 161.6K downloads · 678 likes · updated May 31, 2026")
     # fp16 inference, 4,096 tokens, batch 1: the CLI's defaults and the page's.
     expected = engine_json(DEFAULT_MODEL, precision="fp16", mode="inference", context_length=4096, batch_size=1)
     expect_peak(page, expected["total_bytes"])
@@ -290,3 +293,21 @@ def test_sidebar_link_keeps_the_shared_setting_on_return(page: Any, app_server: 
     expect_peak(page, engine_total_bytes(DEFAULT_MODEL, precision="int4", context_length=8192))
     wait_for_query(page, precision="int4", context="8192")
     expect_no_exception(page)
+
+
+def test_similar_model_link_opens_that_model_with_the_same_setting(page: Any, app_server: StreamlitServer) -> None:
+    from playwright.sync_api import expect
+
+    open_page(page, app_server.url("/", "model=meta-llama/Llama-3.1-8B&precision=int4&context=8192"))
+    link = page.locator("[data-testid='stMain'] a").filter(has_text="Meta-Llama-3-8B-Instruct").first
+    expect(link).to_be_visible()
+    # Streamlit opens markdown links in a new tab; either way one click shows the other model's view.
+    with page.context.expect_page() as opened:
+        link.click()
+    other = opened.value
+    other.page_errors = []
+    wait_for_app(other)
+    expect(widget(other, "stTextInput", "Model id (Hugging Face)").locator("input")).to_have_value("meta-llama/Meta-Llama-3-8B-Instruct")
+    expect(selectbox(other, "Precision")).to_have_value("INT4")
+    expect_peak(other, engine_total_bytes("meta-llama/Meta-Llama-3-8B-Instruct", precision="int4", context_length=8192))
+    expect_no_exception(other)

@@ -1,48 +1,200 @@
-"""vLLM budgeting: gpu_memory_utilization x card - fixed costs = K/V pool, in 16-token blocks."""
+"""vLLM's start-up budget, term by term, pinned to the vLLM code of each modelled version
+(`calculator/vllm.py` names the file and function behind every rule), and "will it start"."""
 
 from __future__ import annotations
 
-from calculator import memory
+import json
+
+import pytest
+
+from calculator import vllm as V
+from calculator.cli import main
+from calculator.errors import InvalidWorkloadError
 from calculator.estimate import estimate
 from calculator.resolve import resolve_catalog
-from calculator.serving import VLLM_CUDA_GRAPH_BYTES, VLLM_NON_TORCH_BYTES, vllm_capacity
+from calculator.serving import startup_fix, vllm_capacity
 from calculator.workload import Workload
 
 MiB = 2**20
+GiB = 2**30
+H100 = 81_559 * MiB  # nvidia-smi memory.total of an H100 80GB (gpus.csv)
+RTX4090 = 24_564 * MiB
+LLAMA8 = "meta-llama/Llama-3.1-8B"
 
 
-def test_llama_8b_on_h100_concurrency():
-    spec = resolve_catalog("meta-llama/Llama-3.1-8B").spec
-    w = Workload(precision="bf16", runtime="vllm", context_length=8192, batch_size=1)
-    h100 = 81_559 * MiB  # nvidia-smi total of an H100 80GB
-    cap = vllm_capacity(spec, w, gpu_bytes=h100)
-    # Fixed: weights 16,060,522,496 B + profiled prefill of 8192 tokens (one layer's transients:
-    # 8192 x 2 x (4 x 4096 + 3 x 14336) B) + sampler logits 256 x 128,256 x 4 B + CUDA graphs + context.
-    activations = memory.prefill_transient_bytes(spec, batch_size=1, seq_len=8192, compute_bytes=2, attention="flash")
-    assert activations == 8192 * 2 * (4 * 4096 + 3 * 14336)
-    fixed = 16_060_522_496 + activations + 256 * 128_256 * 4 + VLLM_CUDA_GRAPH_BYTES + VLLM_NON_TORCH_BYTES
-    assert cap.fixed_bytes == fixed
-    pool = int(0.9 * h100) - fixed
-    assert cap.kv_pool_bytes == pool
-    # One sequence of 8192 tokens = 512 blocks x 16 tokens x 131,072 B = 1 GiB of K/V.
-    assert cap.kv_bytes_per_sequence == 2**30
-    assert cap.max_concurrent_sequences == pool // 2**30
-    assert cap.max_context_at_batch == (pool // (16 * 131_072)) * 16
+@pytest.fixture(scope="module")
+def llama8():
+    return resolve_catalog(LLAMA8).spec
 
 
-def test_vllm_estimate_is_the_card_size_needed():
-    spec = resolve_catalog("meta-llama/Llama-3.1-8B").spec
+def settings(version: str = "0.33", **kw) -> V.VllmSettings:
+    kw.setdefault("max_model_len", 4096)
+    return V.resolved_settings(V.VllmSettings(version=version, **kw), gpu_total_bytes=V.cuda_total_bytes(H100), gpu_name="NVIDIA H100 80GB HBM3")
+
+
+def test_versions_parse_and_unknown_ones_are_one_clear_error():
+    assert V.vllm_version(None).name == V.CURRENT_VLLM_VERSION == "0.33"
+    assert V.vllm_version("v0.32.0").name == "0.32"
+    assert V.vllm_version("0.10.2").engine == "v1"
+    assert V.vllm_version("0.7.3").engine == "v0"
+    with pytest.raises(InvalidWorkloadError, match=r"0\.33, 0\.32, 0\.10, 0\.7"):
+        Workload(runtime="vllm", vllm_version="0.4")
+
+
+def test_default_batch_limits_follow_get_batch_defaults():
+    v33, v7 = V.vllm_version("0.33"), V.vllm_version("0.7")
+    # arg_utils.py get_batch_defaults: >= 70 GiB and not A100 -> 8192 tokens / 1024 seqs (OpenAI server).
+    assert V.default_batch_limits(v33, max_model_len=4096, gpu_total_bytes=79 * GiB, gpu_name="NVIDIA H100") == (8192, 1024)
+    assert V.default_batch_limits(v33, max_model_len=4096, gpu_total_bytes=79 * GiB, gpu_name="NVIDIA A100-SXM4-80GB") == (2048, 256)
+    assert V.default_batch_limits(v33, max_model_len=4096, gpu_total_bytes=23 * GiB, gpu_name="RTX 4090") == (2048, 256)
+    # V0: no chunked prefill up to 32K, so the profile is max(max_model_len, 2048) tokens.
+    assert V.default_batch_limits(v7, max_model_len=8192, gpu_total_bytes=79 * GiB, gpu_name="H100") == (8192, 256)
+    assert V.default_batch_limits(v7, max_model_len=131072, gpu_total_bytes=79 * GiB, gpu_name="H100") == (2048, 256)
+
+
+def test_capture_sizes_match_the_logged_graph_counts():
+    # 0.33 grid [1,2,4] + range(8,256,8) + range(256, 513, 16): 3 + 31 + 17 = 51 PIECEWISE sizes up
+    # to 512 = 2 x 256 seqs, and the 35 of them <= 256 again as FULL decode graphs. vLLM logs exactly
+    # "Profiling CUDA graph memory: PIECEWISE=51 (largest=512), FULL=35 (largest=256)" (PR #39559).
+    s = settings(max_num_seqs=256)
+    sizes = V.capture_sizes(s)
+    assert (len(sizes), sizes[-1], V.cudagraph_count(s)) == (51, 512, 86)
+    # 0.10.2: [1,2,4] + range(8, 513, 8) = 3 + 64 = 67, PIECEWISE only.
+    s10 = settings("0.10", max_num_seqs=256)
+    assert (len(V.capture_sizes(s10)), V.cudagraph_count(s10)) == (67, 67)
+    # --enforce-eager captures nothing and costs nothing.
+    eager = settings(enforce_eager=True)
+    assert V.capture_sizes(eager) == () and V.cudagraph_bytes(resolve_catalog(LLAMA8).spec, eager, compute_bytes=2) == 0
+
+
+def test_forward_profile_splits_only_the_intermediate_dims(llama8):
+    # Per token, bf16: MLP block 3h (residual, normed input, output) + 3I/TP (gate_up 2I, act I);
+    # attention 3h + (2q + 2kv)/TP + 2kv. Llama-8B: h 4096, I 14336, q 4096, kv 1024.
+    tp1 = V.forward_activation_bytes(llama8, tokens=8192, compute_bytes=2, tp=1)
+    assert tp1 == 8192 * 2 * (3 * 4096 + 3 * 14336)
+    tp2 = V.forward_activation_bytes(llama8, tokens=8192, compute_bytes=2, tp=2)
+    assert tp2 == 8192 * 2 * (3 * 4096 + 3 * 14336 // 2)
+    assert tp1 > tp2 > tp1 // 2  # not divided by TP as a whole
+
+
+def test_sampler_term_per_version(llama8):
+    # One row of full-vocabulary logits per profiled request (min(max_num_seqs, tokens)).
+    assert V.sampler_bytes(llama8, requests=1024, version=V.vllm_version("0.33")) == 1024 * 128_256 * 14
+    # The full-vocabulary sort of 0.10.2 and V0: logits 2 + fp32 copy 4 + torch.sort's 32 = 38 B.
+    assert V.sampler_bytes(llama8, requests=1024, version=V.vllm_version("0.10")) == 1024 * 128_256 * 38
+    assert V.sampler_bytes(llama8, requests=256, version=V.vllm_version("0.7")) == 256 * 128_256 * 38
+
+
+def test_activation_peak_does_not_shrink_with_tp_when_the_sampler_dominates(llama8):
+    # V0 on an H100, max_model_len 8192: 8192 profiled tokens over 256 sequences. The sampler
+    # (256 x 128,256 x 38 B = 1.25 GB) plus the kept hidden states (8192 x 4096 x 2) outweighs the
+    # forward, so TP=1 and TP=2 peak alike: 1.22 GiB (vLLM logged 1.26 GiB for both, PR #10511).
+    a1 = V.activation_peak_bytes(llama8, settings("0.7", max_model_len=8192, tensor_parallel_size=1), compute_bytes=2)
+    a2 = V.activation_peak_bytes(llama8, settings("0.7", max_model_len=8192, tensor_parallel_size=2), compute_bytes=2)
+    assert a1 == a2 == 8192 * 4096 * 2 + 256 * 128_256 * 38
+    assert round(a1 / GiB, 2) == 1.22
+
+
+def test_kv_blocks_per_rank_dtype_and_sliding_window(llama8):
+    s = settings()
+    # 16 tokens x 32 layers x 2 (K, V) x 8 heads x 128 x 2 B = 2 MiB; TP=2 halves the heads; fp8 halves the bytes.
+    assert V.kv_bytes_per_block(llama8, s, kv_bits=16) == 2 * MiB
+    assert V.kv_bytes_per_block(llama8, settings(tensor_parallel_size=2), kv_bits=16) == MiB
+    assert V.kv_bytes_per_block(llama8, s, kv_bits=8) == MiB
+    # TP beyond the KV heads replicates one head per rank.
+    assert V.kv_bytes_per_block(llama8, settings(tensor_parallel_size=16), kv_bits=16) == 2 * MiB // 8
+    # gpt-oss-20b: 12 sliding (window 128) + 12 full layers. At max_model_len 32768 with 2048 batched
+    # tokens a full layer needs 2048 blocks, a sliding one cdiv(127 + 2048, 16) + 1 = 137
+    # (SlidingWindowSpec.max_admission_blocks_per_request): per whole-model block (2048 + 137) / 2.
+    oss = resolve_catalog("openai/gpt-oss-20b").spec
+    s_oss = V.resolved_settings(V.VllmSettings(max_model_len=32768), gpu_total_bytes=23 * GiB, gpu_name="RTX 4090")
+    assert V.kv_blocks_per_request(oss, s_oss) == (2048 + 137) / 2
+
+
+def test_h100_llama3_8b_budget_against_the_pr_10511_log(llama8):
+    # "total_gpu_memory 79.22GiB ... the current vLLM instance can use 71.29GiB ... model weights take 14.96GiB"
+    w = Workload(precision="bf16", runtime="vllm", context_length=8192, vllm_version="0.7")
+    b = V.vllm_budget(llama8, w, gpu_usable_bytes=H100, gpu_name="NVIDIA H100 80GB HBM3")
+    assert round(b.gpu_total_bytes / GiB, 2) == 79.22
+    assert round(b.requested_bytes / GiB, 1) == 71.3
+    assert round(b.weights_bytes / GiB, 2) == 14.96
+    assert b.starts and not b.cudagraphs_in_budget
+    # KV = requested - weights - activation peak - non-torch, whole 2 MiB blocks.
+    assert b.available_kv_bytes == b.requested_bytes - b.weights_bytes - b.activation_peak_bytes - b.non_torch_bytes
+    assert b.num_blocks == b.available_kv_bytes // (2 * MiB)
+    assert b.kv_tokens == b.num_blocks * 16
+
+
+def test_current_version_counts_cuda_graphs_inside_the_budget(llama8):
+    w = Workload(precision="bf16", runtime="vllm", context_length=8192)
+    b = V.vllm_budget(llama8, w, gpu_usable_bytes=H100, gpu_name="NVIDIA H100 80GB HBM3")
+    assert b.cudagraphs_in_budget and b.cudagraph_bytes > 0
+    assert b.available_kv_bytes == b.requested_bytes - b.weights_bytes - b.activation_peak_bytes - b.non_torch_bytes - b.cudagraph_bytes
+    eager = V.vllm_budget(llama8, Workload(precision="bf16", runtime="vllm", context_length=8192, enforce_eager=True),
+                          gpu_usable_bytes=H100, gpu_name="NVIDIA H100 80GB HBM3")
+    assert eager.available_kv_bytes == b.available_kv_bytes + b.cudagraph_bytes
+
+
+def test_will_it_start_and_the_smallest_fix(llama8):
+    # 128K context on a 24 GB card: weights fit, one request's KV (16 GiB) does not.
+    w = Workload(precision="bf16", runtime="vllm", context_length=131072)
+    cap = vllm_capacity(llama8, w, gpu_bytes=RTX4090, gpu_name="NVIDIA GeForce RTX 4090", nvlink=False)
+    assert not cap.starts and "cannot hold one request" in cap.reason
+    fix = cap.fix
+    assert fix is not None and fix.kind == "max_model_len"  # eager and fp8 KV alone are not enough
+    assert fix.command.startswith(f"vllm serve {LLAMA8} --max-model-len ") and fix.max_concurrency >= 1
+    assert fix.workload.context_length == cap.budget.max_model_len_that_fits
+    # 70B in bf16 on one H100 (131 GiB of weights): no memory for KV at all; more GPUs is the fix.
+    spec70 = resolve_catalog("meta-llama/Llama-3.1-70B").spec
+    fix70 = startup_fix(spec70, Workload(precision="bf16", runtime="vllm"), gpu_bytes=H100, gpu_name="NVIDIA H100 80GB HBM3")
+    assert fix70 is not None and fix70.kind == "tensor_parallel" and "--tensor-parallel-size " in fix70.command
+    # A workload that starts needs no fix.
+    assert startup_fix(llama8, Workload(precision="bf16", runtime="vllm"), gpu_bytes=H100) is None
+
+
+def test_start_up_fails_when_utilization_leaves_no_room_for_the_context(llama8):
+    b = V.vllm_budget(llama8, Workload(precision="bf16", runtime="vllm", gpu_memory_utilization=1.0), gpu_usable_bytes=H100)
+    assert not b.starts and "free memory at start-up" in b.reason
+
+
+def test_estimate_is_the_card_size_needed(llama8):
     w = Workload(precision="bf16", runtime="vllm", context_length=4096, batch_size=4, gpu_memory_utilization=0.8)
-    est = estimate(spec, w)
-    b = est.breakdown
-    used = b.torch_allocated_bytes + b.cuda_context_bytes
-    # vLLM only uses 80% of the card: the card must be used / 0.8.
-    assert b.total_bytes == int(used / 0.8)
-    # The K/V part is exactly the blocks 4 sequences of 4096 tokens need.
-    assert b.kv_cache_bytes == 4 * 4096 * 131_072
+    b = estimate(llama8, w).breakdown
+    # Four requests of 4096 tokens: 4 x 256 blocks x 2 MiB.
+    assert b.kv_cache_bytes == 4 * 256 * 2 * MiB
+    # The card that starts it: the budget (80 % of mem_get_info's total) holds weights + profile +
+    # non-torch + graphs + KV; nvidia-smi shows the driver's reserve on top.
+    budget = V.vllm_budget(llama8, w, gpu_usable_bytes=b.total_bytes)
+    assert budget.starts and budget.max_concurrency >= 4
+    smaller = V.vllm_budget(llama8, w, gpu_usable_bytes=b.total_bytes - 256 * MiB)
+    assert smaller.max_concurrency < 4
 
 
-def test_too_small_a_card_does_not_fit():
-    spec = resolve_catalog("meta-llama/Llama-3.1-70B").spec
-    cap = vllm_capacity(spec, Workload(precision="bf16", runtime="vllm"), gpu_bytes=81_559 * MiB)
-    assert not cap.fits and cap.max_concurrent_sequences == 0
+def test_cli_prints_the_command_and_json_has_the_answer(capsys):
+    assert main(["estimate", LLAMA8, "--offline", "--runtime", "vllm", "--precision", "bf16", "--max-model-len", "131072",
+                 "--vllm-version", "0.32", "--max-num-seqs", "64", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = [c for c in data["gpu_ranking"] if c["vllm_starts"] is not None]
+    assert rows and all("vllm_command" in c for c in rows)
+    assert all("--max-num-seqs 64" in c["vllm_command"] for c in rows)
+    failing = [c for c in rows if not c["vllm_starts"]]
+    assert all(c["vllm_reason"] for c in failing)
+    assert main(["estimate", LLAMA8, "--offline", "--runtime", "vllm", "--enforce-eager", "--kv-cache-dtype", "fp8"]) == 0
+    text = capsys.readouterr().out
+    assert "will `vllm serve` start?" in text and "--enforce-eager" in text and "--kv-cache-dtype fp8" in text
+
+
+def test_main_page_answers_will_it_start_with_the_command_line():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    for k, v in {"model": LLAMA8, "precision": "bf16", "runtime": "vllm", "context": "32768", "vllm_version": "0.32",
+                 "max_num_seqs": "128", "eager": "true"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception and not at.error
+    assert any(h.value == "Will `vllm serve` start?" for h in at.header)
+    commands = [c.value for c in at.code if c.value.startswith("vllm serve")]
+    assert commands and all("--max-num-seqs 128" in c and "--enforce-eager" in c for c in commands)
+    frames = [d.value for d in at.dataframe if "vLLM starts" in d.value.columns]
+    assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"}

@@ -124,8 +124,12 @@ def test_nested_text_config_is_read():
 
 
 def test_unknown_architecture_fails_closed():
+    # Without the inventory fallback the analytic path refuses a family it has no formula for...
     with pytest.raises(UnsupportedArchitectureError, match="not supported"):
-        model_spec_from_config("org/x", {"model_type": "mamba", "hidden_size": 768})
+        model_spec_from_config("org/x", {"model_type": "mamba", "hidden_size": 768}, use_inventory=False)
+    # ...and a model_type transformers does not ship is refused by both (remote code never runs).
+    with pytest.raises(UnsupportedArchitectureError, match="trust_remote_code"):
+        model_spec_from_config("org/x", {"model_type": "my_custom_arch", "hidden_size": 768, "auto_map": {"AutoModel": "m.M"}})
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,13 @@ def estimate_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=False, default=str)
 
 
+def with_model_identity(data: dict[str, Any], *, source: str, revision: str | None, sha: str | None,
+                        facts: dict[str, Any] | None) -> dict[str, Any]:
+    """The export of a view plus what names the exact checkpoint: where the model was read, the
+    revision asked for, the commit it resolved to (Hub models), and the model facts shown."""
+    return {**data, "model_source": source, "model_revision": revision, "model_sha": sha, "model_facts": facts}
+
+
 def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():

@@ -24,6 +24,7 @@ import streamlit as st
 
 from calculator import advisor, report
 from calculator.errors import InvalidWorkloadError
+from calculator.facts import ModelFacts
 from calculator.gpus import GPU, load_gpus, with_extra_gpus
 from calculator.pricing import PriceBook, apply_price_overrides, bundled_price_book, fetch_live_prices, load_prices, price_book
 from calculator.resolve import ResolvedModel, resolve_model
@@ -73,6 +74,28 @@ def spec_key(resolved: ResolvedModel) -> str:
     digest = hashlib.sha256(repr(s).encode())  # every field but raw_config (repr=False)
     digest.update(json.dumps(s.raw_config, sort_keys=True, default=str).encode())
     return f"{s.model_id}@{resolved.revision or ''}:{resolved.sha or ''}|{resolved.source}|{digest.hexdigest()[:32]}"
+
+
+@st.cache_data(ttl=HUB_TTL_S, max_entries=256, show_spinner=False)
+def _hub_facts(repo_id: str, sha: str | None, token_id: str | None) -> ModelFacts | None:
+    # Keyed by the commit the estimate was read at and the token's fingerprint (a gated repo's facts
+    # are read with the token); None (Hub unreachable) is cached too, so a dead Hub costs one timeout.
+    from calculator.hub import fetch_model_facts
+
+    return fetch_model_facts(repo_id, revision=sha, token=hf_token())
+
+
+def model_facts(resolved: ResolvedModel) -> ModelFacts | None:
+    """Task, model type, downloads, likes, ... of the resolved model: from the Hub for a model read
+    from the Hub, else (or when the Hub does not answer) the catalog's dated copy."""
+    from calculator.facts import catalog_model_facts
+    from calculator.hub import token_fingerprint
+
+    if resolved.source == "hub":
+        live = _hub_facts(resolved.spec.model_id, resolved.sha, token_fingerprint(hf_token()))
+        if live is not None:
+            return live
+    return catalog_model_facts(resolved.spec.model_id)
 
 
 # --------------------------------------------------------------------------------------------

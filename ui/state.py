@@ -27,8 +27,10 @@ from typing import Any, Literal
 
 from calculator.gpus import load_gpus
 from calculator.units import PRECISIONS
+from calculator.vllm import CURRENT_VLLM_VERSION, VLLM_VERSIONS
 from calculator.workload import (
     ATTENTION_IMPLS,
+    CACHE_IMPLEMENTATIONS,
     LORA_TARGETS,
     MAX_BATCH_SIZE,
     MAX_CONTEXT_TOKENS,
@@ -195,6 +197,8 @@ ADAPTER_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 GPU_COUNT_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
 MAX_GPUS_INPUT = 64
 
+VLLM_VERSION_CHOICES: tuple[str, ...] = tuple(VLLM_VERSIONS)
+
 MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="model", label="model id", default=DEFAULT_MODEL, kind="str", check=model_id_problem),
     Param(name="precision", label="precision", default="fp16", kind="choice", choices=PRECISIONS),
@@ -208,15 +212,21 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="lora_targets", label="LoRA targets", default="all-linear", kind="choice", choices=LORA_TARGETS),
     Param(name="adapter_precision", label="adapter precision", default="fp32", kind="choice", choices=ADAPTER_PRECISIONS),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
+    Param(name="cache", label="generate cache", default="dynamic", kind="choice", choices=CACHE_IMPLEMENTATIONS),
     Param(name="attention", label="attention implementation", default="sdpa", kind="choice", choices=ATTENTION_IMPLS),
     Param(name="runtime", label="runtime", default="transformers", kind="choice", choices=RUNTIMES),
     Param(name="gpu_util", label="vLLM gpu_memory_utilization", default=0.9, kind="float", low=0.05, high=1.0),
+    Param(name="vllm_version", label="vLLM version", default=CURRENT_VLLM_VERSION, kind="choice", choices=VLLM_VERSION_CHOICES),
+    Param(name="max_num_seqs", label="vLLM --max-num-seqs (0 = vLLM's default)", default=0, kind="int", low=0, high=MAX_BATCH_SIZE),
+    Param(name="max_batched", label="vLLM --max-num-batched-tokens (0 = vLLM's default)", default=0, kind="int", low=0, high=MAX_CONTEXT_TOKENS),
+    Param(name="eager", label="vLLM --enforce-eager", default=False, kind="bool"),
     Param(name="gpus", label="number of GPUs", default=1, kind="int", low=1, high=MAX_GPUS_INPUT),
     Param(name="parallelism", label="parallelism", default="auto", kind="choice", choices=PARALLELISMS),
     Param(name="headroom", label="headroom %", default=0, kind="int", low=0, high=100),
     Param(name="quant", label="quantization method", default="auto", kind="choice", choices=QUANT_METHODS),
     Param(name="my_gpu", label="your GPU", default="rtx-4090", kind="choice", choices=tuple(g.id for g in load_gpus())),
     Param(name="my_gpus", label="how many of your GPU", default=1, kind="choice", choices=GPU_COUNT_CHOICES),
+    Param(name="audio_share", label="audio-token share", default=0.0, kind="float", low=0.0, high=1.0),
 )
 MAIN_ALWAYS: tuple[str, ...] = ("model", "precision", "mode", "context", "batch")
 TRAINING_PARALLELISMS = ("auto", "ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -244,6 +254,13 @@ def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     if training and v["parallelism"] not in TRAINING_PARALLELISMS:
         notes.append(f"{v['parallelism']} is an inference split; training uses auto (FSDP on several GPUs).")
         v["parallelism"] = "auto"
+    if v.get("cache", "dynamic") != "dynamic" and (training or v["runtime"] != "transformers"):
+        why = "training keeps no cache" if training else "vLLM pages its own"
+        notes.append(f"The {v['cache']} cache is transformers generate's; {why}, so it was set to dynamic.")
+        v["cache"] = "dynamic"
+    if v.get("cache") == "quantized" and v["kv_dtype"] not in ("auto", "int4", "int8", "fp8"):
+        notes.append(f"transformers' quantized cache stores int4, int8 or fp8, not {v['kv_dtype']}: KV-cache precision changed to int4.")
+        v["kv_dtype"] = "int4"
     if not training and v["parallelism"] not in INFERENCE_PARALLELISMS:
         notes.append(f"{v['parallelism']} shards training state; inference uses auto (tensor parallel on several GPUs).")
         v["parallelism"] = "auto"
@@ -259,6 +276,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         context_length=int(values["context"]),
         batch_size=int(values["batch"]),
         kv_cache_precision=None if values["kv_dtype"] == "auto" else values["kv_dtype"],
+        cache_implementation=values.get("cache", "dynamic"),
         attention=values["attention"],
         gradient_checkpointing=bool(values["grad_ckpt"]),
         optimizer=values["optimizer"],
@@ -268,8 +286,13 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         adapter_precision=values["adapter_precision"],
         runtime=values["runtime"],
         gpu_memory_utilization=float(values["gpu_util"]),
+        vllm_version="" if values.get("vllm_version", CURRENT_VLLM_VERSION) == CURRENT_VLLM_VERSION else values["vllm_version"],
+        max_num_seqs=int(values.get("max_num_seqs", 0)) or None,
+        max_num_batched_tokens=int(values.get("max_batched", 0)) or None,
+        enforce_eager=bool(values.get("eager", False)),
         num_gpus=int(values["gpus"]),
         parallelism=values["parallelism"],
+        audio_token_share=float(values.get("audio_share", 0.0)),
     )
 
 

@@ -77,6 +77,7 @@ SOURCE_TEXT: dict[str, str] = {
     "safetensors": "safetensors (exact)",
     "catalog": "catalog (exact)",
     "config": "config arithmetic",
+    "inventory": "transformers inventory",
 }
 
 MODE_LABELS: dict[str, str] = {"inference": "Inference", "lora": "LoRA fine-tune", "qlora": "QLoRA fine-tune", "full": "Full fine-tune"}

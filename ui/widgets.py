@@ -7,6 +7,7 @@ Labels and headings are stable: the browser test finds elements by them.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,11 +18,13 @@ from calculator import report
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
 from calculator.estimate import Estimate, component_labels
+from calculator.facts import ModelFacts, facts_line, facts_provenance
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
+from calculator.spec import ModelSpec
 from calculator.units import GB, GiB, format_bytes, format_count
-from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 from . import loaders, text
 from .state import (
@@ -30,6 +33,7 @@ from .state import (
     KV_DTYPES,
     MAX_GPUS_INPUT,
     RUNTIMES,
+    VLLM_VERSION_CHOICES,
     PageState,
     main_workload,
     model_id_problem,
@@ -43,6 +47,8 @@ CSS = """
 /* Larger table text for projectors. */
 [data-testid="stTable"] td, [data-testid="stTable"] th { font-size: 1.05rem; }
 [data-testid="stMetricLabel"] p { font-size: 1.05rem; }
+/* The model facts line under the model's name (as model pages show it). */
+.model-facts { font-size: 1.1rem; font-weight: 600; color: #31333F; margin: -0.4rem 0 0.1rem 0; }
 </style>
 """
 
@@ -131,10 +137,23 @@ def workload_inputs(page: PageState) -> None:
         with a3:
             st.markdown("**Runtime**")
             st.selectbox("KV-cache precision", KV_DTYPES, key=page.key("kv_dtype"), help="auto = same as the compute precision.")
+            st.selectbox("Generate cache", CACHE_IMPLEMENTATIONS, key=page.key("cache"),
+                         help="transformers generate's cache_implementation: dynamic grows with the text; static preallocates "
+                              "the whole context at the first forward; quantized stores K/V at the KV-cache precision (auto/int4: "
+                              "4-bit quanto/HQQ; int8: HQQ; fp8) and dequantizes one layer at a time.")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
+            not_vllm = page.get("runtime") != "vllm"
             st.slider("vLLM gpu_memory_utilization", min_value=0.05, max_value=1.0, step=0.05, key=page.key("gpu_util"),
-                      disabled=page.get("runtime") != "vllm")
+                      disabled=not_vllm)
+            st.selectbox("vLLM version", VLLM_VERSION_CHOICES, key=page.key("vllm_version"), disabled=not_vllm,
+                         help="The release whose start-up budget is modelled (profile, sampler, CUDA graphs; calculator/vllm.py).")
+            st.number_input("vLLM --max-num-seqs (0 = default)", min_value=0, max_value=100_000, step=64, key=page.key("max_num_seqs"),
+                            disabled=not_vllm, help="0: vLLM's default for the GPU (1,024 on >= 70 GiB cards other than A100, else 256).")
+            st.number_input("vLLM --max-num-batched-tokens (0 = default)", min_value=0, max_value=10_000_000, step=1024,
+                            key=page.key("max_batched"), disabled=not_vllm,
+                            help="The profiled batch. 0: vLLM's default (8,192 on >= 70 GiB cards other than A100, else 2,048).")
+            st.checkbox("vLLM --enforce-eager (no CUDA graphs)", key=page.key("eager"), disabled=not_vllm)
             st.selectbox("Quantization method", QUANT_METHODS, key=page.key("quant"),
                          help="auto: NF4 for int4, LLM.int8 for int8, per-channel fp8 for fp8, or the checkpoint's own quantization_config.")
         with a4:
@@ -144,6 +163,19 @@ def workload_inputs(page: PageState) -> None:
                          help="auto: tensor parallel for inference, FSDP for training. tp is inference only; ddp/zero/fsdp are training only.")
             st.slider("Headroom for production traffic (%)", min_value=0, max_value=100, step=5, key=page.key("headroom"),
                       help="The ranking only counts GPUs whose usable memory covers the peak plus this margin.")
+
+
+def audio_share_input(page: PageState, spec: ModelSpec) -> None:
+    """The audio-token share, shown only for a model whose layers route tokens between a text and
+    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    if not spec.dual_ffn:
+        return
+    st.slider(
+        "Audio tokens in the prompt (DualFFN share)", min_value=0.0, max_value=1.0, step=0.05, key=page.key("audio_share"),
+        help="This model's layers hold a text FFN and an audio FFN and send each token to one of them. The share of prompt "
+        "(or training) tokens that are audio, e.g. reference audio for voice cloning, sets how many tokens each FFN processes "
+        "at once; generated tokens are audio. The trace on the Verification page uses the same share.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +257,44 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
 
 
+def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
+    """The model page's facts line ('5.8B params · text-to-speech · ... · updated May 31, 2026'),
+    with where and when the facts were taken and the commit the estimate was computed from."""
+    spec = resolved.spec
+    if facts is None:
+        line = f"{format_count(spec.num_params)} params · {spec.model_type}"
+        where = "Hub facts (downloads, likes, last update) are not available for this model right now."
+    else:
+        line, where = facts_line(facts, num_params=spec.num_params), facts_provenance(facts)
+    sha = resolved.sha or (facts.sha if facts else None)
+    pinned = f" Estimate computed from commit `{sha[:12]}`." if sha else ""
+    st.markdown(f"<div class='model-facts'>{html.escape(line)}</div>", unsafe_allow_html=True)
+    st.caption(where + pinned)
+
+
+def pinned_model_param(resolved: ResolvedModel) -> dict[str, str]:
+    """The share link's `model=org/name@commit` when the commit is known, so the link names the exact checkpoint."""
+    return {"model": f"{resolved.spec.model_id}@{resolved.sha}"} if resolved.sha else {}
+
+
+def similar_models_section(page: PageState, spec: ModelSpec, *, extra: dict[str, str]) -> None:
+    """Links to catalog models like this one (same family, then task, then size: `ui.compare.similar_models`,
+    as on Compare); each opens the main page for that model with every other input of this view."""
+    from .compare import catalog_specs, catalog_task, family, similar_models
+
+    suggestions = similar_models(spec, catalog_specs(), task_of=catalog_task)
+    if not suggestions:
+        return
+    st.header("Similar models")
+    st.caption(f"From the bundled catalog: the same family as {spec.model_id} first, then the same task, then the closest in size. "
+               "Each link opens that model with your other settings.")
+    cols = st.columns(len(suggestions))
+    for col, other in zip(cols, suggestions, strict=True):
+        link = f"./?{page.share_query(extra={**extra, 'model': other.model_id})}"
+        details = " · ".join(p for p in (f"{format_count(other.num_params)} params", family(other), catalog_task(other.model_id)) if p)
+        col.markdown(f"**[{other.model_id.split('/')[-1]}]({link})**  \n{other.model_id.split('/')[0]} · {details}")
+
+
 def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
     w = est.workload
     name = est.spec.model_id.split("/")[-1]
@@ -303,8 +373,11 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
         speed = report.throughput_for(plan, c) if plan is not None and c.fits else None
         serving = report.serving_for(plan, c) if plan is not None else None
         vllm = {
+            "vLLM starts": "yes" if serving.starts else "no",
+            "vLLM KV tokens": serving.kv_tokens if serving.starts else None,
             "vLLM sequences at once": serving.max_concurrent_sequences,
             "vLLM max context at batch": serving.max_context_at_batch,
+            "vllm serve (or the smallest change that starts it)": serving.command if serving.starts or serving.fix is None else serving.fix.command,
         } if serving else {}
         rows.append({
             "Rank": i,
@@ -349,3 +422,23 @@ def fit_limits_frame(limits: Sequence[Any], *, context: int, batch: int) -> pd.D
 
 def gpu_count_choices() -> tuple[int, ...]:
     return GPU_COUNT_CHOICES
+
+
+def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *, limit: int = 8) -> None:
+    """"Will `vllm serve` start?" for the first ranked configurations: the answer, the KV tokens and
+    concurrency it gets, and the command line to run (or the smallest flag change that starts it)."""
+    context = plan.estimate.workload.context_length
+    for c in configs[:limit]:
+        serving = report.serving_for(plan, c)
+        if serving is None:
+            return
+        if serving.starts:
+            st.markdown(f"**{c.count}× {c.gpu.name}** starts: {serving.kv_tokens:,} KV tokens, "
+                        f"{serving.max_concurrency:.2f}× concurrency at {context:,} tokens per request.")
+            st.code(serving.command, language="bash")
+        else:
+            st.markdown(f"**{c.count}× {c.gpu.name}** does not start: {serving.reason}.")
+            if serving.fix is not None:
+                st.markdown(f"Smallest change: {serving.fix.description} → {serving.fix.kv_tokens:,} KV tokens, "
+                            f"{serving.fix.max_concurrency:.2f}× concurrency.")
+                st.code(serving.fix.command, language="bash")

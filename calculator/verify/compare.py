@@ -163,6 +163,18 @@ def workload_from_dict(d: Mapping[str, Any]) -> Workload:
     return Workload(**data)
 
 
+# torch indexes tensor elements with int64 (c10 `numel()` is int64_t): a larger tensor overflows.
+_MAX_TENSOR_ELEMENTS = 2**63 - 1
+
+
+def _largest_tensor_elements(spec: ModelSpec, w: Workload) -> int:
+    """Elements of the largest tensor a trace builds: logits (tokens x vocab), MLP activations
+    (tokens x intermediate) or eager attention scores (batch x heads x context^2)."""
+    tokens = w.batch_size * w.context_length
+    widest = max(spec.vocab_size, spec.intermediate_size, spec.hidden_size)
+    return max(tokens * widest, w.batch_size * spec.num_attention_heads * w.context_length**2)
+
+
 def run_verification(
     spec: ModelSpec,
     workload: Workload,
@@ -187,6 +199,11 @@ def run_verification(
         raise VerificationError(f"verification level must be 'trace' or 'live'; got {level!r}.")
     if timeout <= 0:
         raise VerificationError(f"timeout must be a positive number of seconds; got {timeout!r}.")
+    if level == "trace" and _largest_tensor_elements(spec, workload) > _MAX_TENSOR_ELEMENTS:
+        raise VerificationError(
+            f"context {workload.context_length:,} x batch {workload.batch_size:,} gives tensors of more than 2^63 elements "
+            "(logits or attention scores), which no tensor library can index: trace a shorter context or a smaller batch."
+        )
     full_est = estimate(spec, workload)
     run_spec, run_config = spec, dict(spec.raw_config)
     notes: list[str] = []

@@ -1,0 +1,510 @@
+"""vLLM's start-up memory budget, term by term, as each supported vLLM version computes it.
+
+At start-up a vLLM worker (one per GPU; tensor parallelism runs one per rank) does this, and the
+KV cache gets whatever is left (V1: `Worker.determine_available_memory`,
+`vllm/v1/worker/gpu_worker.py`; V0: `Worker.determine_num_available_blocks`,
+`vllm/worker/worker.py`):
+
+1. snapshot the device (`MemorySnapshot`) after the CUDA context exists and before NCCL is set
+   up; the budget is `requested = gpu_memory_utilization x total`, and start-up fails at once when
+   less than that is free ("Free memory on device ... is less than desired GPU memory
+   utilization");
+2. load the weights (this rank's shard);
+3. profile: one forward of `max_num_batched_tokens` dummy tokens split over
+   `min(max_num_seqs, tokens)` requests, then the sampler over those requests' logits
+   (`GPUModelRunner.profile_run` / `_dummy_sampler_run`); the PyTorch peak increase is the
+   activation term, the growth of memory outside PyTorch since the snapshot (NCCL, custom
+   all-reduce, loaded kernels) is the non-torch term (`memory_profiling`, `vllm/utils/mem_utils.py`);
+4. from 0.20 on, capture sample CUDA graphs and subtract their estimated pool
+   (`profile_cudagraph_memory`, on by default: `VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1` in
+   `vllm/envs.py`); earlier versions capture graphs after the KV cache is allocated, so the pool
+   comes out of the `1 - gpu_memory_utilization` headroom instead;
+5. KV = requested - weights - activation peak - non-torch (- graphs), cut into blocks of
+   `block_size` (16) tokens; start-up fails when that cannot hold one request of `max_model_len`
+   tokens (`check_enough_kv_cache_memory`, `vllm/v1/core/kv_cache_utils.py`).
+
+Each term is sized here from the model's config, per GPU, for the version picked
+(`VLLM_VERSIONS`). Sources were read in the released wheels (`pip download vllm==X --no-deps`):
+0.33.0 (current, 2026-11), 0.32.0, 0.10.2 and 0.7.3 (the last V0-default release); the file and
+function behind each number are named where it is used. Scored against start-up logs in
+`benchmarks/vllm_validation.py` (report: `benchmarks/results/vllm_validation.md`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from . import memory
+from .errors import InvalidWorkloadError
+from .units import BITS_PER_ELEMENT, GiB, MiB
+
+if TYPE_CHECKING:
+    from .quantization import WeightFormat
+    from .spec import ModelSpec
+    from .workload import Workload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VllmVersion:
+    """What changes between vLLM releases in the start-up budget."""
+
+    name: str
+    released: str
+    engine: str  # "v1" (vllm/v1/worker/gpu_worker.py) or "v0" (vllm/worker/worker.py)
+    # Bytes alive per (profiled request x vocabulary) element at the sampler's peak.
+    sampler_bytes_per_logit: int
+    # CUDA-graph pool estimated and subtracted before the KV cache (else taken from the headroom).
+    cudagraphs_in_budget: bool
+    # Capture-size grid: "8+16" = [1, 2, 4] + range(8, 256, 8) + range(256, max + 1, 16) (0.11+,
+    # `VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py); "8" = [1, 2, 4] + range(8, max + 1, 8)
+    # (0.10.2 vllm/config/__init__.py; V0 0.7.3 `_BATCH_SIZES_TO_CAPTURE`, vllm/worker/model_runner.py).
+    capture_grid: str
+    # Decode-only FULL graphs captured next to the PIECEWISE ones (cudagraph_mode
+    # FULL_AND_PIECEWISE, the default since 0.11: vllm/config/compilation.py).
+    full_and_piecewise: bool
+    source: str
+    # V1 workers all run `_dummy_sampler_run` (vllm/v1/worker/gpu_worker.py, every TP rank is the
+    # last PP rank); V0 samples on the driver worker only (`Sampler` output is gathered to rank 0,
+    # vllm/worker/model_runner.py `execute_model`: `if not self.is_driver_worker: return []`).
+    sampler_on_every_rank: bool = True
+
+
+# `torch.sort` of a (rows x vocab) fp32 tensor on CUDA (ATen's segmented radix sort,
+# aten/src/ATen/native/cuda/Sort.cpp via cub): the sorted values (4 B) and int64 indices (8 B) it
+# returns, the int64 iota of input indices it sorts as values (8 B), and cub's double buffer of
+# keys and values (4 + 8 B): 32 B per element while it runs.
+SORT_BYTES_PER_ELEMENT = 4 + 8 + 8 + 4 + 8
+
+VLLM_VERSIONS: dict[str, VllmVersion] = {
+    "0.33": VllmVersion(
+        name="0.33", released="2026-11", engine="v1",
+        # `_dummy_sampler_run` (vllm/v1/worker/gpu_model_runner.py) samples with top-k and top-p set:
+        # the model-dtype logits (2 B), the sampler's fp32 copy (4 B, `Sampler.forward`,
+        # vllm/v1/sample/sampler.py), then the warm-up of `forward_native` (topk_topp_sampler.py):
+        # Triton top-k/top-p in place (one fp32 scratch row block), fp32 probabilities (4 B) and the
+        # exponential noise `q` (4 B, `random_sample`): 2 + 4 + 4 + 4 = 14 B. No full-vocabulary sort.
+        sampler_bytes_per_logit=14,
+        cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
+        source="vllm 0.33.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
+    ),
+    "0.32": VllmVersion(
+        name="0.32", released="2026-10", engine="v1",
+        # Same sampler, profiler and capture code as 0.33 (diffed: mem_utils.py identical,
+        # determine_available_memory differs only in the encoder CUDA-graph condition).
+        sampler_bytes_per_logit=14,
+        cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
+        source="vllm 0.32.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
+    ),
+    "0.10": VllmVersion(
+        name="0.10", released="2025-09", engine="v1",
+        # 0.10.2 without FlashInfer (not a dependency of the wheel: `forward_native`) sorts the
+        # whole vocabulary (`apply_top_k_top_p`, vllm/v1/sample/ops/topk_topp_sampler.py). At the
+        # sort: model-dtype logits 2 + the sampler's fp32 copy 4 + `SORT_BYTES_PER_ELEMENT` 32.
+        sampler_bytes_per_logit=2 + 4 + SORT_BYTES_PER_ELEMENT,
+        cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
+        source="vllm 0.10.2: v1/worker/gpu_worker.py determine_available_memory, utils/__init__.py memory_profiling",
+    ),
+    "0.7": VllmVersion(
+        name="0.7", released="2025-02", engine="v0",
+        # V0 `Sampler.forward` (vllm/model_executor/layers/sampler.py, profiled with top_p=0.99 and
+        # top_k=vocab-1 by `ModelRunner.profile_run`): model-dtype logits 2, fp32 copy 4, then
+        # `_apply_top_k_top_p` sorts them: + `SORT_BYTES_PER_ELEMENT` 32 = 38 B. (After the sort it
+        # holds less: values 4 + indices 8 + masks 2 + softmax 4 + cumsum 4 + output 4 = 26 + 6.)
+        # Three V0 logs measure 38.2-39.2 B per element (benchmarks/results/vllm_validation.md).
+        sampler_bytes_per_logit=2 + 4 + SORT_BYTES_PER_ELEMENT,
+        cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
+        source="vllm 0.7.3: worker/worker.py determine_num_available_blocks, worker/model_runner.py profile_run",
+        sampler_on_every_rank=False,
+    ),
+}
+CURRENT_VLLM_VERSION = "0.33"
+
+
+# `CacheConfig.block_size` default on CUDA (vllm/config/cache.py, all versions above).
+VLLM_BLOCK_SIZE = 16
+# torch.cuda.mem_get_info's total is below nvidia-smi's memory.total: the driver keeps some.
+# H100 80GB: nvidia-smi 81,559 MiB, vLLM logs total_gpu_memory 79.22 GiB = 81,121 MiB (438 MiB
+# less; vllm-project/vllm PR #10511); RTX 3090: 24,576 MiB vs 23.58 GiB = 24,146 MiB (430 MiB;
+# vllm-project/vllm PR #14447). 434 MiB is their mean (each is +-5 MiB from the log's rounding).
+CUDA_TOTAL_RESERVED_BYTES = 434 * MiB
+# Device memory in use before the worker's snapshot: the CUDA context and PyTorch's init (not in
+# vLLM's budget, but it must be free: the snapshot's free memory must cover the budget). Same
+# assumption as the transformers path (`estimate.CUDA_CONTEXT_BYTES`).
+CUDA_CONTEXT_BYTES = 500 * MiB
+# Non-torch memory at TP=1: kernels and handles loaded while profiling (Triton/inductor,
+# FlashAttention, cuBLASLt). Start-up logs on one GPU: H100 0.16 GiB (Llama-3.2-11B-Vision,
+# vllm-project/vllm PR #12126); 8 GB consumer cards 0.03 and 0.04 GiB (#13882, #12529); a 24 GB
+# card 0.02 GiB (V1). Datacenter parts load larger kernel sets (FlashAttention 3 / cuBLASLt
+# workspaces for Hopper), so the two classes get their own figure.
+NON_TORCH_TP1_BYTES = 160 * MiB
+NON_TORCH_TP1_BYTES_CONSUMER = 40 * MiB
+# Tensor parallelism adds NCCL channel buffers and vLLM's custom all-reduce IPC buffers, allocated
+# by cudaMalloc outside PyTorch. Each rank keeps buffers per channel for its ring/tree neighbours,
+# so the amount per rank depends on the channel count (the link), not on the number of ranks.
+# NVLink/NVSwitch parts run up to 32 channels: Llama-3-8B on H100 grew from 1.79 GiB non-torch at
+# TP=1 to 3.58 GiB at TP=2 (vllm-project/vllm PR #10511, vLLM 0.6.5; its TP=1 figure also counted
+# the allocator's cache, fixed by PR #11809, but the +1.79 GiB is the TP term). PCIe consumer
+# cards run few channels: 2x RTX 4090 logged 0.25 GiB at TP=2 (vllm-project/vllm#13061), 0.21 GiB
+# above the consumer TP=1 figure. Only TP=2 logs were found; larger TP is assumed the same per rank.
+NCCL_BYTES_NVLINK = 1833 * MiB
+NCCL_BYTES_PCIE = 215 * MiB
+# CUDA-graph pool: vLLM's estimate is the first (largest) capture plus, per further graph, the
+# second capture's cost (at least 1 MiB; `profile_cudagraph_memory`, gpu_model_runner.py 0.33.0).
+# A captured graph of a piecewise-compiled model holds one instantiated graph per layer piece, so
+# the per-graph cost grows with depth. Logs give 1.62 GiB for 51 PIECEWISE + 35 FULL graphs
+# (vllm-project/vllm PR #39559, a Qwen3.5 GGUF) and 0.14 GiB for 19 + 11 graphs
+# (aivrar/vllm-windows-build#4): 19 and 4.8 MiB per graph; the models' depths are not stated.
+# 256 KiB per layer per graph (8 MiB for 32 layers, 16 MiB for 64) is an assumption in that range.
+CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH = 256 * 1024
+
+KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+
+
+def vllm_version(name: str | None) -> VllmVersion:
+    """The modelled version of that name ("0.33", "0.33.0" and "v0.33.0" all mean 0.33); the
+    current release for None or ""."""
+    if not name:
+        return VLLM_VERSIONS[CURRENT_VLLM_VERSION]
+    text = str(name).strip().lower().removeprefix("v")
+    parts = text.split(".")
+    key = ".".join(parts[:2])
+    if key not in VLLM_VERSIONS:
+        known = ", ".join(VLLM_VERSIONS)
+        raise InvalidWorkloadError(f"vLLM version {name!r} is not modelled; pick one of {known}.")
+    return VLLM_VERSIONS[key]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VllmSettings:
+    """`vllm serve` flags that shape the start-up budget; None = the version's default for the GPU."""
+
+    version: str = CURRENT_VLLM_VERSION
+    max_model_len: int = 4096
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False
+    kv_cache_dtype: str = "auto"
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+
+    @classmethod
+    def from_workload(cls, w: Workload) -> VllmSettings:
+        kv = "fp8" if w.kv_cache_precision in ("fp8", "int8") else "auto"
+        return cls(
+            version=vllm_version(w.vllm_version).name, max_model_len=w.context_length, max_num_seqs=w.max_num_seqs,
+            max_num_batched_tokens=w.max_num_batched_tokens, enforce_eager=w.enforce_eager, kv_cache_dtype=kv,
+            gpu_memory_utilization=w.gpu_memory_utilization, tensor_parallel_size=w.num_gpus,
+        )
+
+
+def default_batch_limits(version: VllmVersion, *, max_model_len: int, gpu_total_bytes: int, gpu_name: str) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) `vllm serve` picks when the flags are not given.
+
+    V1 (`EngineArgs.get_batch_defaults`, vllm/engine/arg_utils.py, 0.10.2 and 0.33.0 alike): on
+    GPUs with >= 70 GiB other than A100 ("a100" not in the device name, PR #17885) the OpenAI
+    server uses 8,192 tokens and 1,024 sequences, elsewhere 2,048 and 256. V0 (0.7.3
+    `SchedulerConfig.__post_init__`, vllm/config.py): chunked prefill only past 32K context
+    (`EngineArgs._set_default_args_v0`), so max(max_model_len, 2,048) tokens, else 2,048; 256
+    sequences (`EngineArgs.max_num_seqs`)."""
+    if version.engine == "v0":
+        tokens = 2048 if max_model_len > 32768 else max(max_model_len, 2048)
+        return tokens, 256
+    if gpu_total_bytes >= 70 * GiB and "a100" not in gpu_name.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
+def resolved_settings(s: VllmSettings, *, gpu_total_bytes: int, gpu_name: str) -> VllmSettings:
+    """`s` with the version's defaults for this GPU filled in (V1 also raises max_num_batched_tokens
+    to max_model_len when chunked prefill is off; it is always on in V1, so it is left alone)."""
+    version = vllm_version(s.version)
+    tokens, seqs = default_batch_limits(version, max_model_len=s.max_model_len, gpu_total_bytes=gpu_total_bytes, gpu_name=gpu_name)
+    return replace(
+        s,
+        version=version.name,
+        max_num_batched_tokens=s.max_num_batched_tokens or tokens,
+        max_num_seqs=s.max_num_seqs or seqs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The terms
+# ---------------------------------------------------------------------------------------------
+
+
+def profile_requests(s: VllmSettings) -> int:
+    """Requests in the profiling batch: `min(max_num_seqs, max_num_batched_tokens)` (V1
+    `_dummy_run`; V0 `profile_run` makes `max_num_seqs` sequences); the sampler runs over one row
+    of logits per request."""
+    assert s.max_num_seqs is not None and s.max_num_batched_tokens is not None
+    return min(s.max_num_seqs, s.max_num_batched_tokens)
+
+
+def forward_activation_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int, tp: int) -> int:
+    """Peak PyTorch bytes of vLLM's forward over `tokens` tokens on one TP rank.
+
+    vLLM's decoder layers (e.g. `LlamaDecoderLayer`, vllm/model_executor/models/llama.py) keep the
+    residual and the normed input (2h) and the layer output (h), replicated on every rank; the
+    column-parallel projections split over TP: attention holds qkv (q + 2kv) and its output q,
+    the MLP holds gate_up (2I) and SiluAndMul's output (I); fused MoE holds top_k copies of the
+    gate_up and activation outputs (`fused_experts` workspaces) and fp32 router logits. The
+    larger block, times tokens. So only the intermediate part shrinks with TP, not the whole.
+    """
+    c = compute_bytes
+    h = spec.hidden_size
+    q = spec.num_attention_heads * spec.head_dim
+    if spec.layer_types and spec.layer_types[0] == "mla":
+        kv = spec.kv_lora_rank + spec.qk_rope_head_dim
+        attn_split = 2 * q + spec.num_attention_heads * (spec.head_dim + spec.v_head_dim)
+    else:
+        kv = 2 * spec.num_key_value_heads * spec.head_dim
+        attn_split = 2 * q + kv
+    attn = c * 3 * h + -(-c * attn_split // tp) + c * kv
+    if spec.is_moe:
+        inter = spec.num_experts_per_tok * 3 * spec.moe_intermediate_size + 3 * spec.num_shared_experts * spec.moe_intermediate_size
+        mlp = c * 3 * h + -(-c * inter // tp) + 4 * spec.num_experts
+    else:
+        mlp = c * 3 * h + -(-c * 3 * spec.intermediate_size // tp)
+    return tokens * max(attn, mlp)
+
+
+def sampler_bytes(spec: ModelSpec, *, requests: int, version: VllmVersion) -> int:
+    """The sampler's peak over the profiled requests: one row of logits per request over the
+    whole vocabulary (gathered on every rank: `LogitsProcessor._gather_logits`), times the
+    version's bytes per element (`VllmVersion.sampler_bytes_per_logit`). Not divided by TP."""
+    return requests * spec.vocab_size * version.sampler_bytes_per_logit
+
+
+def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, rank: int = 0) -> int:
+    """The profile's PyTorch peak increase on TP rank `rank`: the forward's peak, or the sampler's
+    with the forward's hidden states still referenced, whichever is larger (they run one after the
+    other). Under V0 only rank 0 samples; the others hold their vocabulary shard of the logits.
+    Rank 0 binds the KV cache (the engine takes the fewest blocks over the workers)."""
+    version = vllm_version(s.version)
+    assert s.max_num_batched_tokens is not None
+    tokens = s.max_num_batched_tokens
+    tp = s.tensor_parallel_size
+    forward = forward_activation_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp)
+    hidden = tokens * spec.hidden_size * compute_bytes
+    if rank and not version.sampler_on_every_rank:
+        return forward + profile_requests(s) * -(-spec.vocab_size // tp) * compute_bytes
+    return max(forward, hidden + sampler_bytes(spec, requests=profile_requests(s), version=version))
+
+
+def capture_sizes(s: VllmSettings) -> tuple[int, ...]:
+    """Batch sizes vLLM captures CUDA graphs for (none under --enforce-eager).
+
+    The largest is min(2 x max_num_seqs, 512) (`max_cudagraph_capture_size`; 0.10.2
+    `SchedulerConfig.cuda_graph_sizes`), never more than max_num_batched_tokens."""
+    if s.enforce_eager:
+        return ()
+    version = vllm_version(s.version)
+    assert s.max_num_seqs is not None and s.max_num_batched_tokens is not None
+    top = min(2 * s.max_num_seqs, 512, s.max_num_batched_tokens)
+    if version.engine == "v0":
+        top = min(s.max_num_seqs, 256)  # V0 captures up to max_num_seqs, at most 256 (_BATCH_SIZES_TO_CAPTURE)
+    if version.capture_grid == "8+16":
+        grid = [1, 2, 4, *range(8, 256, 8), *range(256, top + 1, 16)]
+    else:
+        grid = [1, 2, 4, *range(8, top + 1, 8)]
+    sizes = sorted({n for n in grid if n <= top} | ({top} if version.capture_grid == "8+16" else set()))
+    return tuple(sizes)
+
+
+def cudagraph_count(s: VllmSettings) -> int:
+    """Graphs captured: one PIECEWISE graph per capture size, plus (FULL_AND_PIECEWISE) one FULL
+    decode graph per size up to max_num_seqs."""
+    sizes = capture_sizes(s)
+    version = vllm_version(s.version)
+    assert s.max_num_seqs is not None
+    full = sum(1 for n in sizes if n <= s.max_num_seqs) if version.full_and_piecewise else 0
+    return len(sizes) + full
+
+
+def cudagraph_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> int:
+    """The CUDA-graph pool: the largest graph's forward buffers plus, for every graph, its
+    instantiated per-layer pieces (`CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH`)."""
+    sizes = capture_sizes(s)
+    if not sizes:
+        return 0
+    first = forward_activation_bytes(spec, tokens=sizes[-1], compute_bytes=compute_bytes, tp=s.tensor_parallel_size)
+    layers = max(spec.num_hidden_layers, 1)
+    return first + cudagraph_count(s) * layers * CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH
+
+
+def non_torch_bytes(s: VllmSettings, *, nvlink: bool, datacenter: bool = True) -> int:
+    """Memory outside PyTorch that grows from the snapshot to the end of profiling: kernels at
+    TP=1 (by GPU class), plus NCCL / custom all-reduce buffers when TP > 1 (more over NVLink)."""
+    base = NON_TORCH_TP1_BYTES if datacenter else NON_TORCH_TP1_BYTES_CONSUMER
+    if s.tensor_parallel_size <= 1:
+        return base
+    return base + (NCCL_BYTES_NVLINK if nvlink else NCCL_BYTES_PCIE)
+
+
+def kv_bytes_per_block(spec: ModelSpec, s: VllmSettings, *, kv_bits: int) -> int:
+    """Bytes of one block (block_size tokens) across all of a rank's attention layers: K and V of
+    the rank's KV heads (at least one: replicated when TP exceeds the KV heads), or the MLA latent,
+    which every rank keeps whole (`AttentionSpec.page_size_bytes`, vllm/v1/kv_cache_interface.py)."""
+    heads = max(1, -(-spec.num_key_value_heads // s.tensor_parallel_size))
+    per_token = 0
+    for kind in spec.layer_types:
+        if kind == "mla":
+            per_token += spec.kv_lora_rank + spec.qk_rope_head_dim
+        else:
+            per_token += 2 * heads * spec.head_dim
+    return -(-per_token * VLLM_BLOCK_SIZE * kv_bits // 8)
+
+
+def kv_blocks_per_request(spec: ModelSpec, s: VllmSettings) -> float:
+    """Blocks one request of max_model_len tokens takes, in units of a whole-model block.
+
+    Full-attention layers need cdiv(max_model_len, block_size) blocks; a sliding-window layer at
+    most cdiv(min(window - 1 + max_num_batched_tokens, max_model_len), block_size) + 1
+    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0).
+    Layers are weighted by their share of the block's bytes (the hybrid allocator's groups of equal
+    page size draw on one pool, `get_max_concurrency_for_kv_cache_config`, kv_cache_utils.py)."""
+    assert s.max_num_batched_tokens is not None
+    n = len(spec.layer_types)
+    if n == 0:
+        return 0.0
+    full = -(-s.max_model_len // VLLM_BLOCK_SIZE)
+    total = 0.0
+    for kind in spec.layer_types:
+        if kind == "sliding" and spec.sliding_window and vllm_version(s.version).engine == "v1":
+            tokens = min(spec.sliding_window - 1 + s.max_num_batched_tokens, s.max_model_len)
+            total += min(-(-tokens // VLLM_BLOCK_SIZE) + 1, full)
+        else:
+            total += full
+    return total / n
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VllmBudget:
+    """One GPU's start-up budget under vLLM (per TP rank), and whether `vllm serve` starts."""
+
+    settings: VllmSettings  # defaults filled in
+    gpu_total_bytes: int  # what torch.cuda.mem_get_info reports as total
+    requested_bytes: int  # gpu_memory_utilization x total
+    weights_bytes: int
+    activation_peak_bytes: int
+    sampler_bytes: int
+    non_torch_bytes: int
+    cudagraph_bytes: int
+    cudagraphs_in_budget: bool
+    available_kv_bytes: int
+    kv_bytes_per_block: int
+    num_blocks: int
+    kv_tokens: int
+    max_concurrency: float  # requests of max_model_len at once
+    starts: bool
+    reason: str  # why it does not start ('' when it does)
+    max_model_len_that_fits: int  # the longest max_model_len the KV cache would hold (0: none)
+
+    @property
+    def non_kv_bytes(self) -> int:
+        return self.weights_bytes + self.activation_peak_bytes + self.non_torch_bytes + (self.cudagraph_bytes if self.cudagraphs_in_budget else 0)
+
+
+def sharded_weight_bytes(spec: ModelSpec, fmt: WeightFormat, tp: int) -> int:
+    """This rank's weights: linear layers, embeddings and LM head split TP ways
+    (`ColumnParallelLinear`, `RowParallelLinear`, `VocabParallelEmbedding`), norms replicated."""
+    weights = memory.weight_bytes(spec, fmt)
+    if tp <= 1:
+        return weights
+    replicated = spec.other_params * fmt.compute_bytes
+    return -(-(weights - replicated) // tp) + replicated
+
+
+def cuda_total_bytes(usable_bytes: int) -> int:
+    """What torch.cuda.mem_get_info reports as total for a card whose nvidia-smi total is `usable_bytes`."""
+    return max(usable_bytes - CUDA_TOTAL_RESERVED_BYTES, 0)
+
+
+def vllm_budget(
+    spec: ModelSpec, w: Workload, *, gpu_usable_bytes: int, gpu_name: str = "", nvlink: bool = True,
+    datacenter: bool = True, settings: VllmSettings | None = None, rank: int = 0,
+) -> VllmBudget:
+    """The start-up budget of `w` (vLLM flags read from it, `VllmSettings.from_workload`) on GPUs
+    whose nvidia-smi total is `gpu_usable_bytes`, `w.num_gpus` of them tensor parallel, as TP rank
+    `rank` sees it (rank 0, the default, is the one that binds the KV cache)."""
+    from .quantization import weight_format
+
+    s0 = settings or VllmSettings.from_workload(w)
+    total = cuda_total_bytes(gpu_usable_bytes)
+    s = resolved_settings(s0, gpu_total_bytes=total, gpu_name=gpu_name)
+    version = vllm_version(s.version)
+    fmt = weight_format(spec, w)
+    c = fmt.compute_bytes
+    tp = s.tensor_parallel_size
+    kv_bits = 8 if s.kv_cache_dtype.startswith("fp8") else BITS_PER_ELEMENT[fmt.compute_precision]
+    requested = math.ceil(total * s.gpu_memory_utilization)
+    weights = sharded_weight_bytes(spec, fmt, tp)
+    act = activation_peak_bytes(spec, s, compute_bytes=c, rank=rank)
+    sampler = sampler_bytes(spec, requests=profile_requests(s), version=version)
+    non_torch = non_torch_bytes(s, nvlink=nvlink, datacenter=datacenter)
+    graphs = cudagraph_bytes(spec, s, compute_bytes=c)
+    in_budget = version.cudagraphs_in_budget
+    available = requested - weights - act - non_torch - (graphs if in_budget else 0)
+    per_block = kv_bytes_per_block(spec, s, kv_bits=kv_bits)
+    blocks = max(available, 0) // per_block if per_block else 0
+    per_request = kv_blocks_per_request(spec, s)
+    concurrency = blocks / per_request if per_request else 0.0
+    kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
+    fits_len = _longest_len(spec, s, blocks)
+    reason = ""
+    headroom = total - requested
+    outside = CUDA_CONTEXT_BYTES + (0 if in_budget else graphs)
+    if total - CUDA_CONTEXT_BYTES < requested:
+        reason = (f"free memory at start-up ({(total - CUDA_CONTEXT_BYTES) / GiB:.2f} GiB after the CUDA context) is less than "
+                  f"gpu_memory_utilization x total ({requested / GiB:.2f} GiB)")
+    elif available <= 0:
+        terms = "weights + activations + non-torch" + (" + CUDA graphs" if in_budget else "")
+        reason = f"{terms} ({(requested - available) / GiB:.2f} GiB) exceed the {requested / GiB:.2f} GiB budget: no memory for KV cache blocks"
+    elif concurrency < 1:
+        reason = (f"the KV cache ({available / GiB:.2f} GiB) cannot hold one request of max_model_len {s.max_model_len:,} tokens "
+                  f"(longest that fits: {fits_len:,})")
+    elif headroom < outside:
+        reason = (f"CUDA graphs ({graphs / GiB:.2f} GiB) and the CUDA context do not fit in the {headroom / GiB:.2f} GiB left outside "
+                  "gpu_memory_utilization: graph capture runs out of memory")
+    return VllmBudget(
+        settings=s, gpu_total_bytes=total, requested_bytes=requested, weights_bytes=weights, activation_peak_bytes=act,
+        sampler_bytes=sampler, non_torch_bytes=non_torch, cudagraph_bytes=graphs, cudagraphs_in_budget=in_budget,
+        available_kv_bytes=available, kv_bytes_per_block=per_block, num_blocks=blocks, kv_tokens=kv_tokens,
+        max_concurrency=concurrency, starts=not reason, reason=reason, max_model_len_that_fits=fits_len,
+    )
+
+
+def _longest_len(spec: ModelSpec, s: VllmSettings, blocks: int) -> int:
+    """Longest max_model_len (a multiple of the block size) for which one request fits in `blocks`."""
+    if blocks <= 0 or not spec.layer_types:
+        return 0
+    low, high = 0, max(blocks, 1) * VLLM_BLOCK_SIZE
+    while high - low > VLLM_BLOCK_SIZE:
+        mid = (low + high) // 2 // VLLM_BLOCK_SIZE * VLLM_BLOCK_SIZE
+        if mid <= low:
+            break
+        if kv_blocks_per_request(spec, replace(s, max_model_len=mid)) <= blocks:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def vllm_serve_command(model_id: str, s: VllmSettings) -> str:
+    """The `vllm serve` command line for these settings (defaults left out)."""
+    parts = ["vllm", "serve", model_id, "--max-model-len", str(s.max_model_len)]
+    if s.tensor_parallel_size > 1:
+        parts += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
+    if abs(s.gpu_memory_utilization - 0.9) > 1e-9:
+        parts += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+    if s.kv_cache_dtype != "auto":
+        parts += ["--kv-cache-dtype", s.kv_cache_dtype]
+    if s.max_num_seqs is not None:
+        parts += ["--max-num-seqs", str(s.max_num_seqs)]
+    if s.max_num_batched_tokens is not None:
+        parts += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
+    if s.enforce_eager:
+        parts.append("--enforce-eager")
+    return " ".join(parts)

@@ -1,0 +1,148 @@
+"""The meta-device inventory of transformers' own model, and the analytic ModelSpec it checks.
+
+Every number here is transformers 5.24 / peft 0.21 building the model, read back; the analytic
+formulas of calculator/spec.py must agree with it. The full sweep over every config class of
+transformers is benchmarks/architecture_sweep.py; this file keeps a fast, representative subset.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from calculator import memory
+from calculator.catalog import catalog_config, catalog_entries, find_catalog_entry
+from calculator.errors import UnsupportedArchitectureError
+from calculator.spec import model_spec_from_config
+
+pytestmark = pytest.mark.trace
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from calculator import inventory  # noqa: E402 - after the importorskips: the module itself needs neither
+
+# Layer keys shrunk for speed: every count is linear in the number of layers, so a 2-layer copy
+# checks the same formulas (DeepSeek-V3 keeps 4: one MoE layer after its 3 dense ones).
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers")
+# transformers' HiggsAudioV2 port has no text LM head and 1,024 (not 1,026) codes per codebook;
+# the catalog (and the analytic formula) count the original checkpoint (calculator/data/models/SOURCES.md).
+_PORT_DIFFERS = {"bosonai/higgs-audio-v2-generation-3B-base"}
+
+
+def _shrunk(config: dict) -> dict:
+    out = dict(config)
+    layers = 4 if "first_k_dense_replace" in out else 2
+    for key in _LAYER_KEYS:
+        if isinstance(out.get(key), int) and out[key] > layers:
+            out[key] = layers
+    if isinstance(out.get("layer_types"), list):
+        out["layer_types"] = out["layer_types"][:layers]
+    return out
+
+
+def _role_totals(spec) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for g in spec.linears:
+        totals[g.role] = totals.get(g.role, 0) + g.num_params
+    return totals
+
+
+# One catalog config per analytic family (the sweep covers all of them:
+# benchmarks/architecture_sweep.py): llama (tied), qwen2 (q/k/v bias), qwen3 (q/k norm),
+# mixtral / qwen3_moe / deepseek_v3 / gpt_oss (fused experts, MLA, sinks), bert, opt, gpt-j, gpt_bigcode.
+REPRESENTATIVE = (
+    "meta-llama/Llama-3.2-3B", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-4B", "mistralai/Mixtral-8x7B-v0.1", "Qwen/Qwen3-30B-A3B",
+    "deepseek-ai/DeepSeek-V3", "openai/gpt-oss-20b", "google-bert/bert-base-uncased", "facebook/opt-350m",
+    "EleutherAI/gpt-j-6b", "bigcode/octocoder",
+)
+
+
+def test_representative_subset_is_in_the_catalog():
+    assert set(REPRESENTATIVE) <= set(catalog_entries()) - _PORT_DIFFERS
+
+
+@pytest.mark.parametrize("model_id", REPRESENTATIVE)
+def test_catalog_inventory_agrees_with_analytic_spec(model_id):
+    config = _shrunk(catalog_config(find_catalog_entry(model_id)))
+    config.pop("quantization_config", None)
+    analytic = model_spec_from_config(model_id, config, use_inventory=False)
+    inv = inventory.build_inventory(config, model_id=model_id)
+    counted = inventory.model_spec_from_inventory(inv, model_id=model_id, config=config)
+    # DeepSeek-V3's router score-correction bias (n_experts per MoE layer) is a buffer in
+    # transformers and a tensor in the checkpoint, which the analytic count follows.
+    extra = analytic.num_moe_layers * analytic.num_experts if analytic.model_type == "deepseek_v3" else 0
+    assert analytic.config_num_params == inv.num_params + extra
+    assert counted.config_num_params == inv.num_params
+    # Linear groups: the same weights in each role (quantization and LoRA act on these).
+    a, c = _role_totals(analytic), _role_totals(counted)
+    if analytic.is_causal_lm:  # the output embedding (BertModel's pooler is no output head for peft)
+        assert a.get("head", 0) == c.get("head", 0)
+        assert analytic.tie_word_embeddings == counted.tie_word_embeddings
+    assert a.get("expert", 0) == c.get("expert", 0)
+    assert sum(a.values()) == sum(c.values())
+    assert analytic.supports_sdpa == counted.supports_sdpa
+
+
+def test_unknown_family_is_counted_from_transformers():
+    # phi has no analytic formula; transformers' PhiForCausalLM (defaults: 24 layers, h 2048,
+    # I 8192, vocab 51200, untied, biases everywhere, one LayerNorm per parallel attention/MLP
+    # layer) is counted exactly: per layer 4 x (2048^2 + 2048) attention + 2048 x 8192 + 8192 +
+    # 8192 x 2048 + 2048 MLP + 2 x 2048 norm = 50,354,176; x 24 + embed 104,857,600 + final LN
+    # 4,096 + lm_head 2048 x 51200 + 51200 = 1,418,270,720.
+    spec = model_spec_from_config("microsoft/phi-1_5-like", {"model_type": "phi"})
+    assert spec.counted_by == "inventory" and spec.param_source == "inventory"
+    assert spec.architecture == "PhiForCausalLM"
+    assert spec.config_num_params == 24 * 50_354_176 + 104_857_600 + 4_096 + 2048 * 51200 + 51200 == 1_418_270_720
+    assert spec.num_hidden_layers == 24 and len(spec.layer_types) == 24
+    assert any("transformers" in n and "meta device" in n for n in spec.notes)
+
+
+def test_inventory_names_the_model_the_user_typed():
+    # mllama's language model is nested (text_config); the full model is built, towers included.
+    spec = model_spec_from_config("meta-llama/Llama-3.2-11B-Vision-like", {"model_type": "mllama"})
+    assert spec.architecture == "MllamaForConditionalGeneration"
+    inv = inventory.build_inventory({"model_type": "mllama"})
+    towers = inv.params_by_tower()
+    assert towers["vision"] > 0 and towers["text"] > towers["vision"]
+    assert sum(towers.values()) == inv.num_params == spec.config_num_params
+
+
+def test_encoder_decoder_builds_whole_model():
+    spec = model_spec_from_config("facebook/bart-like", {"model_type": "bart"})
+    assert spec.architecture == "BartForConditionalGeneration" and spec.is_encoder_decoder
+
+
+def test_without_torch_one_line_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(inventory, "transformers_available", lambda: False)
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        model_spec_from_config("org/vlm", {"model_type": "mllama", "text_config": {"model_type": "mllama_text_model"}})
+    message = str(err.value)
+    assert "\n" not in message and "'mllama'" in message and "requirements-dev.txt" in message
+
+
+def test_inventory_round_trips_through_json():
+    inv = inventory.build_inventory({"model_type": "mixtral", "num_hidden_layers": 1})
+    again = inventory.ModelInventory.from_json(inventory.ModelInventory.to_json(inv))
+    assert again == inv
+
+
+def _peft_trainable(config: dict) -> int:
+    """Trainable parameters peft itself creates for all-linear r=8 on the real (meta) model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = inventory.build_meta_model(config)
+    with torch.device("meta"):
+        peft_model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear"))
+    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe", "qwen3_moe", "llama", "gpt_oss"])
+def test_lora_all_linear_is_what_peft_adapts(model_type):
+    """peft 0.21 adapts transformers 5's fused experts and router for the MoE types in its v4->v5
+    conversion table (mixtral, qwen3_moe: fused gate_up at rank 2r), not for qwen2_moe or gpt-oss."""
+    config = {"model_type": model_type, "num_hidden_layers": 1}
+    spec = inventory.model_spec_from_inventory(inventory.build_inventory(config), model_id=model_type, config=config)
+    plan = memory.AdapterPlan(names=memory.lora_target_names(spec, "all-linear"), rank=8, adapter_bytes=4)
+    assert memory.lora_params(spec, plan) == _peft_trainable(config)
+    experts_adapted = any(g.role == "expert" and plan.adapts(g) for g in spec.linears)
+    assert experts_adapted == (model_type in ("mixtral", "qwen3_moe"))

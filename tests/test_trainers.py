@@ -1,0 +1,180 @@
+"""Trainer presets pinned to their frameworks' code, and each memory saver's term to a hand derivation."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import pytest
+
+from calculator import memory
+from calculator.estimate import estimate
+from calculator.resolve import resolve_catalog
+from calculator.trainers import DEFAULT_TRAINER, PRESETS, TRAINERS, lm_head_problem, preset_settings, preset_workload
+from calculator.workload import TRAINER_NAMES, Workload
+
+LLAMA = resolve_catalog("meta-llama/Llama-3.2-3B").spec  # h 3072, vocab 128,256, 28 layers, tied embeddings
+HIGGS = resolve_catalog("bosonai/higgs-audio-v2-generation-3B-base").spec
+
+
+# --------------------------------------------------------------------------------------------
+# Presets = the frameworks' defaults
+# --------------------------------------------------------------------------------------------
+
+
+def test_trainer_names_agree():
+    assert TRAINERS == TRAINER_NAMES and set(PRESETS) == set(TRAINERS) and DEFAULT_TRAINER == "trl-sft"
+
+
+def test_trl_sft_preset_matches_its_source_lines():
+    p = PRESETS["trl-sft"]
+    assert p.gradient_checkpointing is True  # trl 1.16 base_config.py: `gradient_checkpointing: bool = field(default=True,`
+    assert p.max_length == 1024  # sft_config.py: `max_length (int or None, optional, defaults to 1024)`
+    assert p.loss_impl == "fused-linear"  # sft_config.py: `loss_type: str = field(default="nll",`; sft_trainer.py: `add_fused_lm_head(`
+    assert p.fused_optimizer and p.optimizer == "adamw"  # transformers training_args.py: `default_optim = "adamw_torch_fused"`
+    assert p.master_weights is True  # sft_trainer.py: "If `dtype` is not specified in `args.model_init_kwargs`, it defaults to `float32`"
+    assert p.activation_offload is False  # sft_config.py: `activation_offloading: bool = field(default=False,`
+    assert p.packing == "padded"  # sft_config.py: `packing: bool = field(default=False,`, `padding_free` False
+    assert p.needs_lm_head  # utils.py add_fused_lm_head: `lm_head = self.get_output_embeddings()`
+    # QLoRA: sft_trainer.py "the PEFT adapter weights are converted to bf16"
+    assert preset_settings("trl-sft", "qlora")["adapter_precision"] == "bf16"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="trl not installed")
+def test_trl_and_transformers_field_defaults_are_the_presets():
+    """Read the defaults from the installed code itself (dataclass fields; SFTConfig() refuses bf16 on a CPU box)."""
+    import trl
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
+    from transformers import TrainingArguments
+    from trl import SFTConfig
+
+    assert trl.__version__ == "1.16.0"
+    sft = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
+    assert sft["gradient_checkpointing"] is PRESETS["trl-sft"].gradient_checkpointing
+    assert sft["bf16"] is None  # base_config.py __post_init__: `self.bf16 = not (self.fp16) if self.bf16 is None` -> autocast on
+    assert sft["max_length"] == PRESETS["trl-sft"].max_length
+    assert sft["loss_type"] == "nll" and sft["activation_offloading"] is False and sft["packing"] is False and sft["padding_free"] is False
+    assert sft["optim"] == "adamw_torch_fused"
+    assert (trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, kernel.TOKEN_CHUNK_SIZE) == (memory.TRL_VOCAB_CHUNK, memory.TRL_TOKEN_CHUNK)
+    args = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
+    assert args["optim"] == "adamw_torch_fused" and args["bf16"] is False and not args["activation_checkpointing"]
+    hf = PRESETS["hf-trainer"]
+    assert hf.fused_optimizer and not hf.gradient_checkpointing and not hf.master_weights and hf.loss_impl == "full"
+
+
+def test_torchtune_unsloth_axolotl_presets_match_their_configs():
+    tt = PRESETS["torchtune"]
+    # recipes/configs/llama3_2/3B_lora_single_device.yaml (v0.6.1): `lora_rank: 64`, `CEWithChunkedOutputLoss`,
+    # `enable_activation_checkpointing: True`, `enable_activation_offloading: False`, `dtype: bf16`
+    assert (tt.lora_rank, tt.loss_impl, tt.loss_chunks, tt.gradient_checkpointing, tt.activation_offload) == (64, "chunked-output", 8, True, False)
+    assert tt.adapter_precision == "bf16" and not tt.master_weights
+    full = preset_settings("torchtune", "full")  # 3B_full_single_device.yaml: `PagedAdamW8bit`, `optimizer_in_bwd: True`
+    assert (full["optimizer"], full["paged_optimizer"], full["optimizer_in_backward"]) == ("adamw-8bit", True, True)
+    us = PRESETS["unsloth"]  # models/llama.py get_peft_model: `r = 16`, `use_gradient_checkpointing = "unsloth"` (offloaded)
+    assert (us.lora_rank, us.gradient_checkpointing, us.activation_offload, us.loss_impl) == (16, True, True, "fused-linear-liger")
+    ax = PRESETS["axolotl-liger"]  # examples/llama-3/lora-1b.yml: `optimizer: adamw_8bit`, `sample_packing: true`, `gradient_checkpointing: true`
+    assert (ax.optimizer, ax.packing, ax.gradient_checkpointing, ax.norm_kernel, ax.mlp_kernel) == ("adamw-8bit", "packed", True, "liger", "liger")
+
+
+def test_preset_is_a_starting_point_explicit_settings_win():
+    w = preset_workload("trl-sft", mode="lora", precision="bf16", gradient_checkpointing=False, optimizer=None)
+    assert w.trainer == "trl-sft" and w.gradient_checkpointing is False  # explicit wins
+    assert w.loss_impl == "fused-linear" and w.optimizer == "adamw"  # None = not given: the preset's
+    assert preset_workload("trl-sft", mode="inference").loss_impl == "full"  # inference: nothing of the trainer applies
+
+
+# --------------------------------------------------------------------------------------------
+# Each saver's term, by hand
+# --------------------------------------------------------------------------------------------
+
+
+def test_chunked_output_loss_by_hand():
+    # 8,192 tokens, vocab 128,256, bf16, 8 chunks: forward end = 8192*128256*(2+4) + 1024*128256*4
+    #   = 6,304,038,912 + 525,336,576; backward = 8192*128256*4 + 1024*128256*10 = 5,515,706,368 (smaller).
+    assert memory.chunked_output_loss_bytes(LLAMA, tokens=8192, compute_bytes=2, chunks=8) == 6_829_375_488
+    # The unchunked fp32 loss is 12 bytes per logit: 12,608,077,824.
+    assert memory.loss_buffer_bytes(LLAMA, batch_size=1, seq_len=8192, compute_bytes=2, keep_logits=False) == 12_608_077_824
+
+
+def test_trl_fused_head_by_hand():
+    # 4,096 trained tokens, bf16 everywhere, frozen head: tile 4096*32768*2 = 268,435,456;
+    # saved hidden[mask] 4096*3072*2 + log_z/entropy 8*4096 = 25,198,592;
+    # backward = tile + grad_logprobs 4096*4 + grad_hidden fp32 4096*3072*4 + its bf16 cast 4096*3072*2 = 343,949,312.
+    got = memory.fused_lm_head_loss_bytes(LLAMA, tokens=4096, trained=4096, compute_bytes=2, hidden_bytes=2, head_weight_bytes=2, head_trainable=False)
+    assert got == 25_198_592 + 343_949_312
+    # Full fine-tune adds grad_weight fp32 (128256*3072*4) and its bf16 cast (*2).
+    full = memory.fused_lm_head_loss_bytes(LLAMA, tokens=4096, trained=4096, compute_bytes=2, hidden_bytes=2, head_weight_bytes=2, head_trainable=True)
+    assert full - got == 128256 * 3072 * 6
+    # Completion-only loss: a quarter of the tokens trained -> 1,024 rows.
+    assert memory.trained_tokens(4096, 0.25) == 1024
+
+
+def test_liger_fused_linear_ce_by_hand():
+    # inc = ceil(128256/3072) = 42; chunk = next_pow2(ceil(4096/42) = 98) = 128;
+    # grad_input 4096*3072*2 + logits tile 128*128256*2 + loss 4*4096 = 25,165,824 + 32,833,536 + 16,384.
+    assert memory.liger_fused_linear_ce_bytes(LLAMA, trained=4096, compute_bytes=2, head_weight_bytes=2, head_trainable=False) == 58_015_744
+
+
+def test_checkpoint_every_k_and_offload_split():
+    assert memory.checkpointed_layers(28, 1) == 28 and memory.checkpointed_layers(28, 3) == 10  # layers 0,3,...,27
+    kw = dict(batch_size=1, seq_len=1000, compute_bytes=2, attention="sdpa", adapters=None)
+    every = memory.training_activation_bytes(LLAMA, gradient_checkpointing=True, **kw)
+    third = memory.training_activation_bytes(LLAMA, gradient_checkpointing=True, checkpoint_every=3, **kw)
+    per_layer = memory.layer_saved_bytes_per_token(LLAMA, compute_bytes=2, seq_len=1000, attention="sdpa", adapters=None)
+    # 18 of 28 layers keep everything instead of their 2h-byte input.
+    assert third - every == 1000 * 18 * (per_layer - 2 * 3072)
+    # Offloading: 950 bytes of layers, 100 per layer, 50 for the head -> 2 layers + head stay.
+    assert memory.offloaded_activation_split(saved_bytes=1000, per_layer_bytes=100, layers=8, head_bytes=50) == (250, 750)
+
+
+def test_peft_method_parameter_counts_match_peft():
+    # peft's own trainable counts in the method comparison (validation rows M132-M134, Llama-3.2-3B):
+    plan = memory.AdapterPlan(names=frozenset({"q_proj", "v_proj"}), rank=32, adapter_bytes=4)
+    assert memory.lora_params(LLAMA, plan) + memory.dora_extra_params(LLAMA, plan) == 9_289_728  # DoRA r=32 on q,v
+    assert memory.ia3_params(LLAMA) == 286_720  # IA3 on k, v, down_proj: 28 x (1024 + 1024 + 8192)
+    w = Workload(mode="lora", precision="bf16", peft_method="prompt-tuning", num_virtual_tokens=200, context_length=64)
+    assert estimate(LLAMA, w).trainable_params == 614_400  # 200 virtual tokens x 3072
+    # DoRA saves (c + a) x out per adapted linear per token: 28 x (3072 + 1024) x 6.
+    assert memory.dora_saved_bytes_per_token(LLAMA, plan, compute_bytes=2) == 28 * 4096 * 6
+
+
+def test_optimizer_in_backward_and_cpu_offload():
+    base = Workload(mode="full", precision="bf16", context_length=512, optimizer="adamw", fused_optimizer=True)
+    e = estimate(LLAMA, base)
+    fused_in_bwd = estimate(LLAMA, dataclasses.replace(base, optimizer_in_backward=True))
+    assert "optimizer step" in e.phases and "optimizer step" not in fused_in_bwd.phases
+    # One parameter's gradient at a time: the tied embedding, 128256 x 3072 x 2 bytes.
+    assert fused_in_bwd.breakdown.gradients_bytes == 128256 * 3072 * 2
+    off = estimate(LLAMA, dataclasses.replace(base, cpu_offload="optimizer"))
+    assert off.breakdown.optimizer_bytes == 0 and off.host_bytes >= e.breakdown.optimizer_bytes
+    assert off.total_bytes < e.total_bytes
+
+
+def test_fused_head_frees_the_logits_in_the_estimate():
+    full = estimate(LLAMA, Workload(mode="lora", precision="bf16", context_length=4096))
+    fused = estimate(LLAMA, Workload(mode="lora", precision="bf16", context_length=4096, loss_impl="fused-linear"))
+    assert full.breakdown.logits_bytes == 12 * 4096 * 128256
+    assert fused.breakdown.logits_bytes == memory.fused_lm_head_loss_bytes(
+        LLAMA, tokens=4096, trained=4096, compute_bytes=2, hidden_bytes=2, head_weight_bytes=2, head_trainable=False)
+
+
+def test_padding_uses_the_batch_maximum_and_packing_fills_rows():
+    lengths = (100, 900, 300, 50)
+    padded = Workload(mode="lora", precision="bf16", context_length=2048, batch_size=2, sample_lengths=lengths)
+    packed = dataclasses.replace(padded, packing="packed")
+    free = dataclasses.replace(padded, packing="padding-free")
+    as_900 = Workload(mode="lora", precision="bf16", context_length=900, batch_size=2)
+    as_600 = Workload(mode="lora", precision="bf16", context_length=600, batch_size=2)  # (900 + 300) / 2
+    as_2048 = Workload(mode="lora", precision="bf16", context_length=2048, batch_size=2)
+    assert estimate(LLAMA, padded).torch_allocated_bytes == estimate(LLAMA, as_900).torch_allocated_bytes
+    assert estimate(LLAMA, free).torch_allocated_bytes == estimate(LLAMA, as_600).torch_allocated_bytes
+    assert estimate(LLAMA, packed).torch_allocated_bytes == estimate(LLAMA, as_2048).torch_allocated_bytes
+
+
+def test_higgs_has_no_single_lm_head_so_trl_says_it_cannot_start():
+    assert "fails at its first step" in lm_head_problem(HIGGS, "trl-sft")
+    assert lm_head_problem(LLAMA, "trl-sft") == "" and lm_head_problem(HIGGS, "hf-trainer") == ""
+    e = estimate(HIGGS, preset_workload("trl-sft", mode="lora", precision="bf16"))
+    assert e.trainer_problem and e.trainer_problem in e.notes
+    assert e.workload.loss_impl == "full"  # sized as the loop that can run, and said so
