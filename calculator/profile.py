@@ -640,6 +640,35 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     return out, tuple(notes)
 
 
+NO_PROFILE_NOTE = (
+    "This architecture is counted from transformers' inventory, but its activations, KV cache / state and logits come from the "
+    "analytic formulas of a Llama-like decoder: a guess for it. A trace profile measures them from transformers' own code "
+    f"(`python -m calculator profile <model>`, or the app's first view of the model; needs torch + transformers: {INSTALL_HINT})."
+)
+
+
+def with_cached_profile(spec: Any) -> Any:
+    """`spec` with the profile already made for its config (local cache or shipped), if any; never traces."""
+    from dataclasses import replace
+
+    if getattr(spec, "profile", None) is not None or not spec.raw_config:
+        return spec
+    hit = cached_profile(spec.raw_config)
+    return replace(spec, profile=hit) if hit is not None else spec
+
+
+def with_profile(spec: Any, workload: Any = None, *, max_seconds: float = DEFAULT_SECONDS,
+                 on_progress: Callable[[str], None] | None = None) -> Any:
+    """`spec` with its profile for `workload`'s settings: cached, shipped, or traced now (torch)."""
+    from dataclasses import replace
+
+    settings = settings_for(workload) if workload is not None else default_settings()
+    current = getattr(spec, "profile", None)
+    if current is not None and dict(current.settings) == settings:
+        return spec
+    return replace(spec, profile=get_profile(spec.raw_config, settings, max_seconds=max_seconds, on_progress=on_progress))
+
+
 def counted_from(spec: Any) -> str:
     """Which path the numbers came from, for the "Counted from" line."""
     source = getattr(spec, "param_source", "config")
