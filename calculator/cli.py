@@ -14,7 +14,22 @@ from typing import Any
 from .bounds import MAX_HEADROOM_FRACTION
 from .errors import CalculatorError
 from .units import PRECISIONS, format_bytes, format_count
-from .workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from .workload import (
+    ATTENTION_IMPLS,
+    CACHE_IMPLEMENTATIONS,
+    CPU_OFFLOADS,
+    KERNELS,
+    LORA_TARGETS,
+    LOSS_IMPLS,
+    MODES,
+    OPTIMIZERS,
+    PACKINGS,
+    PARALLELISMS,
+    PEFT_METHODS,
+    QUANT_METHODS,
+    TRAINER_NAMES,
+    Workload,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -49,6 +64,13 @@ def _bounded(low: float, high: float) -> Any:
     return parse
 
 
+def _lengths(text: str) -> tuple[int, ...]:
+    items = [s for s in text.replace(" ", "").split(",") if s]
+    if not items or len(items) > 4096:
+        raise argparse.ArgumentTypeError(f"expected 1 to 4,096 comma-separated token counts, got {text[:40]!r}")
+    return tuple(_positive_int(s) for s in items)
+
+
 def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="Hugging Face repo id (org/name[@revision]), a catalog id, or a local folder with config.json")
     p.add_argument("--mode", choices=MODES, default="inference", help="inference, LoRA, QLoRA or full fine-tune (default: inference)")
@@ -67,14 +89,36 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="generate's cache_implementation: dynamic (grows), static (preallocated), quantized (QuantizedCache at "
                         "--kv-precision int4 [default] / int8 / fp8) (default dynamic)")
     p.add_argument("--attention", choices=ATTENTION_IMPLS, default="sdpa", help="attention kernel: sdpa/flash (no seq x seq matrix) or eager")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer (default adamw)")
-    p.add_argument("--grad-checkpointing", action="store_true", help="gradient (activation) checkpointing per decoder layer")
-    p.add_argument("--master-weights", action="store_true",
-                   help="keep fp32 master weights and fp32 optimizer states (HF Trainer AMP / DeepSpeed); default is pure bf16 (torchtune style)")
-    p.add_argument("--lora-rank", type=_positive_int, default=16, help="LoRA rank r (default 16)")
-    p.add_argument("--lora-targets", choices=LORA_TARGETS, default="all-linear", help="modules LoRA adapts (default all-linear)")
-    p.add_argument("--adapter-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="LoRA adapter dtype (default fp32, peft's autocast_adapter_dtype=True)")
+    p.add_argument("--trainer", choices=TRAINER_NAMES, default=None,
+                   help="training loop whose defaults fill every setting not given (calculator/trainers.py cites each); "
+                        "default trl-sft for the fine-tuning modes; custom = exactly the settings given")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="training optimizer (default: the trainer's; adamw)")
+    p.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="gradient (activation) checkpointing per decoder layer (default: the trainer's; TRL on)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="checkpoint every k-th decoder layer only (transformers every_n_layers)")
+    p.add_argument("--master-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="fp32 weights under bf16/fp16 autocast (HF Trainer/TRL on a model loaded in fp32: TRL's default for a model id; "
+                        "--no-master-weights = model_init_kwargs={'dtype': 'bfloat16'})")
+    p.add_argument("--loss", choices=LOSS_IMPLS, default=None,
+                   help="loss implementation: full fp32 logits, torchtune chunked-output CE, TRL fused-linear head, Liger/Unsloth fused linear CE")
+    p.add_argument("--loss-chunks", type=_positive_int, default=None, help="chunks of torchtune's chunked-output CE (default 8)")
+    p.add_argument("--trained-fraction", type=_fraction, default=None, help="share of tokens with a label (completion/assistant-only loss), e.g. 0.3")
+    p.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None, help="saved activations offloaded to CPU RAM")
+    p.add_argument("--optimizer-in-backward", action=argparse.BooleanOptionalAction, default=None, help="step each parameter inside backward (torchtune)")
+    p.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction, default=None, help="AdamW(fused=True): no step temporary")
+    p.add_argument("--paged-optimizer", action=argparse.BooleanOptionalAction, default=None, help="bitsandbytes paged optimizer states")
+    p.add_argument("--cpu-offload", choices=CPU_OFFLOADS, default=None, help="ZeRO/FSDP CPU offload: optimizer states (and parameters) in host RAM")
+    p.add_argument("--peft-method", choices=PEFT_METHODS, default=None, help="adapter method for lora/qlora modes (default lora)")
+    p.add_argument("--virtual-tokens", type=_positive_int, default=None, help="prompt tuning: virtual tokens (default 20)")
+    p.add_argument("--packing", choices=PACKINGS, default=None, help="padded batches (to the longest in the batch), packed rows, or padding-free")
+    p.add_argument("--sample-lengths", type=_lengths, default=None, metavar="N,N,...",
+                   help="dataset sequence lengths in tokens (comma-separated) for padded / padding-free batches")
+    p.add_argument("--norm-kernel", choices=KERNELS, default=None, help="RMSNorm kernel: torch or liger")
+    p.add_argument("--mlp-kernel", choices=KERNELS, default=None, help="SwiGLU kernel: torch or liger")
+    p.add_argument("--lora-rank", type=_positive_int, default=None, help="LoRA rank r (default: the trainer's; 16)")
+    p.add_argument("--lora-targets", choices=LORA_TARGETS, default=None, help="modules LoRA adapts (default all-linear)")
+    p.add_argument("--adapter-precision", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="LoRA adapter dtype (default fp32, peft's autocast_adapter_dtype=True; torchtune/QLoRA bf16)")
     p.add_argument("--keep-logits", action="store_true", help="training loop keeps model outputs (logits) alive through backward")
     p.add_argument("--runtime", choices=("transformers", "vllm"), default="transformers", help="inference runtime (default transformers generate)")
     p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vLLM's share of each GPU (default 0.9)")
@@ -100,18 +144,29 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
 
 
-def workload_from_args(args: argparse.Namespace) -> Workload:
+def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None = None) -> Workload:
+    """The trainer's settings for the mode, with every option given on the command line on top.
+    Without --trainer the fine-tuning modes assume TRL's SFTTrainer (`trainers.DEFAULT_TRAINER`)."""
+    from .trainers import DEFAULT_TRAINER, preset_workload
+
+    trainer = args.trainer or (default_trainer or DEFAULT_TRAINER if args.mode != "inference" else "custom")
     kv_precision = "fp8" if getattr(args, "kv_cache_dtype", None) == "fp8" else args.kv_precision
-    return Workload(
+    return preset_workload(
+        trainer,
         mode=args.mode, precision=args.precision, quant_method=args.quant_method, quant_group_size=args.group_size,
         double_quant=args.double_quant, context_length=args.max_model_len or args.context, generated_tokens=args.generated,
         batch_size=args.batch, vllm_version=args.vllm_version, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
         kv_cache_precision=kv_precision, cache_implementation=args.cache, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
-        adapter_precision=args.adapter_precision, keep_logits=args.keep_logits, runtime=args.runtime,
+        adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,
         audio_token_share=args.audio_share,
+        loss_impl=args.loss, loss_chunks=args.loss_chunks, trained_token_fraction=args.trained_fraction,
+        checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
+        optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
+        cpu_offload=args.cpu_offload, peft_method=args.peft_method, num_virtual_tokens=args.virtual_tokens, packing=args.packing,
+        sample_lengths=args.sample_lengths, norm_kernel=args.norm_kernel, mlp_kernel=args.mlp_kernel,
     )
 
 
@@ -152,6 +207,15 @@ def _text_report(data: dict[str, Any]) -> str:
         f"peak during {data['peak_phase']}",
         "",
     ]
+    trainer = data.get("trainer")
+    if trainer:
+        if trainer.get("problem"):
+            lines.insert(1, f"trainer problem: {trainer['problem']}")
+        lines.insert(-1, f"trainer: {trainer['name']} (loss {trainer['loss']}, gradient checkpointing "
+                         f"{'on' if trainer['gradient_checkpointing'] else 'off'}, optimizer {trainer['optimizer']}, fp32 weights "
+                         f"{'on' if trainer['fp32_weights'] else 'off'}; --trainer custom sizes exactly the options given)")
+    if data.get("host_bytes"):
+        lines.insert(-1, f"host RAM for offloaded tensors: {format_bytes(data['host_bytes'], 'GiB', 2)}")
     for name, value in data["breakdown"].items():
         if value:
             lines.append(f"  {data['breakdown_labels'][name]:<32} {format_bytes(value, 'GiB', 2):>12}")
@@ -210,7 +274,8 @@ def _estimate(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .resolve import resolve_model
 
-    workload = workload_from_args(args)
+    # The trace runs the plain loop (model(...).loss.backward(), foreach AdamW): verify it unless a trainer is named.
+    workload = workload_from_args(args, default_trainer="custom")
     resolved = resolve_model(args.model, offline=args.offline)
     from .verify import run_verification, verification_text
 

@@ -400,7 +400,7 @@ class VllmBudget:
     max_concurrency: float  # requests of max_model_len at once
     starts: bool
     reason: str  # why it does not start ('' when it does)
-    max_model_len_that_fits: int  # the longest max_model_len the KV cache would hold (0: none)
+    max_model_len_that_fits: int  # the longest max_model_len the KV cache holds (0: none; max_model_len when it starts)
 
     @property
     def non_kv_bytes(self) -> int:
@@ -452,7 +452,8 @@ def vllm_budget(
     per_request = kv_blocks_per_request(spec, s)
     concurrency = blocks / per_request if per_request else 0.0
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
-    fits_len = _longest_len(spec, s, blocks)
+    # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
+    fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
     reason = ""
     headroom = total - requested
     outside = CUDA_CONTEXT_BYTES + (0 if in_budget else graphs)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError
+from calculator.trainers import PRESETS
 from calculator.units import GB, GiB, format_count
 from ui import figures, loaders, text, widgets
 from ui.compare import DEFAULT_SETTINGS, SETTING_CHOICES, CompareRow, catalog_task, similar_models
@@ -40,6 +41,8 @@ def _add_model(model_id: str) -> None:
         st.session_state[page.key("models")] = (*current, model_id)[:8]
 
 
+st.selectbox("Trainer (fine-tuning rows)", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
+             help="Fine-tuning rows use this trainer's defaults (calculator/trainers.py); inference rows ignore it.")
 if what == "models":
     chosen = tuple(page.get("models"))
     options = list(dict.fromkeys([*catalog_model_ids(), *chosen]))
@@ -76,7 +79,8 @@ for model_id, label, setting in jobs:
     try:
         with st.spinner(f"Looking up {model_id}…"):
             resolved = loaders.resolve(model_id)
-        values = {p.name: p.default for p in MAIN_PARAMS} | setting | {"context": page.get("context"), "batch": page.get("batch")}
+        values = {p.name: p.default for p in MAIN_PARAMS} | setting | {"context": page.get("context"), "batch": page.get("batch"),
+                                                                    "trainer": page.get("trainer")}
         values, _ = reconcile_main(values)
         v = loaders.view(resolved, main_workload(values), headroom_pct=0, prices=prices)
     except CalculatorError as exc:

@@ -198,3 +198,15 @@ def test_main_page_answers_will_it_start_with_the_command_line():
     assert commands and all("--max-num-seqs 128" in c and "--enforce-eager" in c for c in commands)
     frames = [d.value for d in at.dataframe if "vLLM starts" in d.value.columns]
     assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"}
+
+
+def test_vllm_ranking_fit_is_the_engine_starting_on_that_gpu(llama8):
+    from calculator.report import build_plan, serving_for
+
+    w = Workload(precision="bf16", runtime="vllm", context_length=8192, batch_size=2)
+    plan = build_plan(llama8, w)
+    for c in plan.ranking[:40]:
+        s = serving_for(plan, c)
+        if c.tensor_parallel_ok:
+            assert c.fits == (s.starts and s.max_concurrency >= 2), (c.gpu.id, c.count)
+    assert plan.cheapest is not None and plan.cheapest.fits

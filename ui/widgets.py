@@ -33,11 +33,14 @@ from .state import (
     KV_DTYPES,
     MAX_GPUS_INPUT,
     RUNTIMES,
+    TRAINER_KEYS,
     VLLM_VERSION_CHOICES,
     PageState,
     main_workload,
     model_id_problem,
     reconcile_main,
+    resolve_trainer_values,
+    trainer_defaults,
 )
 
 CSS = """
@@ -79,11 +82,29 @@ def load_workload_page(page: PageState) -> tuple[dict, list[str], list[str]]:
     and write the corrected state back to the URL. Returns (values, URL notes, corrections)."""
     url_notes = page.load() + loaders.load_shared_from_url()
     values, fixes = reconcile_main(page.values())
+    if "trainer" in page.by_name:
+        values = _follow_trainer(page, values)
     for name, value in values.items():
         if value != page.get(name):
             page.set(name, value)
     page.write_url(extra=loaders.shared_url_params())
     return values, url_notes, fixes
+
+
+def _follow_trainer(page: PageState, values: dict) -> dict:
+    """Settings the trainer decides: None (not in the link) -> the trainer's value; and when the
+    trainer or the mode changed since the last run, every setting still at the old preset's value
+    follows the new one (a preset is a starting point; what the user changed stays)."""
+    basis_key = f"_trainer_basis.{page.page}"
+    basis = (values["trainer"], values["mode"])
+    old = st.session_state.get(basis_key)
+    if old is not None and old != basis:
+        before, after = trainer_defaults(*old), trainer_defaults(*basis)
+        for name in TRAINER_KEYS:
+            if values.get(name) == before[name]:
+                values[name] = after[name]
+    st.session_state[basis_key] = basis
+    return resolve_trainer_values(values)
 
 
 def _pick_catalog_model(page: PageState) -> None:
@@ -122,17 +143,23 @@ def workload_inputs(page: PageState) -> None:
                     help="Tokens per sequence: prompt plus generated tokens (or the training sequence length).")
     c4.number_input("Batch size", min_value=1, max_value=100_000, step=1, key=page.key("batch"),
                     help="Sequences processed together (per GPU when training is sharded).")
+    if page.get("mode") != "inference":
+        trainer_inputs(page)
     with st.expander("Advanced", expanded=False):
         a1, a2, a3, a4 = st.columns(4)
         with a1:
             st.markdown("**Training**")
             st.selectbox("Optimizer", OPTIMIZERS, key=page.key("optimizer"))
             st.checkbox("Gradient checkpointing", key=page.key("grad_ckpt"))
-            st.checkbox("FP32 master weights", key=page.key("master_weights"))
+            st.checkbox("FP32 weights (autocast)", key=page.key("master_weights"),
+                        help="Model loaded in fp32 and trained under bf16/fp16 autocast: TRL's default for a model id "
+                             "(off = model_init_kwargs={'dtype': 'bfloat16'}). Full fine-tuning keeps fp32 master weights and states.")
         with a2:
             st.markdown("**LoRA**")
             st.number_input("LoRA rank", min_value=1, max_value=4096, step=8, key=page.key("lora_rank"))
-            st.selectbox("LoRA targets", LORA_TARGETS, key=page.key("lora_targets"))
+            st.selectbox("LoRA targets", LORA_TARGETS, key=page.key("lora_targets"),
+                         help="all-linear (peft: every linear but the output layer; MoE experts and router too), attention only, "
+                              "attention + dense/shared MLP, MLP only, or q and v.")
             st.selectbox("Adapter precision", ADAPTER_PRECISIONS, key=page.key("adapter_precision"))
         with a3:
             st.markdown("**Runtime**")
@@ -163,6 +190,35 @@ def workload_inputs(page: PageState) -> None:
                          help="auto: tensor parallel for inference, FSDP for training. tp is inference only; ddp/zero/fsdp are training only.")
             st.slider("Headroom for production traffic (%)", min_value=0, max_value=100, step=5, key=page.key("headroom"),
                       help="The ranking only counts GPUs whose usable memory covers the peak plus this margin.")
+
+
+def trainer_inputs(page: PageState) -> None:
+    """The trainer preset and every memory saver it sets, each adjustable (calculator/trainers.py
+    cites the framework code of each default)."""
+    from calculator.trainers import PRESETS
+    from calculator.workload import CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
+
+    t1, t2 = st.columns([2, 5])
+    t1.selectbox("Trainer", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
+                 help="The training loop whose defaults fill the settings below; each stays adjustable.")
+    preset = PRESETS[page.get("trainer")]
+    t2.caption(f"Assumes **{preset.label}** defaults ({preset.source}). A preset is a starting point: change any setting below.")
+    with st.expander("Trainer settings (memory savers)", expanded=False):
+        s1, s2, s3, s4 = st.columns(4)
+        s1.selectbox("Loss", LOSS_IMPLS, key=page.key("loss"),
+                     help="full fp32 logits (transformers), torchtune chunked output CE, TRL's fused LM head, Liger/Unsloth fused linear CE.")
+        s1.slider("Trained token fraction", min_value=0.01, max_value=1.0, step=0.01, key=page.key("trained_frac"),
+                  help="Share of tokens with a label (completion-only / assistant-only loss); fused heads score only those.")
+        s2.number_input("Checkpoint every k-th layer", min_value=1, max_value=1024, step=1, key=page.key("ckpt_every"))
+        s2.checkbox("Activation offloading to CPU", key=page.key("offload"))
+        s2.selectbox("Packing", PACKINGS, key=page.key("packing"))
+        s3.checkbox("Optimizer step in backward", key=page.key("opt_in_bwd"))
+        s3.checkbox("Fused AdamW", key=page.key("fused_opt"))
+        s3.checkbox("Paged optimizer", key=page.key("paged_opt"))
+        s3.selectbox("CPU offload (ZeRO/FSDP)", CPU_OFFLOADS, key=page.key("cpu_offload"))
+        s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=page.get("mode") not in ("lora", "qlora"))
+        s4.selectbox("RMSNorm kernel", KERNELS, key=page.key("norm_kernel"))
+        s4.selectbox("SwiGLU kernel", KERNELS, key=page.key("mlp_kernel"))
 
 
 def audio_share_input(page: PageState, spec: ModelSpec) -> None:
