@@ -549,6 +549,10 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         from .profile import overlay_phases
 
         phases, profile_notes = overlay_phases(spec.profile, spec, workload, phases)
+    elif spec.counted_by == "inventory":
+        from .profile import NO_PROFILE_NOTE
+
+        profile_notes = (NO_PROFILE_NOTE,)
 
     def per_gpu(b: Breakdown) -> Breakdown:
         if strategy == "tp":
