@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 from . import bounds, checkpoint
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HubSource = Literal["hub", "cache"]
+_T = TypeVar("_T")
 
 CACHE_ENV_VAR = "VRAM_CALC_CACHE"
 TOKEN_ENV_VAR = "HF_TOKEN"
@@ -228,7 +229,7 @@ class _HubUnreachable(Exception):
         self.reason = reason
 
 
-def _with_deadline(work: Callable[[float], HubModel], seconds: float) -> HubModel:
+def _with_deadline(work: Callable[[float], _T], seconds: float) -> _T:
     """`work(stop_at)` in a worker thread, given up after `seconds`: one deadline on the whole
     lookup whatever the Hub does (a HEAD that never answers, a body trickled one byte at a time).
     The worker checks `stop_at` between reads and stops soon after."""
@@ -736,7 +737,7 @@ def fetch_model_facts(
     unknown repo, malformed answer) gives None, and the caller falls back to the catalog's dated
     copy. `revision` should be the commit the estimate's config was read at, so the facts name it.
     """
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import ModelInfo, constants
 
     from .facts import facts_from_model_info
 
@@ -748,11 +749,18 @@ def fetch_model_facts(
     if constants.is_offline_mode() or (revision is not None and not _is_valid_revision(revision)):
         return None
     token = token if token is not None else default_token()
-    api = HfApi(endpoint=(endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/"),
-                token=token or False, library_name=_LIBRARY_NAME)
+    base = (endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/")
     as_of = datetime.now(UTC).isoformat(timespec="seconds")
+    quiet_huggingface_hub()
+    path = f"api/models/{repo_id}" + (f"/revision/{quote(revision, safe='')}" if revision else "")
+
+    def read(stop_at: float) -> Any:
+        # The same capped GET and deadline as `fetch_model` (a huge or trickled answer costs nothing).
+        raw, _ = _HubHttp(endpoint=base, token=token, timeout=timeout, stop_at=stop_at).get(path, cap=MAX_MODEL_INFO_BYTES, what="model_info")
+        return ModelInfo(**json.loads(raw))
+
     try:
-        info = api.model_info(repo_id, revision=revision, timeout=timeout)
+        info = _with_deadline(read, min(bounds.HUB_DEADLINE_S, 3 * timeout))
     except Exception as err:
         logger.info("model_info of %s for its facts failed (%s)", repo_id, type(err).__name__)
         return None

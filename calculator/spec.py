@@ -753,8 +753,9 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inve
     builder = _BUILDERS.get(str(model_type))
     if builder is None and use_inventory:
         from .inventory import spec_from_inventory
+        from .profile import with_cached_profile  # a trace profile made before or shipped (calculator/profile.py)
 
-        return spec_from_inventory(model_id, config)
+        return with_cached_profile(spec_from_inventory(model_id, config))
     if builder is None:
         raise UnsupportedArchitectureError(
             f"{model_id}: model_type {model_type!r} is not supported yet, so its memory cannot be "

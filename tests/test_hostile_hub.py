@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calculator.errors import CalculatorError, HubUnavailableError, MalformedConfigError, ModelNotFoundError
-from calculator.hub import fetch_model
+from calculator.hub import fetch_model, fetch_model_facts
 from calculator.resolve import resolve_model
 
 REPO = "org/model"
@@ -174,6 +174,14 @@ def test_any_served_header_gives_counts_or_one_error(hub_standin: HubStandin, tm
         _assert_honest(str(exc))
         return
     assert model.safetensors_param_counts and all(n > 0 for n in model.safetensors_param_counts.values())
+
+
+@pytest.mark.parametrize("fault", ["huge", "trickle", "redirect_loop", "deep"])
+def test_model_facts_from_a_hostile_api_are_none_within_the_deadline(hub_standin: HubStandin, fault: str) -> None:
+    hub_standin.add(REPO, bert_base_repo(delay_s=5.0, faults={"api": fault}))
+    started = time.monotonic()
+    assert fetch_model_facts(REPO, endpoint=hub_standin.url, timeout=0.5) is None
+    assert time.monotonic() - started < 3 * 0.5 + SLACK_S
 
 
 def test_resolved_model_from_the_cache_says_why(hub_standin: HubStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,6 +112,11 @@ def stack_versions(torch: Any) -> dict[str, str]:
     return versions
 
 
+def _cuda_device(torch: Any) -> Any:
+    """The device the run uses (a seam: the CPU smoke test of tests/test_gpu_campaign.py replaces it)."""
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def run(request: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -127,7 +132,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     started = time.monotonic()
     used_before, instrument = device_used_bytes()  # before this process has a CUDA context
-    device = torch.device("cuda", torch.cuda.current_device())
+    device = _cuda_device(torch)
     torch.cuda.init()
     free, total = torch.cuda.mem_get_info(device)  # needs the context: from here on it exists
     used_after, _ = device_used_bytes() if instrument else (None, "")
@@ -271,7 +276,7 @@ def _train(model: Any, spec: Any, w: Any, compute_dtype: Any, master: bool, devi
 
     def step() -> None:
         ids = torch.randint(0, spec.vocab_size, (w.batch_size, w.context_length), device=device)
-        autocast = torch.autocast("cuda", dtype=compute_dtype) if master else contextlib.nullcontext()
+        autocast = torch.autocast(device.type, dtype=compute_dtype) if master else contextlib.nullcontext()
         with autocast:
             out = model(input_ids=ids, labels=ids, use_cache=False)
         loss = out.loss
