@@ -169,11 +169,10 @@ PLAN: tuple[Case, ...] = (
          options=(("adamw_impl", "fused"),), why="fused AdamW: no foreach temporary at the step (the engine sizes foreach)"),
     Case(id="gptoss-gen-b1-2k", group="generate", model=GPTOSS, workload=_gen(2048 - 32, 32),
          why="gpt-oss in bf16 (its MXFP4 quantization_config removed): sinks force eager attention, 128-token windows"),
-    Case(id="l3-full-gc-b2-1k", group="training", model=L3,
-         workload=Workload(**_FULL, batch_size=2, context_length=1024, gradient_checkpointing=True),
-         why="full fine-tuning with checkpointing"),
     Case(id="l8-gen-b1-32k", group="generate", model=L8, workload=_gen(32768 - 32, 32),
          why="very long context at batch 1"),
+    Case(id="l8-gen-static-b8-8k", group="cache", model=L8, workload=_gen(8192 - 32, 32, batch_size=8, cache_implementation="static"),
+         why="static cache (preallocated at the first forward) beside l8-gen-b8-8k's dynamic one"),
     # The sweep: one model cut to 2..16 layers (l8-gen-b8-8k and a 32-layer training point are the
     # whole model), so the allocator reserve and the memory outside the allocator can be fitted as
     # functions of the allocated peak (benchmarks/gpu_fit.py) instead of constants.
@@ -189,6 +188,12 @@ PLAN: tuple[Case, ...] = (
     Case(id="l3-lora-8bit-b4-1k", group="optimizer", model=L3, optional=True,
          workload=Workload(**_LORA, batch_size=4, context_length=1024, optimizer="adamw-8bit"), needs="bitsandbytes",
          why="8-bit AdamW (only when bitsandbytes travels)"),
+    Case(id="l3-full-gc-b2-1k", group="training", model=L3, optional=True,
+         workload=Workload(**_FULL, batch_size=2, context_length=1024, gradient_checkpointing=True),
+         why="full fine-tuning with checkpointing"),
+    Case(id="l8-gen-qfp8-b8-8k", group="cache", model=L8, optional=True,
+         workload=_gen(8192 - 32, 32, batch_size=8, cache_implementation="quantized", kv_cache_precision="fp8"),
+         why="QuantizedCache, fp8 backend (pure torch: no quanto/HQQ needed)"),
     Case(id="sweep-full-l32", group="sweep-training", model=L8, optional=True,
          workload=Workload(**_FULL, batch_size=2, context_length=1024), why="sweep: training reserve, the whole model"),
 )
@@ -287,6 +292,8 @@ def describe(w: Workload) -> str:
             parts.append(f"r{w.lora_rank} {w.lora_targets} {w.adapter_precision} adapters")
     elif w.generated_tokens:
         parts = [f"generate {w.prompt_tokens}+{w.generated_tokens}", f"b{w.batch_size}", w.attention]
+        if w.cache_implementation != "dynamic":
+            parts.append(f"{w.cache_implementation} cache" + (f" {w.kv_cache_precision}" if w.kv_cache_precision else ""))
     else:
         parts = [f"prefill {w.context_length}", f"b{w.batch_size}", w.attention]
     return ", ".join(parts)

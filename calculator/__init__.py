@@ -5,6 +5,8 @@ time (`calculator.hub` imports huggingface_hub inside its functions; `calculator
 only code that imports torch).
 """
 
+import logging
+
 from .errors import (
     CalculatorError,
     GatedModelError,
@@ -19,6 +21,10 @@ from .report import Plan, build_plan, estimate_to_dict
 from .resolve import ResolvedModel, resolve_model
 from .spec import ModelSpec, model_spec_from_config
 from .workload import Workload
+
+# A library logs, the application decides where it goes: without this, Python's last-resort handler
+# would print our warnings (a cache that cannot be written) to stderr, past the CLI's one error line.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Breakdown",

@@ -14,7 +14,22 @@ from typing import Any
 from .bounds import MAX_HEADROOM_FRACTION
 from .errors import CalculatorError
 from .units import PRECISIONS, format_bytes, format_count
-from .workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from .workload import (
+    ATTENTION_IMPLS,
+    CACHE_IMPLEMENTATIONS,
+    CPU_OFFLOADS,
+    KERNELS,
+    LORA_TARGETS,
+    LOSS_IMPLS,
+    MODES,
+    OPTIMIZERS,
+    PACKINGS,
+    PARALLELISMS,
+    PEFT_METHODS,
+    QUANT_METHODS,
+    TRAINER_NAMES,
+    Workload,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -49,6 +64,13 @@ def _bounded(low: float, high: float) -> Any:
     return parse
 
 
+def _lengths(text: str) -> tuple[int, ...]:
+    items = [s for s in text.replace(" ", "").split(",") if s]
+    if not items or len(items) > 4096:
+        raise argparse.ArgumentTypeError(f"expected 1 to 4,096 comma-separated token counts, got {text[:40]!r}")
+    return tuple(_positive_int(s) for s in items)
+
+
 def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="Hugging Face repo id (org/name[@revision]), a catalog id, or a local folder with config.json")
     p.add_argument("--mode", choices=MODES, default="inference", help="inference, LoRA, QLoRA or full fine-tune (default: inference)")
@@ -63,15 +85,40 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="of the context, tokens generated (inference). 0 sizes the prefill for the whole context (default 0)")
     p.add_argument("--batch", type=_positive_int, default=1, help="sequences per step (per GPU when training data-parallel) (default 1)")
     p.add_argument("--kv-precision", choices=PRECISIONS, default=None, help="KV-cache dtype (default: the compute dtype)")
+    p.add_argument("--cache", choices=CACHE_IMPLEMENTATIONS, default="dynamic",
+                   help="generate's cache_implementation: dynamic (grows), static (preallocated), quantized (QuantizedCache at "
+                        "--kv-precision int4 [default] / int8 / fp8) (default dynamic)")
     p.add_argument("--attention", choices=ATTENTION_IMPLS, default="sdpa", help="attention kernel: sdpa/flash (no seq x seq matrix) or eager")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer (default adamw)")
-    p.add_argument("--grad-checkpointing", action="store_true", help="gradient (activation) checkpointing per decoder layer")
-    p.add_argument("--master-weights", action="store_true",
-                   help="keep fp32 master weights and fp32 optimizer states (HF Trainer AMP / DeepSpeed); default is pure bf16 (torchtune style)")
-    p.add_argument("--lora-rank", type=_positive_int, default=16, help="LoRA rank r (default 16)")
-    p.add_argument("--lora-targets", choices=LORA_TARGETS, default="all-linear", help="modules LoRA adapts (default all-linear)")
-    p.add_argument("--adapter-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="LoRA adapter dtype (default fp32, peft's autocast_adapter_dtype=True)")
+    p.add_argument("--trainer", choices=TRAINER_NAMES, default=None,
+                   help="training loop whose defaults fill every setting not given (calculator/trainers.py cites each); "
+                        "default trl-sft for the fine-tuning modes; custom = exactly the settings given")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="training optimizer (default: the trainer's; adamw)")
+    p.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="gradient (activation) checkpointing per decoder layer (default: the trainer's; TRL on)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="checkpoint every k-th decoder layer only (transformers every_n_layers)")
+    p.add_argument("--master-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="fp32 weights under bf16/fp16 autocast (HF Trainer/TRL on a model loaded in fp32: TRL's default for a model id; "
+                        "--no-master-weights = model_init_kwargs={'dtype': 'bfloat16'})")
+    p.add_argument("--loss", choices=LOSS_IMPLS, default=None,
+                   help="loss implementation: full fp32 logits, torchtune chunked-output CE, TRL fused-linear head, Liger/Unsloth fused linear CE")
+    p.add_argument("--loss-chunks", type=_positive_int, default=None, help="chunks of torchtune's chunked-output CE (default 8)")
+    p.add_argument("--trained-fraction", type=_fraction, default=None, help="share of tokens with a label (completion/assistant-only loss), e.g. 0.3")
+    p.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None, help="saved activations offloaded to CPU RAM")
+    p.add_argument("--optimizer-in-backward", action=argparse.BooleanOptionalAction, default=None, help="step each parameter inside backward (torchtune)")
+    p.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction, default=None, help="AdamW(fused=True): no step temporary")
+    p.add_argument("--paged-optimizer", action=argparse.BooleanOptionalAction, default=None, help="bitsandbytes paged optimizer states")
+    p.add_argument("--cpu-offload", choices=CPU_OFFLOADS, default=None, help="ZeRO/FSDP CPU offload: optimizer states (and parameters) in host RAM")
+    p.add_argument("--peft-method", choices=PEFT_METHODS, default=None, help="adapter method for lora/qlora modes (default lora)")
+    p.add_argument("--virtual-tokens", type=_positive_int, default=None, help="prompt tuning: virtual tokens (default 20)")
+    p.add_argument("--packing", choices=PACKINGS, default=None, help="padded batches (to the longest in the batch), packed rows, or padding-free")
+    p.add_argument("--sample-lengths", type=_lengths, default=None, metavar="N,N,...",
+                   help="dataset sequence lengths in tokens (comma-separated) for padded / padding-free batches")
+    p.add_argument("--norm-kernel", choices=KERNELS, default=None, help="RMSNorm kernel: torch or liger")
+    p.add_argument("--mlp-kernel", choices=KERNELS, default=None, help="SwiGLU kernel: torch or liger")
+    p.add_argument("--lora-rank", type=_positive_int, default=None, help="LoRA rank r (default: the trainer's; 16)")
+    p.add_argument("--lora-targets", choices=LORA_TARGETS, default=None, help="modules LoRA adapts (default all-linear)")
+    p.add_argument("--adapter-precision", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="LoRA adapter dtype (default fp32, peft's autocast_adapter_dtype=True; torchtune/QLoRA bf16)")
     p.add_argument("--keep-logits", action="store_true", help="training loop keeps model outputs (logits) alive through backward")
     p.add_argument("--runtime", choices=("transformers", "vllm"), default="transformers", help="inference runtime (default transformers generate)")
     p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vLLM's share of each GPU (default 0.9)")
@@ -87,6 +134,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
+    p.add_argument("--audio-share", type=_fraction, default=0.0,
+                   help="DualFFN models (higgs-audio): share of the prompt / training tokens that are audio tokens, 0 to 1 (default 0)")
     p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
                    help="extra fraction on top of the peak when ranking GPUs, e.g. 0.1 for production traffic")
     p.add_argument("--provider", action="append", default=[], metavar="NAME",
@@ -95,17 +144,29 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
 
 
-def workload_from_args(args: argparse.Namespace) -> Workload:
+def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None = None) -> Workload:
+    """The trainer's settings for the mode, with every option given on the command line on top.
+    Without --trainer the fine-tuning modes assume TRL's SFTTrainer (`trainers.DEFAULT_TRAINER`)."""
+    from .trainers import DEFAULT_TRAINER, preset_workload
+
+    trainer = args.trainer or (default_trainer or DEFAULT_TRAINER if args.mode != "inference" else "custom")
     kv_precision = "fp8" if getattr(args, "kv_cache_dtype", None) == "fp8" else args.kv_precision
-    return Workload(
+    return preset_workload(
+        trainer,
         mode=args.mode, precision=args.precision, quant_method=args.quant_method, quant_group_size=args.group_size,
         double_quant=args.double_quant, context_length=args.max_model_len or args.context, generated_tokens=args.generated,
         batch_size=args.batch, vllm_version=args.vllm_version, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
-        kv_cache_precision=kv_precision, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
+        kv_cache_precision=kv_precision, cache_implementation=args.cache, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
-        adapter_precision=args.adapter_precision, keep_logits=args.keep_logits, runtime=args.runtime,
+        adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,
+        audio_token_share=args.audio_share,
+        loss_impl=args.loss, loss_chunks=args.loss_chunks, trained_token_fraction=args.trained_fraction,
+        checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
+        optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
+        cpu_offload=args.cpu_offload, peft_method=args.peft_method, num_virtual_tokens=args.virtual_tokens, packing=args.packing,
+        sample_lengths=args.sample_lengths, norm_kernel=args.norm_kernel, mlp_kernel=args.mlp_kernel,
     )
 
 
@@ -128,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     level.add_argument("--live", action="store_true", help="run on the local GPU with random weights and measure")
     ver.add_argument("--timeout", type=_bounded(1.0, 86_400.0), default=600.0, help="seconds before the verification run is stopped (default 600)")
     sub.add_parser("catalog", help="list the bundled models (work offline)")
+    est.add_argument("--profile", action="store_true",
+                     help="for architectures outside the analytic families: trace a sized-down copy (torch; ~1 min, cached) for activations/KV")
+    prof = sub.add_parser("profile", help="make (or show the cached) trace profile of a model: per-layer memory terms fitted from traces")
+    _add_workload_options(prof)
+    prof.add_argument("--timeout", type=_bounded(1.0, 86_400.0), default=300.0, help="seconds before profiling is stopped (default 300)")
     return parser
 
 
@@ -141,6 +207,15 @@ def _text_report(data: dict[str, Any]) -> str:
         f"peak during {data['peak_phase']}",
         "",
     ]
+    trainer = data.get("trainer")
+    if trainer:
+        if trainer.get("problem"):
+            lines.insert(1, f"trainer problem: {trainer['problem']}")
+        lines.insert(-1, f"trainer: {trainer['name']} (loss {trainer['loss']}, gradient checkpointing "
+                         f"{'on' if trainer['gradient_checkpointing'] else 'off'}, optimizer {trainer['optimizer']}, fp32 weights "
+                         f"{'on' if trainer['fp32_weights'] else 'off'}; --trainer custom sizes exactly the options given)")
+    if data.get("host_bytes"):
+        lines.insert(-1, f"host RAM for offloaded tensors: {format_bytes(data['host_bytes'], 'GiB', 2)}")
     for name, value in data["breakdown"].items():
         if value:
             lines.append(f"  {data['breakdown_labels'][name]:<32} {format_bytes(value, 'GiB', 2):>12}")
@@ -180,7 +255,13 @@ def _estimate(args: argparse.Namespace) -> int:
     workload = workload_from_args(args)
     resolved = resolve_model(args.model, offline=args.offline)
     prices = provider_price_book(tuple(args.provider)) if args.provider else None
-    plan = build_plan(resolved.spec, workload, headroom_fraction=args.headroom, prices=prices)
+    spec = resolved.spec
+    if args.profile and spec.counted_by == "inventory":
+        from .profile import with_profile
+
+        print("making a trace profile of a sized-down copy (about a minute; cached afterwards)...", file=sys.stderr)
+        spec = with_profile(spec, workload)
+    plan = build_plan(spec, workload, headroom_fraction=args.headroom, prices=prices)
     data = estimate_to_dict(plan)
     data["model_source"] = resolved.source
     data["model_source_detail"] = resolved.detail
@@ -193,12 +274,33 @@ def _estimate(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .resolve import resolve_model
 
-    workload = workload_from_args(args)
+    # The trace runs the plain loop (model(...).loss.backward(), foreach AdamW): verify it unless a trainer is named.
+    workload = workload_from_args(args, default_trainer="custom")
     resolved = resolve_model(args.model, offline=args.offline)
     from .verify import run_verification, verification_text
 
     data = run_verification(resolved.spec, workload, level="live" if args.live else "trace", timeout=args.timeout)
     print(json.dumps(data, indent=2) if args.json else verification_text(data))
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from .profile import get_profile, kind_labels, settings_for
+    from .resolve import resolve_model
+
+    workload = workload_from_args(args)
+    resolved = resolve_model(args.model, offline=args.offline)
+    profile = get_profile(resolved.spec.raw_config, settings_for(workload), max_seconds=args.timeout,
+                          on_progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(profile.to_json(), indent=2))
+        return 0
+    print(f"{args.model}: profile of {profile.model_type} ({', '.join(kind_labels(profile))}), traced at depths "
+          f"{', '.join(map(str, profile.traced_depths))} in {profile.seconds:.0f} s")
+    for key, err in sorted(profile.check_error_pct.items()):
+        print(f"  held-out point {key}: {err:+.2f}% of the phase peak")
+    for note in profile.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -214,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"estimate": _estimate, "verify": _verify, "catalog": _catalog}[args.command](args)
+        return {"estimate": _estimate, "verify": _verify, "catalog": _catalog, "profile": _profile}[args.command](args)
     except CalculatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

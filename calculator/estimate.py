@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from . import memory, parallelism
+from . import memory, parallelism, speech
+from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
-from .units import BITS_PER_ELEMENT, MiB
+from .units import BITS_PER_ELEMENT, MiB, format_bytes
 from .workload import Workload
 
 # CUDA context, cuBLAS/cuDNN handles and kernels loaded by a PyTorch process, outside the caching
@@ -61,6 +62,7 @@ class Breakdown:
     optimizer_bytes: int = 0
     master_weights_bytes: int = 0
     adapters_bytes: int = 0
+    speech_codec_bytes: int = 0  # a TTS model's audio codec, loaded next to it for inference (calculator/speech.py)
     allocator_reserve_bytes: int = 0
     cuda_context_bytes: int = 0
 
@@ -69,6 +71,7 @@ class Breakdown:
         return (
             self.weights_bytes + self.kv_cache_bytes + self.activations_bytes + self.logits_bytes
             + self.gradients_bytes + self.optimizer_bytes + self.master_weights_bytes + self.adapters_bytes
+            + self.speech_codec_bytes
         )
 
     @property
@@ -94,6 +97,7 @@ COMPONENT_LABELS: dict[str, str] = {
     "optimizer": "Optimizer states",
     "master_weights": "FP32 master weights",
     "adapters": "LoRA adapters (+grads, states)",
+    "speech_codec": "Audio codec (TTS)",
     "allocator_reserve": "Allocator cache",
     "cuda_context": "CUDA context",
 }
@@ -157,6 +161,7 @@ def _with_overhead(b: Breakdown, *, training: bool) -> Breakdown:
 
 
 def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int) -> dict[str, Breakdown]:
+    check_cache_implementation(spec, w)
     c = _compute_bytes(fmt)
     kv_bits = _kv_bits(w, fmt)
     b = w.batch_size
@@ -174,12 +179,16 @@ def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: 
             "encode": Breakdown(weights_bytes=weights, activations_bytes=encode + dequant),
             "decode": Breakdown(weights_bytes=weights, kv_cache_bytes=kv, activations_bytes=b * c * 4 * spec.hidden_size, logits_bytes=logits),
         }
+    if w.cache_implementation != "dynamic":
+        return _generate_cache_phases(spec, w, c, kv_bits, weights, dequant)
     prompt = w.prompt_tokens
     logits = memory.generation_logits_bytes(spec, batch_size=b, compute_bytes=c)
     prefill = Breakdown(
         weights_bytes=weights,
         kv_cache_bytes=memory.kv_cache_bytes(spec, batch_size=b, seq_len=prompt, kv_bits=kv_bits),
-        activations_bytes=memory.prefill_transient_bytes(spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention) + dequant,
+        activations_bytes=memory.prefill_transient_bytes(
+            spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention, audio_token_share=w.audio_token_share
+        ) + dequant,
         logits_bytes=logits,
     )
     decode_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=1, compute_bytes=c, attention="sdpa")
@@ -192,6 +201,78 @@ def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: 
         logits_bytes=logits,
     )
     return {"prefill": prefill, "decode": decode}
+
+
+def _generate_cache_phases(spec: ModelSpec, w: Workload, c: int, kv_bits: int, weights: int, dequant: int) -> dict[str, Breakdown]:
+    """Prefill and decode of `generate` with a static or quantized cache (decoder-only models).
+
+    Static (`memory.static_*`): every layer allocates its whole buffer at its first update, so the
+    prefill already holds the cache for prompt + new - 1 tokens. Quantized (`memory.quantized_*`):
+    the cache is quantized as it fills; the layer being computed holds its K/V in the compute dtype
+    (prefill) or its dequantized copies (decode)."""
+    b, prompt = w.batch_size, w.prompt_tokens
+    logits = memory.generation_logits_bytes(spec, batch_size=b, compute_bytes=c)
+    prefill_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=prompt, compute_bytes=c, attention=w.attention,
+                                                 audio_token_share=w.audio_token_share) + dequant
+    decode_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=1, compute_bytes=c, attention="sdpa") + (dequant if b > 1 else 0)
+    if w.cache_implementation == "static":
+        length = memory.static_cache_len(w.context_length, w.generated_tokens)
+        prefill_kv = decode_kv = memory.kv_cache_bytes(spec, batch_size=b, seq_len=length, kv_bits=kv_bits)
+        prefill_act += memory.static_prefill_extra_bytes(spec, batch_size=b, prompt_len=prompt, cache_len=length, compute_bytes=c,
+                                                         attention=w.attention)
+        decode_act += memory.static_decode_mask_bytes(batch_size=b, cache_len=length)
+        decode_keys = length
+    else:
+        kv = {"kv_cache_precision": w.kv_cache_precision, "compute_bytes": c}
+        prefill_kv = memory.quantized_cache_bytes(spec, batch_size=b, seq_len=prompt, generated_tokens=0, **kv)
+        prefill_act += memory.quantized_cache_prefill_transient_bytes(spec, batch_size=b, prompt_len=prompt, **kv)
+        decode_kv = memory.quantized_cache_bytes(spec, batch_size=b, seq_len=w.context_length, generated_tokens=w.generated_tokens, **kv)
+        decode_act += memory.quantized_cache_decode_transient_bytes(spec, batch_size=b, seq_len=w.context_length, **kv)
+        decode_keys = w.context_length
+    if w.attention == "eager":
+        decode_act += b * spec.num_attention_heads * decode_keys * memory.eager_score_bytes(spec, c)
+    phases = {"prefill": Breakdown(weights_bytes=weights, kv_cache_bytes=prefill_kv, activations_bytes=prefill_act, logits_bytes=logits)}
+    if w.generated_tokens:
+        phases["decode"] = Breakdown(weights_bytes=weights, kv_cache_bytes=decode_kv, activations_bytes=decode_act, logits_bytes=logits)
+    return phases
+
+
+def check_cache_implementation(spec: ModelSpec, w: Workload) -> None:
+    """Refuse a cache transformers would refuse for this model (`QuantizedCache.__init__`,
+    `_prepare_cache_for_generation`, transformers 5.24)."""
+    if w.cache_implementation != "quantized":
+        return
+    if spec.is_encoder_decoder or not spec.layer_types:
+        raise InvalidWorkloadError(f"{spec.model_id or spec.model_type}: transformers' quantized cache is for decoder-only generate; use dynamic.")
+    other = sorted(set(spec.layer_types) - memory.QUANTIZED_CACHE_LAYER_KINDS)
+    if other:
+        raise InvalidWorkloadError(
+            f"{spec.model_id or spec.model_type} has {', '.join(other)} attention layers; transformers' QuantizedCache supports "
+            "only models whose layers are all full attention. Use dynamic or static."
+        )
+
+
+def _cache_notes(spec: ModelSpec, w: Workload, c: int, kv_bits: int) -> list[str]:
+    if w.is_training or not spec.layer_types or spec.is_encoder_decoder or w.cache_implementation == "dynamic":
+        return []
+    if w.cache_implementation == "static":
+        length = memory.static_cache_len(w.context_length, w.generated_tokens)
+        mask = memory.gpt_fast_causal_mask_bytes(length)
+        return [
+            f"Static cache: generate preallocates {length:,} tokens (prompt + new - 1) in every layer at the first forward, so the "
+            "prefill already holds the whole cache. transformers builds no cache x cache mask; a gpt-fast/torchao-style script "
+            f"(torch.tril(torch.ones(L, L, dtype=bool))) adds {format_bytes(mask, 'GiB', 2)} at this length."
+        ]
+    nbits = memory.quantized_kv_nbits(w.kv_cache_precision)
+    what = "fp8 backend (one byte per value)" if nbits == "fp8" else (
+        f"{nbits}-bit group-wise ({'HQQ' if nbits == 8 else 'quanto or HQQ'}, groups of {memory.QUANTIZED_CACHE_GROUP_SIZE}, "
+        f"residual window of {memory.QUANTIZED_CACHE_RESIDUAL_LENGTH} tokens in {w.precision})")
+    bf16 = memory.kv_cache_bytes(spec, batch_size=w.batch_size, seq_len=w.context_length, kv_bits=8 * c)
+    return [
+        f"Quantized cache, {what}: each decoding step dequantizes the layer being computed. If this process held a "
+        f"{w.precision} cache before (an earlier generate, or a cache quantized after it was filled), PyTorch's caching "
+        f"allocator keeps those blocks reserved ({format_bytes(bf16, 'GiB', 2)} here) until torch.cuda.empty_cache()."
+    ]
 
 
 def _training_shape(w: Workload) -> tuple[int, int]:
@@ -345,6 +426,21 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     return phases, adapter_params, host_act
 
 
+def _speech_notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, codec: speech.SpeechCodec | None) -> tuple[str, ...]:
+    if codec is None:
+        if not w.is_training and speech.generates_audio_codes(spec.raw_config) and w.runtime == "vllm":
+            return ("Text-to-speech: the audio codec that turns the generated codes into a waveform is not counted for vLLM; "
+                    "leave room for it outside gpu_memory_utilization.",)
+        return ()
+    static = speech.engine_static_cache_bytes(spec, compute_bytes=fmt.compute_bytes)
+    return (
+        speech.codec_note(spec, codec),
+        f"boson-ai's own HiggsAudioServeEngine instead pre-allocates static KV caches of 1,024 + 4,096 + 8,192 positions for "
+        f"{2 * spec.num_hidden_layers if spec.dual_ffn else spec.num_hidden_layers} layer slots ({static / 2**30:.2f} GiB at batch 1) "
+        "and captures CUDA graphs for each; this estimate sizes transformers' generate() with a cache that grows with the context.",
+    )
+
+
 def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tuple[str, ...]:
     notes = list(spec.notes) + list(w.notes)
     if fmt.from_checkpoint:
@@ -389,6 +485,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):
         notes.append(f"Batch size is per GPU (micro-batch) under {strategy}; the global batch is {w.batch_size * w.num_gpus}.")
+    notes += _cache_notes(spec, w, fmt.compute_bytes, _kv_bits(w, fmt))
     return tuple(notes)
 
 
@@ -452,6 +549,10 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         from .profile import overlay_phases
 
         phases, profile_notes = overlay_phases(spec.profile, spec, workload, phases)
+    elif spec.counted_by == "inventory":
+        from .profile import NO_PROFILE_NOTE
+
+        profile_notes = (NO_PROFILE_NOTE,)
 
     def per_gpu(b: Breakdown) -> Breakdown:
         if strategy == "tp":
@@ -463,6 +564,9 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
 
     # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
     sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
+    codec = speech.speech_codec(spec) if not workload.is_training and workload.runtime == "transformers" else None
+    if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
+        sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
     host_bytes = host_act
     if workload.is_training and workload.cpu_offload != "none":
         layer_bytes = weights // max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
@@ -493,7 +597,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy) + profile_notes,
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec),
         host_bytes=host_bytes,
         trainer_problem=trainer_problem,
     )

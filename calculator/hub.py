@@ -1,31 +1,27 @@
 """Read a model's `config.json` and exact parameter counts from the Hugging Face Hub.
 
 The only module of the library that talks to the network. It imports `huggingface_hub` inside its
-functions, so `import calculator` stays free of it. Three calls per model, none downloads weights:
+functions, so `import calculator` stays free of it. Plain GET requests through huggingface_hub's
+HTTP session (its headers, proxies and error types via `hf_raise_for_status`), none downloads weights:
 
-1. `HfApi.model_info`: gated / private flags and the commit the revision resolves to. One request,
-   no retries, so a dead or slow Hub is noticed within `timeout` seconds.
-2. `hf_hub_download("config.json")` pinned to that commit. The config is data: it is parsed as JSON
-   and never executed (no `trust_remote_code`).
-3. `HfApi.get_safetensors_metadata`: exact parameter counts per dtype from the safetensors headers
-   (HTTP range requests of the first bytes of `model.safetensors`, or of every shard listed in
-   `model.safetensors.index.json`).
+1. `api/models/{repo}[/revision/{rev}]` (model_info): gated / private flags, the commit the
+   revision resolves to and the file list.
+2. `{repo}/resolve/{commit}/config.json`, pinned to that commit. The config is data: it is parsed
+   as JSON and never executed (no `trust_remote_code`).
+3. The safetensors headers: range requests of the first bytes of `model.safetensors`, or of every
+   shard `model.safetensors.index.json` names (8 at a time).
+
+Untrusted answers are bounded (`calculator.bounds`): every body has a size cap (config 8 MiB,
+index 64 MiB, header 25 MB each and 256 MiB together, model_info 32 MiB, error bodies 64 KiB),
+at most 5 redirects per request (the token is dropped on a redirect to another host), `timeout`
+on each connect and read, and one `deadline` (30 s) on the whole lookup: it runs in a worker
+thread, so a request that never answers or a body trickled byte by byte cannot hold the caller.
+There are no retries (huggingface_hub's `hf_hub_download` retries a failed HEAD for up to 60 s).
 
 `huggingface_hub` exceptions become `calculator.errors` with a next step in the message. Every
-successful fetch is also written as JSON under the cache directory, so a model looked at once still
-works when the Hub cannot be reached (`source="cache"`).
-
-Timeouts: `timeout` bounds the `model_info` request, the HEAD request of `hf_hub_download`
-(`etag_timeout`) and each safetensors header request. Two requests inside `huggingface_hub` only
-follow its environment knobs, read when it is imported: `HF_HUB_DOWNLOAD_TIMEOUT` (the GET of
-config.json) and `HF_HUB_ETAG_TIMEOUT` (the HEAD requests `get_safetensors_metadata` makes to see
-which safetensors files exist; it also overrides `etag_timeout` when set). Both default to 10 s.
-If the Hub fails only after `model_info` answered (a 5xx or timeout on config.json itself),
-`hf_hub_download` retries with its own longer timeout and backoff before we fall back to the cache.
-
-Files on disk: our JSON cache under `cache_dir/models/`, config.json in huggingface_hub's layout
-under `cache_dir/files/`; `get_safetensors_metadata` puts `model.safetensors.index.json` in
-huggingface_hub's default cache (`HF_HUB_CACHE`), as it takes no cache_dir.
+successful fetch is also written as JSON under the cache directory (`cache_dir/models/`), so a
+model looked at once still works when the Hub cannot be reached (`source="cache"`, the reason in
+`stale_reason`). Gated and private entries are filed per token fingerprint and served only to it.
 """
 
 from __future__ import annotations
@@ -36,16 +32,19 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import quote, urljoin, urlsplit
 
-from . import checkpoint
-from .bounds import MAX_CONFIG_BYTES
-from .errors import CalculatorError, GatedModelError, HubUnavailableError, ModelNotFoundError
+from . import bounds, checkpoint
+from .bounds import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_TOTAL_HEADER_BYTES
+from .errors import CalculatorError, GatedModelError, HubUnavailableError, MalformedConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from .facts import ModelFacts
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HubSource = Literal["hub", "cache"]
+_T = TypeVar("_T")
 
 CACHE_ENV_VAR = "VRAM_CALC_CACHE"
 TOKEN_ENV_VAR = "HF_TOKEN"
@@ -93,6 +93,8 @@ class HubModel:
     source: HubSource
     # When the Hub was read (ISO 8601, UTC); for source="cache", when the cached copy was fetched.
     fetched_at: str
+    # source="cache": why the Hub was not used ("offline mode is on", "no answer within 10 s", ...).
+    stale_reason: str = ""
 
     @property
     def safetensors_num_params(self) -> int | None:
@@ -150,15 +152,18 @@ def fetch_model(
     endpoint: str | None = None,
     timeout: float = 10.0,
     offline: bool = False,
+    deadline: float | None = None,
 ) -> HubModel:
     """Read `config.json`, exact parameter counts and access flags of a model repository.
 
     `repo_id` may carry "@revision". `token` defaults to `HF_TOKEN` (no other token is read, so the
     result never depends on a login file of whoever runs the server). `endpoint` defaults to
     `HF_ENDPOINT` as set at call time, else https://huggingface.co. `cache_dir` defaults to
-    `default_cache_dir()`. With `offline=True`, or when the Hub cannot be reached (connection
-    error, timeout, HTTP 5xx), the last successful fetch of this repo and revision stored under
-    `cache_dir` is returned with `source="cache"`; without one, `HubUnavailableError`.
+    `default_cache_dir()`. `timeout` bounds each request's connect and each read; `deadline` bounds
+    the whole lookup (every request together, no retries; default `bounds.HUB_DEADLINE_S`). With `offline=True`, or when the Hub
+    cannot be used (connection error, timeout, deadline, HTTP 5xx, redirect loop, an answer that is
+    not the Hub's), the last successful fetch of this repo and revision that this token may see is
+    returned with `source="cache"` and the reason in `stale_reason`; without one, `HubUnavailableError`.
     """
     repo_id, ref_revision = parse_model_ref(repo_id)
     if revision is not None and not _is_valid_revision(revision):
@@ -171,18 +176,16 @@ def fetch_model(
 
     from huggingface_hub import constants
 
+    quiet_huggingface_hub()
     if offline or constants.is_offline_mode():
         return _serve_cached(cache_root, repo_id, revision, token=token, reason="offline mode is on")
 
+    # HF_ENDPOINT is read now, not when huggingface_hub was imported (constants.ENDPOINT).
+    base = (endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/")
     try:
-        model = _fetch_from_hub(
-            repo_id,
-            revision=revision,
-            token=token,
-            files_dir=cache_root / "files",
-            # HF_ENDPOINT is read now, not when huggingface_hub was imported (constants.ENDPOINT).
-            endpoint=(endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/"),
-            timeout=timeout,
+        model = _with_deadline(
+            lambda stop_at: _fetch_from_hub(repo_id, revision=revision, token=token, endpoint=base, timeout=timeout, stop_at=stop_at),
+            bounds.HUB_DEADLINE_S if deadline is None else deadline,
         )
     except _HubUnreachable as unreachable:
         return _serve_cached(cache_root, repo_id, revision, token=token, reason=unreachable.reason)
@@ -190,17 +193,32 @@ def fetch_model(
     return model
 
 
+def quiet_huggingface_hub() -> None:
+    """Keep huggingface_hub's progress bars and log lines (retry and warning headers) off stderr:
+    the CLI's contract is one error line, and the app shows our own messages. An operator who sets
+    HF_HUB_VERBOSITY keeps what they asked for."""
+    if os.environ.get("HF_HUB_VERBOSITY"):
+        return
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL + 1)
+
+
 # --- talking to the Hub ------------------------------------------------------------------------
 
-
-def _raise_known(err: Exception, *, repo_id: str, revision: str | None, token: str | None, timeout: float) -> None:
-    """Re-raise a huggingface_hub error the user can act on as a CalculatorError, or an unreachable
-    Hub as `_HubUnreachable` (served from the cache by the caller); return for anything else."""
-    translated = _translate(err, repo_id=repo_id, revision=revision, token=token)
-    if translated is not None:
-        raise translated from err
-    if _is_unreachable(err):
-        raise _HubUnreachable(_reason(err, timeout)) from err
+# Redirects followed per request: the Hub answers a file with at most one (an LFS file to its CDN);
+# 5 leaves room for a mirror and stops a loop at once.
+MAX_REDIRECTS = 5
+# model_info JSON: the siblings list of a repo with ~100k files is a few MB; 32 MiB is far beyond.
+MAX_MODEL_INFO_BYTES = 32 * 2**20
+# The first range request of a safetensors file: huggingface_hub 2.4 `parse_safetensors_file_metadata`
+# reads bytes 0-100000 first, so a typical header costs one request.
+FIRST_HEADER_RANGE = 100_001
+# Shard headers fetched at once (huggingface_hub's get_safetensors_metadata also uses a pool).
+HEADER_WORKERS = 8
+# An error body is read only for its message.
+MAX_ERROR_BODY_BYTES = 64 * 2**10
 
 
 class _HubUnreachable(Exception):
@@ -211,73 +229,258 @@ class _HubUnreachable(Exception):
         self.reason = reason
 
 
-def _fetch_from_hub(repo_id: str, *, revision: str | None, token: str | None, files_dir: Path, endpoint: str, timeout: float) -> HubModel:
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
+def _with_deadline(work: Callable[[float], _T], seconds: float) -> _T:
+    """`work(stop_at)` in a worker thread, given up after `seconds`: one deadline on the whole
+    lookup whatever the Hub does (a HEAD that never answers, a body trickled one byte at a time).
+    The worker checks `stop_at` between reads and stops soon after."""
+    stop_at = time.monotonic() + seconds
+    box: dict[str, Any] = {}
 
-    # token=False stops huggingface_hub from reading a token file on its own.
-    api = HfApi(endpoint=endpoint, token=token or False, library_name=_LIBRARY_NAME)
-    fetched_at = datetime.now(UTC).isoformat(timespec="seconds")
-    canonical_id, sha, gated, private = repo_id, None, False, False
-
-    try:
-        info = api.model_info(repo_id, revision=revision, timeout=timeout)
-    except Exception as err:
-        _raise_known(err, repo_id=repo_id, revision=revision, token=token, timeout=timeout)
-        # A mirror without the model API, or a payload ModelInfo cannot read: the file calls below
-        # still give the config and counts; only the gated/private flags stay unknown (False).
-        logger.info("model_info of %s failed (%s); continuing without access flags", repo_id, type(err).__name__)
-    else:
-        sha = info.sha
-        gated = bool(info.gated)  # False, or "auto" / "manual"
-        private = bool(info.private)
-        if isinstance(info.id, str) and info.id.lower() == repo_id.lower():
-            canonical_id = info.id
-
-    pinned = sha or revision
-    try:
-        config_path = api.hf_hub_download(repo_id, "config.json", revision=pinned, cache_dir=files_dir, etag_timeout=timeout)
-        config = _read_config(Path(config_path), repo_id=repo_id, revision=revision)
-        sha = sha or _snapshot_commit(Path(config_path))
+    def run() -> None:
         try:
-            counts = dict(api.get_safetensors_metadata(repo_id, revision=pinned, timeout=timeout).parameter_count)
-        except NotASafetensorsRepoError:
-            counts = None
-        except SafetensorsParsingError as err:
-            logger.warning("safetensors headers of %s could not be parsed (%s); using config arithmetic", repo_id, err)
-            counts = None
-    except CalculatorError:
-        raise
-    except Exception as err:
-        _raise_known(err, repo_id=repo_id, revision=revision, token=token, timeout=timeout)
-        raise
+            box["value"] = work(stop_at)
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
 
+    worker = threading.Thread(target=run, name="hub-lookup", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _HubUnreachable(f"no complete answer within the {seconds:g} s deadline")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class _HubHttp:
+    """GET requests to one Hub endpoint with the caps and the deadline of one lookup. Errors come
+    out as huggingface_hub's (from its `hf_raise_for_status`), so `_translate` reads them."""
+
+    def __init__(self, *, endpoint: str, token: str | None, timeout: float, stop_at: float) -> None:
+        from huggingface_hub.utils import build_hf_headers, get_session
+
+        self.endpoint = endpoint
+        # token=False stops huggingface_hub from reading a token file on its own.
+        self.headers = build_hf_headers(token=token or False, library_name=_LIBRARY_NAME)
+        self.session = get_session()
+        self.timeout = timeout
+        self.stop_at = stop_at
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.stop_at:
+            raise _HubUnreachable("no complete answer before the deadline")
+
+    def get(self, path: str, *, cap: int, what: str, byte_range: tuple[int, int] | None = None) -> tuple[bytes, Mapping[str, str]]:
+        """The body (at most `cap` bytes) and headers of GET endpoint/path. A range request reads at
+        most the range even if the server ignores it; anything else larger than `cap` is refused."""
+        import httpx2
+        from huggingface_hub.utils import hf_raise_for_status
+
+        url = f"{self.endpoint}/{path}"
+        headers = dict(self.headers)
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        for _ in range(MAX_REDIRECTS + 1):
+            self.check_time()
+            timeout = max(0.05, min(self.timeout, self.stop_at - time.monotonic()))
+            with self.session.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=False) as response:
+                location = response.headers.get("location")
+                if response.status_code in (301, 302, 303, 307, 308) and location:
+                    target = urljoin(url, location)
+                    if _origin(target) != _origin(url):
+                        headers.pop("authorization", None)  # the token never leaves the Hub's host
+                    url = target
+                    continue
+                failed = response.status_code >= 400
+                limit = MAX_ERROR_BODY_BYTES if failed else cap
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        if failed or byte_range is not None:
+                            del body[limit:]
+                            break
+                        raise MalformedConfigError(f"{what} is larger than {_size(cap)}: no real file of its kind is; try another model.")
+                    self.check_time()
+                if failed:
+                    hf_raise_for_status(httpx2.Response(response.status_code, headers=response.headers, content=bytes(body), request=response.request))
+                    raise _HubUnreachable(f"HTTP {response.status_code} from the Hub")
+                return bytes(body), response.headers
+        raise _HubUnreachable(f"the Hub redirected more than {MAX_REDIRECTS} times")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _fetch_from_hub(repo_id: str, *, revision: str | None, token: str | None, endpoint: str, timeout: float, stop_at: float) -> HubModel:
+    """model_info, config.json pinned to the commit, then the safetensors headers (via the index for
+    a sharded checkpoint). Every failure is a CalculatorError or `_HubUnreachable`."""
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        http = _HubHttp(endpoint=endpoint, token=token, timeout=timeout, stop_at=stop_at)
+        fetched_at = datetime.now(UTC).isoformat(timespec="seconds")
+        info = _model_info(http, repo_id, revision=revision, token=token)
+        sha = info.get("sha")
+        pinned = quote(sha or revision or DEFAULT_REVISION, safe="")
+        resolve = f"{repo_id}/resolve/{pinned}"
+        raw, headers = _get_file(http, f"{resolve}/config.json", "config.json", repo_id=repo_id, revision=revision, token=token,
+                                 cap=MAX_CONFIG_BYTES + 1)
+        config = checkpoint.parse_config(raw, where=f"config.json of {where}")
+        commit = headers.get("x-repo-commit")
+        sha = sha or (commit if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit) else None)
+        counts = _safetensors_counts(http, resolve, info.get("siblings"), repo_id=repo_id, revision=revision, token=token)
+    except (CalculatorError, _HubUnreachable):
+        raise
+    except Exception as err:  # an answer no Hub gives (malformed headers, a broken redirect): not the model's fault
+        logger.info("Hub lookup of %s failed: %s", repo_id, type(err).__name__)
+        raise _HubUnreachable(_reason(err, timeout)) from err
     return HubModel(
-        repo_id=canonical_id,
+        repo_id=info.get("id") or repo_id,
         revision=revision,
         sha=sha,
         config=config,
-        safetensors_param_counts={str(k): int(v) for k, v in counts.items()} if counts is not None else None,
-        gated=gated,
-        private=private,
+        safetensors_param_counts=counts,
+        gated=bool(info.get("gated")),
+        private=bool(info.get("private")),
         source="hub",
         fetched_at=fetched_at,
     )
 
 
-def _read_config(path: Path, *, repo_id: str, revision: str | None) -> dict[str, Any]:
-    where = f"config.json of {repo_id}@{revision}" if revision else f"config.json of {repo_id}"
-    return checkpoint.parse_config(checkpoint.read_capped(path, MAX_CONFIG_BYTES, what=where), where=where)
+def _model_info(http: _HubHttp, repo_id: str, *, revision: str | None, token: str | None) -> dict[str, Any]:
+    """id, sha, gated, private and siblings (file names) from the model API, type-checked. A mirror
+    without the API, or a payload that is not the Hub's: {} (the file requests still answer)."""
+    path = f"api/models/{repo_id}" + (f"/revision/{quote(revision, safe='')}" if revision else "")
+    try:
+        raw, _ = http.get(path, cap=MAX_MODEL_INFO_BYTES, what="the model_info answer")
+        data = json.loads(raw)
+    except (CalculatorError, _HubUnreachable):
+        raise
+    except Exception as err:
+        _raise_known(err, repo_id=repo_id, revision=revision, token=token, timeout=http.timeout)
+        logger.info("model_info of %s failed (%s); continuing without access flags", repo_id, type(err).__name__)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(data.get("sha"), str) and re.fullmatch(r"[0-9a-f]{40}", data["sha"]):
+        out["sha"] = data["sha"]
+    if isinstance(data.get("id"), str) and data["id"].lower() == repo_id.lower():
+        out["id"] = data["id"]
+    out["gated"] = data.get("gated") in (True, "auto", "manual")
+    out["private"] = data.get("private") is True
+    siblings = data.get("siblings")
+    if isinstance(siblings, list):
+        out["siblings"] = {s["rfilename"] for s in siblings if isinstance(s, dict) and isinstance(s.get("rfilename"), str)}
+    return out
 
 
-def _snapshot_commit(config_path: Path) -> str | None:
-    """hf_hub_download stores files as .../snapshots/<commit>/config.json."""
-    parent = config_path.parent
-    return parent.name if parent.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", parent.name) else None
+def _get_file(http: _HubHttp, path: str, filename: str, *, repo_id: str, revision: str | None, token: str | None, cap: int,
+              byte_range: tuple[int, int] | None = None) -> tuple[bytes, Mapping[str, str]]:
+    """One file of the repository; huggingface_hub errors become ours, naming `filename`."""
+    try:
+        return http.get(path, cap=cap, what=f"{filename} of {repo_id}", byte_range=byte_range)
+    except (CalculatorError, _HubUnreachable):
+        raise
+    except Exception as err:
+        _raise_known(err, repo_id=repo_id, revision=revision, token=token, timeout=http.timeout, filename=filename)
+        raise
+
+
+def _safetensors_counts(http: _HubHttp, resolve: str, siblings: set[str] | None, *, repo_id: str, revision: str | None,
+                        token: str | None) -> dict[str, int] | None:
+    """Parameters per dtype from every safetensors header, or None when the repository has no
+    safetensors weights (the caller falls back to config arithmetic)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    index_name, single_name = "model.safetensors.index.json", "model.safetensors"
+
+    def absent(name: str) -> bool:
+        return siblings is not None and name not in siblings
+
+    shards: list[str] | None = None
+    if not absent(index_name):
+        try:
+            raw, _ = _get_file(http, f"{resolve}/{index_name}", index_name, repo_id=repo_id, revision=revision, token=token,
+                               cap=MAX_INDEX_BYTES + 1)
+            shards, _total = checkpoint.parse_index(raw, what=f"{index_name} of {repo_id}")
+        except ModelNotFoundError as err:
+            if siblings is not None or not isinstance(err.__cause__, HfHubHTTPError):
+                raise
+    if shards is None:
+        if absent(single_name):
+            return None
+        shards = [single_name]
+    total_header_bytes = [0]
+    lock = threading.Lock()
+
+    def one(name: str) -> dict[str, int]:
+        return _header_counts(http, resolve, name, repo_id=repo_id, revision=revision, token=token, budget=(total_header_bytes, lock),
+                              probing=siblings is None and name == single_name and len(shards) == 1)
+
+    try:
+        if len(shards) == 1:
+            per_shard = [one(shards[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(HEADER_WORKERS, len(shards)), thread_name_prefix="hub-header") as pool:
+                per_shard = list(pool.map(one, shards))
+    except _NoSuchFile:
+        return None
+    counts: dict[str, int] = {}
+    for shard_counts in per_shard:
+        for dtype, n in shard_counts.items():
+            counts[dtype] = counts.get(dtype, 0) + n
+    return checkpoint.checked_counts(counts, what=f"the safetensors checkpoint of {repo_id}")
+
+
+class _NoSuchFile(Exception):
+    """Internal: probing for model.safetensors (no file list) found none."""
+
+
+def _header_counts(http: _HubHttp, resolve: str, name: str, *, repo_id: str, revision: str | None, token: str | None,
+                   budget: tuple[list[int], threading.Lock], probing: bool) -> dict[str, int]:
+    what = f"{name} of {repo_id}"
+    path = f"{resolve}/{quote(name, safe='/')}"
+    try:
+        first, _ = _get_file(http, path, name, repo_id=repo_id, revision=revision, token=token, cap=FIRST_HEADER_RANGE,
+                             byte_range=(0, FIRST_HEADER_RANGE - 1))
+    except ModelNotFoundError:
+        if probing:
+            raise _NoSuchFile from None
+        raise
+    length = checkpoint.header_length(first[:8], what=what)
+    with budget[1]:
+        budget[0][0] += length
+        if budget[0][0] > MAX_TOTAL_HEADER_BYTES:
+            raise MalformedConfigError(f"The safetensors headers of {repo_id} total more than {_size(MAX_TOTAL_HEADER_BYTES)}: no real checkpoint's do.")
+    raw = first[8 : 8 + length]
+    if len(raw) < length and len(first) == FIRST_HEADER_RANGE:
+        rest, _ = _get_file(http, path, name, repo_id=repo_id, revision=revision, token=token, cap=length - len(raw),
+                            byte_range=(FIRST_HEADER_RANGE, 8 + length - 1))
+        raw += rest
+    if len(raw) != length:
+        raise MalformedConfigError(f"{what} is cut short: its header claims {length:,} bytes, the file has {len(raw):,}.")
+    return checkpoint.parse_header(raw, what=what)
+
+
+def _raise_known(err: Exception, *, repo_id: str, revision: str | None, token: str | None, timeout: float, filename: str = "config.json") -> None:
+    """Re-raise a huggingface_hub error the user can act on as a CalculatorError, or an unreachable
+    Hub as `_HubUnreachable` (served from the cache by the caller); return for anything else."""
+    translated = _translate(err, repo_id=repo_id, revision=revision, token=token, filename=filename)
+    if translated is not None:
+        raise translated from err
+    if _is_unreachable(err):
+        raise _HubUnreachable(_reason(err, timeout)) from err
 
 
 def _error_chain(err: BaseException) -> list[BaseException]:
-    """`err` and its causes: hf_hub_download wraps HEAD failures in LocalEntryNotFoundError."""
+    """`err` and its causes."""
     chain: list[BaseException] = []
     current: BaseException | None = err
     while current is not None and current not in chain:
@@ -293,23 +496,22 @@ def _http_status(err: BaseException) -> int | None:
 
 
 def _is_unreachable(err: BaseException) -> bool:
-    """Connection refused, DNS, timeout, proxy trouble, HTTP 408/429/5xx, offline mode, or a server
-    that is not a Hub (no X-Repo-Commit): nothing the user can fix in the model id."""
+    """Connection refused, DNS, timeout, proxy trouble, HTTP 408/429/5xx or another status the model
+    id cannot explain, offline mode: nothing the user can fix in the model id."""
     import httpx2
-    from huggingface_hub.errors import FileMetadataError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
     for item in _error_chain(err):
-        if isinstance(item, httpx2.TransportError | OfflineModeIsEnabled | FileMetadataError | ConnectionError | TimeoutError):
+        if isinstance(item, httpx2.HTTPError | httpx2.InvalidURL | OfflineModeIsEnabled | ConnectionError | TimeoutError):
             return True
         status = _http_status(item)
-        if status is not None and (status >= 500 or status in (408, 429)):
+        if status is not None and status >= 400:
             return True
-    # hf_hub_download says "check your connection" with no cause when it had no HEAD answer.
-    return isinstance(err, LocalEntryNotFoundError)
+    return False
 
 
 def _reason(err: BaseException, timeout: float) -> str:
-    """A short, token-free description of why the Hub could not be used."""
+    """A short, token-free description of why the Hub could not be used, in words (no class names)."""
     import httpx2
     from huggingface_hub.errors import OfflineModeIsEnabled
 
@@ -318,15 +520,23 @@ def _reason(err: BaseException, timeout: float) -> str:
             return f"no answer within {timeout:g} s"
         if isinstance(item, httpx2.ConnectError | ConnectionRefusedError):
             return "connection failed"
+        if isinstance(item, httpx2.RemoteProtocolError | httpx2.ReadError):
+            return "the connection broke off mid-answer"
+        if isinstance(item, httpx2.DecodingError):
+            return "the answer could not be decoded"
+        if isinstance(item, httpx2.UnsupportedProtocol | httpx2.InvalidURL):
+            return "the Hub redirected to an address that is not a web address"
+        if isinstance(item, httpx2.ProxyError):
+            return "the proxy refused the connection"
         if isinstance(item, OfflineModeIsEnabled):
             return "HF_HUB_OFFLINE is set"
         status = _http_status(item)
         if status is not None:
             return f"HTTP {status} from the Hub"
-    return type(err).__name__
+    return "the answer was not one the Hub gives"
 
 
-def _translate(err: BaseException, *, repo_id: str, revision: str | None, token: str | None) -> CalculatorError | None:
+def _translate(err: BaseException, *, repo_id: str, revision: str | None, token: str | None, filename: str = "config.json") -> CalculatorError | None:
     """The user-facing error for a Hub answer about this model, or None when the Hub was merely
     unreachable (the caller may then serve the cache)."""
     from huggingface_hub.errors import (
@@ -339,6 +549,7 @@ def _translate(err: BaseException, *, repo_id: str, revision: str | None, token:
     )
 
     url = f"huggingface.co/{repo_id}"
+    ref = f"{repo_id}@{revision}" if revision else repo_id
     for item in _error_chain(err):
         status = _http_status(item)
         if isinstance(item, GatedRepoError) or (status in (401, 403) and not isinstance(item, RepositoryNotFoundError)):
@@ -365,17 +576,26 @@ def _translate(err: BaseException, *, repo_id: str, revision: str | None, token:
         if isinstance(item, RepositoryNotFoundError):
             hint = "if it is private, check that HF_TOKEN can read it" if token else "if it is private, set HF_TOKEN to a token that can read it"
             return ModelNotFoundError(f"{repo_id} was not found on the Hub: check the spelling (ids look like {_EXAMPLE_ID}); {hint}.")
-        if isinstance(item, RemoteEntryNotFoundError):
+        if isinstance(item, RemoteEntryNotFoundError) or (status == 404 and filename != "config.json"):
+            if filename == "config.json":
+                return ModelNotFoundError(
+                    f"{repo_id} has no config.json{f' at revision {revision}' if revision else ''}, so it is not a transformers model the "
+                    "calculator can read: pick the base model it was made from, or a repository that has a config.json."
+                )
             return ModelNotFoundError(
-                f"{repo_id} has no config.json{f' at revision {revision}' if revision else ''}, so it is not a transformers model the "
-                "calculator can read: pick the base model it was made from, or a repository that has a config.json."
+                f"{ref}: the checkpoint file {filename} is missing from the repository (its index or file list names it), so the "
+                "checkpoint is incomplete: try another revision, or the repository it was copied from."
             )
         if isinstance(item, DisabledRepoError):
             return ModelNotFoundError(f"{repo_id} has been disabled on the Hub: pick another model.")
         if isinstance(item, HFValidationError):
-            return ModelNotFoundError(f"{repo_id!r} is not a valid Hugging Face model id ({item}).")
-        if status is not None and status == 404:
+            return ModelNotFoundError(f"{repo_id!r} is not a valid Hugging Face model id.")
+        if status == 404:
             return ModelNotFoundError(f"{repo_id} was not found on the Hub (HTTP 404): check the model id and revision.")
+        if status == 410:
+            return ModelNotFoundError(f"{repo_id} is gone from the Hub (HTTP 410: deleted or moved): pick another model.")
+        if status == 400:
+            return ModelNotFoundError(f"The Hub rejected the request for {ref} (HTTP 400): check the model id and revision.")
     return None
 
 
@@ -470,7 +690,7 @@ def _serve_cached(cache_root: Path, repo_id: str, revision: str | None, *, token
     cached = _read_cache(cache_root, repo_id, revision, token=token)
     if cached is not None:
         logger.info("serving %s from the local cache (%s)", repo_id, reason)
-        return cached
+        return replace(cached, stale_reason=reason)
     ref = f"{repo_id}@{revision}" if revision else repo_id
     raise HubUnavailableError(
         f"The Hub could not be reached ({reason}) and {ref} has not been fetched before on this machine: check the network "
@@ -517,7 +737,7 @@ def fetch_model_facts(
     unknown repo, malformed answer) gives None, and the caller falls back to the catalog's dated
     copy. `revision` should be the commit the estimate's config was read at, so the facts name it.
     """
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import ModelInfo, constants
 
     from .facts import facts_from_model_info
 
@@ -529,11 +749,18 @@ def fetch_model_facts(
     if constants.is_offline_mode() or (revision is not None and not _is_valid_revision(revision)):
         return None
     token = token if token is not None else default_token()
-    api = HfApi(endpoint=(endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/"),
-                token=token or False, library_name=_LIBRARY_NAME)
+    base = (endpoint or os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/")
     as_of = datetime.now(UTC).isoformat(timespec="seconds")
+    quiet_huggingface_hub()
+    path = f"api/models/{repo_id}" + (f"/revision/{quote(revision, safe='')}" if revision else "")
+
+    def read(stop_at: float) -> Any:
+        # The same capped GET and deadline as `fetch_model` (a huge or trickled answer costs nothing).
+        raw, _ = _HubHttp(endpoint=base, token=token, timeout=timeout, stop_at=stop_at).get(path, cap=MAX_MODEL_INFO_BYTES, what="model_info")
+        return ModelInfo(**json.loads(raw))
+
     try:
-        info = api.model_info(repo_id, revision=revision, timeout=timeout)
+        info = _with_deadline(read, min(bounds.HUB_DEADLINE_S, 3 * timeout))
     except Exception as err:
         logger.info("model_info of %s for its facts failed (%s)", repo_id, type(err).__name__)
         return None

@@ -146,7 +146,15 @@ def eager_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
     return 3 * compute_bytes if spec.model_type == "gpt_oss" else 2 * compute_bytes + 4
 
 
-def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, attention: str) -> int:
+def audio_positions(audio_token_share: float, seq_len: int) -> int:
+    """Audio positions of a DualFFN sequence of `seq_len`: the share, rounded to the nearest (the
+    trace builds its prompt with the same count, calculator/verify/inputs.py)."""
+    return min(seq_len, max(0, round(audio_token_share * seq_len)))
+
+
+def prefill_transient_bytes(
+    spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int, attention: str, audio_token_share: float | None = None
+) -> int:
     """Peak of the temporaries one layer creates while processing `seq_len` new tokens.
 
     Per token (c = compute bytes; h hidden, I intermediate, q = heads x head_dim):
@@ -163,6 +171,15 @@ def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, c
       heads x seq scores (`eager_score_bytes` each) and K/V repeated to all heads;
     - RMSNorm: residual + fp32 upcast + fp32 square/product (ch + 12h).
     The largest, times tokens, plus the eager attention mask (batch x seq x seq).
+
+    DualFFN (`spec.dual_ffn`, higgs-audio) with `audio_token_share` s given (a prompt routed by its
+    audio mask; None: one FFN for every token, as in decoding, where transformers passes no mask):
+    the text FFN runs on the text tokens, then the audio FFN on the audio tokens
+    (`HiggsAudioV2DecoderLayer`, transformers 5.24), so the 3cI of the gated MLP exist for the
+    larger group only: c(4h + 3I) becomes 4ch per token + 3cI per token of max(text, audio); the
+    audio embeddings the model scattered into the prompt stay referenced through the layer loop
+    (`audio_embeds` in `HiggsAudioV2Model.forward`): + ch per audio token. Traced on a 2-layer copy
+    at 1,020 prompt tokens, shares 0 / 0.25 / 0.5 / 0.75 / 1: the formula is within 1 KB per token.
     """
     c = compute_bytes
     h = spec.hidden_size
@@ -183,6 +200,12 @@ def prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, c
     norm = c * h + 12 * h
     per_token = max(mlp, attn, norm)
     total = tokens * per_token
+    if spec.dual_ffn and audio_token_share is not None and not spec.is_moe:
+        n_audio = audio_positions(audio_token_share, seq_len)
+        routed = batch_size * max(n_audio, seq_len - n_audio)
+        gated = 2 if spec.model_type in _LAYERNORM_FAMILIES else 3
+        mlp_total = tokens * 4 * c * h + routed * gated * c * spec.intermediate_size
+        total = max(mlp_total, tokens * attn, tokens * norm) + batch_size * n_audio * c * h
     if attention == "eager":
         # scores, softmax and probabilities per head and key; K/V repeated to every head.
         total += tokens * spec.num_attention_heads * seq_len * eager_score_bytes(spec, c) + tokens * 2 * c * q
@@ -650,3 +673,152 @@ def liger_kernel_savings_per_layer(spec: ModelSpec, *, compute_bytes: int, norm_
     if mlp_kernel == "liger" and not spec.is_moe:
         saved += c * spec.intermediate_size
     return max(saved, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache `generate` builds: static and quantized caches (transformers 5.24)
+# ---------------------------------------------------------------------------------------------
+
+# transformers 5.24 `cache_utils.QuantizedLayer.__init__` defaults, which `generate(...,
+# cache_implementation="quantized")` keeps unless `cache_config` overrides them: nbits=4,
+# q_group_size=64, residual_length=128 (and backend "quanto" in `_prepare_cache_for_generation`).
+QUANTIZED_CACHE_GROUP_SIZE = 64
+QUANTIZED_CACHE_RESIDUAL_LENGTH = 128
+# Layer kinds transformers' QuantizedCache accepts: its __init__ raises unless every layer type is
+# "full_attention" (MLA layers are full attention there too).
+QUANTIZED_CACHE_LAYER_KINDS = frozenset({"full", "mla"})
+
+
+def static_cache_len(context_length: int, generated_tokens: int) -> int:
+    """Tokens a `StaticCache` preallocates. `generate` sizes it for `max_length - 1` = prompt +
+    new tokens - 1 (generation/utils.py: `max_cache_length = generation_config.max_length - 1`,
+    then `_prepare_static_cache`; the last token is never fed back); one forward with no generated
+    tokens needs a cache of the context. Sliding layers hold min(window, this) (`StaticSlidingWindowLayer`)."""
+    return context_length - 1 if generated_tokens else context_length
+
+
+def _cache_elements_per_token_per_layer(spec: ModelSpec) -> int:
+    """Cached elements one token adds to one attention layer (the largest kind): 2 x kv_heads x
+    head_dim, or the MLA latent."""
+    sizes = [(spec.kv_lora_rank + spec.qk_rope_head_dim) if kind == "mla" else 2 * spec.num_key_value_heads * spec.head_dim
+             for kind in spec.layer_types]
+    return max(sizes, default=0)
+
+
+def static_prefill_extra_bytes(spec: ModelSpec, *, batch_size: int, prompt_len: int, cache_len: int, compute_bytes: int, attention: str) -> int:
+    """What a static cache adds to the prefill transients of `prefill_transient_bytes(prompt_len)`.
+
+    Each layer's `StaticLayer.update` returns its whole preallocated buffer, so attention sees
+    `cache_len` keys for `prompt_len` queries. With SDPA the mask is skipped: `_ignore_causal_mask_sdpa`
+    (masking_utils.py) returns True for an empty cache (`q_offset == 0`) whose padding covers only
+    the not-yet-written slots, and with no mask `use_gqa_in_sdpa` lets SDPA run GQA without
+    `repeat_kv`: nothing extra. Eager attention (`eager_mask`, no skip) materializes scores,
+    softmax and probabilities over `cache_len` keys, K/V repeated to every head over `cache_len`,
+    and the additive mask batch x prompt x cache_len: the extra over a prompt-long cache.
+    transformers 5.24 builds no cache_len x cache_len buffer (`sdpa_mask` makes at most
+    [batch, 1, q_len, kv_len]); that one is gpt-fast's (`gpt_fast_causal_mask_bytes`)."""
+    if attention != "eager" or cache_len <= prompt_len:
+        return 0
+    c = compute_bytes
+    extra_keys = cache_len - prompt_len
+    q = spec.num_attention_heads * spec.head_dim
+    scores = batch_size * prompt_len * spec.num_attention_heads * extra_keys * eager_score_bytes(spec, c)
+    repeated = batch_size * extra_keys * 2 * c * q
+    mask = batch_size * prompt_len * extra_keys * c
+    return scores + repeated + mask
+
+
+def static_decode_mask_bytes(*, batch_size: int, cache_len: int) -> int:
+    """The decoding mask with a static cache: `create_causal_mask` refuses the `is_causal` skip for a
+    compileable cache at q_len 1, so `sdpa_mask` builds the bool padding mask padded to the cache
+    (`prepare_padding_mask`) and its combination with the causal rule: 2 x batch x cache_len bytes."""
+    return 2 * batch_size * cache_len
+
+
+def gpt_fast_causal_mask_bytes(max_seq_len: int) -> int:
+    """gpt-fast / torchao-style scripts' static-cache mask: `setup_caches` rounds the length up to a
+    multiple of 8 and keeps `torch.tril(torch.ones(L, L, dtype=torch.bool))` (pytorch-labs/gpt-fast
+    model.py, commit 8704152): L^2 bytes, 16 GiB at 131,072 tokens."""
+    length = -(-max_seq_len // 8) * 8
+    return length * length
+
+
+def quantized_kv_nbits(kv_cache_precision: str | None) -> int | str:
+    """The QuantizedCache backend a KV precision means: int4 (and the default) -> 4-bit group-wise
+    (quanto or HQQ; transformers' default nbits=4), int8 -> 8-bit (HQQ only: quanto takes 2 or 4
+    bits), fp8 -> the per-tensor "fp8" backend (`Fp8QuantizedLayer`)."""
+    if kv_cache_precision in (None, "int4"):
+        return 4
+    if kv_cache_precision == "int8":
+        return 8
+    if kv_cache_precision == "fp8":
+        return "fp8"
+    raise ValueError(kv_cache_precision)
+
+
+def grouped_quantized_bytes(num_elements: int, *, nbits: int, compute_bytes: int, group_size: int = QUANTIZED_CACHE_GROUP_SIZE) -> int:
+    """Storage of `num_elements` K/V values quantized group-wise (quanto `quantize_weight`, HQQ
+    `Quantizer.quantize`, as `QuantoQuantizedLayer` / `HQQQuantizedLayer._quantize` call them):
+    packed nbits per value plus an affine scale and zero-point per group of `group_size`, both in
+    the compute dtype (HQQ: `meta["compute_dtype"] = keys.dtype`; quanto's MaxOptimizer keeps the
+    tensor's dtype). E.g. 4-bit, bf16, groups of 64: 0.5 + 4/64 = 0.5625 bytes per value."""
+    return bytes_for_bits(num_elements, nbits) + -(-num_elements // group_size) * 2 * compute_bytes
+
+
+def quantized_cache_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, generated_tokens: int, kv_cache_precision: str | None,
+                          compute_bytes: int) -> int:
+    """Resident `QuantizedCache` for `seq_len` tokens (cache_utils.py, transformers 5.24).
+
+    Group-wise backends (`QuantizedLayer.update`): the prompt is quantized at once; each decoding
+    step appends to a compute-dtype residual window and, when it would reach `residual_length`
+    (128), re-quantizes the whole layer and empties it, so the residual holds at most
+    min(127, generated - 1) tokens per layer. fp8 (`Fp8QuantizedLayer`): one byte per value and a
+    fp32 scale per tensor (K and V of each layer), no residual."""
+    layers = len(spec.layer_types)
+    per_token = _cache_elements_per_token_per_layer(spec) * batch_size
+    nbits = quantized_kv_nbits(kv_cache_precision)
+    if nbits == "fp8":
+        return layers * (per_token * seq_len + 2 * 4)
+    residual = min(QUANTIZED_CACHE_RESIDUAL_LENGTH - 1, max(generated_tokens - 1, 0), seq_len)
+    quantized = grouped_quantized_bytes(per_token * (seq_len - residual), nbits=nbits, compute_bytes=compute_bytes)
+    return layers * (quantized + per_token * residual * compute_bytes)
+
+
+def quantized_cache_decode_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, kv_cache_precision: str | None,
+                                           compute_bytes: int) -> int:
+    """What one layer's cache update allocates on top of the resident cache during a decoding step.
+
+    Group-wise (`QuantizedLayer.update`): the dequantized K and V (`_dequantize`, compute dtype) and
+    the concatenation with the residual and the new token (`torch.cat`) are alive together and
+    returned to attention: 2 x layer K/V at the compute dtype; on a flush step the re-quantized
+    layer exists while the old one is still referenced (+1 quantized layer). The backends' own
+    element-wise scratch inside quantize/dequantize is not counted (quanto and HQQ kernels do not
+    run under the FakeTensor trace).
+    fp8 (`Fp8QuantizedLayer.update`): the concatenated fp8 K and V replace the old ones, which the
+    locals keep alive (+1 byte per value); `_dequantize` is `(q.float() * scale).to(dtype)`, so
+    while V is dequantized the fp32 copy and the fp32 product (8 bytes per V value) sit next to the
+    returned K (compute dtype): per layer value, 1 + c/2 + 4 bytes."""
+    elements = _cache_elements_per_token_per_layer(spec) * batch_size * seq_len
+    c = compute_bytes
+    nbits = quantized_kv_nbits(kv_cache_precision)
+    if nbits == "fp8":
+        return elements + elements * c // 2 + 4 * elements
+    return 2 * elements * c + grouped_quantized_bytes(elements, nbits=nbits, compute_bytes=c)
+
+
+def quantized_cache_prefill_transient_bytes(spec: ModelSpec, *, batch_size: int, prompt_len: int, kv_cache_precision: str | None,
+                                            compute_bytes: int) -> int:
+    """What quantizing the prompt adds to `prefill_transient_bytes`: the K/V of the layer being
+    computed in the compute dtype (returned to attention as they are, quantized for the cache),
+    plus for fp8 `_quantize`'s fp32 copy and fp32 quotient of V (8 bytes per V value) while K is
+    stored. They live during attention, next to its transients (hidden states, q, output: c(4h +
+    2q) per token), not next to the MLP's; so only what exceeds the gap between the layer's largest
+    transient and attention's counts (FakeTensor trace of a 2-layer Llama-3.2-3B, fp8 backend:
+    prefill within 0.2%)."""
+    tokens = batch_size * prompt_len
+    elements = _cache_elements_per_token_per_layer(spec) * tokens
+    cache_part = elements * compute_bytes + (4 * elements if quantized_kv_nbits(kv_cache_precision) == "fp8" else 0)
+    c = compute_bytes
+    attention_part = tokens * c * (4 * spec.hidden_size + 2 * spec.num_attention_heads * spec.head_dim)
+    largest = prefill_transient_bytes(spec, batch_size=batch_size, seq_len=prompt_len, compute_bytes=c, attention="sdpa")
+    return max(0, cache_part - (largest - attention_part))

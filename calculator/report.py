@@ -76,7 +76,41 @@ def build_plan(
         gpu_counts=tuple(sorted(per_gpu)),
         tensor_parallel=not workload.is_training,
     )
+    if workload.runtime == "vllm":
+        ranking = _vllm_fits(spec, workload, ranking, headroom_fraction=headroom_fraction)
     return Plan(estimate=est, per_gpu_bytes=per_gpu, ranking=ranking, cheapest=cheapest_fit(ranking), headroom_fraction=headroom_fraction)
+
+
+def _vllm_fits(
+    spec: ModelSpec, workload: Workload, ranking: list[GPUConfiguration], *, headroom_fraction: float = 0.0,
+) -> list[GPUConfiguration]:
+    """Under vLLM a configuration fits when `vllm serve` starts on it and its KV cache holds
+    `batch_size` requests of the context, per that GPU's own budget (`serving.vllm_capacity`:
+    vLLM's defaults for the card, NCCL over its link); the card-size estimate above is GPU-agnostic.
+    With headroom the estimate's fit must hold too. Re-ranked with the same key (`pricing._rank_key`)."""
+    import re
+
+    from .pricing import _rank_key
+    from .vllm import vllm_budget
+
+    out = []
+    for c in ranking:
+        if not c.tensor_parallel_ok:
+            out.append(c)
+            continue
+        b = vllm_budget(spec, replace(workload, num_gpus=c.count, parallelism="auto"), gpu_usable_bytes=c.gpu.usable_bytes,
+                        gpu_name=c.gpu.name, nvlink=c.gpu.nvlink == "yes", datacenter=c.gpu.segment.startswith("datacenter"))
+        fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
+        if fits == c.fits:
+            out.append(c)
+            continue
+        if fits:  # drop the estimate's "needs X GiB per GPU ... over)." and keep the notes after it
+            out.append(replace(c, fits=True, reason=re.sub(r"^needs [^)]*\)\.\s*", "", c.reason)))
+            continue
+        why = b.reason if not b.starts else f"vLLM's KV cache holds {b.max_concurrency:.2f} requests of the context, fewer than the batch"
+        out.append(replace(c, fits=False, reason="; ".join(x for x in (why, c.reason) if x)))
+    out.sort(key=_rank_key)
+    return out
 
 
 # The table users know from GPU guide pages: rows are precisions, columns are modes.
@@ -108,7 +142,8 @@ def table_workload(workload: Workload, precision: str, mode: str) -> Workload | 
         return None
     try:
         return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
-                       quant_method="auto" if precision != workload.precision else workload.quant_method)
+                       quant_method="auto" if precision != workload.precision else workload.quant_method,
+                       cache_implementation=workload.cache_implementation if mode == "inference" else "dynamic")
     except InvalidWorkloadError:
         return None
 
@@ -174,7 +209,7 @@ def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
         return None
     return vllm_capacity(
         plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes,
-        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes",
+        gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes", datacenter=config.gpu.segment.startswith("datacenter"),
     )
 
 
@@ -196,7 +231,9 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
             "mode": w.mode, "precision": w.precision, "weight_format": est.weight_format.name, "context_length": w.context_length,
             "generated_tokens": w.generated_tokens, "batch_size": w.batch_size, "num_gpus": w.num_gpus, "parallelism": est.parallelism,
             "runtime": w.runtime, "attention": w.attention, "optimizer": w.optimizer if w.is_training else None,
+            "cache_implementation": w.cache_implementation,
             "gradient_checkpointing": w.gradient_checkpointing, "lora_rank": w.lora_rank if w.mode in ("lora", "qlora") else None,
+            "audio_token_share": w.audio_token_share if spec.dual_ffn else None,
         },
         "total_bytes": b.total_bytes,
         "torch_allocated_bytes": b.torch_allocated_bytes,
@@ -207,10 +244,26 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "breakdown_labels": component_labels(w.runtime),
         "kv_cache_bytes_per_token": est.kv_bytes_per_token,
         "notes": list(est.notes),
+        "host_bytes": est.host_bytes,
+        "trainer": _trainer_dict(est) if w.is_training else None,
         "headroom_fraction": plan.headroom_fraction,
         "per_gpu_bytes_by_count": {str(k): v for k, v in sorted(plan.per_gpu_bytes.items())},
         "cheapest_fit": _config_dict(plan, plan.cheapest) if plan.cheapest else None,
         "gpu_ranking": [_config_dict(plan, c) for c in plan.ranking[:ranking_limit]],
+    }
+
+
+def _trainer_dict(est: Any) -> dict[str, Any]:
+    """The trainer preset and every memory-saver setting the estimate used (calculator/trainers.py)."""
+    w = est.workload
+    return {
+        "name": w.trainer, "problem": est.trainer_problem or None, "loss": w.loss_impl, "loss_chunks": w.loss_chunks,
+        "trained_token_fraction": w.trained_token_fraction, "gradient_checkpointing": w.gradient_checkpointing,
+        "checkpoint_every": w.checkpoint_every, "activation_offload": w.activation_offload, "optimizer": w.optimizer,
+        "fused_optimizer": w.fused_optimizer, "paged_optimizer": w.paged_optimizer, "optimizer_in_backward": w.optimizer_in_backward,
+        "fp32_weights": w.master_weights, "cpu_offload": w.cpu_offload, "peft_method": w.peft_method if w.mode in ("lora", "qlora") else None,
+        "adapter_precision": w.adapter_precision if w.mode in ("lora", "qlora") else None, "lora_targets": w.lora_targets,
+        "packing": w.packing, "norm_kernel": w.norm_kernel, "mlp_kernel": w.mlp_kernel,
     }
 
 

@@ -135,7 +135,8 @@ def resolve_model(ref: str, *, token: str | None = None, offline: bool = False, 
     spec = model_spec_from_config(repo_id, found.config)
     if found.safetensors_param_counts:
         spec = _spec_with_counts(spec, found.safetensors_param_counts, "safetensors")
-    detail = f"Hugging Face Hub{' (cached copy, hub unreachable)' if found.source == 'cache' else ''}: config.json" + (
+    stale = f" (cached copy of {found.fetched_at or 'an earlier lookup'}; the Hub was not used: {found.stale_reason or 'unreachable'})"
+    detail = f"Hugging Face Hub{stale if found.source == 'cache' else ''}: config.json" + (
         " + safetensors metadata (exact counts)" if found.safetensors_param_counts else " (no safetensors: parameters by config arithmetic)"
     )
     return ResolvedModel(spec=spec, source="hub" if found.source == "hub" else "cache", detail=detail, revision=revision, sha=found.sha)

@@ -139,20 +139,21 @@ class ServingCapacity:
 
 
 def vllm_capacity(
-    spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str = "", nvlink: bool = True, advise: bool = True,
+    spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str = "", nvlink: bool = True, datacenter: bool = True,
+    advise: bool = True,
 ) -> ServingCapacity:
     """K/V pool, concurrency and the start-up answer on `w.num_gpus` GPUs of `gpu_bytes` each
     (nvidia-smi total). Sequences = KV blocks // blocks per request of `context_length`;
     context = KV blocks / batch in whole blocks. `fix` is the smallest flag change when it does
     not start (`startup_fix`)."""
-    b = engine.vllm_budget(spec, w, gpu_usable_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink)
+    b = engine.vllm_budget(spec, w, gpu_usable_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink, datacenter=datacenter)
     per_block = b.kv_bytes_per_block
     per_request = engine.kv_blocks_per_request(spec, b.settings)
     per_seq = math.ceil(per_request) * per_block
     pool = b.available_kv_bytes
     max_seqs = int(b.num_blocks // per_request) if per_request else 0
     max_ctx = (max(pool, 0) // w.batch_size // per_block) * VLLM_BLOCK_SIZE if per_block else 0
-    fix = startup_fix(spec, w, gpu_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink) if advise and not b.starts else None
+    fix = startup_fix(spec, w, gpu_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink, datacenter=datacenter) if advise and not b.starts else None
     return ServingCapacity(
         gpu_bytes=gpu_bytes, budget_bytes=b.requested_bytes, fixed_bytes=b.non_kv_bytes, kv_pool_bytes=pool,
         kv_bytes_per_sequence=per_seq, max_concurrent_sequences=max_seqs, max_context_at_batch=max_ctx,
@@ -167,11 +168,13 @@ def serve_command(spec: ModelSpec, w: Workload) -> str:
     return engine.vllm_serve_command(spec.model_id, s)
 
 
-def _starts(spec: ModelSpec, w: Workload, gpu_bytes: int, gpu_name: str, nvlink: bool) -> engine.VllmBudget:
-    return engine.vllm_budget(spec, w, gpu_usable_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink)
+def _starts(spec: ModelSpec, w: Workload, gpu_bytes: int, gpu_name: str, nvlink: bool, datacenter: bool = True) -> engine.VllmBudget:
+    return engine.vllm_budget(spec, w, gpu_usable_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink, datacenter=datacenter)
 
 
-def startup_fix(spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str = "", nvlink: bool = True) -> StartupFix | None:
+def startup_fix(
+    spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str = "", nvlink: bool = True, datacenter: bool = True,
+) -> StartupFix | None:
     """The smallest flag change that makes `vllm serve` start on `w.num_gpus` GPUs of `gpu_bytes`,
     least disruptive first: --enforce-eager (no graphs: slower decode, same answers),
     --kv-cache-dtype fp8 (half the KV bytes), a shorter --max-model-len (the longest that fits),
@@ -180,13 +183,13 @@ def startup_fix(spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str =
     from .pricing import tensor_parallel_problem
 
     def attempt(kind: str, description: str, cand: Workload) -> StartupFix | None:
-        b = _starts(spec, cand, gpu_bytes, gpu_name, nvlink)
+        b = _starts(spec, cand, gpu_bytes, gpu_name, nvlink, datacenter)
         if not b.starts:
             return None
         return StartupFix(kind=kind, description=description, workload=cand, command=serve_command(spec, cand),
                           kv_tokens=b.kv_tokens, max_concurrency=b.max_concurrency)
 
-    base = _starts(spec, w, gpu_bytes, gpu_name, nvlink)
+    base = _starts(spec, w, gpu_bytes, gpu_name, nvlink, datacenter)
     if base.starts:
         return None
     tries: list[tuple[str, str, Workload]] = []
@@ -211,7 +214,7 @@ def startup_fix(spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str =
         found = attempt("combined", "add --enforce-eager and --kv-cache-dtype fp8", both)
         if found is not None:
             return found
-        b = _starts(spec, both, gpu_bytes, gpu_name, nvlink)
+        b = _starts(spec, both, gpu_bytes, gpu_name, nvlink, datacenter)
         n = b.max_model_len_that_fits
         if n >= VLLM_BLOCK_SIZE:
             cand = replace(both, context_length=min(n, w.context_length), generated_tokens=min(w.generated_tokens, min(n, w.context_length) - 1))

@@ -123,6 +123,9 @@ class ModelSpec:
     # then falls back to eager attention, which materializes the seq x seq scores.
     supports_sdpa: bool = True
     checkpoint_dtype: str = "bf16"
+    # DualFFN (higgs-audio): every layer has a text FFN and an audio FFN; tokens are routed between
+    # them by a mask of audio placeholder ids (Workload.audio_token_share says how many).
+    dual_ffn: bool = False
     linears: tuple[LinearGroup, ...] = ()
     embedding_params: int = 0
     # Norms, biases outside linears, attention sinks, codebooks: kept in the compute dtype.
@@ -507,7 +510,8 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         # Audio codebook embeddings (codebook_size + stream BOS/EOS per codebook) and audio LM head.
         embedding += codebooks * (codebook_size + 2) * h
         linears.append(LinearGroup(name="audio_lm_head", in_features=h, out_features=codebooks * (codebook_size + 2), count=1, role="head"))
-        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them.")
+        notes.append("DualFFN: every layer holds a text MLP and an audio MLP; a token uses one of them "
+                     "(audio_token_share sets how many prompt tokens are audio; generated tokens are audio).")
     if not tie:
         linears.append(LinearGroup(name="lm_head", in_features=h, out_features=vocab, count=1, role="head"))
 
@@ -536,6 +540,7 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         # read from a default build (architectures.json `supports_sdpa`).
         supports_sdpa=bool(facts.get("supports_sdpa", True)),
         checkpoint_dtype=checkpoint_dtype(cfg),
+        dual_ffn=ffn_copies == 2,
         linears=tuple(linears),
         embedding_params=embedding,
         other_params=other,
@@ -786,15 +791,17 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inve
     builder = _BUILDERS.get(str(model_type))
     if builder is None and use_inventory:
         from .inventory import spec_from_inventory
+        from .profile import with_cached_profile  # a trace profile made before or shipped (calculator/profile.py)
 
-        return spec_from_inventory(model_id, config)
+        return with_cached_profile(spec_from_inventory(model_id, config))
     defer = _inventory_counts_better(config, str(model_type)) if builder is not None and use_inventory else None
     if defer is not None:
         from .inventory import spec_from_inventory, transformers_available
+        from .profile import with_cached_profile
 
         if transformers_available():
             try:
-                return spec_from_inventory(model_id, config)
+                return with_cached_profile(spec_from_inventory(model_id, config))
             except UnsupportedArchitectureError:
                 pass  # transformers cannot build it: the analytic answer stands, with the note below
         notes.append(defer)

@@ -65,7 +65,17 @@ class VllmVersion:
     # FULL_AND_PIECEWISE, the default since 0.11: vllm/config/compilation.py).
     full_and_piecewise: bool
     source: str
+    # V1 workers all run `_dummy_sampler_run` (vllm/v1/worker/gpu_worker.py, every TP rank is the
+    # last PP rank); V0 samples on the driver worker only (`Sampler` output is gathered to rank 0,
+    # vllm/worker/model_runner.py `execute_model`: `if not self.is_driver_worker: return []`).
+    sampler_on_every_rank: bool = True
 
+
+# `torch.sort` of a (rows x vocab) fp32 tensor on CUDA (ATen's segmented radix sort,
+# aten/src/ATen/native/cuda/Sort.cpp via cub): the sorted values (4 B) and int64 indices (8 B) it
+# returns, the int64 iota of input indices it sorts as values (8 B), and cub's double buffer of
+# keys and values (4 + 8 B): 32 B per element while it runs.
+SORT_BYTES_PER_ELEMENT = 4 + 8 + 8 + 4 + 8
 
 VLLM_VERSIONS: dict[str, VllmVersion] = {
     "0.33": VllmVersion(
@@ -90,26 +100,27 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
     "0.10": VllmVersion(
         name="0.10", released="2025-09", engine="v1",
         # 0.10.2 without FlashInfer (not a dependency of the wheel: `forward_native`) sorts the
-        # whole vocabulary (`apply_top_k_top_p`, vllm/v1/sample/ops/topk_topp_sampler.py): model-dtype
-        # logits 2 + fp32 copy 4 + sorted values 4 + int64 indices 8 + the radix sort's double
-        # buffer of keys and indices 12 = 30 B at the sort (the masks and probabilities after it
-        # reuse less).
-        sampler_bytes_per_logit=30,
+        # whole vocabulary (`apply_top_k_top_p`, vllm/v1/sample/ops/topk_topp_sampler.py). At the
+        # sort: model-dtype logits 2 + the sampler's fp32 copy 4 + `SORT_BYTES_PER_ELEMENT` 32.
+        sampler_bytes_per_logit=2 + 4 + SORT_BYTES_PER_ELEMENT,
         cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
         source="vllm 0.10.2: v1/worker/gpu_worker.py determine_available_memory, utils/__init__.py memory_profiling",
     ),
     "0.7": VllmVersion(
         name="0.7", released="2025-02", engine="v0",
-        # V0 `Sampler.forward` (vllm/model_executor/layers/sampler.py): model-dtype logits 2, fp32
-        # copy 4, then `_apply_top_k_top_p` holds the sorted values 4, int64 indices 8, the top-k
-        # mask 1, softmax 4, cumsum 4 (not in place), the top-p mask 1 and the re-sorted output 4:
-        # 32 B at its peak.
-        sampler_bytes_per_logit=32,
+        # V0 `Sampler.forward` (vllm/model_executor/layers/sampler.py, profiled with top_p=0.99 and
+        # top_k=vocab-1 by `ModelRunner.profile_run`): model-dtype logits 2, fp32 copy 4, then
+        # `_apply_top_k_top_p` sorts them: + `SORT_BYTES_PER_ELEMENT` 32 = 38 B. (After the sort it
+        # holds less: values 4 + indices 8 + masks 2 + softmax 4 + cumsum 4 + output 4 = 26 + 6.)
+        # Three V0 logs measure 38.2-39.2 B per element (benchmarks/results/vllm_validation.md).
+        sampler_bytes_per_logit=2 + 4 + SORT_BYTES_PER_ELEMENT,
         cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
         source="vllm 0.7.3: worker/worker.py determine_num_available_blocks, worker/model_runner.py profile_run",
+        sampler_on_every_rank=False,
     ),
 }
 CURRENT_VLLM_VERSION = "0.33"
+
 
 # `CacheConfig.block_size` default on CUDA (vllm/config/cache.py, all versions above).
 VLLM_BLOCK_SIZE = 16
@@ -122,24 +133,30 @@ CUDA_TOTAL_RESERVED_BYTES = 434 * MiB
 # vLLM's budget, but it must be free: the snapshot's free memory must cover the budget). Same
 # assumption as the transformers path (`estimate.CUDA_CONTEXT_BYTES`).
 CUDA_CONTEXT_BYTES = 500 * MiB
-# Non-torch memory at TP=1: kernels loaded while profiling (Triton/inductor, FlashAttention,
-# cuBLASLt handles). Start-up logs on one GPU show 0.02 GiB (24 GB card, 0.11; see the CSV),
-# 0.16 GiB (H100, Llama-3.2-11B-Vision, PR #12126), 0.20 and 0.25 GiB (24 GB cards, TP>1 PCIe).
+# Non-torch memory at TP=1: kernels and handles loaded while profiling (Triton/inductor,
+# FlashAttention, cuBLASLt). Start-up logs on one GPU: H100 0.16 GiB (Llama-3.2-11B-Vision,
+# vllm-project/vllm PR #12126); 8 GB consumer cards 0.03 and 0.04 GiB (#13882, #12529); a 24 GB
+# card 0.02 GiB (V1). Datacenter parts load larger kernel sets (FlashAttention 3 / cuBLASLt
+# workspaces for Hopper), so the two classes get their own figure.
 NON_TORCH_TP1_BYTES = 160 * MiB
-# Each extra tensor-parallel rank adds NCCL channel buffers and vLLM's custom all-reduce IPC
-# buffers, allocated by cudaMalloc outside PyTorch. PCIe consumer cards run NCCL with few channels
-# (2x RTX 4090: 0.25 GiB total at TP=2, vllm-project/vllm#13061). NVLink/NVSwitch datacenter cards
-# run up to 32 channels with larger buffers: Llama-3-8B on H100 grew from 1.79 GiB at TP=1 to
-# 3.58 GiB at TP=2 (PR #10511, vLLM 0.6.5); the 1.79 at TP=1 there counted the allocator's cache
-# too (fixed by PR #11809), the +1.79 GiB per added peer is NCCL's.
-NCCL_PER_PEER_BYTES_NVLINK = 1830 * MiB // 2
-NCCL_PER_PEER_BYTES_PCIE = 96 * MiB
+NON_TORCH_TP1_BYTES_CONSUMER = 40 * MiB
+# Tensor parallelism adds NCCL channel buffers and vLLM's custom all-reduce IPC buffers, allocated
+# by cudaMalloc outside PyTorch. Each rank keeps buffers per channel for its ring/tree neighbours,
+# so the amount per rank depends on the channel count (the link), not on the number of ranks.
+# NVLink/NVSwitch parts run up to 32 channels: Llama-3-8B on H100 grew from 1.79 GiB non-torch at
+# TP=1 to 3.58 GiB at TP=2 (vllm-project/vllm PR #10511, vLLM 0.6.5; its TP=1 figure also counted
+# the allocator's cache, fixed by PR #11809, but the +1.79 GiB is the TP term). PCIe consumer
+# cards run few channels: 2x RTX 4090 logged 0.25 GiB at TP=2 (vllm-project/vllm#13061), 0.21 GiB
+# above the consumer TP=1 figure. Only TP=2 logs were found; larger TP is assumed the same per rank.
+NCCL_BYTES_NVLINK = 1833 * MiB
+NCCL_BYTES_PCIE = 215 * MiB
 # CUDA-graph pool: vLLM's estimate is the first (largest) capture plus, per further graph, the
-# second capture's cost (at least 1 MiB; `profile_cudagraph_memory`). Per graph a piecewise or
-# full graph keeps one instantiated graph per layer piece; logs give 1.62 GiB for 51 PIECEWISE +
-# 35 FULL graphs of a 64-layer model (about 0.3 MiB per layer per graph, vllm-project/vllm
-# PR #39559) and 0.14 GiB for 19 + 11 graphs of a 28-layer model (vllm-windows-build#4, about
-# 0.17 MiB): 256 KiB per layer per graph is between them.
+# second capture's cost (at least 1 MiB; `profile_cudagraph_memory`, gpu_model_runner.py 0.33.0).
+# A captured graph of a piecewise-compiled model holds one instantiated graph per layer piece, so
+# the per-graph cost grows with depth. Logs give 1.62 GiB for 51 PIECEWISE + 35 FULL graphs
+# (vllm-project/vllm PR #39559, a Qwen3.5 GGUF) and 0.14 GiB for 19 + 11 graphs
+# (aivrar/vllm-windows-build#4): 19 and 4.8 MiB per graph; the models' depths are not stated.
+# 256 KiB per layer per graph (8 MiB for 32 layers, 16 MiB for 64) is an assumption in that range.
 CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH = 256 * 1024
 
 KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
@@ -260,14 +277,19 @@ def sampler_bytes(spec: ModelSpec, *, requests: int, version: VllmVersion) -> in
     return requests * spec.vocab_size * version.sampler_bytes_per_logit
 
 
-def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> int:
-    """The profile's PyTorch peak increase: the forward's peak, or the sampler's with the forward's
-    hidden states still referenced, whichever is larger (they run one after the other)."""
+def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, rank: int = 0) -> int:
+    """The profile's PyTorch peak increase on TP rank `rank`: the forward's peak, or the sampler's
+    with the forward's hidden states still referenced, whichever is larger (they run one after the
+    other). Under V0 only rank 0 samples; the others hold their vocabulary shard of the logits.
+    Rank 0 binds the KV cache (the engine takes the fewest blocks over the workers)."""
     version = vllm_version(s.version)
     assert s.max_num_batched_tokens is not None
     tokens = s.max_num_batched_tokens
-    forward = forward_activation_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=s.tensor_parallel_size)
+    tp = s.tensor_parallel_size
+    forward = forward_activation_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp)
     hidden = tokens * spec.hidden_size * compute_bytes
+    if rank and not version.sampler_on_every_rank:
+        return forward + profile_requests(s) * -(-spec.vocab_size // tp) * compute_bytes
     return max(forward, hidden + sampler_bytes(spec, requests=profile_requests(s), version=version))
 
 
@@ -312,12 +334,13 @@ def cudagraph_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> 
     return first + cudagraph_count(s) * layers * CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH
 
 
-def non_torch_bytes(s: VllmSettings, *, nvlink: bool) -> int:
+def non_torch_bytes(s: VllmSettings, *, nvlink: bool, datacenter: bool = True) -> int:
     """Memory outside PyTorch that grows from the snapshot to the end of profiling: kernels at
-    TP=1, plus NCCL / custom all-reduce buffers per extra rank (more over NVLink)."""
-    peers = s.tensor_parallel_size - 1
-    per_peer = NCCL_PER_PEER_BYTES_NVLINK if nvlink else NCCL_PER_PEER_BYTES_PCIE
-    return NON_TORCH_TP1_BYTES + peers * per_peer
+    TP=1 (by GPU class), plus NCCL / custom all-reduce buffers when TP > 1 (more over NVLink)."""
+    base = NON_TORCH_TP1_BYTES if datacenter else NON_TORCH_TP1_BYTES_CONSUMER
+    if s.tensor_parallel_size <= 1:
+        return base
+    return base + (NCCL_BYTES_NVLINK if nvlink else NCCL_BYTES_PCIE)
 
 
 def kv_bytes_per_block(spec: ModelSpec, s: VllmSettings, *, kv_bits: int) -> int:
@@ -377,7 +400,7 @@ class VllmBudget:
     max_concurrency: float  # requests of max_model_len at once
     starts: bool
     reason: str  # why it does not start ('' when it does)
-    max_model_len_that_fits: int  # the longest max_model_len the KV cache would hold (0: none)
+    max_model_len_that_fits: int  # the longest max_model_len the KV cache holds (0: none; max_model_len when it starts)
 
     @property
     def non_kv_bytes(self) -> int:
@@ -401,10 +424,11 @@ def cuda_total_bytes(usable_bytes: int) -> int:
 
 def vllm_budget(
     spec: ModelSpec, w: Workload, *, gpu_usable_bytes: int, gpu_name: str = "", nvlink: bool = True,
-    settings: VllmSettings | None = None,
+    datacenter: bool = True, settings: VllmSettings | None = None, rank: int = 0,
 ) -> VllmBudget:
     """The start-up budget of `w` (vLLM flags read from it, `VllmSettings.from_workload`) on GPUs
-    whose nvidia-smi total is `gpu_usable_bytes`, `w.num_gpus` of them tensor parallel."""
+    whose nvidia-smi total is `gpu_usable_bytes`, `w.num_gpus` of them tensor parallel, as TP rank
+    `rank` sees it (rank 0, the default, is the one that binds the KV cache)."""
     from .quantization import weight_format
 
     s0 = settings or VllmSettings.from_workload(w)
@@ -417,9 +441,9 @@ def vllm_budget(
     kv_bits = 8 if s.kv_cache_dtype.startswith("fp8") else BITS_PER_ELEMENT[fmt.compute_precision]
     requested = math.ceil(total * s.gpu_memory_utilization)
     weights = sharded_weight_bytes(spec, fmt, tp)
-    act = activation_peak_bytes(spec, s, compute_bytes=c)
+    act = activation_peak_bytes(spec, s, compute_bytes=c, rank=rank)
     sampler = sampler_bytes(spec, requests=profile_requests(s), version=version)
-    non_torch = non_torch_bytes(s, nvlink=nvlink)
+    non_torch = non_torch_bytes(s, nvlink=nvlink, datacenter=datacenter)
     graphs = cudagraph_bytes(spec, s, compute_bytes=c)
     in_budget = version.cudagraphs_in_budget
     available = requested - weights - act - non_torch - (graphs if in_budget else 0)
@@ -428,7 +452,8 @@ def vllm_budget(
     per_request = kv_blocks_per_request(spec, s)
     concurrency = blocks / per_request if per_request else 0.0
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
-    fits_len = _longest_len(spec, s, blocks)
+    # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
+    fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
     reason = ""
     headroom = total - requested
     outside = CUDA_CONTEXT_BYTES + (0 if in_budget else graphs)

@@ -22,6 +22,11 @@ PARALLELISMS: tuple[Parallelism, ...] = ("auto", "tp", "ddp", "zero1", "zero2", 
 # checkpoint's own `quantization_config`.
 QuantMethod = Literal["auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq"]
 QUANT_METHODS: tuple[QuantMethod, ...] = ("auto", "none", "bnb-nf4", "bnb-fp4", "bnb-int8", "gptq", "awq", "fp8", "mxfp4", "hqq")
+# The cache transformers' `generate` builds (`cache_implementation=`): DynamicCache grows with the
+# sequence; "static" preallocates prompt + new tokens (StaticCache); "quantized" is QuantizedCache
+# (quanto/HQQ group-wise at the KV precision, int4 by default, or its fp8 backend).
+CacheImplementation = Literal["dynamic", "static", "quantized"]
+CACHE_IMPLEMENTATIONS: tuple[CacheImplementation, ...] = ("dynamic", "static", "quantized")
 LoraTargets = Literal["all-linear", "attention", "attention+mlp", "mlp", "qv"]
 LORA_TARGETS: tuple[LoraTargets, ...] = ("all-linear", "attention", "attention+mlp", "mlp", "qv")
 # Trainer presets and memory savers (calculator/trainers.py names the code each default is read from).
@@ -58,6 +63,7 @@ class Workload:
     generated_tokens: int = 0  # of which generated (inference); 0 = size the prefill for the whole context
     batch_size: int = 1
     kv_cache_precision: Precision | None = None  # None: same as the compute dtype
+    cache_implementation: CacheImplementation = "dynamic"  # transformers generate's cache (see CACHE_IMPLEMENTATIONS)
     attention: AttentionImpl = "sdpa"
     gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
@@ -77,6 +83,9 @@ class Workload:
     enforce_eager: bool = False
     num_gpus: int = 1
     parallelism: Parallelism = "auto"
+    # DualFFN models (higgs-audio): share of the prompt / training positions that are audio tokens
+    # and take the audio FFN (the rest take the text FFN). Generated positions are audio frames.
+    audio_token_share: float = 0.0
     # Trainer preset and memory savers (each a term of its own in `memory`; defaults = the plain loop).
     trainer: str = "custom"  # a name of calculator.trainers.PRESETS; "custom" = the settings as given
     loss_impl: LossImpl = "full"  # full fp32 logits; torchtune chunked output CE; TRL fused head; Liger/Unsloth fused linear CE
@@ -140,6 +149,7 @@ def validate_workload(w: Workload) -> None:
         "LoRA targets": (w.lora_targets, LORA_TARGETS),
         "adapter precision": (w.adapter_precision, ("fp32", "bf16", "fp16")),
         "runtime": (w.runtime, ("transformers", "vllm")),
+        "cache implementation": (w.cache_implementation, CACHE_IMPLEMENTATIONS),
         "trainer": (w.trainer, TRAINER_NAMES),
         "loss": (w.loss_impl, LOSS_IMPLS),
         "PEFT method": (w.peft_method, PEFT_METHODS),
@@ -153,6 +163,9 @@ def validate_workload(w: Workload) -> None:
             raise InvalidWorkloadError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
     if w.kv_cache_precision is not None and w.kv_cache_precision not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
         raise InvalidWorkloadError(f"KV-cache precision must be one of {', '.join(PRECISIONS)}; got {w.kv_cache_precision!r}.")
+    share = w.audio_token_share
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+        raise InvalidWorkloadError(f"audio token share must be a fraction from 0 to 1; got {share!r}.")
     if w.max_num_seqs is not None:
         bounded("max_num_seqs", w.max_num_seqs, 1, MAX_BATCH_SIZE)
     if w.max_num_batched_tokens is not None:
@@ -172,6 +185,16 @@ def validate_workload(w: Workload) -> None:
         raise InvalidWorkloadError(
             f"Full fine-tuning updates every weight, which {w.precision} storage cannot hold. "
             "Use bf16 (or fp32) for full fine-tuning, or QLoRA to train on a quantized base."
+        )
+    if w.cache_implementation != "dynamic" and (w.is_training or w.runtime != "transformers"):
+        raise InvalidWorkloadError(
+            f"cache_implementation={w.cache_implementation!r} is the cache of transformers' generate (inference); "
+            "training keeps no cache and vLLM pages its own. Use dynamic."
+        )
+    if w.cache_implementation == "quantized" and w.kv_cache_precision not in (None, "int4", "int8", "fp8"):
+        raise InvalidWorkloadError(
+            f"transformers' QuantizedCache stores int4 (quanto or HQQ, the default), int8 (HQQ) or fp8; "
+            f"KV precision {w.kv_cache_precision} is not one of them."
         )
     if w.runtime == "vllm" and w.is_training:
         raise InvalidWorkloadError("vLLM is an inference server; choose the transformers runtime for training modes.")

@@ -31,6 +31,7 @@ widgets.workload_inputs(page)
 resolved, stale, workload = widgets.model_and_workload(values)
 if resolved is None:
     st.stop()
+widgets.audio_share_input(page, resolved.spec)
 
 prices = loaders.price_setup()
 widgets.show_notes(prices.issues)
@@ -47,7 +48,11 @@ with results:
     st.subheader(f"{spec.model_id}")
     facts = loaders.model_facts(resolved)
     widgets.model_facts(resolved, facts)
+    if est.trainer_problem:
+        st.error(est.trainer_problem, icon=":material/error:")
     widgets.headline(resolved, est, plan.cheapest)
+    if est.host_bytes:
+        st.caption(f":material/memory: Host RAM for offloaded tensors: {widgets.both_units(est.host_bytes)} (besides the GPU peak).")
     st.markdown(widgets.summary_sentence(est, plan.cheapest))
     for note in est.notes:
         st.caption(f":material/info: {note}")
@@ -89,6 +94,12 @@ with results:
         st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
                    "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
 
+    if workload.runtime == "vllm":
+        st.header("Will `vllm serve` start?")
+        st.caption(f"vLLM {workload.vllm_version or 'current release'}'s start-up budget per GPU: weights, the profiled batch and "
+                   "sampler, non-torch memory, CUDA graphs, then the KV cache (calculator/vllm.py names the vLLM code of each term).")
+        widgets.vllm_start_section(plan, shown)
+
     st.header("What fits on my GPU?")
     gpu_ids = [g.id for g in prices.gpus]
     if values["my_gpu"] not in gpu_ids:
@@ -125,6 +136,8 @@ with results:
     base = (st.context.url or "").split("?")[0] if getattr(st.context, "url", None) else ""
     e3.markdown("**Shareable link** (opens this exact view):")
     e3.code(f"{base}?{page.share_query(extra=loaders.shared_url_params() | widgets.pinned_model_param(resolved))}", language=None, wrap_lines=True)
+
+    widgets.similar_models_section(page, spec, extra=loaders.shared_url_params())
 
 st.header("FAQ")
 for question, answer in text.FAQ:

@@ -7,9 +7,10 @@ import streamlit as st
 
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError
+from calculator.trainers import PRESETS
 from calculator.units import GB, GiB, format_count
 from ui import figures, loaders, text, widgets
-from ui.compare import DEFAULT_SETTINGS, SETTING_CHOICES, CompareRow, similar_models
+from ui.compare import DEFAULT_SETTINGS, SETTING_CHOICES, CompareRow, catalog_task, similar_models
 from ui.state import COMPARE_PARAMS, MAIN_PARAMS, PageState, main_workload, model_id_problem, reconcile_main
 
 st.set_page_config(page_title="Compare · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
@@ -40,6 +41,8 @@ def _add_model(model_id: str) -> None:
         st.session_state[page.key("models")] = (*current, model_id)[:8]
 
 
+st.selectbox("Trainer (fine-tuning rows)", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
+             help="Fine-tuning rows use this trainer's defaults (calculator/trainers.py); inference rows ignore it.")
 if what == "models":
     chosen = tuple(page.get("models"))
     options = list(dict.fromkeys([*catalog_model_ids(), *chosen]))
@@ -76,7 +79,8 @@ for model_id, label, setting in jobs:
     try:
         with st.spinner(f"Looking up {model_id}…"):
             resolved = loaders.resolve(model_id)
-        values = {p.name: p.default for p in MAIN_PARAMS} | setting | {"context": page.get("context"), "batch": page.get("batch")}
+        values = {p.name: p.default for p in MAIN_PARAMS} | setting | {"context": page.get("context"), "batch": page.get("batch"),
+                                                                    "trainer": page.get("trainer")}
         values, _ = reconcile_main(values)
         v = loaders.view(resolved, main_workload(values), headroom_pct=0, prices=prices)
     except CalculatorError as exc:
@@ -110,14 +114,14 @@ st.plotly_chart(figures.compare_figure([{"label": r.label, "breakdown": r.estima
 
 if what == "models" and first_spec is not None:
     st.header("Similar models")
-    st.caption(f"From the bundled catalog: the same family as {first_spec.model_id} first, then the closest in size.")
+    st.caption(f"From the bundled catalog: the same family as {first_spec.model_id} first, then the same task, then the closest in size.")
     candidates = []
     for model_id in catalog_model_ids():
         try:
             candidates.append(loaders.resolve(model_id).spec)
         except CalculatorError:
             continue
-    suggestions = similar_models(first_spec, candidates, exclude=page.get("models"))
+    suggestions = similar_models(first_spec, candidates, exclude=page.get("models"), task_of=catalog_task)
     cols = st.columns(max(len(suggestions), 1))
     for col, spec in zip(cols, suggestions, strict=False):
         col.button(f"Add {spec.model_id} ({format_count(spec.num_params)})", key=f"compare.add.{spec.model_id}", on_click=_add_model, args=(spec.model_id,))

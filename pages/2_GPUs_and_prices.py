@@ -10,7 +10,7 @@ from calculator.gpus import gpu_from_row
 from calculator.pricing import bundled_as_of, current_prices, data_issues, load_prices
 from calculator.units import GiB
 from ui import loaders, widgets
-from ui.state import GPU_PARAMS, GPU_SEGMENTS, GPU_VENDORS, PageState
+from ui.state import GPU_PARAMS, GPU_SEGMENTS, GPU_VENDORS, MIN_GIB_MAX, MIN_GIB_STEP, PageState
 
 st.set_page_config(page_title="GPUs & prices · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
@@ -44,7 +44,7 @@ widgets.show_notes(setup.issues)
 f1, f2, f3, f4 = st.columns([2, 2, 2, 2])
 f1.multiselect("Vendor", GPU_VENDORS, key=page.key("vendor"))
 f2.multiselect("Segment", GPU_SEGMENTS, key=page.key("segment"))
-f3.slider("Minimum usable memory (GiB)", 0, 288, step=8, key=page.key("min_gib"))
+f3.slider("Minimum usable memory (GiB)", 0, MIN_GIB_MAX, step=MIN_GIB_STEP, key=page.key("min_gib"))
 f4.text_input("Search", key=page.key("q"), placeholder="H100, Ada, GDDR7…")
 
 rates, _ = loaders.parse_rates(st.session_state.get(loaders.RATES_KEY, ""), known=[g.id for g in setup.gpus])

@@ -52,6 +52,7 @@ resolved, stale, workload = widgets.model_and_workload(values)
 if resolved is None or stale:  # a model that failed to load is not verified with the last good one
     st.stop()
 spec = resolved.spec
+widgets.audio_share_input(page, spec)
 
 trace_ok, trace_why = trace_available()
 gpu_ok, gpu_why = cuda_available() if trace_ok else (False, "torch is not installed.")

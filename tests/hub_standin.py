@@ -41,6 +41,22 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "calculator" / "data" / "m
 
 Behaviour = Literal["normal", "gated", "forbidden", "missing", "slow", "error500"]
 
+# Faults a request can be answered with (FakeRepo.faults), as a hostile or broken server would:
+FAULTS = {
+    "stall": "accept the request and say nothing for delay_s, then close",
+    "trickle": "200 with a large Content-Length, then one byte every 0.1 s for delay_s",
+    "redirect_loop": "302 to the same URL, forever",
+    "redirect_offsite": "302 to another host (a CDN): the token must not follow",
+    "huge": "200 and an endless JSON string, 1 MiB at a time, until the client hangs up",
+    "deep": "200 and a 200,000-deep nested JSON array",
+    "garbage": "200 and an HTML page (not the Hub: a captive portal)",
+    "reset": "half a status line, then the connection is closed",
+    "bad_length": "200 with a Content-Length larger than the body, then close",
+    "status400": "HTTP 400 Bad Request",
+    "status410": "HTTP 410 Gone",
+    "status502": "HTTP 502 Bad Gateway",
+}
+
 # safetensors dtype -> bytes per element (safetensors format spec).
 DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "F8_E4M3": 1, "I8": 1, "U8": 1, "BOOL": 1}
 
@@ -62,6 +78,9 @@ class FakeRepo:
     # Branches with files of their own (e.g. a branch whose config.json adds `sliding_window`);
     # each has its own commit. Other branches in `branches` serve `files` at the main commit.
     branch_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    # Fault injection: "api" (model_info) or a file name -> how that request is answered instead
+    # (see `FAULTS`); `delay_s` is how long a stall or trickle lasts.
+    faults: dict[str, str] = field(default_factory=dict)
     # model_info fields answered as given, over the defaults below (downloads, likes, pipeline_tag,
     # lastModified, cardData, tags, ...), as the Hub's /api/models/{repo} JSON spells them.
     info: dict[str, Any] = field(default_factory=dict)
@@ -166,7 +185,10 @@ class _HubHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         self.hub.requests.append(Request(self.command, path, {k.lower(): v for k, v in self.headers.items()}))
         try:
-            if path.startswith("/api/models/"):
+            fault = self._fault_for(path)
+            if fault is not None:
+                self._inject(fault[0], fault[1], head=head)
+            elif path.startswith("/api/models/"):
                 self._model_info(path.removeprefix("/api/models/"), head=head)
             elif "/resolve/" in path:
                 repo_id, _, rest = path.lstrip("/").partition("/resolve/")
@@ -176,6 +198,68 @@ class _HubHandler(BaseHTTPRequestHandler):
                 self._send(404, b"Not Found", head=head)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout tests)
+
+    def _fault_for(self, path: str) -> tuple[str, FakeRepo] | None:
+        if path.startswith("/api/models/"):
+            repo_id, target = path.removeprefix("/api/models/").partition("/revision/")[0], "api"
+        elif "/resolve/" in path:
+            repo_id, _, rest = path.lstrip("/").partition("/resolve/")
+            target = rest.partition("/")[2]
+        else:
+            return None
+        found = self.hub.find(unquote(repo_id))
+        if found is None or unquote(target) not in found[1].faults:
+            return None
+        return found[1].faults[unquote(target)], found[1]
+
+    def _inject(self, fault: str, repo: FakeRepo, *, head: bool) -> None:
+        if fault == "stall":
+            time.sleep(repo.delay_s)
+            self.close_connection = True
+        elif fault == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**6))
+            self.end_headers()
+            until = time.monotonic() + repo.delay_s
+            while time.monotonic() < until:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.close_connection = True
+        elif fault in ("redirect_loop", "redirect_offsite"):
+            target = self.path if fault == "redirect_loop" else f"http://localhost:9/cdn{self.path}"
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif fault == "huge":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"model_type": "llama", "pad": "')
+            chunk = b"x" * 2**20
+            for _ in range(4096):  # up to 4 GiB, never held in memory
+                self.wfile.write(chunk)
+            self.close_connection = True
+        elif fault == "deep":
+            self._send(200, b"[" * 200_000 + b"]" * 200_000, head=head, content_type="application/json")
+        elif fault == "garbage":
+            self._send(200, b"<html><body>Please log in to the hotel Wi-Fi</body></html>", head=head, content_type="text/html")
+        elif fault == "reset":
+            self.wfile.write(b"HTTP/1.1 2")
+            self.wfile.flush()
+            self.close_connection = True
+        elif fault == "bad_length":
+            self.send_response(200)
+            self.send_header("Content-Length", "5000")
+            self.end_headers()
+            self.wfile.write(b'{"model_type"')
+            self.close_connection = True
+        elif fault.startswith("status"):
+            code = int(fault.removeprefix("status"))
+            self._send(code, json.dumps({"error": f"standin fault {code}"}).encode(), head=head, content_type="application/json")
+        else:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
 
     def _repo_or_error(self, repo_id: str, *, head: bool, api: bool) -> tuple[str, FakeRepo] | None:
         found = self.hub.find(repo_id)

@@ -6,7 +6,6 @@ patching `ui.loaders.resolve_model` (the loader boundary)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -16,6 +15,7 @@ from calculator.errors import GatedModelError, HubUnavailableError, MalformedCon
 from calculator.estimate import estimate
 from calculator.report import build_plan, context_sweep
 from calculator.resolve import resolve_model
+from calculator.trainers import preset_workload
 from calculator.units import GiB, format_count
 from calculator.workload import Workload
 from ui.state import DEFAULT_MODEL, MAIN_PARAMS, encode_params, main_workload, read_params, reconcile_main
@@ -108,12 +108,14 @@ def test_link_reproduces_view():
     assert at.checkbox(key="main.grad_ckpt").value is True
     assert at.radio(key="main.my_gpus").value == 2
     spec = resolve_model("Qwen/Qwen2.5-7B").spec
-    w = Workload(mode="lora", precision="bf16", context_length=8192, batch_size=2, gradient_checkpointing=True)
+    # No trainer in the link: fine-tuning assumes TRL's SFTTrainer (calculator/trainers.py), i.e. the model
+    # loaded in fp32 under bf16 autocast, the fused LM-head loss and non-reentrant checkpointing (on anyway here).
+    w = preset_workload("trl-sft", mode="lora", precision="bf16", context_length=8192, batch_size=2, gradient_checkpointing=True)
     plan = build_plan(spec, w, headroom_fraction=0.10)
     assert metric(at, "Peak VRAM") == peak_text(plan.estimate.total_bytes)
     assert metric(at, "Cheapest GPU") == f"${plan.cheapest.total_usd_per_hour:,.2f}/hr"
-    # The page writes the same link back.
-    assert at.query_params["grad_ckpt"] == "1" and at.query_params["headroom"] == "10"
+    # The page writes the link back naming its trainer; grad_ckpt=1 is TRL's own default, so it is left out.
+    assert at.query_params["trainer"] == "trl-sft" and at.query_params["headroom"] == "10" and "grad_ckpt" not in at.query_params
 
 
 def test_tampered_url_params_are_corrected_with_warnings():
@@ -268,7 +270,7 @@ def test_read_params_defaults_and_round_trip():
 @pytest.mark.parametrize(
     ("key", "raw", "expected", "noted"),
     [("context", "-5", 4096, True), ("context", "1.5", 4096, True), ("context", "8,192", 8192, False), ("batch", "abc", 1, True),
-     ("precision", "FP8", "fp8", False), ("precision", "fp7", "fp16", True), ("grad_ckpt", "maybe", False, True), ("gpu_util", "inf", 0.9, True),
+     ("precision", "FP8", "fp8", False), ("precision", "fp7", "fp16", True), ("grad_ckpt", "maybe", None, True), ("gpu_util", "inf", 0.9, True),
      ("model", "a/b/c", DEFAULT_MODEL, True), ("model", "https://evil.example/x", DEFAULT_MODEL, True), ("model", "..", DEFAULT_MODEL, True),
      ("model", "Qwen/Qwen2.5-7B@main", "Qwen/Qwen2.5-7B@main", False), ("my_gpus", "3", 1, True)],
 )
@@ -282,7 +284,8 @@ def test_reconcile_then_workload_is_valid():
     values, _ = read_params(MAIN_PARAMS, {"mode": "full", "precision": "int4", "runtime": "vllm", "parallelism": "tp"})
     fixed, notes = reconcile_main(values)
     assert len(notes) == 3
-    assert main_workload(fixed) == replace(Workload(), mode="full", precision="bf16")
+    # Full fine-tuning with no trainer named: TRL SFTTrainer's settings (calculator/trainers.py).
+    assert main_workload(fixed) == preset_workload("trl-sft", mode="full", precision="bf16")
 
 
 def test_vllm_runtime_shows_serving_capacity():

@@ -293,3 +293,21 @@ def test_sidebar_link_keeps_the_shared_setting_on_return(page: Any, app_server: 
     expect_peak(page, engine_total_bytes(DEFAULT_MODEL, precision="int4", context_length=8192))
     wait_for_query(page, precision="int4", context="8192")
     expect_no_exception(page)
+
+
+def test_similar_model_link_opens_that_model_with_the_same_setting(page: Any, app_server: StreamlitServer) -> None:
+    from playwright.sync_api import expect
+
+    open_page(page, app_server.url("/", "model=meta-llama/Llama-3.1-8B&precision=int4&context=8192"))
+    link = page.locator("[data-testid='stMain'] a").filter(has_text="Meta-Llama-3-8B-Instruct").first
+    expect(link).to_be_visible()
+    # Streamlit opens markdown links in a new tab; either way one click shows the other model's view.
+    with page.context.expect_page() as opened:
+        link.click()
+    other = opened.value
+    other.page_errors = []
+    wait_for_app(other)
+    expect(widget(other, "stTextInput", "Model id (Hugging Face)").locator("input")).to_have_value("meta-llama/Meta-Llama-3-8B-Instruct")
+    expect(selectbox(other, "Precision")).to_have_value("INT4")
+    expect_peak(other, engine_total_bytes("meta-llama/Meta-Llama-3-8B-Instruct", precision="int4", context_length=8192))
+    expect_no_exception(other)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,49 @@ def test_worker_reads_device_memory_without_nvml_through_nvidia_smi(monkeypatch)
     assert live_worker.device_used_bytes() == (1234 * MiB, "nvidia-smi")
     monkeypatch.setattr(live_worker, "_nvidia_smi", lambda field: None)
     assert live_worker.device_used_bytes() == (None, "")
+
+
+# --- the worker's own code, on the CPU ------------------------------------------------------
+
+
+TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+              "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
+
+
+@pytest.mark.trace
+def test_worker_runs_every_campaign_code_path_on_the_cpu(monkeypatch) -> None:
+    """A GPU window is too short to find a typo in: run the worker's `run()` end to end on the CPU
+    with torch.cuda's bookkeeping stubbed, for each kind of case the plan has (generate with each
+    cache, prefill, LoRA with checkpointing, full fine-tuning with fused AdamW and with AMP)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from calculator.verify import live_worker
+
+    for name, value in {"is_available": lambda: True, "init": lambda: None, "current_device": lambda: 0,
+                        "mem_get_info": lambda device=None: (60 * GiB, 80 * GiB), "get_device_name": lambda device=None: "CPU stand-in",
+                        "synchronize": lambda device=None: None, "reset_peak_memory_stats": lambda device=None: None,
+                        "max_memory_allocated": lambda device=None: 1, "max_memory_reserved": lambda device=None: 2,
+                        "memory_allocated": lambda device=None: 1, "memory_reserved": lambda device=None: 2}.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.setattr(live_worker, "_cuda_device", lambda torch: torch.device("cpu"))
+    monkeypatch.setattr(live_worker, "device_used_bytes", lambda: (100 * MiB, "nvml"))
+    cases = {
+        "generate dynamic": Workload(precision="bf16", context_length=40, generated_tokens=8, batch_size=2),
+        "generate static": Workload(precision="bf16", context_length=40, generated_tokens=8, cache_implementation="static"),
+        "generate fp8 cache": Workload(precision="bf16", context_length=40, generated_tokens=8, cache_implementation="quantized",
+                                       kv_cache_precision="fp8"),
+        "prefill eager static": Workload(precision="bf16", context_length=32, attention="eager", cache_implementation="static"),
+        "lora + checkpointing": Workload(mode="lora", precision="bf16", context_length=32, batch_size=2, gradient_checkpointing=True),
+        "full, AMP": Workload(mode="full", precision="bf16", master_weights=True, context_length=32),
+    }
+    for label, w in cases.items():
+        request = {"model_id": "tiny", "config": TINY_LLAMA, "workload": {**asdict(w), "notes": []}, "estimate_bytes": 1, "options": {}}
+        result = live_worker.run(request)
+        assert result["status"] == "ok", (label, result)
+        assert result["context_bytes"] == 0 and result["process_used_bytes"] == 0 and result["versions"]["torch"], label
+    fused = {"model_id": "tiny", "config": TINY_LLAMA, "workload": {**asdict(Workload(mode="full", precision="bf16", context_length=32)),
+                                                                     "notes": []}, "estimate_bytes": 1, "options": {"adamw_impl": "fused"}}
+    assert live_worker.run(fused)["status"] == "ok"
+    json.dumps(result)  # what the worker prints

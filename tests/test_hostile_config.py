@@ -319,3 +319,13 @@ def test_cli_catalog_model_at_main_offline() -> None:
     run = run_cli("estimate", "meta-llama/Llama-3.2-3B@main", "--offline", "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["model_source"] == "catalog"
+
+
+def test_readme_states_the_limits_in_force() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = " ".join(readme.split("### Limits on untrusted input")[1].split("\n## ")[0].split())
+    for text in (f"**{bounds.HUB_DEADLINE_S:g} s**", f"{bounds.MAX_CONFIG_BYTES // 2**20} MiB", f"{bounds.MAX_CONFIG_DEPTH} levels",
+                 f"{bounds.MAX_INDEX_BYTES // 2**20} MiB", f"{bounds.MAX_SHARDS:,} shards", f"layers {bounds.MAX_LAYERS.limit:,}",
+                 f"hidden size {bounds.MAX_HIDDEN.limit:,}", f"vocabulary {bounds.MAX_VOCAB.limit:,}", f"experts {bounds.MAX_EXPERTS.limit:,}",
+                 f"positions {bounds.MAX_POSITIONS.limit:,}", f"{bounds.MAX_MODEL_REF_CHARS:,} characters", "fingerprint"):
+        assert text in section, text

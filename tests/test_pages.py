@@ -14,6 +14,7 @@ from calculator.errors import ModelNotFoundError
 from calculator.estimate import estimate
 from calculator.pricing import data_issues
 from calculator.resolve import resolve_model
+from calculator.trainers import preset_workload
 from calculator.units import GiB
 from calculator.workload import Workload
 from ui.navigation import NAV_PAGES
@@ -99,7 +100,9 @@ def test_compare_settings_link_and_tampering():
     rows = compare_rows(at)
     assert [r["Compared"] for r in rows] == ["fp16/inference", "int4/qlora"]
     spec = resolve_model("Qwen/Qwen2.5-7B").spec
-    assert rows[1]["Peak VRAM (GiB)"] == round(estimate(spec, Workload(mode="qlora", precision="int4", context_length=2048)).total_bytes / GiB, 2)
+    # Fine-tuning rows assume TRL's SFTTrainer unless the page's trainer says otherwise (calculator/trainers.py).
+    qlora = preset_workload("trl-sft", mode="qlora", precision="int4", context_length=2048)
+    assert rows[1]["Peak VRAM (GiB)"] == round(estimate(spec, qlora).total_bytes / GiB, 2)
 
 
 def test_compare_add_suggested_model_and_unknown_model(monkeypatch):

@@ -190,7 +190,6 @@ def test_full_size_llama_inference_traces_in_seconds() -> None:
         (LLAMA, Workload(mode="full", precision="bf16", optimizer="adamw-8bit"), "8-bit AdamW"),
         (LLAMA, Workload(mode="inference", precision="bf16", runtime="vllm"), "vLLM"),
         ("google-bert/bert-base-uncased", Workload(mode="full", precision="fp32"), "encoder"),
-        ("bosonai/higgs-audio-v2-generation-3B-base", Workload(mode="inference", precision="bf16", context_length=64), "depends on tensor values"),
     ],
 )
 def test_untraceable_workloads_say_why(model_id: str, workload: Workload, words: str) -> None:

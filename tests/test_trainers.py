@@ -178,3 +178,41 @@ def test_higgs_has_no_single_lm_head_so_trl_says_it_cannot_start():
     e = estimate(HIGGS, preset_workload("trl-sft", mode="lora", precision="bf16"))
     assert e.trainer_problem and e.trainer_problem in e.notes
     assert e.workload.loss_impl == "full"  # sized as the loop that can run, and said so
+
+
+# --------------------------------------------------------------------------------------------
+# CLI, JSON and URL
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_assumes_trl_for_fine_tuning_and_explicit_flags_win(capsys):
+    import json
+
+    from calculator.cli import main
+
+    assert main(["estimate", "meta-llama/Llama-3.2-3B", "--mode", "lora", "--precision", "bf16", "--offline", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["trainer"]["name"] == "trl-sft" and data["trainer"]["loss"] == "fused-linear" and data["trainer"]["gradient_checkpointing"]
+    w = preset_workload("trl-sft", mode="lora", precision="bf16")
+    assert data["total_bytes"] == estimate(LLAMA, w).total_bytes
+    assert main(["estimate", "meta-llama/Llama-3.2-3B", "--mode", "lora", "--precision", "bf16", "--offline", "--json",
+                 "--trainer", "custom", "--no-grad-checkpointing"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_bytes"] == estimate(LLAMA, Workload(mode="lora", precision="bf16")).total_bytes  # the plain loop, unchanged
+    assert main(["estimate", "bosonai/higgs-audio-v2-generation-3B-base", "--mode", "lora", "--offline", "--json"]) == 0
+    assert "fails at its first step" in json.loads(capsys.readouterr().out)["trainer"]["problem"]
+
+
+def test_url_carries_only_what_differs_from_the_trainer():
+    from ui.state import MAIN_PARAMS, encode_params, read_params, resolve_trainer_values, trainer_relative
+
+    values, notes = read_params(MAIN_PARAMS, {"mode": "lora", "trainer": "torchtune"})
+    resolved = resolve_trainer_values(values)
+    assert notes == [] and resolved["lora_rank"] == 64 and resolved["loss"] == "chunked-output"
+    resolved["grad_ckpt"] = False  # the user turns torchtune's checkpointing off
+    url, always = trainer_relative(resolved)
+    assert always == ("trainer",)
+    encoded = encode_params(MAIN_PARAMS, url, always=("mode", *always))
+    assert encoded == {"mode": "lora", "trainer": "torchtune", "grad_ckpt": "0"}
+    again, _ = read_params(MAIN_PARAMS, encoded)
+    assert resolve_trainer_values(again) == resolved  # the link reproduces the view

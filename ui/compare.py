@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
+from calculator.catalog import catalog_model_ids, find_catalog_entry
+from calculator.errors import CalculatorError
 from calculator.estimate import Estimate
 from calculator.pricing import GPUConfiguration
+from calculator.resolve import resolve_catalog
 from calculator.spec import ModelSpec
 
 # Setting strings on the Compare page: "precision/mode", e.g. "int4/qlora".
@@ -29,16 +33,41 @@ def family(spec: ModelSpec) -> str:
     return spec.model_type or spec.model_id.split("/")[-1].split("-")[0].lower()
 
 
-def similar_models(spec: ModelSpec, candidates: Sequence[ModelSpec], *, limit: int = 5, exclude: Sequence[str] = ()) -> list[ModelSpec]:
-    """Catalog models like `spec`: the same family first, then the closest in parameter count
-    (distance = |log(params ratio)|, so 2x larger and 2x smaller are equally far)."""
+def similar_models(spec: ModelSpec, candidates: Sequence[ModelSpec], *, limit: int = 5, exclude: Sequence[str] = (),
+                   task_of: Callable[[str], str | None] | None = None) -> list[ModelSpec]:
+    """Catalog models like `spec`: the same family first, then the same task (`task_of(model_id)`,
+    e.g. the catalog's pipeline task), then the closest in parameter count (distance =
+    |log(params ratio)|, so 2x larger and 2x smaller are equally far)."""
     skip = {spec.model_id.lower(), *(e.lower() for e in exclude)}
     base = max(spec.num_params, 1)
+    task = task_of(spec.model_id) if task_of else None
 
-    def key(c: ModelSpec) -> tuple[int, float, str]:
-        return (0 if family(c) == family(spec) else 1, abs(math.log(max(c.num_params, 1) / base)), c.model_id.lower())
+    def key(c: ModelSpec) -> tuple[int, int, float, str]:
+        same_task = task is not None and task_of is not None and task_of(c.model_id) == task
+        return (0 if family(c) == family(spec) else 1, 0 if same_task else 1, abs(math.log(max(c.num_params, 1) / base)), c.model_id.lower())
 
     return sorted((c for c in candidates if c.model_id.lower() not in skip), key=key)[:limit]
+
+
+@cache
+def catalog_specs() -> tuple[ModelSpec, ...]:
+    """Every bundled catalog model's spec (read once per process: the catalog ships with the code and
+    is the same for every user). A catalog entry that does not resolve is left out."""
+    specs = []
+    for model_id in catalog_model_ids():
+        try:
+            found = resolve_catalog(model_id)
+        except CalculatorError:
+            continue
+        if found is not None:
+            specs.append(found.spec)
+    return tuple(specs)
+
+
+def catalog_task(model_id: str) -> str | None:
+    """The catalog's task of a model ("text-generation", "text-to-speech", ...); None outside the catalog."""
+    entry = find_catalog_entry(model_id)
+    return entry.task if entry else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

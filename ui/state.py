@@ -26,17 +26,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from calculator.gpus import load_gpus
+from calculator.trainers import DEFAULT_TRAINER
 from calculator.units import PRECISIONS
+from calculator.vllm import CURRENT_VLLM_VERSION, VLLM_VERSIONS
 from calculator.workload import (
     ATTENTION_IMPLS,
+    CACHE_IMPLEMENTATIONS,
+    CPU_OFFLOADS,
+    KERNELS,
     LORA_TARGETS,
+    LOSS_IMPLS,
     MAX_BATCH_SIZE,
     MAX_CONTEXT_TOKENS,
     MAX_LORA_RANK,
     MODES,
     OPTIMIZERS,
+    PACKINGS,
     PARALLELISMS,
+    PEFT_METHODS,
     QUANT_METHODS,
+    TRAINER_NAMES,
     Workload,
 )
 
@@ -131,6 +140,8 @@ class Param:
         return text, ""
 
     def format(self, value: Any) -> str:
+        if value is None and self.name in TRAINER_KEYS:
+            return "the trainer's default"
         if value is None or value == "":
             return "nothing"
         if self.kind == "bool":
@@ -189,11 +200,20 @@ def encode_params(params: Sequence[Param], values: Mapping[str, Any], *, always:
 # --------------------------------------------------------------------------------------------
 
 DEFAULT_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
+# URL parameter -> the Workload field a trainer preset decides.
+TRAINER_KEYS: dict[str, str] = {
+    "optimizer": "optimizer", "grad_ckpt": "gradient_checkpointing", "master_weights": "master_weights", "lora_rank": "lora_rank",
+    "lora_targets": "lora_targets", "adapter_precision": "adapter_precision", "loss": "loss_impl", "ckpt_every": "checkpoint_every",
+    "offload": "activation_offload", "opt_in_bwd": "optimizer_in_backward", "fused_opt": "fused_optimizer",
+    "paged_opt": "paged_optimizer", "norm_kernel": "norm_kernel", "mlp_kernel": "mlp_kernel", "packing": "packing",
+}
 KV_DTYPES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp8", "int8", "int4", "fp32")
 RUNTIMES: tuple[str, ...] = ("transformers", "vllm")
 ADAPTER_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 GPU_COUNT_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
 MAX_GPUS_INPUT = 64
+
+VLLM_VERSION_CHOICES: tuple[str, ...] = tuple(VLLM_VERSIONS)
 
 MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="model", label="model id", default=DEFAULT_MODEL, kind="str", check=model_id_problem),
@@ -201,24 +221,74 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="mode", label="mode", default="inference", kind="choice", choices=MODES),
     Param(name="context", label="context length", default=4096, kind="int", low=1, high=MAX_CONTEXT_TOKENS),
     Param(name="batch", label="batch size", default=1, kind="int", low=1, high=MAX_BATCH_SIZE),
-    Param(name="optimizer", label="optimizer", default="adamw", kind="choice", choices=OPTIMIZERS),
-    Param(name="grad_ckpt", label="gradient checkpointing", default=False, kind="bool"),
-    Param(name="master_weights", label="fp32 master weights", default=False, kind="bool"),
-    Param(name="lora_rank", label="LoRA rank", default=16, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
-    Param(name="lora_targets", label="LoRA targets", default="all-linear", kind="choice", choices=LORA_TARGETS),
-    Param(name="adapter_precision", label="adapter precision", default="fp32", kind="choice", choices=ADAPTER_PRECISIONS),
+    # Settings a trainer preset decides (calculator/trainers.py): default None = the trainer's value,
+    # so a link carries only what differs from its trainer (`trainer_relative`).
+    Param(name="trainer", label="trainer", default=DEFAULT_TRAINER, kind="choice", choices=TRAINER_NAMES),
+    Param(name="optimizer", label="optimizer", default=None, kind="choice", choices=OPTIMIZERS),
+    Param(name="grad_ckpt", label="gradient checkpointing", default=None, kind="bool"),
+    Param(name="master_weights", label="fp32 weights (autocast)", default=None, kind="bool"),
+    Param(name="lora_rank", label="LoRA rank", default=None, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
+    Param(name="lora_targets", label="LoRA targets", default=None, kind="choice", choices=LORA_TARGETS),
+    Param(name="adapter_precision", label="adapter precision", default=None, kind="choice", choices=ADAPTER_PRECISIONS),
+    Param(name="loss", label="loss implementation", default=None, kind="choice", choices=LOSS_IMPLS),
+    Param(name="ckpt_every", label="checkpoint every k-th layer", default=None, kind="int", low=1, high=1024),
+    Param(name="offload", label="activation offloading", default=None, kind="bool"),
+    Param(name="opt_in_bwd", label="optimizer step in backward", default=None, kind="bool"),
+    Param(name="fused_opt", label="fused AdamW", default=None, kind="bool"),
+    Param(name="paged_opt", label="paged optimizer", default=None, kind="bool"),
+    Param(name="norm_kernel", label="RMSNorm kernel", default=None, kind="choice", choices=KERNELS),
+    Param(name="mlp_kernel", label="SwiGLU kernel", default=None, kind="choice", choices=KERNELS),
+    Param(name="packing", label="packing", default=None, kind="choice", choices=PACKINGS),
+    Param(name="peft", label="PEFT method", default="lora", kind="choice", choices=PEFT_METHODS),
+    Param(name="cpu_offload", label="CPU offload (ZeRO/FSDP)", default="none", kind="choice", choices=CPU_OFFLOADS),
+    Param(name="trained_frac", label="trained token fraction", default=1.0, kind="float", low=0.01, high=1.0),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
+    Param(name="cache", label="generate cache", default="dynamic", kind="choice", choices=CACHE_IMPLEMENTATIONS),
     Param(name="attention", label="attention implementation", default="sdpa", kind="choice", choices=ATTENTION_IMPLS),
     Param(name="runtime", label="runtime", default="transformers", kind="choice", choices=RUNTIMES),
     Param(name="gpu_util", label="vLLM gpu_memory_utilization", default=0.9, kind="float", low=0.05, high=1.0),
+    Param(name="vllm_version", label="vLLM version", default=CURRENT_VLLM_VERSION, kind="choice", choices=VLLM_VERSION_CHOICES),
+    Param(name="max_num_seqs", label="vLLM --max-num-seqs (0 = vLLM's default)", default=0, kind="int", low=0, high=MAX_BATCH_SIZE),
+    Param(name="max_batched", label="vLLM --max-num-batched-tokens (0 = vLLM's default)", default=0, kind="int", low=0, high=MAX_CONTEXT_TOKENS),
+    Param(name="eager", label="vLLM --enforce-eager", default=False, kind="bool"),
     Param(name="gpus", label="number of GPUs", default=1, kind="int", low=1, high=MAX_GPUS_INPUT),
     Param(name="parallelism", label="parallelism", default="auto", kind="choice", choices=PARALLELISMS),
     Param(name="headroom", label="headroom %", default=0, kind="int", low=0, high=100),
     Param(name="quant", label="quantization method", default="auto", kind="choice", choices=QUANT_METHODS),
     Param(name="my_gpu", label="your GPU", default="rtx-4090", kind="choice", choices=tuple(g.id for g in load_gpus())),
     Param(name="my_gpus", label="how many of your GPU", default=1, kind="choice", choices=GPU_COUNT_CHOICES),
+    Param(name="audio_share", label="audio-token share", default=0.0, kind="float", low=0.0, high=1.0),
 )
 MAIN_ALWAYS: tuple[str, ...] = ("model", "precision", "mode", "context", "batch")
+
+
+def trainer_defaults(trainer: str, mode: str) -> dict[str, Any]:
+    """URL parameter -> the value `trainer`'s preset gives it for `mode`."""
+    from calculator.trainers import preset_settings
+
+    settings = preset_settings(trainer if trainer in TRAINER_NAMES else DEFAULT_TRAINER, mode)
+    return {name: settings[field] for name, field in TRAINER_KEYS.items()}
+
+
+def resolve_trainer_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill each trainer-decided setting left at None with the trainer's value."""
+    v = dict(values)
+    preset = trainer_defaults(v.get("trainer", DEFAULT_TRAINER), v.get("mode", "inference"))
+    for name, value in preset.items():
+        if v.get(name) is None:
+            v[name] = value
+    return v
+
+
+def trainer_relative(values: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """(values for the URL, extra keys always written): settings equal to the trainer's become None
+    (left out of the link), and a fine-tuning view always names its trainer."""
+    v = dict(values)
+    preset = trainer_defaults(v.get("trainer", DEFAULT_TRAINER), v.get("mode", "inference"))
+    for name, value in preset.items():
+        if v.get(name) == value:
+            v[name] = None
+    return v, (("trainer",) if v.get("mode", "inference") != "inference" else ())
 TRAINING_PARALLELISMS = ("auto", "ddp", "zero1", "zero2", "zero3", "fsdp")
 INFERENCE_PARALLELISMS = ("auto", "tp")
 
@@ -244,6 +314,13 @@ def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     if training and v["parallelism"] not in TRAINING_PARALLELISMS:
         notes.append(f"{v['parallelism']} is an inference split; training uses auto (FSDP on several GPUs).")
         v["parallelism"] = "auto"
+    if v.get("cache", "dynamic") != "dynamic" and (training or v["runtime"] != "transformers"):
+        why = "training keeps no cache" if training else "vLLM pages its own"
+        notes.append(f"The {v['cache']} cache is transformers generate's; {why}, so it was set to dynamic.")
+        v["cache"] = "dynamic"
+    if v.get("cache") == "quantized" and v["kv_dtype"] not in ("auto", "int4", "int8", "fp8"):
+        notes.append(f"transformers' quantized cache stores int4, int8 or fp8, not {v['kv_dtype']}: KV-cache precision changed to int4.")
+        v["kv_dtype"] = "int4"
     if not training and v["parallelism"] not in INFERENCE_PARALLELISMS:
         notes.append(f"{v['parallelism']} shards training state; inference uses auto (tensor parallel on several GPUs).")
         v["parallelism"] = "auto"
@@ -251,14 +328,30 @@ def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
 
 
 def main_workload(values: Mapping[str, Any]) -> Workload:
-    """The engine's workload for reconciled main-page values (raises InvalidWorkloadError if still invalid)."""
+    """The engine's workload for reconciled main-page values (raises InvalidWorkloadError if still invalid).
+    Trainer-decided settings left at None take the trainer's values."""
+    values = resolve_trainer_values(values)
     return Workload(
+        trainer=values["trainer"],
+        loss_impl=values["loss"],
+        checkpoint_every=int(values["ckpt_every"]),
+        activation_offload=bool(values["offload"]),
+        optimizer_in_backward=bool(values["opt_in_bwd"]),
+        fused_optimizer=bool(values["fused_opt"]),
+        paged_optimizer=bool(values["paged_opt"]),
+        norm_kernel=values["norm_kernel"],
+        mlp_kernel=values["mlp_kernel"],
+        packing=values["packing"],
+        peft_method=values["peft"],
+        cpu_offload=values["cpu_offload"],
+        trained_token_fraction=float(values["trained_frac"]),
         mode=values["mode"],
         precision=values["precision"],
         quant_method=values["quant"],
         context_length=int(values["context"]),
         batch_size=int(values["batch"]),
         kv_cache_precision=None if values["kv_dtype"] == "auto" else values["kv_dtype"],
+        cache_implementation=values.get("cache", "dynamic"),
         attention=values["attention"],
         gradient_checkpointing=bool(values["grad_ckpt"]),
         optimizer=values["optimizer"],
@@ -268,8 +361,13 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         adapter_precision=values["adapter_precision"],
         runtime=values["runtime"],
         gpu_memory_utilization=float(values["gpu_util"]),
+        vllm_version="" if values.get("vllm_version", CURRENT_VLLM_VERSION) == CURRENT_VLLM_VERSION else values["vllm_version"],
+        max_num_seqs=int(values.get("max_num_seqs", 0)) or None,
+        max_num_batched_tokens=int(values.get("max_batched", 0)) or None,
+        enforce_eager=bool(values.get("eager", False)),
         num_gpus=int(values["gpus"]),
         parallelism=values["parallelism"],
+        audio_token_share=float(values.get("audio_share", 0.0)),
     )
 
 
@@ -287,6 +385,12 @@ class PageState:
         self.by_name = {p.name: p for p in self.params}
         self.always = tuple(always)
         self._mirror = f"_url_state.{page}"
+
+    def _url_values(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """What the link carries: trainer-decided settings relative to the page's trainer."""
+        if "trainer" in self.by_name:
+            return trainer_relative(values)
+        return dict(values), ()
 
     def key(self, name: str) -> str:
         return f"{self.page}.{name}"
@@ -331,7 +435,8 @@ class PageState:
 
         values = self.values()
         st.session_state[self._mirror] = values
-        wanted = encode_params(self.params, values, always=self.always) | dict(extra or {})
+        url_values, always = self._url_values(values)
+        wanted = encode_params(self.params, url_values, always=self.always + always) | dict(extra or {})
         current = {k: st.query_params.get(k) for k in st.query_params}
         if current != wanted:
             st.query_params.from_dict(wanted)
@@ -340,7 +445,8 @@ class PageState:
         """The query string of a link that reproduces this view."""
         from urllib.parse import urlencode
 
-        return urlencode(encode_params(self.params, self.values(), always=self.always) | dict(extra or {}), safe="/,:@")
+        url_values, always = self._url_values(self.values())
+        return urlencode(encode_params(self.params, url_values, always=self.always + always) | dict(extra or {}), safe="/,:@")
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,6 +471,7 @@ COMPARE_PARAMS: tuple[Param, ...] = (
     Param(name="mode", label="mode", default="inference", kind="choice", choices=MODES),
     Param(name="context", label="context length", default=4096, kind="int", low=1, high=MAX_CONTEXT_TOKENS),
     Param(name="batch", label="batch size", default=1, kind="int", low=1, high=MAX_BATCH_SIZE),
+    Param(name="trainer", label="trainer", default=DEFAULT_TRAINER, kind="choice", choices=TRAINER_NAMES),
 )
 
 
@@ -388,10 +495,15 @@ def _search_problem(value: str) -> str:
     return "" if len(value) <= 60 and all(c.isalnum() or c in " -_." for c in value) else "search text (letters, digits, spaces, '-', '_', '.')"
 
 
+# The GPUs page's memory slider: 0-288 GiB in steps of 8 (the largest bundled GPU has 285 GiB usable).
+# The URL parameter has the same bound, so a link can never hold a value the slider refuses.
+MIN_GIB_MAX = 288
+MIN_GIB_STEP = 8
+
 GPU_PARAMS: tuple[Param, ...] = (
     Param(name="vendor", label="vendor", default=(), kind="list", check=_vendor_problem),
     Param(name="segment", label="segment", default=(), kind="list", check=_segment_problem),
-    Param(name="min_gib", label="minimum usable GiB", default=0, kind="int", low=0, high=512),
+    Param(name="min_gib", label="minimum usable GiB", default=0, kind="int", low=0, high=MIN_GIB_MAX),
     Param(name="q", label="search", default="", kind="str", check=_search_problem),
     Param(name="gpu", label="GPU", default="h100-sxm", kind="choice", choices=tuple(g.id for g in load_gpus())),
 )

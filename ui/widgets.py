@@ -22,8 +22,9 @@ from calculator.facts import ModelFacts, facts_line, facts_provenance
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
+from calculator.spec import ModelSpec
 from calculator.units import GB, GiB, format_bytes, format_count
-from calculator.workload import ATTENTION_IMPLS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
+from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 from . import loaders, text
 from .state import (
@@ -32,10 +33,14 @@ from .state import (
     KV_DTYPES,
     MAX_GPUS_INPUT,
     RUNTIMES,
+    TRAINER_KEYS,
+    VLLM_VERSION_CHOICES,
     PageState,
     main_workload,
     model_id_problem,
     reconcile_main,
+    resolve_trainer_values,
+    trainer_defaults,
 )
 
 CSS = """
@@ -77,11 +82,29 @@ def load_workload_page(page: PageState) -> tuple[dict, list[str], list[str]]:
     and write the corrected state back to the URL. Returns (values, URL notes, corrections)."""
     url_notes = page.load() + loaders.load_shared_from_url()
     values, fixes = reconcile_main(page.values())
+    if "trainer" in page.by_name:
+        values = _follow_trainer(page, values)
     for name, value in values.items():
         if value != page.get(name):
             page.set(name, value)
     page.write_url(extra=loaders.shared_url_params())
     return values, url_notes, fixes
+
+
+def _follow_trainer(page: PageState, values: dict) -> dict:
+    """Settings the trainer decides: None (not in the link) -> the trainer's value; and when the
+    trainer or the mode changed since the last run, every setting still at the old preset's value
+    follows the new one (a preset is a starting point; what the user changed stays)."""
+    basis_key = f"_trainer_basis.{page.page}"
+    basis = (values["trainer"], values["mode"])
+    old = st.session_state.get(basis_key)
+    if old is not None and old != basis:
+        before, after = trainer_defaults(*old), trainer_defaults(*basis)
+        for name in TRAINER_KEYS:
+            if values.get(name) == before[name]:
+                values[name] = after[name]
+    st.session_state[basis_key] = basis
+    return resolve_trainer_values(values)
 
 
 def _pick_catalog_model(page: PageState) -> None:
@@ -120,25 +143,44 @@ def workload_inputs(page: PageState) -> None:
                     help="Tokens per sequence: prompt plus generated tokens (or the training sequence length).")
     c4.number_input("Batch size", min_value=1, max_value=100_000, step=1, key=page.key("batch"),
                     help="Sequences processed together (per GPU when training is sharded).")
+    if page.get("mode") != "inference":
+        trainer_inputs(page)
     with st.expander("Advanced", expanded=False):
         a1, a2, a3, a4 = st.columns(4)
         with a1:
             st.markdown("**Training**")
             st.selectbox("Optimizer", OPTIMIZERS, key=page.key("optimizer"))
             st.checkbox("Gradient checkpointing", key=page.key("grad_ckpt"))
-            st.checkbox("FP32 master weights", key=page.key("master_weights"))
+            st.checkbox("FP32 weights (autocast)", key=page.key("master_weights"),
+                        help="Model loaded in fp32 and trained under bf16/fp16 autocast: TRL's default for a model id "
+                             "(off = model_init_kwargs={'dtype': 'bfloat16'}). Full fine-tuning keeps fp32 master weights and states.")
         with a2:
             st.markdown("**LoRA**")
             st.number_input("LoRA rank", min_value=1, max_value=4096, step=8, key=page.key("lora_rank"))
-            st.selectbox("LoRA targets", LORA_TARGETS, key=page.key("lora_targets"))
+            st.selectbox("LoRA targets", LORA_TARGETS, key=page.key("lora_targets"),
+                         help="all-linear (peft: every linear but the output layer; MoE experts and router too), attention only, "
+                              "attention + dense/shared MLP, MLP only, or q and v.")
             st.selectbox("Adapter precision", ADAPTER_PRECISIONS, key=page.key("adapter_precision"))
         with a3:
             st.markdown("**Runtime**")
             st.selectbox("KV-cache precision", KV_DTYPES, key=page.key("kv_dtype"), help="auto = same as the compute precision.")
+            st.selectbox("Generate cache", CACHE_IMPLEMENTATIONS, key=page.key("cache"),
+                         help="transformers generate's cache_implementation: dynamic grows with the text; static preallocates "
+                              "the whole context at the first forward; quantized stores K/V at the KV-cache precision (auto/int4: "
+                              "4-bit quanto/HQQ; int8: HQQ; fp8) and dequantizes one layer at a time.")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
+            not_vllm = page.get("runtime") != "vllm"
             st.slider("vLLM gpu_memory_utilization", min_value=0.05, max_value=1.0, step=0.05, key=page.key("gpu_util"),
-                      disabled=page.get("runtime") != "vllm")
+                      disabled=not_vllm)
+            st.selectbox("vLLM version", VLLM_VERSION_CHOICES, key=page.key("vllm_version"), disabled=not_vllm,
+                         help="The release whose start-up budget is modelled (profile, sampler, CUDA graphs; calculator/vllm.py).")
+            st.number_input("vLLM --max-num-seqs (0 = default)", min_value=0, max_value=100_000, step=64, key=page.key("max_num_seqs"),
+                            disabled=not_vllm, help="0: vLLM's default for the GPU (1,024 on >= 70 GiB cards other than A100, else 256).")
+            st.number_input("vLLM --max-num-batched-tokens (0 = default)", min_value=0, max_value=10_000_000, step=1024,
+                            key=page.key("max_batched"), disabled=not_vllm,
+                            help="The profiled batch. 0: vLLM's default (8,192 on >= 70 GiB cards other than A100, else 2,048).")
+            st.checkbox("vLLM --enforce-eager (no CUDA graphs)", key=page.key("eager"), disabled=not_vllm)
             st.selectbox("Quantization method", QUANT_METHODS, key=page.key("quant"),
                          help="auto: NF4 for int4, LLM.int8 for int8, per-channel fp8 for fp8, or the checkpoint's own quantization_config.")
         with a4:
@@ -148,6 +190,48 @@ def workload_inputs(page: PageState) -> None:
                          help="auto: tensor parallel for inference, FSDP for training. tp is inference only; ddp/zero/fsdp are training only.")
             st.slider("Headroom for production traffic (%)", min_value=0, max_value=100, step=5, key=page.key("headroom"),
                       help="The ranking only counts GPUs whose usable memory covers the peak plus this margin.")
+
+
+def trainer_inputs(page: PageState) -> None:
+    """The trainer preset and every memory saver it sets, each adjustable (calculator/trainers.py
+    cites the framework code of each default)."""
+    from calculator.trainers import PRESETS
+    from calculator.workload import CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
+
+    t1, t2 = st.columns([2, 5])
+    t1.selectbox("Trainer", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
+                 help="The training loop whose defaults fill the settings below; each stays adjustable.")
+    preset = PRESETS[page.get("trainer")]
+    t2.caption(f"Assumes **{preset.label}** defaults ({preset.source}). A preset is a starting point: change any setting below.")
+    with st.expander("Trainer settings (memory savers)", expanded=False):
+        s1, s2, s3, s4 = st.columns(4)
+        s1.selectbox("Loss", LOSS_IMPLS, key=page.key("loss"),
+                     help="full fp32 logits (transformers), torchtune chunked output CE, TRL's fused LM head, Liger/Unsloth fused linear CE.")
+        s1.slider("Trained token fraction", min_value=0.01, max_value=1.0, step=0.01, key=page.key("trained_frac"),
+                  help="Share of tokens with a label (completion-only / assistant-only loss); fused heads score only those.")
+        s2.number_input("Checkpoint every k-th layer", min_value=1, max_value=1024, step=1, key=page.key("ckpt_every"))
+        s2.checkbox("Activation offloading to CPU", key=page.key("offload"))
+        s2.selectbox("Packing", PACKINGS, key=page.key("packing"))
+        s3.checkbox("Optimizer step in backward", key=page.key("opt_in_bwd"))
+        s3.checkbox("Fused AdamW", key=page.key("fused_opt"))
+        s3.checkbox("Paged optimizer", key=page.key("paged_opt"))
+        s3.selectbox("CPU offload (ZeRO/FSDP)", CPU_OFFLOADS, key=page.key("cpu_offload"))
+        s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=page.get("mode") not in ("lora", "qlora"))
+        s4.selectbox("RMSNorm kernel", KERNELS, key=page.key("norm_kernel"))
+        s4.selectbox("SwiGLU kernel", KERNELS, key=page.key("mlp_kernel"))
+
+
+def audio_share_input(page: PageState, spec: ModelSpec) -> None:
+    """The audio-token share, shown only for a model whose layers route tokens between a text and
+    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    if not spec.dual_ffn:
+        return
+    st.slider(
+        "Audio tokens in the prompt (DualFFN share)", min_value=0.0, max_value=1.0, step=0.05, key=page.key("audio_share"),
+        help="This model's layers hold a text FFN and an audio FFN and send each token to one of them. The share of prompt "
+        "(or training) tokens that are audio, e.g. reference audio for voice cloning, sets how many tokens each FFN processes "
+        "at once; generated tokens are audio. The trace on the Verification page uses the same share.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +333,24 @@ def pinned_model_param(resolved: ResolvedModel) -> dict[str, str]:
     return {"model": f"{resolved.spec.model_id}@{resolved.sha}"} if resolved.sha else {}
 
 
+def similar_models_section(page: PageState, spec: ModelSpec, *, extra: dict[str, str]) -> None:
+    """Links to catalog models like this one (same family, then task, then size: `ui.compare.similar_models`,
+    as on Compare); each opens the main page for that model with every other input of this view."""
+    from .compare import catalog_specs, catalog_task, family, similar_models
+
+    suggestions = similar_models(spec, catalog_specs(), task_of=catalog_task)
+    if not suggestions:
+        return
+    st.header("Similar models")
+    st.caption(f"From the bundled catalog: the same family as {spec.model_id} first, then the same task, then the closest in size. "
+               "Each link opens that model with your other settings.")
+    cols = st.columns(len(suggestions))
+    for col, other in zip(cols, suggestions, strict=True):
+        link = f"./?{page.share_query(extra={**extra, 'model': other.model_id})}"
+        details = " · ".join(p for p in (f"{format_count(other.num_params)} params", family(other), catalog_task(other.model_id)) if p)
+        col.markdown(f"**[{other.model_id.split('/')[-1]}]({link})**  \n{other.model_id.split('/')[0]} · {details}")
+
+
 def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
     w = est.workload
     name = est.spec.model_id.split("/")[-1]
@@ -327,8 +429,11 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
         speed = report.throughput_for(plan, c) if plan is not None and c.fits else None
         serving = report.serving_for(plan, c) if plan is not None else None
         vllm = {
+            "vLLM starts": "yes" if serving.starts else "no",
+            "vLLM KV tokens": serving.kv_tokens if serving.starts else None,
             "vLLM sequences at once": serving.max_concurrent_sequences,
             "vLLM max context at batch": serving.max_context_at_batch,
+            "vllm serve (or the smallest change that starts it)": serving.command if serving.starts or serving.fix is None else serving.fix.command,
         } if serving else {}
         rows.append({
             "Rank": i,
@@ -373,3 +478,23 @@ def fit_limits_frame(limits: Sequence[Any], *, context: int, batch: int) -> pd.D
 
 def gpu_count_choices() -> tuple[int, ...]:
     return GPU_COUNT_CHOICES
+
+
+def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *, limit: int = 8) -> None:
+    """"Will `vllm serve` start?" for the first ranked configurations: the answer, the KV tokens and
+    concurrency it gets, and the command line to run (or the smallest flag change that starts it)."""
+    context = plan.estimate.workload.context_length
+    for c in configs[:limit]:
+        serving = report.serving_for(plan, c)
+        if serving is None:
+            return
+        if serving.starts:
+            st.markdown(f"**{c.count}× {c.gpu.name}** starts: {serving.kv_tokens:,} KV tokens, "
+                        f"{serving.max_concurrency:.2f}× concurrency at {context:,} tokens per request.")
+            st.code(serving.command, language="bash")
+        else:
+            st.markdown(f"**{c.count}× {c.gpu.name}** does not start: {serving.reason}.")
+            if serving.fix is not None:
+                st.markdown(f"Smallest change: {serving.fix.description} → {serving.fix.kv_tokens:,} KV tokens, "
+                            f"{serving.fix.max_concurrency:.2f}× concurrency.")
+                st.code(serving.fix.command, language="bash")

@@ -33,13 +33,14 @@ from torch import nn
 from torch._subclasses.fake_tensor import (
     DataDependentOutputException,
     DynamicOutputShapeException,
-    FakeTensorMode,
     UnsupportedOperatorException,
 )
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 
 from ..spec import ModelSpec, model_spec_from_config
 from ..workload import Workload
+from . import routing
+from .inputs import next_step_inputs, token_inputs, training_labels
 from .trace import CATEGORIES, TraceResult, TraceUnsupportedError
 
 _CATEGORY_OF = {
@@ -272,7 +273,9 @@ def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: fl
     tracker = _PhaseTracker(deadline, max_seconds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with FakeTensorMode(), _transformers_patches():
+        # FakeTensorMode with a ShapeEnv, and ValueShadow on top of it: data-dependent routing
+        # (boolean-mask indexing, nonzero) reads the real values of token ids and masks (routing.py).
+        with routing.fake_mode(), routing.ValueShadow() as shadow, _transformers_patches():
             model = _build(model_cls, hf_config, param_dtype, attn, notes)
             try:
                 if w.is_training:
@@ -284,6 +287,11 @@ def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: fl
                     f"{model_id or spec.model_type}: the model runs an operation whose output shape depends on tensor values "
                     f"({e.func if hasattr(e, 'func') else e}), which fake tensors cannot evaluate; use the analytic estimate."
                 ) from e
+            if shadow.balanced_topk_calls:
+                notes.append(
+                    f"Router top-k choices ({shadow.balanced_topk_calls} calls) were given balanced routing: each expert receives "
+                    "tokens x top_k / experts tokens, as the estimate assumes."
+                )
             num_params = sum(p.numel() for p in model.parameters())
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return TraceResult(
@@ -307,7 +315,7 @@ def _build(model_cls: Any, hf_config: Any, dtype: torch.dtype, attn: str, notes:
     def build(implementation: str) -> nn.Module:
         if model_cls.__name__.startswith("Auto"):
             return model_cls.from_config(hf_config, dtype=dtype, attn_implementation=implementation)
-        return model_cls._from_config(hf_config, dtype=dtype, attn_implementation=implementation)
+        return model_cls._from_config(hf_config, dtype=dtype, attn_implementation=implementation, **_head_kwargs(model_cls, notes))
 
     try:
         return build(attn)
@@ -320,6 +328,24 @@ def _build(model_cls: Any, hf_config: Any, dtype: torch.dtype, attn: str, notes:
         "[batch, heads, seq, seq] scores (a GPU run with a flash kernel that supports it would not)."
     )
     return build("eager")
+
+
+def _head_kwargs(model_cls: Any, notes: list[str]) -> dict[str, Any]:
+    """Constructor options that build every head the checkpoint holds. transformers'
+    HiggsAudioV2ForConditionalGeneration (5.24) builds its text LM head only with
+    `use_text_head=True` and otherwise ignores the checkpoint's `text_lm_head.weight`
+    (`_keys_to_ignore_on_load_unexpected`); boson-ai's own engine loads it, and the estimate counts it."""
+    import inspect
+
+    try:
+        params = inspect.signature(model_cls.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    if "use_text_head" in params:
+        notes.append("Built with use_text_head=True: the checkpoint's text LM head is loaded, as boson-ai's serving engine does "
+                     "(transformers' default drops it).")
+        return {"use_text_head": True}
+    return {}
 
 
 def _storage_bytes(*tensors: torch.Tensor | None) -> int:
@@ -349,6 +375,27 @@ def _extend_cache(cache: Any, extra_tokens: int) -> None:
         v = values.new_zeros(values.shape[0], values.shape[1], extra_tokens, values.shape[3])
         cache.update(k, v, idx)
         del k, v
+
+
+def _generate_cache(model: nn.Module, w: Workload, notes: list[str]) -> Any:
+    """The cache `generate(cache_implementation=...)` would build (transformers 5.24
+    `_prepare_cache_for_generation`): a StaticCache for prompt + new - 1 tokens, or the pure-torch
+    fp8 QuantizedCache. quanto and HQQ run kernels that fake tensors cannot execute."""
+    from transformers import QuantizedCache, StaticCache
+
+    from ..memory import quantized_kv_nbits, static_cache_len
+
+    if w.cache_implementation == "static":
+        length = static_cache_len(w.context_length, w.generated_tokens)
+        notes.append(f"StaticCache(max_cache_len={length}) as generate builds it (max_length - 1).")
+        return StaticCache(config=model.config, max_cache_len=length)
+    if quantized_kv_nbits(w.kv_cache_precision) != "fp8":
+        raise TraceUnsupportedError(
+            "The quanto / HQQ quantized caches run their own kernels, which do not execute on fake tensors; trace the fp8 "
+            "backend (--kv-precision fp8) or a static/dynamic cache, and use the analytic estimate for int4/int8."
+        )
+    notes.append('QuantizedCache(backend="fp8") as generate builds it for cache_implementation="quantized".')
+    return QuantizedCache(backend="fp8", config=model.config)
 
 
 def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, notes: list[str]) -> dict[str, Any]:
@@ -382,24 +429,26 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         prompt = w.prompt_tokens if w.generated_tokens else w.context_length
         tracker.reset_mod_stats()
         tracker.set_phase("prefill")
-        ids = torch.randint(0, vocab, (b, prompt))
-        tracker.mark_inputs(ids)
-        cache = DynamicCache(config=model.config)
+        inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
+        tracker.mark_inputs(*inputs.values())
+        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else DynamicCache(config=model.config)
 
-        def greedy_step(input_ids, cache):
+        def greedy_step(inputs, cache):
             """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
             copy of the last logits generate() makes, freed once the next token is picked."""
-            out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            out = model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
-            return next_logits.argmax(-1, keepdim=True)
+            return next_step_inputs(model, next_logits, b)
 
-        next_ids = greedy_step(ids, cache)
+        next_ids = greedy_step(inputs, cache)
         kv_bytes = _cache_bytes(cache)
         decode_steps = w.generated_tokens - 1  # forward calls after prefill
         if decode_steps >= 1:
             for step in (1, decode_steps) if decode_steps >= 2 else (1,):
                 if step == decode_steps and step > 1:
+                    if w.cache_implementation == "static":
+                        break  # preallocated: the last step holds what step 1 holds
                     tracker.set_phase(None)
                     _extend_cache(cache, decode_steps - 2)
                 tracker.reset_mod_stats()
@@ -494,12 +543,12 @@ def _run_training(
         nonlocal resident
         tracker.reset_mod_stats()
         tracker.set_phase("forward" if measured else None)
-        ids = torch.randint(0, spec.vocab_size, (b, seq))
-        labels = ids.clone()
-        tracker.mark_inputs(ids, labels)
+        inputs = token_inputs(model, spec, w, b, seq, notes=notes if measured else None)
+        labels = training_labels(model, inputs)
+        tracker.mark_inputs(*inputs.values(), *labels.values())
         autocast = torch.autocast("cpu", dtype=compute_dtype) if master else contextlib.nullcontext()
         with autocast:
-            out = model(input_ids=ids, labels=labels, use_cache=False)
+            out = model(**inputs, **labels, use_cache=False)
         loss = out.loss
         if not w.keep_logits:
             del out

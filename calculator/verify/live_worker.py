@@ -112,6 +112,11 @@ def stack_versions(torch: Any) -> dict[str, str]:
     return versions
 
 
+def _cuda_device(torch: Any) -> Any:
+    """The device the run uses (a seam: the CPU smoke test of tests/test_gpu_campaign.py replaces it)."""
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def run(request: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -127,7 +132,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     started = time.monotonic()
     used_before, instrument = device_used_bytes()  # before this process has a CUDA context
-    device = torch.device("cuda", torch.cuda.current_device())
+    device = _cuda_device(torch)
     torch.cuda.init()
     free, total = torch.cuda.mem_get_info(device)  # needs the context: from here on it exists
     used_after, _ = device_used_bytes() if instrument else (None, "")
@@ -216,6 +221,8 @@ def _lora(model: Any, spec: Any, w: Any, notes: list[str]) -> Any:
 def _infer(model: Any, spec: Any, w: Any, device: Any, measure: Any) -> None:
     import torch
 
+    from . import _harness
+
     model.eval()
     model.requires_grad_(False)
     b = w.batch_size
@@ -227,11 +234,26 @@ def _infer(model: Any, spec: Any, w: Any, device: Any, measure: Any) -> None:
         elif w.generated_tokens:
             ids = torch.randint(0, spec.vocab_size, (b, w.prompt_tokens), device=device)
             model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=w.generated_tokens, min_new_tokens=w.generated_tokens,
-                           do_sample=False, pad_token_id=0)
+                           do_sample=False, pad_token_id=0, **_cache_kwargs(w))
         else:
             ids = torch.randint(0, spec.vocab_size, (b, w.context_length), device=device)
-            model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            extra = {"cache": _harness._generate_cache(model, w, [])} if w.cache_implementation != "dynamic" else {}
+            model(input_ids=ids, use_cache=True, logits_to_keep=1, **extra)
         measure()
+
+
+def _cache_kwargs(w: Any) -> dict[str, Any]:
+    """generate()'s arguments for the workload's cache (transformers 5.24 `_prepare_cache_for_generation`):
+    static, or quantized with the backend the KV precision means (quanto 4-bit, HQQ 8-bit, fp8)."""
+    from ..memory import quantized_kv_nbits
+
+    if w.cache_implementation == "static":
+        return {"cache_implementation": "static"}
+    if w.cache_implementation == "quantized":
+        nbits = quantized_kv_nbits(w.kv_cache_precision)
+        config = {"backend": "fp8"} if nbits == "fp8" else {"backend": "quanto" if nbits == 4 else "hqq", "nbits": nbits}
+        return {"cache_implementation": "quantized", "cache_config": config}
+    return {}
 
 
 def _train(model: Any, spec: Any, w: Any, compute_dtype: Any, master: bool, device: Any, measure: Any, *, adamw_impl: str = "foreach") -> None:
@@ -254,7 +276,7 @@ def _train(model: Any, spec: Any, w: Any, compute_dtype: Any, master: bool, devi
 
     def step() -> None:
         ids = torch.randint(0, spec.vocab_size, (w.batch_size, w.context_length), device=device)
-        autocast = torch.autocast("cuda", dtype=compute_dtype) if master else contextlib.nullcontext()
+        autocast = torch.autocast(device.type, dtype=compute_dtype) if master else contextlib.nullcontext()
         with autocast:
             out = model(input_ids=ids, labels=ids, use_cache=False)
         loss = out.loss
