@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     level.add_argument("--live", action="store_true", help="run on the local GPU with random weights and measure")
     ver.add_argument("--timeout", type=_bounded(1.0, 86_400.0), default=600.0, help="seconds before the verification run is stopped (default 600)")
     sub.add_parser("catalog", help="list the bundled models (work offline)")
+    est.add_argument("--profile", action="store_true",
+                     help="for architectures outside the analytic families: trace a sized-down copy (torch; ~1 min, cached) for activations/KV")
+    prof = sub.add_parser("profile", help="make (or show the cached) trace profile of a model: per-layer memory terms fitted from traces")
+    _add_workload_options(prof)
+    prof.add_argument("--timeout", type=_bounded(1.0, 86_400.0), default=300.0, help="seconds before profiling is stopped (default 300)")
     return parser
 
 
@@ -238,6 +243,10 @@ def _text_report(data: dict[str, Any]) -> str:
                     f = c["vllm_fix"]
                     lines.append(f"      smallest change: {f['description']} -> {f['kv_tokens']:,} KV tokens, {f['max_concurrency']:.2f}x")
                     lines.append(f"      {f['command']}")
+            sg = c.get("sglang")
+            if sg:
+                state = f"{sg['max_total_num_tokens']:,} KV tokens ({sg['max_concurrency']:.2f}x)" if sg["starts"] else f"does not start: {sg['reason']}"
+                lines.append(f"      SGLang {sg['version']}: mem_fraction_static {sg['mem_fraction_static']:.3f}, {state}")
     for note in data.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -250,7 +259,13 @@ def _estimate(args: argparse.Namespace) -> int:
     workload = workload_from_args(args)
     resolved = resolve_model(args.model, offline=args.offline)
     prices = provider_price_book(tuple(args.provider)) if args.provider else None
-    plan = build_plan(resolved.spec, workload, headroom_fraction=args.headroom, prices=prices)
+    spec = resolved.spec
+    if args.profile and spec.counted_by == "inventory":
+        from .profile import with_profile
+
+        print("making a trace profile of a sized-down copy (about a minute; cached afterwards)...", file=sys.stderr)
+        spec = with_profile(spec, workload)
+    plan = build_plan(spec, workload, headroom_fraction=args.headroom, prices=prices)
     data = estimate_to_dict(plan)
     data["model_source"] = resolved.source
     data["model_source_detail"] = resolved.detail
@@ -273,6 +288,26 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from .profile import get_profile, kind_labels, settings_for
+    from .resolve import resolve_model
+
+    workload = workload_from_args(args)
+    resolved = resolve_model(args.model, offline=args.offline)
+    profile = get_profile(resolved.spec.raw_config, settings_for(workload), max_seconds=args.timeout,
+                          on_progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(profile.to_json(), indent=2))
+        return 0
+    print(f"{args.model}: profile of {profile.model_type} ({', '.join(kind_labels(profile))}), traced at depths "
+          f"{', '.join(map(str, profile.traced_depths))} in {profile.seconds:.0f} s")
+    for key, err in sorted(profile.check_error_pct.items()):
+        print(f"  held-out point {key}: {err:+.2f}% of the phase peak")
+    for note in profile.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def _catalog(_: argparse.Namespace) -> int:
     from .catalog import catalog_entries
 
@@ -285,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"estimate": _estimate, "verify": _verify, "catalog": _catalog}[args.command](args)
+        return {"estimate": _estimate, "verify": _verify, "catalog": _catalog, "profile": _profile}[args.command](args)
     except CalculatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -407,21 +407,6 @@ def _fit_kv(obs: list[tuple[str, int, int, float]], order: Sequence[str], window
     return ComponentFit(per_kind=tuple(per_kind))
 
 
-def _windows(config: Mapping[str, Any], order: Sequence[str]) -> dict[str, int]:
-    text = config
-    for key in ("text_config", "llm_config", "language_config", "thinker_config"):
-        if isinstance(config.get(key), Mapping):
-            text = config[key]
-            break
-    window = text.get("sliding_window") or text.get("attention_chunk_size")
-    out = {}
-    for k in order:
-        cache_type = k.split("|")[1] if "|" in k else ""
-        if isinstance(window, int) and window > 0 and ("sliding" in cache_type or "chunked" in cache_type):
-            out[k] = window
-    return out
-
-
 def _short(kind: str) -> str:
     """A readable kind label: layer class and cache type."""
     parts = kind.split("|")
@@ -447,7 +432,11 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     order = list(dict.fromkeys(full_kinds))
     depths = choose_depths(full_kinds, max_depth)
     notes: list[str] = []
-    windows = _windows(config, order)
+    windows: dict[str, int] = {}
+    points, check_point, scale = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
+    if scale < 1:
+        notes.append(f"Traced at 1/{round(1 / scale)} of the usual lengths (up to {max(s for _, s in points):,} tokens) to stay within "
+                     f"{max_seconds:g} s: this model's reference kernels run token by token on CPU.")
     all_points = [*points, *([check_point] if check_point else [])]
     fits: dict[str, ComponentFit] = {}
     checks: dict[str, float] = {}
@@ -480,6 +469,9 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
                         act_obs.setdefault(phase, []).append((counts, r.batch, s, float(comp["activations"])))
                         if mode != "inference":
                             grad_obs.setdefault(phase, []).append((counts, r.batch, s, float(comp["gradients"])))
+                    for kind, window in zip(kinds, r.windows, strict=False):
+                        if window:
+                            windows[kind] = window
                     for phase, per_layer in r.kv_by_layer.items():
                         s = r.context if phase == "decode" else r.length
                         for kind, y in zip(kinds, per_layer, strict=False):
@@ -524,6 +516,32 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
         seconds=time.monotonic() - started,
         notes=tuple(notes),
     )
+
+
+def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Sequence[tuple[int, int]], check: tuple[int, int] | None,
+                 max_seconds: float, modes: Sequence[str]) -> tuple[list[tuple[int, int]], tuple[int, int] | None, float]:
+    """Shorter points for models whose trace time grows with tokens (Mamba's reference selective
+    scan loops over the sequence: 2 layers x 256 tokens took 27 s on one CPU core). Two probe points
+    give seconds per token; the lengths are halved until the plan fits half the time budget."""
+    from .verify.compare import cut_config
+    from .verify.profile_trace import run_points
+
+    probe, _, _ = run_points(cut_config(config, depths[0]), mode="inference", points=[(1, 32), (1, 96)],
+                             deadline=time.monotonic() + max_seconds / 4)
+    per_token = max((probe[1].seconds - probe[0].seconds) / 64, 0.0) / max(depths[0], 1)
+    weight = sum({"inference": 1.0}.get(m, 3.0) for m in modes)  # a training step costs ~3 forwards
+    layers = sum(depths)
+    tokens = sum(b * s for b, s in [*points, *([check] if check else [])])
+    scale = 1.0
+    while scale > 1 / 64 and per_token * weight * layers * tokens * scale > max_seconds / 2:
+        scale /= 2
+    if scale == 1.0:
+        return list(points), check, 1.0
+
+    def shrink(p: tuple[int, int]) -> tuple[int, int]:
+        return p[0], max(int(p[1] * scale), 8)
+
+    return [shrink(p) for p in points], (shrink(check) if check else None), scale
 
 
 def _fill_missing(fits: dict[str, ComponentFit], missing: Sequence[str]) -> dict[str, ComponentFit]:
@@ -620,6 +638,35 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
         if name in measured:
             out[label] = with_profile(backward, measured[name], grads=mode == "full")
     return out, tuple(notes)
+
+
+NO_PROFILE_NOTE = (
+    "This architecture is counted from transformers' inventory, but its activations, KV cache / state and logits come from the "
+    "analytic formulas of a Llama-like decoder: a guess for it. A trace profile measures them from transformers' own code "
+    f"(`python -m calculator profile <model>`, or the app's first view of the model; needs torch + transformers: {INSTALL_HINT})."
+)
+
+
+def with_cached_profile(spec: Any) -> Any:
+    """`spec` with the profile already made for its config (local cache or shipped), if any; never traces."""
+    from dataclasses import replace
+
+    if getattr(spec, "profile", None) is not None or not spec.raw_config:
+        return spec
+    hit = cached_profile(spec.raw_config)
+    return replace(spec, profile=hit) if hit is not None else spec
+
+
+def with_profile(spec: Any, workload: Any = None, *, max_seconds: float = DEFAULT_SECONDS,
+                 on_progress: Callable[[str], None] | None = None) -> Any:
+    """`spec` with its profile for `workload`'s settings: cached, shipped, or traced now (torch)."""
+    from dataclasses import replace
+
+    settings = settings_for(workload) if workload is not None else default_settings()
+    current = getattr(spec, "profile", None)
+    if current is not None and dict(current.settings) == settings:
+        return spec
+    return replace(spec, profile=get_profile(spec.raw_config, settings, max_seconds=max_seconds, on_progress=on_progress))
 
 
 def counted_from(spec: Any) -> str:

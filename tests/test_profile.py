@@ -93,3 +93,33 @@ def test_profile_of_2_layer_copy_matches_direct_trace_off_the_fit_points() -> No
         assert any("trace profile" in n for n in est.notes)
         # Within 0.5% of the trace's tensor peak (the weights come from the spec, the rest from the profile).
         assert est.torch_allocated_bytes == pytest.approx(measured.peak_bytes, rel=0.005), w.mode
+
+
+@pytest.mark.trace
+def test_mamba2_state_is_the_cache_class_size_and_does_not_grow() -> None:
+    """Mamba2's per-layer state, read from transformers' cache, against a hand derivation.
+
+    transformers 5.24 `cache_utils.LinearAttentionLayer.lazy_initialization` allocates
+    conv_states[0] = zeros(batch, conv_dim, conv_kernel) in the conv input's dtype and
+    recurrent_states[0] = zeros_like(final SSM state); `modeling_mamba2.Mamba2Mixer` sets
+    conv_dim = intermediate + 2 x n_groups x state_size, and its reference chunked scan
+    (`torch_chunk_scan`, hidden_states.float()) returns the final state in fp32.
+    Mamba2Config() defaults: hidden 4096, expand 2 (intermediate 8192), 128 heads x head_dim 64,
+    state_size 128, n_groups 8, conv_kernel 4. Per sequence and layer, in bf16:
+      conv  = (8192 + 2 x 8 x 128) x 4 x 2 B   =    81,920
+      ssm   = 128 x 64 x 128 x 4 B             = 4,194,304
+      total                                     = 4,276,224
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import Mamba2Config
+
+    from calculator.verify.compare import cut_config
+    from calculator.verify.profile_trace import run_points
+
+    cfg = cut_config(Mamba2Config().to_dict(), 2)
+    results, _, kinds = run_points(cfg, mode="inference", points=[(2, 24)], generated=3)
+    assert len(kinds) == 2 and all("linear_attention" in k for k in kinds)
+    for r in results:
+        # Same bytes after the prompt and after decoding: the state does not grow with the context.
+        assert r.kv_by_layer["prefill"] == r.kv_by_layer["decode"] == (4_276_224 * r.batch,) * 2

@@ -20,6 +20,8 @@ come from transformers' config object, so architectures outside the analytic fam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import time
 import warnings
 from collections import Counter
@@ -55,6 +57,8 @@ class PointResult:
     context: int  # decode: cache positions at the last step
     phases: dict[str, dict[str, int]]
     kv_by_layer: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    windows: tuple[int, ...] = ()  # per cache layer: positions kept at most (0: all)
+    seconds: float = 0.0
 
 
 class _ProfileTracker(_harness._PhaseTracker):
@@ -159,6 +163,16 @@ def cache_layer_bytes(cache: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+def cache_layer_windows(cache: Any) -> tuple[int, ...]:
+    """Positions each cache layer keeps at most (0: unbounded). `DynamicSlidingWindowLayer` keeps
+    the last `sliding_window - 1` tokens between steps (cache_utils.py, transformers 5.24, `update`)."""
+    out = []
+    for layer in getattr(cache, "layers", []):
+        window = getattr(layer, "sliding_window", None)
+        out.append(max(int(window) - 1, 1) if isinstance(window, int) and window > 0 else 0)
+    return tuple(out)
+
+
 def _split(tracker: _ProfileTracker, phase: str, kv: int) -> dict[str, int]:
     split = tracker.phase_split.get(phase, {})
     act = sum(int(split.get(c, 0)) for c in _NOT_WEIGHTS)
@@ -171,7 +185,6 @@ def _fake_errors() -> tuple[type[BaseException], ...]:
 
 def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, causal: bool, batch: int, length: int, generated: int) -> PointResult:
     """One generate(): prefill `length` tokens, then decode steps 1 and `generated` - 1 (cache grown between)."""
-    from transformers import DynamicCache
 
     with torch.no_grad(), tracker:
         if not causal:
@@ -186,11 +199,12 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
         tracker.set_phase("prefill")
         ids = torch.randint(0, vocab, (batch, length))
         tracker.mark_inputs(ids)
-        cache = DynamicCache(config=model.config)
+        cache = _cache_class()(config=model.config)
 
         def greedy_step(input_ids: torch.Tensor) -> torch.Tensor:
             tracker.reset_mod_stats()
             out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            cache.seen_tokens += input_ids.shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
             return next_logits.argmax(-1, keepdim=True)
@@ -206,9 +220,36 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             next_ids = greedy_step(next_ids)
             tracker.set_phase(None)
         kv_decode = cache_layer_bytes(cache)
+        windows = cache_layer_windows(cache)
     phases = {"prefill": _split(tracker, "prefill", sum(kv_prefill)), "decode": _split(tracker, "decode", sum(kv_decode))}
     return PointResult(batch=batch, length=length, context=length + generated - 1, phases=phases,
-                       kv_by_layer={"prefill": kv_prefill, "decode": kv_decode})
+                       kv_by_layer={"prefill": kv_prefill, "decode": kv_decode}, windows=windows)
+
+
+@functools.cache
+def _cache_class() -> type:
+    """transformers' DynamicCache, able to say its length when a sized-down copy kept only
+    linear-attention layers (Jamba's first four layers are Mamba): `Cache.get_seq_length` reads it
+    from the first attention layer and raises when there is none (cache_utils.py, transformers
+    5.24). The full model always has one; the copy answers with the tokens it has seen."""
+    from transformers import DynamicCache
+
+    class _ProfileCache(DynamicCache):
+        seen_tokens = 0
+
+        def get_seq_length(self, layer_idx: int = 0) -> int:
+            try:
+                return super().get_seq_length(layer_idx)
+            except ValueError:
+                return self.seen_tokens
+
+        def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+            try:
+                return super().get_mask_sizes(query_length, layer_idx)
+            except ValueError:
+                return query_length + self.seen_tokens, 0
+
+    return _ProfileCache
 
 
 def _grow_cache(cache: Any, extra: int) -> None:
@@ -216,6 +257,7 @@ def _grow_cache(cache: Any, extra: int) -> None:
     states do not grow. Sliding layers keep their window (`DynamicSlidingWindowLayer.update`)."""
     if extra <= 0:
         return
+    cache.seen_tokens += extra
     for layer in cache.layers:
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if not isinstance(keys, torch.Tensor) or keys.numel() == 0 or keys.dim() != 4:
@@ -356,7 +398,9 @@ def run_points(
                     for b, s in points:
                         tracker.phase_split.clear()
                         tracker.phase_peaks.clear()
-                        results.append(_inference_point(model, tracker, vocab, causal, b, s, generated))
+                        t0 = time.monotonic()
+                        r = _inference_point(model, tracker, vocab, causal, b, s, generated)
+                        results.append(dataclasses.replace(r, seconds=time.monotonic() - t0))
                         if on_progress:
                             on_progress(f"inference b={b} s={s}")
                 else:
