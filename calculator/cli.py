@@ -243,6 +243,10 @@ def _text_report(data: dict[str, Any]) -> str:
                     f = c["vllm_fix"]
                     lines.append(f"      smallest change: {f['description']} -> {f['kv_tokens']:,} KV tokens, {f['max_concurrency']:.2f}x")
                     lines.append(f"      {f['command']}")
+            sg = c.get("sglang")
+            if sg:
+                state = f"{sg['max_total_num_tokens']:,} KV tokens ({sg['max_concurrency']:.2f}x)" if sg["starts"] else f"does not start: {sg['reason']}"
+                lines.append(f"      SGLang {sg['version']}: mem_fraction_static {sg['mem_fraction_static']:.3f}, {state}")
     for note in data.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

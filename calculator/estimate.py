@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from . import memory, parallelism
+from . import memory, parallelism, speech
 from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
@@ -62,6 +62,7 @@ class Breakdown:
     optimizer_bytes: int = 0
     master_weights_bytes: int = 0
     adapters_bytes: int = 0
+    speech_codec_bytes: int = 0  # a TTS model's audio codec, loaded next to it for inference (calculator/speech.py)
     allocator_reserve_bytes: int = 0
     cuda_context_bytes: int = 0
 
@@ -70,6 +71,7 @@ class Breakdown:
         return (
             self.weights_bytes + self.kv_cache_bytes + self.activations_bytes + self.logits_bytes
             + self.gradients_bytes + self.optimizer_bytes + self.master_weights_bytes + self.adapters_bytes
+            + self.speech_codec_bytes
         )
 
     @property
@@ -95,6 +97,7 @@ COMPONENT_LABELS: dict[str, str] = {
     "optimizer": "Optimizer states",
     "master_weights": "FP32 master weights",
     "adapters": "LoRA adapters (+grads, states)",
+    "speech_codec": "Audio codec (TTS)",
     "allocator_reserve": "Allocator cache",
     "cuda_context": "CUDA context",
 }
@@ -423,6 +426,21 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     return phases, adapter_params, host_act
 
 
+def _speech_notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, codec: speech.SpeechCodec | None) -> tuple[str, ...]:
+    if codec is None:
+        if not w.is_training and speech.generates_audio_codes(spec.raw_config) and w.runtime == "vllm":
+            return ("Text-to-speech: the audio codec that turns the generated codes into a waveform is not counted for vLLM; "
+                    "leave room for it outside gpu_memory_utilization.",)
+        return ()
+    static = speech.engine_static_cache_bytes(spec, compute_bytes=fmt.compute_bytes)
+    return (
+        speech.codec_note(spec, codec),
+        f"boson-ai's own HiggsAudioServeEngine instead pre-allocates static KV caches of 1,024 + 4,096 + 8,192 positions for "
+        f"{2 * spec.num_hidden_layers if spec.dual_ffn else spec.num_hidden_layers} layer slots ({static / 2**30:.2f} GiB at batch 1) "
+        "and captures CUDA graphs for each; this estimate sizes transformers' generate() with a cache that grows with the context.",
+    )
+
+
 def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tuple[str, ...]:
     notes = list(spec.notes) + list(w.notes)
     if fmt.from_checkpoint:
@@ -546,6 +564,9 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
 
     # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
     sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
+    codec = speech.speech_codec(spec) if not workload.is_training and workload.runtime == "transformers" else None
+    if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
+        sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
     host_bytes = host_act
     if workload.is_training and workload.cpu_offload != "none":
         layer_bytes = weights // max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
@@ -576,7 +597,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy) + profile_notes,
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec),
         host_bytes=host_bytes,
         trainer_problem=trainer_problem,
     )

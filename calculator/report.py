@@ -275,6 +275,7 @@ def _config_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
         "vllm_max_concurrent_sequences": serving.max_concurrent_sequences if serving else None,
         "vllm_max_context_at_batch": serving.max_context_at_batch if serving else None,
         **_vllm_start_dict(serving),
+        "sglang": _sglang_dict(plan, c) if serving is not None else None,
         "decode_tokens_per_s_per_sequence": round(speed.decode.per_sequence_tokens_per_s, 1) if speed else None,
         "decode_tokens_per_s_total": round(speed.decode.aggregate_tokens_per_s, 1) if speed else None,
         "prefill_tokens_per_s": round(speed.prefill_tokens_per_s) if speed and speed.prefill_tokens_per_s else None,
@@ -310,4 +311,20 @@ def _vllm_start_dict(serving: ServingCapacity | None) -> dict[str, Any]:
             "kind": fix.kind, "description": fix.description, "command": fix.command,
             "kv_tokens": fix.kv_tokens, "max_concurrency": round(fix.max_concurrency, 2),
         } if fix else None,
+    }
+
+
+def _sglang_dict(plan: Plan, c: GPUConfiguration) -> dict[str, Any]:
+    """SGLang's answer for the same configuration (`calculator.sglang`, SGLang 0.5.23 defaults)."""
+    from .sglang import SGLANG_VERSION, sglang_budget
+
+    w = replace(plan.estimate.workload, num_gpus=c.count, parallelism="auto")
+    b = sglang_budget(plan.estimate.spec, w, gpu_usable_bytes=c.gpu.usable_bytes, nvlink=c.gpu.nvlink == "yes",
+                      datacenter=c.gpu.segment.startswith("datacenter"))
+    return {
+        "version": SGLANG_VERSION, "starts": b.starts, "reason": b.reason or None,
+        "mem_fraction_static": b.mem_fraction_static, "chunked_prefill_size": b.chunked_prefill_size,
+        "cuda_graph_max_bs_decode": b.decode_max_bs, "kv_pool_bytes": b.kv_pool_bytes,
+        "max_total_num_tokens": b.max_total_num_tokens, "max_concurrency": round(b.max_concurrency, 2),
+        "activation_headroom_ok": b.headroom_ok, "command": b.command,
     }

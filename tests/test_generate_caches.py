@@ -164,18 +164,22 @@ def test_url_param_and_reconcile() -> None:
     assert fixed["cache"] == "dynamic" and "set to dynamic" in notes[-1]
     fixed, notes = reconcile_main({**read_params(MAIN_PARAMS, {"cache": "quantized", "kv_dtype": "fp16"})[0]})
     assert fixed["kv_dtype"] == "int4" and "int4" in notes[-1]
+    # generated tokens: part of the context, clamped to it; training ignores them
+    fixed, notes = reconcile_main(read_params(MAIN_PARAMS, {"gen": "9000", "context": "4096", "cache": "static"})[0])
+    assert main_workload(fixed).generated_tokens == 4095 and "using 4,095" in notes[0]
+    fixed, _ = reconcile_main(read_params(MAIN_PARAMS, {"gen": "512", "mode": "lora", "precision": "bf16"})[0])
+    assert main_workload(fixed).generated_tokens == 0
 
 
 def test_main_page_cache_widget(fresh_streamlit_caches) -> None:
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file("../app.py", default_timeout=60)
-    at.query_params["cache"] = "quantized"
-    at.query_params["precision"] = "bf16"
+    at.query_params.update({"cache": "quantized", "precision": "bf16", "gen": "3000"})
     at.run()
     assert not at.exception
-    assert at.selectbox(key="main.cache").value == "quantized"
-    assert at.query_params["cache"] == "quantized"
+    assert at.selectbox(key="main.cache").value == "quantized" and at.number_input(key="main.gen").value == 3000
+    assert at.query_params["cache"] == "quantized" and at.query_params["gen"] == "3000"
 
 
 # --- the trace -------------------------------------------------------------------------------

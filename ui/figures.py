@@ -26,6 +26,7 @@ COMPONENT_COLOURS: dict[str, str] = {
     "optimizer": "#56B4E9",
     "master_weights": "#F0E442",
     "adapters": "#8C564B",
+    "speech_codec": "#9467BD",
     "allocator_reserve": "#A0A0A0",
     "cuda_context": "#5A5A5A",
 }

@@ -244,6 +244,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="trained_frac", label="trained token fraction", default=1.0, kind="float", low=0.01, high=1.0),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
     Param(name="cache", label="generate cache", default="dynamic", kind="choice", choices=CACHE_IMPLEMENTATIONS),
+    Param(name="gen", label="generated tokens", default=0, kind="int", low=0, high=MAX_CONTEXT_TOKENS - 1),
     Param(name="attention", label="attention implementation", default="sdpa", kind="choice", choices=ATTENTION_IMPLS),
     Param(name="runtime", label="runtime", default="transformers", kind="choice", choices=RUNTIMES),
     Param(name="gpu_util", label="vLLM gpu_memory_utilization", default=0.9, kind="float", low=0.05, high=1.0),
@@ -314,6 +315,10 @@ def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     if training and v["parallelism"] not in TRAINING_PARALLELISMS:
         notes.append(f"{v['parallelism']} is an inference split; training uses auto (FSDP on several GPUs).")
         v["parallelism"] = "auto"
+    if int(v.get("gen", 0)) >= int(v["context"]) and int(v.get("gen", 0)) > 0:
+        notes.append(f"{int(v['gen']):,} generated tokens do not fit a {int(v['context']):,}-token context (prompt + generated): "
+                     f"using {int(v['context']) - 1:,}.")
+        v["gen"] = int(v["context"]) - 1
     if v.get("cache", "dynamic") != "dynamic" and (training or v["runtime"] != "transformers"):
         why = "training keeps no cache" if training else "vLLM pages its own"
         notes.append(f"The {v['cache']} cache is transformers generate's; {why}, so it was set to dynamic.")
@@ -352,6 +357,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         batch_size=int(values["batch"]),
         kv_cache_precision=None if values["kv_dtype"] == "auto" else values["kv_dtype"],
         cache_implementation=values.get("cache", "dynamic"),
+        generated_tokens=0 if values["mode"] != "inference" else int(values.get("gen", 0)),
         attention=values["attention"],
         gradient_checkpointing=bool(values["grad_ckpt"]),
         optimizer=values["optimizer"],

@@ -15,6 +15,8 @@ COMPONENT_HELP: dict[str, str] = {
     "optimizer": "AdamW keeps two running statistics per trainable parameter (8-bit AdamW stores them in one byte each; SGD keeps none).",
     "master_weights": "An fp32 copy of the weights that mixed-precision training updates, then casts back to 16-bit.",
     "adapters": "LoRA's small trainable matrices with their gradients and optimizer states: tiny next to the frozen base model.",
+    "speech_codec": "A text-to-speech model emits audio codes; the serving stack also loads the audio codec (audio tokenizer) on the GPU "
+    "to decode them into a waveform and to encode reference audio for voice cloning.",
     "allocator_reserve": "PyTorch's caching allocator keeps freed blocks for reuse and rounds sizes up, so it reserves a little more than "
     "the tensors need (`torch.cuda.memory_reserved` minus `memory_allocated`).",
     "cuda_context": "The CUDA runtime, cuBLAS/cuDNN workspaces and loaded kernels: memory the process holds outside PyTorch's allocator. "

@@ -168,6 +168,9 @@ def workload_inputs(page: PageState) -> None:
                          help="transformers generate's cache_implementation: dynamic grows with the text; static preallocates "
                               "the whole context at the first forward; quantized stores K/V at the KV-cache precision (auto/int4: "
                               "4-bit quanto/HQQ; int8: HQQ; fp8) and dequantizes one layer at a time.")
+            st.number_input("Generated tokens (of the context)", min_value=0, max_value=10_000_000 - 1, step=256, key=page.key("gen"),
+                            help="Inference: how many of the context's tokens generate() produces. 0 sizes one forward over the "
+                                 "whole context; otherwise the prompt is the rest (a static cache is preallocated at its prefill).")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
             not_vllm = page.get("runtime") != "vllm"

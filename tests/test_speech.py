@@ -1,0 +1,61 @@
+"""Text-to-speech models: the audio codec the serving stack loads next to the model (calculator/speech.py)."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from calculator import speech
+from calculator.estimate import estimate
+from calculator.resolve import resolve_model
+from calculator.workload import Workload
+
+HIGGS = "bosonai/higgs-audio-v2-generation-3B-base"
+# (200,343,777 parameters + 1,056,776 buffer elements) x 4 bytes (fp32) = 805,602,212
+CODEC_BYTES = 805_602_212
+
+
+def spec_of(model_id: str):
+    return resolve_model(model_id, offline=True).spec
+
+
+def test_tts_is_read_from_the_config_not_the_name() -> None:
+    assert speech.generates_audio_codes(spec_of(HIGGS).raw_config)
+    for text_model in ("meta-llama/Llama-3.2-3B", "google-bert/bert-base-uncased", "openai/gpt-oss-20b"):
+        assert not speech.generates_audio_codes(spec_of(text_model).raw_config)
+        assert speech.speech_codec(spec_of(text_model)) is None
+    # The original higgs schema names the same facts differently.
+    assert speech.generates_audio_codes({"audio_num_codebooks": 8, "audio_codebook_size": 1024, "audio_out_token_idx": 128016})
+    assert not speech.generates_audio_codes({"num_codebooks": 8, "codebook_size": 1024})  # no audio token: not a speech LM
+
+
+def test_higgs_codec_size() -> None:
+    codec = speech.speech_codec(spec_of(HIGGS))
+    assert codec is not None and codec.repo == "bosonai/higgs-audio-v2-tokenizer"
+    assert codec.weight_bytes == CODEC_BYTES
+    assert codec.frames_per_second == 25 and codec.sample_rate == 24_000
+
+
+def test_inference_estimate_carries_the_codec_training_does_not() -> None:
+    spec = spec_of(HIGGS)
+    est = estimate(spec, Workload(precision="bf16", context_length=2048))
+    assert est.breakdown.speech_codec_bytes == CODEC_BYTES
+    assert est.breakdown.torch_allocated_bytes == sum(v for k, v in est.breakdown.as_dict().items() if k not in ("allocator_reserve", "cuda_context"))
+    assert any("audio codec bosonai/higgs-audio-v2-tokenizer" in n for n in est.notes)
+    assert estimate(spec, Workload(mode="lora", precision="bf16", context_length=2048)).breakdown.speech_codec_bytes == 0
+    vllm = estimate(spec, Workload(precision="bf16", context_length=2048, runtime="vllm"))
+    assert vllm.breakdown.speech_codec_bytes == 0 and any("not counted for vLLM" in n for n in vllm.notes)
+
+
+def test_boson_engine_static_caches() -> None:
+    """56 layer slots (28 layers + 28 DualFFN layers) x (1,024 + 4,096 + 8,192 = 13,312 positions)
+    x 2 (K, V) x 8 KV heads x 128 x 2 bytes = 3,053,453,312."""
+    assert speech.engine_static_cache_bytes(spec_of(HIGGS), compute_bytes=2) == 3_053_453_312
+
+
+@pytest.mark.usefixtures("fresh_streamlit_caches")
+def test_main_page_shows_the_codec_row() -> None:
+    at = AppTest.from_file("../app.py", default_timeout=120).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert "Audio codec (TTS)" in set(table["Component"])
