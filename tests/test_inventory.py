@@ -11,7 +11,6 @@ import pytest
 
 from calculator import memory
 from calculator.catalog import catalog_config, catalog_entries, find_catalog_entry
-from calculator.errors import UnsupportedArchitectureError
 from calculator.spec import model_spec_from_config
 
 pytestmark = pytest.mark.trace
@@ -111,14 +110,6 @@ def test_encoder_decoder_builds_whole_model():
     assert spec.architecture == "BartForConditionalGeneration" and spec.is_encoder_decoder
 
 
-def test_without_torch_one_line_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(inventory, "transformers_available", lambda: False)
-    with pytest.raises(UnsupportedArchitectureError) as err:
-        model_spec_from_config("org/vlm", {"model_type": "mllama", "text_config": {"model_type": "mllama_text_model"}})
-    message = str(err.value)
-    assert "\n" not in message and "'mllama'" in message and "requirements-dev.txt" in message
-
-
 def test_inventory_round_trips_through_json():
     inv = inventory.build_inventory({"model_type": "mixtral", "num_hidden_layers": 1})
     again = inventory.ModelInventory.from_json(inventory.ModelInventory.to_json(inv))
@@ -146,3 +137,36 @@ def test_lora_all_linear_is_what_peft_adapts(model_type):
     assert memory.lora_params(spec, plan) == _peft_trainable(config)
     experts_adapted = any(g.role == "expert" and plan.adapts(g) for g in spec.linears)
     assert experts_adapted == (model_type in ("mixtral", "qwen3_moe"))
+    # The torch-free analytic path knows the same from calculator/data/architectures.json.
+    full = inventory.hf_config(config).to_dict()
+    analytic = model_spec_from_config(model_type, full, use_inventory=False)
+    analytic_plan = memory.AdapterPlan(names=memory.lora_target_names(analytic, "all-linear"), rank=8, adapter_bytes=4)
+    assert memory.lora_params(analytic, analytic_plan) == memory.lora_params(spec, plan)
+
+
+def test_architecture_data_matches_installed_transformers():
+    import json
+    from importlib import resources
+
+    import peft
+    import transformers
+
+    data = json.loads(resources.files("calculator.data").joinpath("architectures.json").read_text(encoding="utf-8"))
+    assert (data["transformers_version"], data["peft_version"]) == (transformers.__version__, peft.__version__), (
+        "regenerate calculator/data/architectures.json: python benchmarks/architecture_data.py"
+    )
+
+
+def test_multimodal_config_counts_its_towers():
+    llama = catalog_config(find_catalog_entry("meta-llama/Llama-3.2-3B"))
+    config = {"model_type": "llava", "text_config": _shrunk(llama), "vision_config": {"model_type": "clip_vision_model"}}
+    spec = model_spec_from_config("org/llava-like", config)
+    text_only = model_spec_from_config("org/llava-like", config, use_inventory=False)
+    assert spec.counted_by == "inventory" and spec.architecture == "LlavaForConditionalGeneration"
+    # CLIPVisionConfig defaults are ViT-B/32 at 224 px: class embedding 768, patch conv 3 x 32 x 32 x 768
+    # = 2,359,296 (no bias), 50 positions x 768 = 38,400, pre/post LayerNorm 2 x 1,536, 12 layers x
+    # (4 x (768^2 + 768) + 768 x 3072 + 3072 + 3072 x 768 + 768 + 2 LayerNorms 3,072 = 7,087,872);
+    # the projector maps 768 -> 3072 -> 3072 with biases.
+    tower = 768 + 2_359_296 + 38_400 + 2 * 1_536 + 12 * 7_087_872
+    projector = 768 * 3072 + 3072 + 3072 * 3072 + 3072
+    assert spec.config_num_params - text_only.config_num_params == tower + projector == 87_456_000 + 11_802_624

@@ -118,7 +118,10 @@ def test_t5_encoder_decoder_from_transformers_defaults():
 def test_nested_text_config_is_read():
     llama = catalog_config(find_catalog_entry("meta-llama/Llama-3.2-3B"))
     wrapped = {"model_type": "llava", "text_config": llama, "vision_config": {"hidden_size": 1024}}
-    spec = model_spec_from_config("org/vlm", wrapped)
+    # The analytic formulas count the language model and say the towers are not counted (with
+    # torch + transformers the whole model is counted from LlavaForConditionalGeneration:
+    # tests/test_inventory.py).
+    spec = model_spec_from_config("org/vlm", wrapped, use_inventory=False)
     assert spec.config_num_params == spec_of("meta-llama/Llama-3.2-3B").config_num_params
     assert any("vision" in n for n in spec.notes)
 
@@ -219,3 +222,84 @@ def test_gemma3_text_count_equals_transformers():
     with torch.device("meta"):
         model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**GEMMA3_12B_TEXT))
     assert model_spec_from_config("google/gemma-3-12b-it", GEMMA3_12B_TEXT).config_num_params == sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Mechanisms read from transformers' own classes (calculator/data/architectures.json)
+# --------------------------------------------------------------------------------------------
+
+# HuggingFaceTB/SmolLM3-3B's shape (transformers 5.24 SmolLM3Config defaults) without
+# `tie_word_embeddings`: the config class's default (True) applies, as in transformers.
+SMOLLM3_NO_TIE_KEY = {
+    "model_type": "smollm3", "hidden_size": 2048, "num_hidden_layers": 36, "num_attention_heads": 16,
+    "num_key_value_heads": 4, "intermediate_size": 11008, "vocab_size": 128256, "max_position_embeddings": 32768,
+}
+
+
+def test_missing_tie_key_takes_the_config_class_default():
+    spec = model_spec_from_config("HuggingFaceTB/SmolLM3-3B", SMOLLM3_NO_TIE_KEY, use_inventory=False)
+    assert spec.tie_word_embeddings and not any(g.role == "head" for g in spec.linears)
+    # Per layer: q, o 2048^2 + k, v 512 x 2048 = 10,485,760; MLP 3 x 2048 x 11008 = 67,633,152;
+    # 2 RMSNorms 4,096 -> 78,123,008 x 36 = 2,812,428,288; + embedding 128256 x 2048 = 262,668,288
+    # (shared with the LM head) + final norm 2,048.
+    assert spec.config_num_params == 3_075_098_624
+
+
+# transformers 5.24 Starcoder2Config() defaults (bigcode/starcoder2-3b's shape).
+STARCODER2_DEFAULTS = {
+    "model_type": "starcoder2", "hidden_size": 3072, "num_hidden_layers": 30, "num_attention_heads": 24,
+    "num_key_value_heads": 2, "intermediate_size": 12288, "vocab_size": 49152, "use_bias": True,
+}
+
+
+def test_starcoder2_has_a_plain_two_matrix_mlp_with_biases():
+    spec = model_spec_from_config("bigcode/starcoder2-3b", STARCODER2_DEFAULTS, use_inventory=False)
+    mlp = [g for g in spec.linears if g.role == "mlp"]
+    assert [g.name for g in mlp] == ["mlp.c_fc", "mlp.c_proj"] and all(g.bias for g in mlp)
+    # Per layer: q, o 3072^2 + 3072 and k, v 256 x 3072 + 256 -> 20,453,888; c_fc 3072 x 12288 + 12288
+    # and c_proj 12288 x 3072 + 3072 -> 75,512,832; 2 LayerNorms (weight + bias) 12,288 ->
+    # 95,979,008 x 30 = 2,879,370,240; + tied embedding 49152 x 3072 = 150,994,944 + final LayerNorm 6,144.
+    assert spec.config_num_params == 3_030_371_328
+
+
+def test_eager_attention_where_transformers_has_no_sdpa():
+    from calculator.estimate import EAGER_FALLBACK_NOTE, estimate
+    from calculator.workload import Workload
+
+    gemma2 = {"model_type": "gemma2", "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8,
+              "num_key_value_heads": 4, "head_dim": 256, "intermediate_size": 9216, "vocab_size": 256000}
+    assert not model_spec_from_config("google/gemma-2-2b", gemma2, use_inventory=False).supports_sdpa
+    assert spec_of("meta-llama/Llama-3.2-3B").supports_sdpa and not spec_of("openai/gpt-oss-20b").supports_sdpa
+    est = estimate(model_spec_from_config("google/gemma-2-2b", gemma2, use_inventory=False), Workload(mode="lora"))
+    assert EAGER_FALLBACK_NOTE in est.notes
+
+
+def test_lora_all_linear_adapts_fused_experts_where_peft_does():
+    from calculator import memory
+
+    mixtral = spec_of("mistralai/Mixtral-8x7B-v0.1")
+    plan = memory.AdapterPlan(names=memory.lora_target_names(mixtral, "all-linear"), rank=8, adapter_bytes=4)
+    # peft 0.21 on transformers 5.24's MixtralForCausalLM, per layer and unit rank: q, o r(4096 + 4096)
+    # x 2, k, v r(4096 + 1024) x 2 = 26,624; router gate r(4096 + 8) = 4,104; fused experts, one
+    # adapter per expert: gate_up at rank 2r, 8 x 2 x (4096 + 28672) = 524,288; down 8 x (14336 + 4096)
+    # = 147,456 -> 702,472 x 32 layers x r 8.
+    assert memory.lora_params(mixtral, plan) == 702_472 * 32 * 8
+    # Qwen2-MoE is not in peft's v4->v5 conversion table: its fused experts stay unadapted.
+    qwen2_moe = {"model_type": "qwen2_moe", "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16,
+                 "num_key_value_heads": 16, "intermediate_size": 5632, "moe_intermediate_size": 1408,
+                 "shared_expert_intermediate_size": 5632, "num_experts": 60, "num_experts_per_tok": 4, "vocab_size": 151936}
+    spec = model_spec_from_config("Qwen/Qwen1.5-MoE-A2.7B", qwen2_moe, use_inventory=False)
+    names = memory.lora_target_names(spec, "all-linear")
+    assert not any(g.name in names for g in spec.linears if g.role == "expert" or g.name == "router")
+    assert {"shared_expert.gate_proj", "shared_expert_gate"} <= names  # nn.Linear modules: adapted
+
+
+def test_without_torch_the_nested_model_is_named_as_typed(monkeypatch):
+    from calculator import inventory
+
+    monkeypatch.setattr(inventory, "transformers_available", lambda: False)
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        model_spec_from_config("meta-llama/Llama-3.2-11B-Vision", {"model_type": "mllama", "text_config": {"model_type": "mllama_text_model"}})
+    message = str(err.value)
+    assert "\n" not in message and "'mllama'" in message and "'mllama_text_model'" in message
+    assert "pip install -r requirements-dev.txt" in message

@@ -266,6 +266,10 @@ def model_and_workload(values: dict) -> tuple[ResolvedModel | None, bool, Worklo
     except CalculatorError as exc:
         st.error(str(exc), icon=":material/error:")
         return None, stale, None
+    if resolved is not None:
+        from ui.profile_view import with_profile  # trace profile for architectures outside the analytic families
+
+        resolved = with_profile(resolved, workload)
     return resolved, stale, workload
 
 
@@ -313,7 +317,8 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     else:
         c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
-    c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source))
+    c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else ""),
+              help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
     c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
 
 
