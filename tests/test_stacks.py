@@ -52,7 +52,7 @@ def test_default_says_what_it_assumed() -> None:
 
 
 def test_unknown_stack_is_refused() -> None:
-    with pytest.raises(InvalidWorkloadError, match="stack must be one of current, transformers-4.35, torch-1.12"):
+    with pytest.raises(InvalidWorkloadError, match="stack must be one of current"):
         Workload(stack="4.30")
 
 
