@@ -11,6 +11,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pandas as pd
 import streamlit as st
@@ -358,8 +359,10 @@ def similar_models_section(page: PageState, spec: ModelSpec, *, extra: dict[str,
     st.caption(f"From the bundled catalog: the same family as {spec.model_id} first, then the same task, then the closest in size. "
                "Each link opens that model with your other settings.")
     cols = st.columns(len(suggestions))
+    # The view's query once (it reads every input), then only `model` differs between the links.
+    query = dict(parse_qsl(page.share_query(extra=extra), keep_blank_values=True))
     for col, other in zip(cols, suggestions, strict=True):
-        link = f"./?{page.share_query(extra={**extra, 'model': other.model_id})}"
+        link = f"./?{urlencode(query | {'model': other.model_id}, safe='/,:@')}"
         details = " · ".join(p for p in (f"{format_count(other.num_params)} params", family(other), catalog_task(other.model_id)) if p)
         col.markdown(f"**[{other.model_id.split('/')[-1]}]({link})**  \n{other.model_id.split('/')[0]} · {details}")
 
