@@ -313,7 +313,10 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
         c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
     c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source))
-    c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
+    detail = resolved.detail
+    if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
+        detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
+    c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
 
 
 def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
