@@ -228,7 +228,9 @@ def _text_report(data: dict[str, Any]) -> str:
             if c.get("vllm_max_concurrent_sequences") is not None:
                 lines.append(f"      vLLM: {c['vllm_max_concurrent_sequences']:,} sequences of {data['workload']['context_length']:,} tokens at once, "
                              f"or {c['vllm_max_context_at_batch']:,} tokens each for {data['workload']['batch_size']} sequences")
-    vllm_rows = [c for c in data.get("gpu_ranking", []) if c.get("vllm_starts") is not None][:8]
+    ranked = [c for c in data.get("gpu_ranking", []) if c.get("vllm_starts") is not None]
+    # The cheapest that start, then the closest that do not (with the smallest change that starts them).
+    vllm_rows = [c for c in ranked if c["fits"]][:8] + [c for c in data.get("vllm_not_starting", []) if c.get("vllm_reason")][:3]
     if vllm_rows:
         lines += ["", "will `vllm serve` start? (per ranked configuration)"]
         for c in vllm_rows:

@@ -53,8 +53,10 @@ DEFAULT_SECONDS = 300.0
 MODES: tuple[str, ...] = ("inference", "lora", "full")
 PHASES: dict[str, tuple[str, ...]] = {"inference": ("prefill", "decode"), "lora": ("backward",), "full": ("backward",)}
 ENCODER_PHASES: tuple[str, ...] = ("forward",)
-# Keys that do not change the architecture (provenance fields of config.json).
-_IGNORED_KEYS = frozenset({"_name_or_path", "transformers_version", "_commit_hash", "use_cache"})
+# Keys that do not change the architecture or what a trace allocates (provenance, special token
+# ids, the checkpoint dtype: the profile is traced in its own `settings` precision).
+_IGNORED_KEYS = frozenset({"_name_or_path", "transformers_version", "_commit_hash", "use_cache", "bos_token_id", "eos_token_id",
+                           "pad_token_id", "torch_dtype", "dtype"})
 PROFILES_DIR = Path(__file__).parent / "data" / "profiles"
 INSTALL_HINT = "pip install -r requirements-dev.txt (torch, transformers, peft)"
 

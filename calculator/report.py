@@ -250,6 +250,9 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "per_gpu_bytes_by_count": {str(k): v for k, v in sorted(plan.per_gpu_bytes.items())},
         "cheapest_fit": _config_dict(plan, plan.cheapest) if plan.cheapest else None,
         "gpu_ranking": [_config_dict(plan, c) for c in plan.ranking[:ranking_limit]],
+        # vLLM: the closest configurations where `vllm serve` does not start, each with its smallest fix.
+        "vllm_not_starting": [_config_dict(plan, c) for c in plan.ranking if not c.fits and c.tensor_parallel_ok][:3]
+        if w.runtime == "vllm" else [],
     }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import checkpoint
-from .bounds import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_MODEL_REF_CHARS, MAX_SHARDS
+from .bounds import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_MODEL_REF_CHARS, MAX_SHARDS, PLAUSIBLE_PARAMS
 from .catalog import catalog_config, find_catalog_entry
 from .errors import CalculatorError, MalformedConfigError, ModelNotFoundError
 from .spec import ModelSpec, model_spec_from_config
@@ -40,7 +40,7 @@ def read_safetensors_counts(directory: Path) -> dict[str, int] | None:
     """Parameter count per dtype from the headers of local `*.safetensors` files (8-byte
     little-endian header length, then a JSON header of dtype/shape per tensor: the safetensors
     format spec), validated by `calculator.checkpoint`. Weights are never read."""
-    files = sorted(directory.glob("*.safetensors"))
+    files = sorted(p for p in directory.glob("*.safetensors") if p.is_file())  # not a FIFO or device: reading it could block
     if not files:
         return None
     if len(files) > MAX_SHARDS:
@@ -54,6 +54,9 @@ def _spec_with_counts(spec: ModelSpec, counts: dict[str, int] | None, source: Li
     if not counts:
         return spec
     counts = checkpoint.checked_counts(counts, what=f"the safetensors checkpoint of {spec.model_id}")
+    total = sum(counts.values())
+    if total > PLAUSIBLE_PARAMS:
+        spec = replace(spec, notes=(*spec.notes, f"The checkpoint holds {total:.3g} parameters, more than any public model (~1.6T): check it."))
     return spec.with_exact_counts(num_params=sum(counts.values()), weight_bytes=weight_bytes_from_dtype_counts(counts), source=source)
 
 
@@ -135,8 +138,10 @@ def resolve_model(ref: str, *, token: str | None = None, offline: bool = False, 
     spec = model_spec_from_config(repo_id, found.config)
     if found.safetensors_param_counts:
         spec = _spec_with_counts(spec, found.safetensors_param_counts, "safetensors")
-    stale = f" (cached copy of {found.fetched_at or 'an earlier lookup'}; the Hub was not used: {found.stale_reason or 'unreachable'})"
-    detail = f"Hugging Face Hub{stale if found.source == 'cache' else ''}: config.json" + (
+    origin = "Hugging Face Hub"
+    if found.source == "cache":  # the reason first: pages show the start of this line
+        origin = f"Cached copy of {found.fetched_at[:10] or 'an earlier lookup'} (Hub not used: {found.stale_reason or 'unreachable'})"
+    detail = f"{origin}: config.json" + (
         " + safetensors metadata (exact counts)" if found.safetensors_param_counts else " (no safetensors: parameters by config arithmetic)"
     )
     return ResolvedModel(spec=spec, source="hub" if found.source == "hub" else "cache", detail=detail, revision=revision, sha=found.sha)

@@ -922,7 +922,11 @@ def _check_field_types(cfg: Mapping[str, Any], model_id: str) -> None:
 
 
 def _check_totals(spec: ModelSpec) -> ModelSpec:
-    """Refuse a config whose parameter count no checkpoint could have; flag an implausible one."""
+    """Refuse a config whose parameter count no checkpoint could have, or with a zero dimension
+    every model has; flag an implausible one."""
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "head_dim"):
+        if getattr(spec, name) <= 0:
+            raise MalformedConfigError(f"config.json of {spec.model_id}: {name} must be positive, got {getattr(spec, name)}.")
     total = spec.config_num_params
     if total > MAX_PARAMS:
         raise MalformedConfigError(

@@ -15,7 +15,7 @@ from calculator.units import format_bytes
 from calculator.verify import comparison_table, run_verification, trace_available
 from calculator.verify.limits import SIZED_DOWN_LAYERS, plan_trace
 from calculator.verify.live import cuda_available
-from ui import loaders, text, widgets
+from ui import loaders, profile_view, text, widgets
 from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState
 
 st.set_page_config(page_title="Verification · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
@@ -80,6 +80,7 @@ if not trace_ok:
 if level == "live" and not gpu_ok:
     st.info(f"Live GPU is unavailable here: {gpu_why} The trace gives the same per-component check without a GPU.", icon=":material/info:")
 
+profile_view.analytic_vs_profile(spec, workload)
 try:
     plan = plan_trace(spec, workload, sized_down=sized_down)
 except CalculatorError as exc:

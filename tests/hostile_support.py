@@ -1,10 +1,11 @@
 """Helpers of the hostile-input suite (tests/test_hostile_*.py): run the CLI in a child process and
-measure it (exit code, stderr lines, wall time, peak RSS of that very child via `os.wait4`)."""
+measure it (exit code, stderr lines, wall time, peak RSS of the CLI process alone, via `os.wait4` in a small launcher)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,31 +37,42 @@ class CliRun:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
 
+# Linux starts a child's peak RSS at its parent's high-water mark (exec records the old address
+# space's peak in `signal->maxrss`), so a CLI spawned straight from a pytest process that has
+# imported torch would "peak" at pytest's ~800 MiB. A small launcher runs the CLI as its own child
+# instead and reports that grandchild's `ru_maxrss`, which then counts the CLI alone.
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 120.0) -> CliRun:
     """`python -m calculator ARGS` offline (unless env_extra says otherwise), measured."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9", "PYTHONWARNINGS": "ignore"}
     env.pop("HF_TOKEN", None)
     env.update(env_extra or {})
     env.setdefault("VRAM_CALC_CACHE", tempfile.mkdtemp(prefix="hostile-cache-"))
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, tempfile.NamedTemporaryFile("r") as rss:
         started = time.monotonic()
-        child = subprocess.Popen([sys.executable, "-m", "calculator", *args], cwd=ROOT, stdout=out, stderr=err, env=env)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                child.kill()
-                pid, status, usage = os.wait4(child.pid, 0)
-                break
-            time.sleep(0.02)
+        command = [sys.executable, "-c", _LAUNCHER, rss.name, sys.executable, "-m", "calculator", *args]
+        child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, env=env, start_new_session=True)
+        try:
+            returncode = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)  # the launcher and the CLI share this session
+            returncode = child.wait()
         seconds = time.monotonic() - started
-        child.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
         out.seek(0)
         err.seek(0)
-        # ru_maxrss is in KiB on Linux.
-        return CliRun(child.returncode, out.read(), err.read(), seconds, usage.ru_maxrss * 1024)
+        # ru_maxrss is in KiB on Linux; an empty file means the run was killed before it ended.
+        peak_kib = int(rss.read() or 0)
+        return CliRun(returncode, out.read(), err.read(), seconds, peak_kib * 1024)
 
 
 def assert_one_line_error(run: CliRun) -> str:

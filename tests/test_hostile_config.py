@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from calculator import bounds, checkpoint
 from calculator.errors import CalculatorError, MalformedConfigError, ModelNotFoundError
+from calculator.report import build_plan
 from calculator.resolve import read_safetensors_counts, resolve_local, resolve_model
 from calculator.spec import ModelSpec, model_spec_from_config
 from calculator.verify.compare import VerificationError, run_verification
@@ -75,11 +76,13 @@ def test_mutated_config_gives_a_bounded_spec_or_one_error(base: str, edits: list
         config[key] = value
     try:
         spec = model_spec_from_config("org/mutated", config)
+        _within_bounds(spec)
+        # An accepted spec goes through the whole engine: the estimate, the GPU ranking, the table.
+        plan = build_plan(spec, Workload(context_length=2048))
+        assert plan.estimate.total_bytes > 0
     except CalculatorError as exc:
         message = str(exc)
         assert "\n" not in message and len(message) < 1000
-        return
-    _within_bounds(spec)
 
 
 # --- the reproductions of the issue, one by one -------------------------------------------------

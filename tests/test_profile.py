@@ -123,3 +123,47 @@ def test_mamba2_state_is_the_cache_class_size_and_does_not_grow() -> None:
     for r in results:
         # Same bytes after the prompt and after decoding: the state does not grow with the context.
         assert r.kv_by_layer["prefill"] == r.kv_by_layer["decode"] == (4_276_224 * r.batch,) * 2
+
+
+def _synthetic_profile() -> MemoryProfile:
+    """A hand-written profile: 3 layers of one kind.
+    inference prefill: KV 100 B per token per layer; activations 1,000 B + 50 B per sequence (the
+    per-sequence part is the logits); decode: the same KV, 10 B of activations; LoRA backward: 10 B/token per layer, 7 B/token outside the layers."""
+    return MemoryProfile(
+        model_type="synthetic", config_hash="h", settings=default_settings(), versions={}, kinds=(("k", 3),),
+        fits={
+            "inference/prefill/kv": ComponentFit(per_kind=(("k", Terms(per_token=100.0)),)),
+            "inference/prefill/activations": ComponentFit(base=Terms(const=1000.0, per_seq=50.0)),
+            "inference/decode/kv": ComponentFit(per_kind=(("k", Terms(per_token=100.0)),)),
+            "inference/decode/activations": ComponentFit(base=Terms(const=10.0)),
+            "lora/backward/activations": ComponentFit(base=Terms(per_token=7.0), per_kind=(("k", Terms(per_token=10.0)),)),
+        },
+        traced_depths=(2, 3),
+    )
+
+
+def test_estimate_takes_activations_kv_and_logits_from_the_profile() -> None:
+    from calculator.estimate import estimate
+    from calculator.spec import model_spec_from_config
+    from calculator.verify.compare import analytic_vs_profile
+    from calculator.workload import Workload
+
+    spec = model_spec_from_config(QWEN, catalog_config(find_catalog_entry(QWEN)))
+    with_profile = dataclasses.replace(spec, profile=_synthetic_profile())
+    w = Workload(mode="inference", precision="bf16", context_length=1000, batch_size=2)
+    b = estimate(with_profile, w).breakdown
+    analytic = estimate(spec, w).breakdown
+    # KV 3 layers x 100 B x 2 x 1,000 = 600,000; logits 2 x 50 = 100; activations 1,000.
+    assert (b.kv_cache_bytes, b.logits_bytes, b.activations_bytes) == (600_000, 100, 1_000)
+    assert b.weights_bytes == analytic.weights_bytes  # weights stay the spec's
+    # LoRA: "backward" = logits 7 x 2 x 1,000 = 14,000 (outside the layers), activations 3 x 10 x 2,000 = 60,000;
+    # adapters and weights from the spec; the analytic optimizer step is kept as a phase.
+    lw = Workload(mode="lora", precision="bf16", context_length=1000, batch_size=2)
+    est, plain = estimate(with_profile, lw), estimate(spec, lw)
+    assert est.phases["optimizer step"] == plain.phases["optimizer step"]
+    # The analytic backward is weights + adapters + activations + loss; the profile swaps the last two.
+    pb = plain.breakdown
+    assert plain.peak_phase == "backward"
+    assert est.phases["backward"] == pb.weights_bytes + pb.adapters_bytes + 14_000 + 60_000
+    rows = analytic_vs_profile(spec, w, _synthetic_profile())["rows"]
+    assert rows[-1]["component"].startswith("total") and rows[-1]["profile_bytes"] == b.torch_allocated_bytes

@@ -177,8 +177,11 @@ def test_cli_prints_the_command_and_json_has_the_answer(capsys):
     rows = [c for c in data["gpu_ranking"] if c["vllm_starts"] is not None]
     assert rows and all("vllm_command" in c for c in rows)
     assert all("--max-num-seqs 64" in c["vllm_command"] for c in rows)
-    failing = [c for c in rows if not c["vllm_starts"]]
-    assert all(c["vllm_reason"] for c in failing)
+    failing = [c for c in rows if not c["vllm_starts"]] + data["vllm_not_starting"]
+    assert data["vllm_not_starting"] and all(c["vllm_reason"] for c in failing)
+    # The closest configurations that do not start each come with the command that does.
+    fixes = [c["vllm_fix"] for c in data["vllm_not_starting"] if c["vllm_fix"]]
+    assert fixes and all(f["command"].startswith(f"vllm serve {LLAMA8} ") and f["max_concurrency"] >= 1 for f in fixes)
     assert main(["estimate", LLAMA8, "--offline", "--runtime", "vllm", "--enforce-eager", "--kv-cache-dtype", "fp8"]) == 0
     text = capsys.readouterr().out
     assert "will `vllm serve` start?" in text and "--enforce-eager" in text and "--kv-cache-dtype fp8" in text
@@ -197,7 +200,9 @@ def test_main_page_answers_will_it_start_with_the_command_line():
     commands = [c.value for c in at.code if c.value.startswith("vllm serve")]
     assert commands and all("--max-num-seqs 128" in c and "--enforce-eager" in c for c in commands)
     frames = [d.value for d in at.dataframe if "vLLM starts" in d.value.columns]
-    assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"}
+    assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"} and "SGLang KV tokens" in frames[0].columns
+    text = " ".join(m.value for m in at.markdown)
+    assert "does not start" in text and "Smallest change" in text
 
 
 def test_vllm_ranking_fit_is_the_engine_starting_on_that_gpu(llama8):

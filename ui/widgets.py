@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pandas as pd
 import streamlit as st
@@ -265,6 +267,10 @@ def model_and_workload(values: dict) -> tuple[ResolvedModel | None, bool, Worklo
     except CalculatorError as exc:
         st.error(str(exc), icon=":material/error:")
         return None, stale, None
+    if resolved is not None:
+        from ui.profile_view import with_profile  # trace profile for architectures outside the analytic families
+
+        resolved = with_profile(resolved, workload)
     return resolved, stale, workload
 
 
@@ -312,7 +318,8 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     else:
         c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
-    c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source))
+    c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else ""),
+              help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
     detail = resolved.detail
     if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
         detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
@@ -351,8 +358,10 @@ def similar_models_section(page: PageState, spec: ModelSpec, *, extra: dict[str,
     st.caption(f"From the bundled catalog: the same family as {spec.model_id} first, then the same task, then the closest in size. "
                "Each link opens that model with your other settings.")
     cols = st.columns(len(suggestions))
+    # The view's query once (it reads every input), then only `model` differs between the links.
+    query = dict(parse_qsl(page.share_query(extra=extra), keep_blank_values=True))
     for col, other in zip(cols, suggestions, strict=True):
-        link = f"./?{page.share_query(extra={**extra, 'model': other.model_id})}"
+        link = f"./?{urlencode(query | {'model': other.model_id}, safe='/,:@')}"
         details = " · ".join(p for p in (f"{format_count(other.num_params)} params", family(other), catalog_task(other.model_id)) if p)
         col.markdown(f"**[{other.model_id.split('/')[-1]}]({link})**  \n{other.model_id.split('/')[0]} · {details}")
 
@@ -440,6 +449,7 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
             "vLLM sequences at once": serving.max_concurrent_sequences,
             "vLLM max context at batch": serving.max_context_at_batch,
             "vllm serve (or the smallest change that starts it)": serving.command if serving.starts or serving.fix is None else serving.fix.command,
+            **_sglang_columns(plan, c),
         } if serving else {}
         rows.append({
             "Rank": i,
@@ -486,11 +496,14 @@ def gpu_count_choices() -> tuple[int, ...]:
     return GPU_COUNT_CHOICES
 
 
-def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *, limit: int = 8) -> None:
+def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *, limit: int = 8, failing: int = 3) -> None:
     """"Will `vllm serve` start?" for the first ranked configurations: the answer, the KV tokens and
-    concurrency it gets, and the command line to run (or the smallest flag change that starts it)."""
+    concurrency it gets, and the command line to run; then the closest configurations that do not
+    start, each with the smallest flag change that starts it."""
     context = plan.estimate.workload.context_length
-    for c in configs[:limit]:
+    starting = [c for c in configs if c.fits][:limit]
+    closest = [c for c in plan.ranking if not c.fits and c.tensor_parallel_ok][:failing]
+    for c in starting + closest:
         serving = report.serving_for(plan, c)
         if serving is None:
             return
@@ -504,3 +517,15 @@ def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *
                 st.markdown(f"Smallest change: {serving.fix.description} → {serving.fix.kv_tokens:,} KV tokens, "
                             f"{serving.fix.max_concurrency:.2f}× concurrency.")
                 st.code(serving.fix.command, language="bash")
+
+
+def _sglang_columns(plan: report.Plan | None, c: GPUConfiguration) -> dict[str, Any]:
+    """SGLang's answer on the same configuration (calculator/sglang.py, SGLang 0.5.23 defaults)."""
+    if plan is None:
+        return {}
+    from calculator.sglang import sglang_budget
+
+    w = replace(plan.estimate.workload, num_gpus=c.count, parallelism="auto")
+    b = sglang_budget(plan.estimate.spec, w, gpu_usable_bytes=c.gpu.usable_bytes, nvlink=c.gpu.nvlink == "yes",
+                      datacenter=c.gpu.segment.startswith("datacenter"))
+    return {"SGLang KV tokens": b.max_total_num_tokens if b.starts else None, "SGLang mem_fraction_static": b.mem_fraction_static}

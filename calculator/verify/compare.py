@@ -321,3 +321,25 @@ def comparison_table(data: Mapping[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def analytic_vs_profile(spec: ModelSpec, workload: Workload, profile: Any) -> dict[str, Any]:
+    """The analytic estimate next to the same estimate with a trace profile's activations, KV cache
+    / state and logits (`calculator.profile`), at the full depth: one row per engine component,
+    then the PyTorch-allocated total. Difference % is (analytic - profile) / profile."""
+    from dataclasses import replace
+
+    from ..estimate import COMPONENT_LABELS
+
+    analytic = estimate(replace(spec, profile=None), workload)
+    profiled = estimate(replace(spec, profile=profile), workload)
+    a, p = analytic.breakdown.as_dict(), profiled.breakdown.as_dict()
+    rows = [
+        {"component": COMPONENT_LABELS.get(name, name), "analytic_bytes": a[name], "profile_bytes": p[name], "difference_pct": error_pct(a[name], p[name])}
+        for name in a
+        if name not in ("allocator_reserve", "cuda_context") and (a[name] or p[name])
+    ]
+    total = {"component": "total (torch allocated)", "analytic_bytes": analytic.torch_allocated_bytes, "profile_bytes": profiled.torch_allocated_bytes,
+             "difference_pct": error_pct(analytic.torch_allocated_bytes, profiled.torch_allocated_bytes)}
+    return {"rows": [*rows, total], "analytic_phase": analytic.peak_phase, "profile_phase": profiled.peak_phase,
+            "check_error_pct": dict(profile.check_error_pct), "traced_depths": list(profile.traced_depths)}

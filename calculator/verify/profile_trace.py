@@ -27,6 +27,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -34,11 +35,12 @@ from torch import nn
 from torch._subclasses.fake_tensor import (
     DataDependentOutputException,
     DynamicOutputShapeException,
-    FakeTensorMode,
     UnsupportedOperatorException,
 )
 
-from . import _harness
+from ..workload import Workload
+from . import _harness, routing
+from .inputs import next_step_inputs, token_inputs, training_labels
 from .trace import CATEGORIES, TraceUnsupportedError
 
 _NOT_WEIGHTS = ("activations", "temporaries", "inputs")
@@ -179,6 +181,11 @@ def _split(tracker: _ProfileTracker, phase: str, kv: int) -> dict[str, int]:
     return {"activations": max(act - kv, 0), "gradients": int(split.get("gradients", 0)), "peak": tracker.phase_peaks.get(phase, 0)}
 
 
+def _inputs(model: nn.Module, vocab: int, batch: int, tokens: int) -> dict[str, torch.Tensor]:
+    """Token ids with values the value shadow knows (`inputs.token_inputs`; default audio share)."""
+    return token_inputs(model, SimpleNamespace(vocab_size=vocab), Workload(), batch, tokens)
+
+
 def _fake_errors() -> tuple[type[BaseException], ...]:
     return (DynamicOutputShapeException, DataDependentOutputException, UnsupportedOperatorException)
 
@@ -190,26 +197,26 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
         if not causal:
             tracker.reset_mod_stats()
             tracker.set_phase("forward")
-            ids = torch.randint(0, vocab, (batch, length))
-            tracker.mark_inputs(ids)
-            out = model(input_ids=ids)
+            inputs = _inputs(model, vocab, batch, length)
+            tracker.mark_inputs(*inputs.values())
+            out = model(**inputs)
             tracker.set_phase(None)
             del out
             return PointResult(batch=batch, length=length, context=length, phases={"forward": _split(tracker, "forward", 0)})
         tracker.set_phase("prefill")
-        ids = torch.randint(0, vocab, (batch, length))
-        tracker.mark_inputs(ids)
+        inputs = _inputs(model, vocab, batch, length)
+        tracker.mark_inputs(*inputs.values())
         cache = _cache_class()(config=model.config)
 
-        def greedy_step(input_ids: torch.Tensor) -> torch.Tensor:
+        def greedy_step(step_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             tracker.reset_mod_stats()
-            out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-            cache.seen_tokens += input_ids.shape[1]
+            out = model(**step_inputs, cache=cache, use_cache=True, logits_to_keep=1)
+            cache.seen_tokens += next(iter(step_inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
-            return next_logits.argmax(-1, keepdim=True)
+            return next_step_inputs(model, next_logits, batch)
 
-        next_ids = greedy_step(ids)
+        next_ids = greedy_step(inputs)
         tracker.set_phase(None)
         kv_prefill = cache_layer_bytes(cache)
         steps = generated - 1
@@ -326,10 +333,10 @@ def _training_points(model: nn.Module, tracker: _ProfileTracker, vocab: int, poi
         measuring["on"] = measured
         tracker.reset_mod_stats()
         tracker.set_phase("forward" if measured else None)
-        ids = torch.randint(0, vocab, (b, s))
-        labels = ids.clone()
-        tracker.mark_inputs(ids, labels)
-        loss = model(input_ids=ids, labels=labels, use_cache=False).loss
+        inputs = _inputs(model, vocab, b, s)
+        labels = training_labels(model, inputs)
+        tracker.mark_inputs(*inputs.values(), *labels.values())
+        loss = model(**inputs, **labels, use_cache=False).loss
         tracker.set_phase("backward" if measured else None)
         loss.backward()
         del loss
@@ -382,7 +389,8 @@ def run_points(
     results: list[PointResult] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with FakeTensorMode(), _harness._transformers_patches():
+        # The harness's fake mode and value shadow: data-dependent routing reads real token ids (routing.py).
+        with routing.fake_mode(), routing.ValueShadow(), _harness._transformers_patches():
             model = _build(model_class(hf_cfg), hf_cfg, dtype, attn)
             n = int(getattr(tc, "num_hidden_layers", 0) or 0)
             cache_types = list(getattr(tc, "layer_types", None) or ["full_attention"] * n)
