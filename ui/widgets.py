@@ -25,6 +25,7 @@ from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
+from calculator.stacks import STACK_NAMES, STACKS
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -175,6 +176,9 @@ def workload_inputs(page: PageState) -> None:
                                  "whole context; otherwise the prompt is the rest (a static cache is preallocated at its prefill).")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
+            st.selectbox("Stack versions", STACK_NAMES, key=page.key("stack"), format_func=lambda n: STACKS[n].label,
+                         help="Older transformers (<= 4.35) held the old and new KV cache during each decode step; PyTorch <= 1.12 "
+                         "loaded every CUDA kernel into the context. Pick yours if it is older than the current stack.")
             not_vllm = page.get("runtime") != "vllm"
             st.slider("vLLM gpu_memory_utilization", min_value=0.05, max_value=1.0, step=0.05, key=page.key("gpu_util"),
                       disabled=not_vllm)
