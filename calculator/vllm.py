@@ -59,7 +59,7 @@ class VllmVersion:
     cudagraphs_in_budget: bool
     # Capture-size grid: "8+16" = [1, 2, 4] + range(8, 256, 8) + range(256, max + 1, 16) (0.11+,
     # `VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py); "8" = [1, 2, 4] + range(8, max + 1, 8)
-    # (0.10.2 vllm/config/__init__.py; V0 0.7.3 `_BATCH_SIZES_TO_CAPTURE`, vllm/worker/model_runner.py).
+    # (0.10.2 vllm/config/__init__.py; V0 0.7.3 vllm/config.py, see `capture_sizes`).
     capture_grid: str
     # Decode-only FULL graphs captured next to the PIECEWISE ones (cudagraph_mode
     # FULL_AND_PIECEWISE, the default since 0.11: vllm/config/compilation.py).
@@ -296,15 +296,18 @@ def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: in
 def capture_sizes(s: VllmSettings) -> tuple[int, ...]:
     """Batch sizes vLLM captures CUDA graphs for (none under --enforce-eager).
 
-    The largest is min(2 x max_num_seqs, 512) (`max_cudagraph_capture_size`; 0.10.2
-    `SchedulerConfig.cuda_graph_sizes`), never more than max_num_batched_tokens."""
+    V1: the largest is min(2 x max_num_seqs, 512) (`max_cudagraph_capture_size`; 0.10.2
+    `SchedulerConfig.cuda_graph_sizes`), never more than max_num_batched_tokens. V0: up to the
+    first size >= max_num_seqs."""
     if s.enforce_eager:
         return ()
     version = vllm_version(s.version)
     assert s.max_num_seqs is not None and s.max_num_batched_tokens is not None
     top = min(2 * s.max_num_seqs, 512, s.max_num_batched_tokens)
     if version.engine == "v0":
-        top = min(s.max_num_seqs, 256)  # V0 captures up to max_num_seqs, at most 256 (_BATCH_SIZES_TO_CAPTURE)
+        # V0 (0.7.3 vllm/config.py, the `not envs.VLLM_USE_V1` branch of the capture-size setup):
+        # [1, 2, 4] + multiples of 8 up to the first one >= max_num_seqs (at most 8192).
+        top = next((n for n in (1, 2, 4, *range(8, 8193, 8)) if n >= s.max_num_seqs), 8192)
     if version.capture_grid == "8+16":
         grid = [1, 2, 4, *range(8, 256, 8), *range(256, top + 1, 16)]
     else:
