@@ -13,6 +13,7 @@ from typing import Any
 
 from .bounds import MAX_HEADROOM_FRACTION
 from .errors import CalculatorError
+from .stacks import STACK_NAMES
 from .units import PRECISIONS, format_bytes, format_count
 from .workload import (
     ATTENTION_IMPLS,
@@ -123,7 +124,7 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("transformers", "vllm"), default="transformers", help="inference runtime (default transformers generate)")
     p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vLLM's share of each GPU (default 0.9)")
     p.add_argument("--vllm-version", default="", metavar="X.Y",
-                   help="vLLM release whose start-up budget is modelled (0.33, 0.32, 0.10, 0.7; default: the current, 0.33)")
+                   help="vLLM release whose start-up budget is modelled (0.33, 0.32, 0.19, 0.10, 0.7; default: the current, 0.33)")
     p.add_argument("--max-model-len", type=_positive_int, default=None, help="vLLM --max-model-len (same as --context)")
     p.add_argument("--max-num-seqs", type=_positive_int, default=None, help="vLLM --max-num-seqs (default: vLLM's for the GPU)")
     p.add_argument("--max-num-batched-tokens", type=_positive_int, default=None,
@@ -134,6 +135,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
+    p.add_argument("--stack", choices=STACK_NAMES, default="current",
+                   help="runtime versions: current (default), transformers-4.35 (tuple KV cache), torch-1.12 (also eager CUDA kernels)")
     p.add_argument("--audio-share", type=_fraction, default=0.0,
                    help="DualFFN models (higgs-audio): share of the prompt / training tokens that are audio tokens, 0 to 1 (default 0)")
     p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
@@ -161,7 +164,7 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,
-        audio_token_share=args.audio_share,
+        audio_token_share=args.audio_share, stack=args.stack,
         loss_impl=args.loss, loss_chunks=args.loss_chunks, trained_token_fraction=args.trained_fraction,
         checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,

@@ -25,6 +25,7 @@ from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
+from calculator.stacks import STACK_NAMES, STACKS
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -175,6 +176,9 @@ def workload_inputs(page: PageState) -> None:
                                  "whole context; otherwise the prompt is the rest (a static cache is preallocated at its prefill).")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
+            st.selectbox("Stack versions", STACK_NAMES, key=page.key("stack"), format_func=lambda n: STACKS[n].label,
+                         help="Older transformers (<= 4.35) held the old and new KV cache during each decode step; PyTorch <= 1.12 "
+                         "loaded every CUDA kernel into the context. Pick yours if it is older than the current stack.")
             not_vllm = page.get("runtime") != "vllm"
             st.slider("vLLM gpu_memory_utilization", min_value=0.05, max_value=1.0, step=0.05, key=page.key("gpu_util"),
                       disabled=not_vllm)
@@ -320,7 +324,10 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
     c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else ""),
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
-    c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
+    detail = resolved.detail
+    if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
+        detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
+    c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
 
 
 def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
