@@ -471,6 +471,12 @@ def run_points(
                     f"{hf_cfg.model_type}: an operation's output shape depends on tensor values ({getattr(e, 'func', e)}), "
                     "which fake tensors cannot evaluate."
                 ) from e
+            except TraceUnsupportedError:
+                raise
+            except (AttributeError, TypeError, RuntimeError, ValueError, IndexError, NotImplementedError) as e:
+                # The model's or peft's own code failed on this architecture (e.g. peft 0.21's LoRA
+                # wrapper on PhiMoE's router, which returns a tuple): one line, not a traceback.
+                raise TraceUnsupportedError(f"{hf_cfg.model_type} ({mode}): {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
     return results, notes, kinds
 
 
