@@ -124,7 +124,7 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("transformers", "vllm"), default="transformers", help="inference runtime (default transformers generate)")
     p.add_argument("--gpu-memory-utilization", type=_fraction, default=None, help="vLLM's share of each GPU (default 0.9)")
     p.add_argument("--vllm-version", default="", metavar="X.Y",
-                   help="vLLM release whose start-up budget is modelled (0.33, 0.32, 0.10, 0.7; default: the current, 0.33)")
+                   help="vLLM release whose start-up budget is modelled (0.33, 0.32, 0.19, 0.10, 0.7; default: the current, 0.33)")
     p.add_argument("--max-model-len", type=_positive_int, default=None, help="vLLM --max-model-len (same as --context)")
     p.add_argument("--max-num-seqs", type=_positive_int, default=None, help="vLLM --max-num-seqs (default: vLLM's for the GPU)")
     p.add_argument("--max-num-batched-tokens", type=_positive_int, default=None,

@@ -287,8 +287,8 @@ class _HubHttp:
                 location = response.headers.get("location")
                 if response.status_code in (301, 302, 303, 307, 308) and location:
                     target = urljoin(url, location)
-                    if _origin(target) != _origin(url):
-                        headers.pop("authorization", None)  # the token never leaves the Hub's host
+                    if _origin(target) != _origin(url):  # the token never leaves the Hub's host
+                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
                     url = target
                     continue
                 failed = response.status_code >= 400

@@ -25,7 +25,7 @@ KV cache gets whatever is left (V1: `Worker.determine_available_memory`,
 
 Each term is sized here from the model's config, per GPU, for the version picked
 (`VLLM_VERSIONS`). Sources were read in the released wheels (`pip download vllm==X --no-deps`):
-0.33.0 (current, 2026-11), 0.32.0, 0.10.2 and 0.7.3 (the last V0-default release); the file and
+0.33.0 (current, 2026-11), 0.32.0, 0.19.0, 0.10.2 and 0.7.3 (the last V0-default release); the file and
 function behind each number are named where it is used. Scored against start-up logs in
 `benchmarks/vllm_validation.py` (report: `benchmarks/results/vllm_validation.md`).
 """
@@ -96,6 +96,16 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         sampler_bytes_per_logit=14,
         cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.32.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
+    ),
+    "0.19": VllmVersion(
+        name="0.19", released="2026-04", engine="v1",
+        # 0.19.0 samples with `forward_native` by default (FlashInfer opt-in: VLLM_USE_FLASHINFER_SAMPLER
+        # unset -> None) and its Triton top-k/top-p for >= 8 rows (topk_topp_sampler.py): 14 B as 0.33.
+        # CUDA graphs are profiled but not subtracted: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+        # defaults to "0" in 0.19.0's envs.py ("1" in 0.20.2 and later).
+        sampler_bytes_per_logit=14,
+        cudagraphs_in_budget=False, capture_grid="8+16", full_and_piecewise=True,
+        source="vllm 0.19.0: envs.py, v1/worker/gpu_worker.py, v1/sample/ops/topk_topp_sampler.py, config/vllm.py",
     ),
     "0.10": VllmVersion(
         name="0.10", released="2025-09", engine="v1",
@@ -365,7 +375,8 @@ def kv_blocks_per_request(spec: ModelSpec, s: VllmSettings) -> float:
 
     Full-attention layers need cdiv(max_model_len, block_size) blocks; a sliding-window layer at
     most cdiv(min(window - 1 + max_num_batched_tokens, max_model_len), block_size) + 1
-    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0).
+    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0;
+    the same sum in 0.10.2's `SlidingWindowSpec.max_memory_usage_bytes`).
     Layers are weighted by their share of the block's bytes (the hybrid allocator's groups of equal
     page size draw on one pool, `get_max_concurrency_for_kv_cache_config`, kv_cache_utils.py)."""
     assert s.max_num_batched_tokens is not None

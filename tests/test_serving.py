@@ -37,7 +37,7 @@ def test_versions_parse_and_unknown_ones_are_one_clear_error():
     assert V.vllm_version("v0.32.0").name == "0.32"
     assert V.vllm_version("0.10.2").engine == "v1"
     assert V.vllm_version("0.7.3").engine == "v0"
-    with pytest.raises(InvalidWorkloadError, match=r"0\.33, 0\.32, 0\.10, 0\.7"):
+    with pytest.raises(InvalidWorkloadError, match=r"0\.33, 0\.32, 0\.19, 0\.10, 0\.7"):
         Workload(runtime="vllm", vllm_version="0.4")
 
 
@@ -227,6 +227,8 @@ def test_vllm_ranking_fit_is_the_engine_starting_on_that_gpu(llama8):
         # (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1), 51 PIECEWISE + 35 FULL at 256 seqs.
         ("0.33", "v1", 14, True, (51, 86), True),
         ("0.32", "v1", 14, True, (51, 86), True),
+        # 0.19.0: same sampler and grid, graphs not yet in the budget (env default "0").
+        ("0.19", "v1", 14, False, (51, 86), True),
         # 0.10.2: full-vocab sort, graphs after the KV cache, 67 PIECEWISE only.
         ("0.10", "v1", 38, False, (67, 67), True),
         # 0.7.3 (V0): full-vocab sort on rank 0 only, 35 graphs up to max_num_seqs.

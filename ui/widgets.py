@@ -324,7 +324,10 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
     c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else ""),
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
-    c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
+    detail = resolved.detail
+    if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
+        detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
+    c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
 
 
 def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
