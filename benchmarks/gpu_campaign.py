@@ -361,6 +361,8 @@ def measured_numbers(r: LiveResult) -> dict[str, tuple[int, str]]:
         out["device"] = (r.nvml_process_bytes, "nvml per-process")
     elif r.process_used_bytes is not None:
         out["device"] = (r.process_used_bytes, f"{r.memory_instrument} device used minus before the context")
+    elif r.device_used_at_measure_bytes is not None:
+        out["device"] = (r.device_used_at_measure_bytes, "torch.cuda.mem_get_info total - free (whole device, every process)")
     if r.context_bytes is not None:
         out["context"] = (r.context_bytes, r.memory_instrument)
     if "device" in out:

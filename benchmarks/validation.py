@@ -59,31 +59,31 @@ def W(**kw) -> Workload:
 SETTINGS: dict[str, RowSetting] = {
     "M012": RowSetting(
         model="bigcode/octocoder",
-        workload=W(precision="bf16", context_length=80, generated_tokens=60, attention="eager"),
+        workload=W(precision="bf16", context_length=80, generated_tokens=60, attention="eager", stack="transformers-4.35"),
         measure="allocated",
         note="transformers pipeline generate, 20-token prompt + 60 new tokens, eager attention",
     ),
     "M013": RowSetting(
         model="bigcode/octocoder",
-        workload=W(precision="int8", quant_method="bnb-int8", context_length=80, generated_tokens=60, attention="eager"),
+        workload=W(precision="int8", quant_method="bnb-int8", context_length=80, generated_tokens=60, attention="eager", stack="transformers-4.35"),
         measure="allocated",
         note="bitsandbytes LLM.int8 (load_in_8bit); unconverted modules fp16",
     ),
     "M014": RowSetting(
         model="bigcode/octocoder",
-        workload=W(precision="int4", quant_method="bnb-fp4", context_length=80, generated_tokens=60, attention="eager"),
+        workload=W(precision="int4", quant_method="bnb-fp4", context_length=80, generated_tokens=60, attention="eager", stack="transformers-4.35"),
         measure="allocated",
         note="bitsandbytes 4-bit defaults of the time (fp4, no double quant); transformers overrode torch_dtype=None to fp16 for bnb",
     ),
     "M027": RowSetting(
         model="google-bert/bert-base-uncased",
-        workload=W(precision="fp32", batch_size=8, context_length=8, attention="eager"),
+        workload=W(precision="fp32", batch_size=8, context_length=8, attention="eager", stack="torch-1.12"),
         measure="device",
         note="nvml incl. CUDA context of PyTorch 1.4 / CUDA 10 (larger than today's)",
     ),
     "M028": RowSetting(
         model="google-bert/bert-base-uncased",
-        workload=W(precision="fp32", batch_size=8, context_length=512, attention="eager"),
+        workload=W(precision="fp32", batch_size=8, context_length=512, attention="eager", stack="torch-1.12"),
         measure="device",
         note="as M027",
     ),
@@ -256,9 +256,10 @@ WORST_ROWS = {
     "the caching allocator keeps that reserve (the row's note: init peak reserved 9.13 GB), so the training "
     "peak *reserved* reflects loading, not training. Transformers + bitsandbytes quantize while loading; "
     "the engine models that path (5.0 GiB here).",
-    "M027/M028": "nvml device totals from PyTorch 1.4 / CUDA 10 (2020): its CUDA context took ~0.8 GiB more than "
-    "CUDA 12's lazily loaded one that the 500 MiB constant describes; the activation growth from "
-    "seq 8 to 512 (+0.31 GiB measured) is estimated as +0.43 GiB.",
+    "M027/M028": "nvml device totals from PyTorch 1.4 / CUDA 10 (2020), scored with stack torch-1.12: CUDA kernels loaded "
+    "eagerly add 362 MiB to the context (pytorch/pytorch PR #86509; -24.3% / -9.1% on the current stack). M027 (seq 8) then "
+    "lands at +5.2%; M028 is +14.4% because the activation growth from seq 8 to 512 (+0.31 GiB measured) is estimated as "
+    "+0.46 GiB.",
     "M132": "DoRA normalises the adapted weight every step (an extra weight-sized bf16 temporary per adapted layer and "
     "its saved activations); the engine sizes plain LoRA.",
     "M014": "bitsandbytes' 4-bit default compute dtype was fp32 then: each matmul dequantized its weight to fp32 "

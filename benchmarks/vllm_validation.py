@@ -218,12 +218,15 @@ def main(argv: list[str] | None = None) -> int:
 NOTES = """
 ## Notes
 
-- Logs found: six start-up logs with enough settings to rebuild the run (vLLM issues #13061,
-  #13882, #12529 and PRs #10511, #12126), all from the V0 engine (v0.6.5 to early 2025), which
-  printed every term. V1 (0.8+) prints "Memory profiling takes ... torch peak memory increase ...
-  non-torch forward increase memory" only at DEBUG level and threads rarely state the model and
-  GPU with it, so the V1 versions (0.10, 0.32, 0.33) have no scored row here: their terms are
-  pinned to their code in `tests/test_serving.py`, not to logs. Not done: a V1 log campaign.
+- Logs found: six V0 start-up logs with enough settings to rebuild the run (vLLM issues #13061,
+  #13882, #12529 and PRs #10511, #12126; v0.6.5 to early 2025), which printed every term, and one
+  V1 log (vLLM 0.19.0, gpt-oss-20b on an A100, a blog post) that prints only the weights and the
+  KV cache at INFO level. V1 prints "torch peak memory increase ... non-torch forward increase
+  memory" only at DEBUG level and threads rarely state the model and GPU with it, so the V1
+  activation and non-torch terms (0.10, 0.19, 0.32, 0.33) are pinned to their code in
+  `tests/test_serving.py`, not to logs. Not done: a V1 log campaign on a GPU.
+- gpt-oss-20b's weights: vLLM 0.19 on an A100 holds 13.72 GiB against the checkpoint's 12.82 GiB
+  this calculator counts (-7 %): the MXFP4 Marlin path on sm80 repacks the experts; not modelled.
 - Activation peak in V0 is the sampler's (one row of logits per `max_num_seqs` request, a
   full-vocabulary sort): the three V0 logs with a bundled model measure 38.2-39.2 B per
   (request x vocabulary) element, which is what `SORT_BYTES_PER_ELEMENT` derives (so these rows

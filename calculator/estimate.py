@@ -24,6 +24,7 @@ from . import memory, parallelism, speech
 from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
+from .stacks import STACKS
 from .units import BITS_PER_ELEMENT, MiB, format_bytes
 from .workload import Workload
 
@@ -155,9 +156,9 @@ def _kv_bits(workload: Workload, fmt: WeightFormat) -> int:
     return BITS_PER_ELEMENT[workload.kv_cache_precision or fmt.compute_precision]
 
 
-def _with_overhead(b: Breakdown, *, training: bool) -> Breakdown:
+def _with_overhead(b: Breakdown, *, training: bool, context_bytes: int = CUDA_CONTEXT_BYTES) -> Breakdown:
     fraction = RESERVED_FRACTION_TRAINING if training else RESERVED_FRACTION_INFERENCE
-    return replace(b, allocator_reserve_bytes=int(b.torch_allocated_bytes * fraction), cuda_context_bytes=CUDA_CONTEXT_BYTES)
+    return replace(b, allocator_reserve_bytes=int(b.torch_allocated_bytes * fraction), cuda_context_bytes=context_bytes)
 
 
 def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int) -> dict[str, Breakdown]:
@@ -565,6 +566,13 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
     sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
     codec = speech.speech_codec(spec) if not workload.is_training and workload.runtime == "transformers" else None
+    stack = STACKS[workload.stack]
+    if stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder:
+        # transformers <= 4.35: the step's old tuple cache (context - 1 positions) is alive next to the new one.
+        old = memory.kv_cache_bytes(spec, batch_size=workload.batch_size, seq_len=max(workload.context_length - 1, 0),
+                                    kv_bits=_kv_bits(workload, fmt))
+        shard = per_gpu(Breakdown(kv_cache_bytes=old)).kv_cache_bytes
+        sharded = {**sharded, "decode": replace(sharded["decode"], kv_cache_bytes=sharded["decode"].kv_cache_bytes + shard)}
     if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
         sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
     host_bytes = host_act
@@ -585,7 +593,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
 
         peak = vllm_overhead(peak, workload, spec, fmt)
     else:
-        peak = _with_overhead(peak, training=workload.is_training)
+        peak = _with_overhead(peak, training=workload.is_training, context_bytes=STACKS[workload.stack].context_bytes(CUDA_CONTEXT_BYTES))
     return Estimate(
         spec=spec,
         workload=workload,
@@ -597,7 +605,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec),
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec)
+        + ((stack.note(),) if workload.runtime == "transformers" else ()),
         host_bytes=host_bytes,
         trainer_problem=trainer_problem,
     )

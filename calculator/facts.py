@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from functools import cache
 from typing import Any, Literal
 
 from .units import format_count
@@ -138,8 +139,10 @@ def facts_from_catalog(repo_id: str, row: dict[str, Any] | None, *, model_type: 
     )
 
 
+@cache
 def catalog_model_facts(model_id: str) -> ModelFacts | None:
-    """The bundled facts of a catalog model (None when the model is not in the catalog)."""
+    """The bundled facts of a catalog model (None when the model is not in the catalog). Cached: the
+    catalog ships with the code, and ModelFacts is frozen."""
     from .catalog import catalog_config, find_catalog_entry
 
     entry = find_catalog_entry(model_id)

@@ -287,8 +287,8 @@ class _HubHttp:
                 location = response.headers.get("location")
                 if response.status_code in (301, 302, 303, 307, 308) and location:
                     target = urljoin(url, location)
-                    if _origin(target) != _origin(url):
-                        headers.pop("authorization", None)  # the token never leaves the Hub's host
+                    if _origin(target) != _origin(url):  # the token never leaves the Hub's host
+                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
                     url = target
                     continue
                 failed = response.status_code >= 400
@@ -593,6 +593,8 @@ def _translate(err: BaseException, *, repo_id: str, revision: str | None, token:
         if status == 404:
             return ModelNotFoundError(f"{repo_id} was not found on the Hub (HTTP 404): check the model id and revision.")
         if status == 410:
+            if filename != "config.json":
+                return ModelNotFoundError(f"{ref}: the checkpoint file {filename} is gone from the Hub (HTTP 410): try another revision.")
             return ModelNotFoundError(f"{repo_id} is gone from the Hub (HTTP 410: deleted or moved): pick another model.")
         if status == 400:
             return ModelNotFoundError(f"The Hub rejected the request for {ref} (HTTP 400): check the model id and revision.")

@@ -25,7 +25,7 @@ KV cache gets whatever is left (V1: `Worker.determine_available_memory`,
 
 Each term is sized here from the model's config, per GPU, for the version picked
 (`VLLM_VERSIONS`). Sources were read in the released wheels (`pip download vllm==X --no-deps`):
-0.33.0 (current, 2026-11), 0.32.0, 0.10.2 and 0.7.3 (the last V0-default release); the file and
+0.33.0 (current, 2026-11), 0.32.0, 0.19.0, 0.10.2 and 0.7.3 (the last V0-default release); the file and
 function behind each number are named where it is used. Scored against start-up logs in
 `benchmarks/vllm_validation.py` (report: `benchmarks/results/vllm_validation.md`).
 """
@@ -59,7 +59,7 @@ class VllmVersion:
     cudagraphs_in_budget: bool
     # Capture-size grid: "8+16" = [1, 2, 4] + range(8, 256, 8) + range(256, max + 1, 16) (0.11+,
     # `VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py); "8" = [1, 2, 4] + range(8, max + 1, 8)
-    # (0.10.2 vllm/config/__init__.py; V0 0.7.3 `_BATCH_SIZES_TO_CAPTURE`, vllm/worker/model_runner.py).
+    # (0.10.2 vllm/config/__init__.py; V0 0.7.3 vllm/config.py, see `capture_sizes`).
     capture_grid: str
     # Decode-only FULL graphs captured next to the PIECEWISE ones (cudagraph_mode
     # FULL_AND_PIECEWISE, the default since 0.11: vllm/config/compilation.py).
@@ -96,6 +96,16 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         sampler_bytes_per_logit=14,
         cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.32.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
+    ),
+    "0.19": VllmVersion(
+        name="0.19", released="2026-04", engine="v1",
+        # 0.19.0 samples with `forward_native` by default (FlashInfer opt-in: VLLM_USE_FLASHINFER_SAMPLER
+        # unset -> None) and its Triton top-k/top-p for >= 8 rows (topk_topp_sampler.py): 14 B as 0.33.
+        # CUDA graphs are profiled but not subtracted: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+        # defaults to "0" in 0.19.0's envs.py ("1" in 0.20.2 and later).
+        sampler_bytes_per_logit=14,
+        cudagraphs_in_budget=False, capture_grid="8+16", full_and_piecewise=True,
+        source="vllm 0.19.0: envs.py, v1/worker/gpu_worker.py, v1/sample/ops/topk_topp_sampler.py, config/vllm.py",
     ),
     "0.10": VllmVersion(
         name="0.10", released="2025-09", engine="v1",
@@ -296,15 +306,18 @@ def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: in
 def capture_sizes(s: VllmSettings) -> tuple[int, ...]:
     """Batch sizes vLLM captures CUDA graphs for (none under --enforce-eager).
 
-    The largest is min(2 x max_num_seqs, 512) (`max_cudagraph_capture_size`; 0.10.2
-    `SchedulerConfig.cuda_graph_sizes`), never more than max_num_batched_tokens."""
+    V1: the largest is min(2 x max_num_seqs, 512) (`max_cudagraph_capture_size`; 0.10.2
+    `SchedulerConfig.cuda_graph_sizes`), never more than max_num_batched_tokens. V0: up to the
+    first size >= max_num_seqs."""
     if s.enforce_eager:
         return ()
     version = vllm_version(s.version)
     assert s.max_num_seqs is not None and s.max_num_batched_tokens is not None
     top = min(2 * s.max_num_seqs, 512, s.max_num_batched_tokens)
     if version.engine == "v0":
-        top = min(s.max_num_seqs, 256)  # V0 captures up to max_num_seqs, at most 256 (_BATCH_SIZES_TO_CAPTURE)
+        # V0 (0.7.3 vllm/config.py, the `not envs.VLLM_USE_V1` branch of the capture-size setup):
+        # [1, 2, 4] + multiples of 8 up to the first one >= max_num_seqs (at most 8192).
+        top = next((n for n in (1, 2, 4, *range(8, 8193, 8)) if n >= s.max_num_seqs), 8192)
     if version.capture_grid == "8+16":
         grid = [1, 2, 4, *range(8, 256, 8), *range(256, top + 1, 16)]
     else:
@@ -362,7 +375,8 @@ def kv_blocks_per_request(spec: ModelSpec, s: VllmSettings) -> float:
 
     Full-attention layers need cdiv(max_model_len, block_size) blocks; a sliding-window layer at
     most cdiv(min(window - 1 + max_num_batched_tokens, max_model_len), block_size) + 1
-    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0).
+    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0;
+    the same sum in 0.10.2's `SlidingWindowSpec.max_memory_usage_bytes`).
     Layers are weighted by their share of the block's bytes (the hybrid allocator's groups of equal
     page size draw on one pool, `get_max_concurrency_for_kv_cache_config`, kv_cache_utils.py)."""
     assert s.max_num_batched_tokens is not None

@@ -86,6 +86,9 @@ class Workload:
     # DualFFN models (higgs-audio): share of the prompt / training positions that are audio tokens
     # and take the audio FFN (the rest take the text FFN). Generated positions are audio frames.
     audio_token_share: float = 0.0
+    # Runtime stack whose version changes memory (calculator/stacks.py): "current" (default),
+    # "transformers-4.35" (tuple past_key_values), "torch-1.12" (also eager CUDA kernel loading).
+    stack: str = "current"
     # Trainer preset and memory savers (each a term of its own in `memory`; defaults = the plain loop).
     trainer: str = "custom"  # a name of calculator.trainers.PRESETS; "custom" = the settings as given
     loss_impl: LossImpl = "full"  # full fp32 logits; torchtune chunked output CE; TRL fused head; Liger/Unsloth fused linear CE
@@ -163,6 +166,10 @@ def validate_workload(w: Workload) -> None:
             raise InvalidWorkloadError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
     if w.kv_cache_precision is not None and w.kv_cache_precision not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
         raise InvalidWorkloadError(f"KV-cache precision must be one of {', '.join(PRECISIONS)}; got {w.kv_cache_precision!r}.")
+    from .stacks import STACK_NAMES
+
+    if w.stack not in STACK_NAMES:
+        raise InvalidWorkloadError(f"stack must be one of {', '.join(STACK_NAMES)}; got {w.stack!r}.")
     share = w.audio_token_share
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
         raise InvalidWorkloadError(f"audio token share must be a fraction from 0 to 1; got {share!r}.")

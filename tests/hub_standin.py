@@ -81,6 +81,8 @@ class FakeRepo:
     # Fault injection: "api" (model_info) or a file name -> how that request is answered instead
     # (see `FAULTS`); `delay_s` is how long a stall or trickle lasts.
     faults: dict[str, str] = field(default_factory=dict)
+    # "redirect_offsite": the other server (scheme://host:port) the request is sent to.
+    redirect_to: str = "http://localhost:9"
     # model_info fields answered as given, over the defaults below (downloads, likes, pipeline_tag,
     # lastModified, cardData, tags, ...), as the Hub's /api/models/{repo} JSON spells them.
     info: dict[str, Any] = field(default_factory=dict)
@@ -227,7 +229,7 @@ class _HubHandler(BaseHTTPRequestHandler):
                 time.sleep(0.1)
             self.close_connection = True
         elif fault in ("redirect_loop", "redirect_offsite"):
-            target = self.path if fault == "redirect_loop" else f"http://localhost:9/cdn{self.path}"
+            target = self.path if fault == "redirect_loop" else f"{repo.redirect_to}{self.path}"
             self.send_response(302)
             self.send_header("Location", target)
             self.send_header("Content-Length", "0")

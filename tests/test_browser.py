@@ -311,3 +311,33 @@ def test_similar_model_link_opens_that_model_with_the_same_setting(page: Any, ap
     expect(selectbox(other, "Precision")).to_have_value("INT4")
     expect_peak(other, engine_total_bytes("meta-llama/Meta-Llama-3-8B-Instruct", precision="int4", context_length=8192))
     expect_no_exception(other)
+
+
+def test_precision_mode_cells_say_what_they_compute(page: Any, app_server: StreamlitServer) -> None:
+    """INT8 · LoRA is its own configuration (LoRA on an LLM.int8 base), not the NF4 number; cells with no
+    configuration of their own show — (report.table_cell_absent gives the reasons in the caption)."""
+    from playwright.sync_api import expect
+
+    from calculator.estimate import estimate
+    from calculator.report import table_workload
+    from calculator.units import format_bytes
+    from ui.state import MAIN_PARAMS, main_workload, reconcile_main
+
+    open_page(page, app_server.url("/"))
+    table = page.locator("[data-testid='stTable']").filter(has_text="QLoRA fine-tune").first
+    expect(table).to_be_visible()
+    header = [table.locator("thead th").nth(i).inner_text().strip() for i in range(table.locator("thead th").count())]
+    rows = {}
+    for i in range(table.locator("tbody tr").count()):
+        cells = table.locator("tbody tr").nth(i).locator("th, td")
+        texts = [cells.nth(j).inner_text().strip() for j in range(cells.count())]
+        rows[texts[0]] = dict(zip(header[1:], texts[1:], strict=False))
+    lora, qlora = "LoRA fine-tune", "QLoRA fine-tune"
+    # The cells keep everything else of the view: the page's default workload (its trainer preset included).
+    values, _ = reconcile_main({p.name: p.default for p in MAIN_PARAMS})
+    spec, view = resolve_model(DEFAULT_MODEL, offline=True).spec, main_workload(values)
+    for precision, mode, column in (("int8", "lora", lora), ("int4", "qlora", qlora)):
+        assert rows[precision.upper()][column] == format_bytes(estimate(spec, table_workload(view, precision, mode)).total_bytes)
+    assert rows["INT8"][lora] != rows["INT4"][qlora]
+    assert rows["INT8"][qlora] == rows["INT4"][lora] == "—"
+    expect(page.locator("[data-testid='stMain']")).to_contain_text("INT8 · QLoRA: QLoRA's base is 4-bit NF4")

@@ -355,3 +355,12 @@ def test_worker_runs_every_campaign_code_path_on_the_cpu(monkeypatch) -> None:
                                                                      "notes": []}, "estimate_bytes": 1, "options": {"adamw_impl": "fused"}}
     assert live_worker.run(fused)["status"] == "ok"
     json.dumps(result)  # what the worker prints
+
+
+def test_device_row_falls_back_to_mem_get_info() -> None:
+    # No NVML and no nvidia-smi: no context row; the device row is the whole device's used memory.
+    r = LiveResult(fits=True, max_allocated_bytes=GiB, max_reserved_bytes=2 * GiB, reserved_at_measure_bytes=2 * GiB,
+                   device_used_at_measure_bytes=3 * GiB)
+    numbers = gc.measured_numbers(r)
+    assert numbers["device"] == (3 * GiB, "torch.cuda.mem_get_info total - free (whole device, every process)")
+    assert numbers["outside"][0] == GiB and "context" not in numbers

@@ -98,6 +98,18 @@ def test_a_stalled_hub_is_bounded_by_one_deadline_not_per_request_timeouts(hub_s
         _fetch(hub_standin, tmp_path, timeout=10.0)
 
 
+def test_token_does_not_follow_a_redirect_to_another_host(hub_standin: HubStandin, tmp_path: Path) -> None:
+    token = "hf_standinSECRETtoken0123456789"
+    with HubStandin() as cdn:
+        cdn.add(REPO, bert_base_repo())
+        hub_standin.add(REPO, bert_base_repo(faults={"config.json": "redirect_offsite"}, redirect_to=cdn.url))
+        model, _ = _fetch(hub_standin, tmp_path, token=token)
+        assert model.source == "hub"
+        assert [r.path for r in cdn.requests] == [f"/{REPO}/resolve/{hub_standin.sha_of(REPO)}/config.json"]
+        assert all("authorization" not in r.headers for r in cdn.requests)
+    assert all(r.headers.get("authorization") == f"Bearer {token}" for r in hub_standin.requests)
+
+
 def test_redirect_loop_says_so(hub_standin: HubStandin, tmp_path: Path) -> None:
     hub_standin.add(REPO, bert_base_repo(faults={"config.json": "redirect_loop"}))
     with pytest.raises(HubUnavailableError, match="redirected more than 5 times"):

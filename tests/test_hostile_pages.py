@@ -122,6 +122,9 @@ def test_compare_and_verification_pages_with_a_hostile_hub_model(hub_standin: Hu
     hub_standin.add(HOSTILE, _layers_1e9())
     compare = _page(COMPARE, models=f"{HOSTILE},Qwen/Qwen2.5-7B")
     assert not compare.exception
+    # The hostile model is one error line; the other model is still compared.
+    assert len(compare.error) == 1 and "num_hidden_layers" in compare.error[0].value
+    assert list(compare.dataframe[0].value["Compared"]) == ["Qwen2.5-7B"]
     verify = _page(VERIFY, model=HOSTILE)
     assert not verify.exception and verify.error
 

@@ -170,3 +170,35 @@ def test_multimodal_config_counts_its_towers():
     tower = 768 + 2_359_296 + 38_400 + 2 * 1_536 + 12 * 7_087_872
     projector = 768 * 3072 + 3072 + 3072 * 3072 + 3072
     assert spec.config_num_params - text_only.config_num_params == tower + projector == 87_456_000 + 11_802_624
+
+
+def test_architecture_sweep_columns_on_two_configs():
+    """The sweep (benchmarks/architecture_sweep.py) on two configs: one analytic family, one counted
+    from transformers' class; the full run's results are committed under benchmarks/results/."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "architecture_sweep.py"
+    module_spec = importlib.util.spec_from_file_location("architecture_sweep", path)
+    sweep = importlib.util.module_from_spec(module_spec)
+    sys.modules["architecture_sweep"] = sweep  # dataclasses look their module up there
+    module_spec.loader.exec_module(sweep)
+    llama = _shrunk(catalog_config(find_catalog_entry("meta-llama/Llama-3.2-3B")))
+    rows = [sweep.Row(name="llama-2-layer", source="catalog", config=llama),
+            sweep.Row(name="phi", source="transformers default", config={"model_type": "phi", "num_hidden_layers": 2})]
+    for row in rows:
+        sweep.run_row(row)
+    assert rows[0].values["answered"] and rows[0].values["counted_by"] == "analytic" and rows[0].values["analytic_delta"] == 0
+    assert rows[1].values["kind"] == "decoder" and rows[1].values["counted_by"] == "inventory" and rows[1].values["param_delta"] == 0
+    table = sweep.summarize(rows)
+    assert "| decoder | 1 | 1 (100%) | 1 (100%) |" in table
+
+
+def test_hostile_dimensions_never_reach_a_transformers_constructor():
+    from calculator.errors import MalformedConfigError
+
+    with pytest.raises(MalformedConfigError, match="num_hidden_layers"):
+        model_spec_from_config("org/evil", {"model_type": "phi", "num_hidden_layers": 10**9})
+    with pytest.raises(MalformedConfigError, match="hidden_size"):
+        model_spec_from_config("org/evil", {"model_type": "mllama", "text_config": {"hidden_size": 10**8}})

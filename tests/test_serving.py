@@ -37,7 +37,7 @@ def test_versions_parse_and_unknown_ones_are_one_clear_error():
     assert V.vllm_version("v0.32.0").name == "0.32"
     assert V.vllm_version("0.10.2").engine == "v1"
     assert V.vllm_version("0.7.3").engine == "v0"
-    with pytest.raises(InvalidWorkloadError, match=r"0\.33, 0\.32, 0\.10, 0\.7"):
+    with pytest.raises(InvalidWorkloadError, match=r"0\.33, 0\.32, 0\.19, 0\.10, 0\.7"):
         Workload(runtime="vllm", vllm_version="0.4")
 
 
@@ -62,6 +62,9 @@ def test_capture_sizes_match_the_logged_graph_counts():
     # 0.10.2: [1,2,4] + range(8, 513, 8) = 3 + 64 = 67, PIECEWISE only.
     s10 = settings("0.10", max_num_seqs=256)
     assert (len(V.capture_sizes(s10)), V.cudagraph_count(s10)) == (67, 67)
+    # V0 0.7.3: [1, 2, 4] + multiples of 8 up to the first >= max_num_seqs: 3 + 32 = 35 at 256, 3 + 13 at 100.
+    assert len(V.capture_sizes(settings("0.7", max_num_seqs=256))) == 35
+    assert V.capture_sizes(settings("0.7", max_num_seqs=100))[-1] == 104
     # --enforce-eager captures nothing and costs nothing.
     eager = settings(enforce_eager=True)
     assert V.capture_sizes(eager) == () and V.cudagraph_bytes(resolve_catalog(LLAMA8).spec, eager, compute_bytes=2) == 0
@@ -177,8 +180,11 @@ def test_cli_prints_the_command_and_json_has_the_answer(capsys):
     rows = [c for c in data["gpu_ranking"] if c["vllm_starts"] is not None]
     assert rows and all("vllm_command" in c for c in rows)
     assert all("--max-num-seqs 64" in c["vllm_command"] for c in rows)
-    failing = [c for c in rows if not c["vllm_starts"]]
-    assert all(c["vllm_reason"] for c in failing)
+    failing = [c for c in rows if not c["vllm_starts"]] + data["vllm_not_starting"]
+    assert data["vllm_not_starting"] and all(c["vllm_reason"] for c in failing)
+    # The closest configurations that do not start each come with the command that does.
+    fixes = [c["vllm_fix"] for c in data["vllm_not_starting"] if c["vllm_fix"]]
+    assert fixes and all(f["command"].startswith(f"vllm serve {LLAMA8} ") and f["max_concurrency"] >= 1 for f in fixes)
     assert main(["estimate", LLAMA8, "--offline", "--runtime", "vllm", "--enforce-eager", "--kv-cache-dtype", "fp8"]) == 0
     text = capsys.readouterr().out
     assert "will `vllm serve` start?" in text and "--enforce-eager" in text and "--kv-cache-dtype fp8" in text
@@ -197,7 +203,9 @@ def test_main_page_answers_will_it_start_with_the_command_line():
     commands = [c.value for c in at.code if c.value.startswith("vllm serve")]
     assert commands and all("--max-num-seqs 128" in c and "--enforce-eager" in c for c in commands)
     frames = [d.value for d in at.dataframe if "vLLM starts" in d.value.columns]
-    assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"}
+    assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"} and "SGLang KV tokens" in frames[0].columns
+    text = " ".join(m.value for m in at.markdown)
+    assert "does not start" in text and "Smallest change" in text
 
 
 def test_vllm_ranking_fit_is_the_engine_starting_on_that_gpu(llama8):
@@ -210,3 +218,25 @@ def test_vllm_ranking_fit_is_the_engine_starting_on_that_gpu(llama8):
         if c.tensor_parallel_ok:
             assert c.fits == (s.starts and s.max_concurrency >= 2), (c.gpu.id, c.count)
     assert plan.cheapest is not None and plan.cheapest.fits
+
+
+@pytest.mark.parametrize(
+    ("version", "engine", "sampler", "graphs_in_budget", "graphs", "every_rank"),
+    [
+        # 0.33.0 / 0.32.0: FlashInfer/Triton sampler (no sort), graphs profiled into the budget
+        # (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1), 51 PIECEWISE + 35 FULL at 256 seqs.
+        ("0.33", "v1", 14, True, (51, 86), True),
+        ("0.32", "v1", 14, True, (51, 86), True),
+        # 0.19.0: same sampler and grid, graphs not yet in the budget (env default "0").
+        ("0.19", "v1", 14, False, (51, 86), True),
+        # 0.10.2: full-vocab sort, graphs after the KV cache, 67 PIECEWISE only.
+        ("0.10", "v1", 38, False, (67, 67), True),
+        # 0.7.3 (V0): full-vocab sort on rank 0 only, 35 graphs up to max_num_seqs.
+        ("0.7", "v0", 38, False, (35, 35), False),
+    ],
+)
+def test_each_version_term_by_term(version, engine, sampler, graphs_in_budget, graphs, every_rank):
+    v = V.vllm_version(version)
+    assert (v.engine, v.sampler_bytes_per_logit, v.cudagraphs_in_budget, v.sampler_on_every_rank) == (engine, sampler, graphs_in_budget, every_rank)
+    s = settings(version, max_num_seqs=256)
+    assert (len(V.capture_sizes(s)), V.cudagraph_count(s)) == graphs

@@ -15,7 +15,7 @@ from calculator.quantization import weight_format
 from calculator.resolve import resolve_model
 from calculator.units import format_bytes
 from calculator.workload import Workload
-from ui.state import DEFAULT_MODEL
+from ui.state import DEFAULT_MODEL, MAIN_PARAMS, main_workload, reconcile_main
 
 LLAMA_8B = resolve_model("meta-llama/Llama-3.1-8B").spec
 
@@ -61,15 +61,38 @@ def test_every_cell_is_its_own_workload_or_absent(spec):
     assert len(set(values)) == len(values)  # no cell repeats another's number
 
 
+def default_page_workload() -> Workload:
+    values, _ = reconcile_main({p.name: p.default for p in MAIN_PARAMS})
+    return main_workload(values)
+
+
 def test_main_page_table_shows_each_cell_and_the_reasons():
     at = AppTest.from_file("../app.py", default_timeout=30).run()
     assert not at.exception
     frame = next(t.value for t in at.table if t.value.index.name == "Precision")
     spec = resolve_model(DEFAULT_MODEL).spec
-    int8_lora = estimate(spec, Workload(precision="int8", mode="lora")).total_bytes
-    int4_qlora = estimate(spec, Workload(precision="int4", mode="qlora")).total_bytes
+    page_workload = default_page_workload()  # the page's defaults (trainer preset included), not Workload()'s
+    int8_cell, int4_cell = report.table_workload(page_workload, "int8", "lora"), report.table_workload(page_workload, "int4", "qlora")
+    assert (int8_cell.precision, int8_cell.mode, weight_format(spec, int8_cell).name) == ("int8", "lora", "bnb-int8")
+    assert (int4_cell.precision, int4_cell.mode, weight_format(spec, int4_cell).name) == ("int4", "qlora", "bnb-nf4")
+    int8_lora, int4_qlora = estimate(spec, int8_cell).total_bytes, estimate(spec, int4_cell).total_bytes
     assert frame.loc["INT8", "LoRA fine-tune"] == format_bytes(int8_lora) != format_bytes(int4_qlora)
     assert frame.loc["INT4", "QLoRA fine-tune"] == format_bytes(int4_qlora)
     assert frame.loc["INT8", "QLoRA fine-tune"] == frame.loc["INT4", "LoRA fine-tune"] == "—"
     caption = " ".join(c.value for c in at.caption)
     assert "INT8 · QLoRA: QLoRA's base is 4-bit NF4" in caption and "INT4 · LoRA: LoRA on a 4-bit base is QLoRA" in caption
+
+
+def test_a_selection_on_a_dash_cell_says_what_the_headline_computes():
+    at = AppTest.from_file("../app.py", default_timeout=30)
+    at.query_params.update({"precision": "int8", "mode": "qlora"})
+    at.run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "INT8 · QLoRA fine-tune, has no cell of its own: the headline above computes LoRA adapters on an LLM.int8 (8-bit) base" in captions
+    spec = resolve_model(DEFAULT_MODEL).spec
+    peak = next(m.value for m in at.metric if m.label.startswith("Peak VRAM"))
+    values, _ = reconcile_main({p.name: p.default for p in MAIN_PARAMS} | {"precision": "int8", "mode": "qlora"})
+    w = main_workload(values)
+    assert weight_format(spec, w).name == "bnb-int8"
+    assert peak == f"{estimate(spec, w).total_bytes / 2**30:,.2f} GiB"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from calculator.gpus import load_gpus
+from calculator.stacks import STACK_NAMES
 from calculator.trainers import DEFAULT_TRAINER
 from calculator.units import PRECISIONS
 from calculator.vllm import CURRENT_VLLM_VERSION, VLLM_VERSIONS
@@ -259,6 +260,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="my_gpu", label="your GPU", default="rtx-4090", kind="choice", choices=tuple(g.id for g in load_gpus())),
     Param(name="my_gpus", label="how many of your GPU", default=1, kind="choice", choices=GPU_COUNT_CHOICES),
     Param(name="audio_share", label="audio-token share", default=0.0, kind="float", low=0.0, high=1.0),
+    Param(name="stack", label="stack", default="current", kind="choice", choices=STACK_NAMES),
 )
 MAIN_ALWAYS: tuple[str, ...] = ("model", "precision", "mode", "context", "batch")
 
@@ -374,6 +376,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         num_gpus=int(values["gpus"]),
         parallelism=values["parallelism"],
         audio_token_share=float(values.get("audio_share", 0.0)),
+        stack=values.get("stack", "current"),
     )
 
 

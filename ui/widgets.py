@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pandas as pd
 import streamlit as st
@@ -23,6 +25,7 @@ from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
+from calculator.stacks import STACK_NAMES, STACKS
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -173,6 +176,9 @@ def workload_inputs(page: PageState) -> None:
                                  "whole context; otherwise the prompt is the rest (a static cache is preallocated at its prefill).")
             st.selectbox("Attention implementation", ATTENTION_IMPLS, key=page.key("attention"))
             st.radio("Runtime", RUNTIMES, key=page.key("runtime"), horizontal=True)
+            st.selectbox("Stack versions", STACK_NAMES, key=page.key("stack"), format_func=lambda n: STACKS[n].label,
+                         help="Older transformers (<= 4.35) held the old and new KV cache during each decode step; PyTorch <= 1.12 "
+                         "loaded every CUDA kernel into the context. Pick yours if it is older than the current stack.")
             not_vllm = page.get("runtime") != "vllm"
             st.slider("vLLM gpu_memory_utilization", min_value=0.05, max_value=1.0, step=0.05, key=page.key("gpu_util"),
                       disabled=not_vllm)
@@ -318,7 +324,10 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
     c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else ""),
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
-    c4.caption(f"{resolved.detail[:160]}{'…' if len(resolved.detail) > 160 else ''}")
+    detail = resolved.detail
+    if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
+        detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
+    c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
 
 
 def model_facts(resolved: ResolvedModel, facts: ModelFacts | None) -> None:
@@ -353,8 +362,10 @@ def similar_models_section(page: PageState, spec: ModelSpec, *, extra: dict[str,
     st.caption(f"From the bundled catalog: the same family as {spec.model_id} first, then the same task, then the closest in size. "
                "Each link opens that model with your other settings.")
     cols = st.columns(len(suggestions))
+    # The view's query once (it reads every input), then only `model` differs between the links.
+    query = dict(parse_qsl(page.share_query(extra=extra), keep_blank_values=True))
     for col, other in zip(cols, suggestions, strict=True):
-        link = f"./?{page.share_query(extra={**extra, 'model': other.model_id})}"
+        link = f"./?{urlencode(query | {'model': other.model_id}, safe='/,:@')}"
         details = " · ".join(p for p in (f"{format_count(other.num_params)} params", family(other), catalog_task(other.model_id)) if p)
         col.markdown(f"**[{other.model_id.split('/')[-1]}]({link})**  \n{other.model_id.split('/')[0]} · {details}")
 
@@ -415,6 +426,17 @@ def precision_mode_absent_note() -> str:
     return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
 
 
+def selected_cell_note(precision: str, mode: str) -> str | None:
+    """When the selected precision and mode land on a — cell, what the headline computes instead."""
+    if precision not in report.TABLE_PRECISIONS or not report.table_cell_absent(precision, mode):
+        return None
+    base = {"int8": "an LLM.int8 (8-bit) base", "int4": "an NF4 (4-bit) base"}.get(precision)
+    if mode in ("lora", "qlora") and base:
+        return (f"Your selection, {text.PRECISION_LABELS[precision]} · {text.MODE_LABELS[mode]}, has no cell of its own: "
+                f"the headline above computes LoRA adapters on {base}.")
+    return None
+
+
 def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
     """A Styler with the selected precision x mode cell highlighted (no highlight when the
     selected precision is not a table row)."""
@@ -442,6 +464,7 @@ def ranking_frame(configs: Sequence[GPUConfiguration], *, limit: int = 25, plan:
             "vLLM sequences at once": serving.max_concurrent_sequences,
             "vLLM max context at batch": serving.max_context_at_batch,
             "vllm serve (or the smallest change that starts it)": serving.command if serving.starts or serving.fix is None else serving.fix.command,
+            **_sglang_columns(plan, c),
         } if serving else {}
         rows.append({
             "Rank": i,
@@ -488,11 +511,14 @@ def gpu_count_choices() -> tuple[int, ...]:
     return GPU_COUNT_CHOICES
 
 
-def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *, limit: int = 8) -> None:
+def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *, limit: int = 8, failing: int = 3) -> None:
     """"Will `vllm serve` start?" for the first ranked configurations: the answer, the KV tokens and
-    concurrency it gets, and the command line to run (or the smallest flag change that starts it)."""
+    concurrency it gets, and the command line to run; then the closest configurations that do not
+    start, each with the smallest flag change that starts it."""
     context = plan.estimate.workload.context_length
-    for c in configs[:limit]:
+    starting = [c for c in configs if c.fits][:limit]
+    closest = [c for c in plan.ranking if not c.fits and c.tensor_parallel_ok][:failing]
+    for c in starting + closest:
         serving = report.serving_for(plan, c)
         if serving is None:
             return
@@ -506,3 +532,15 @@ def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *
                 st.markdown(f"Smallest change: {serving.fix.description} → {serving.fix.kv_tokens:,} KV tokens, "
                             f"{serving.fix.max_concurrency:.2f}× concurrency.")
                 st.code(serving.fix.command, language="bash")
+
+
+def _sglang_columns(plan: report.Plan | None, c: GPUConfiguration) -> dict[str, Any]:
+    """SGLang's answer on the same configuration (calculator/sglang.py, SGLang 0.5.23 defaults)."""
+    if plan is None:
+        return {}
+    from calculator.sglang import sglang_budget
+
+    w = replace(plan.estimate.workload, num_gpus=c.count, parallelism="auto")
+    b = sglang_budget(plan.estimate.spec, w, gpu_usable_bytes=c.gpu.usable_bytes, nvlink=c.gpu.nvlink == "yes",
+                      datacenter=c.gpu.segment.startswith("datacenter"))
+    return {"SGLang KV tokens": b.max_total_num_tokens if b.starts else None, "SGLang mem_fraction_static": b.mem_fraction_static}

@@ -91,6 +91,7 @@ class LiveResult:
     context_bytes: int | None = None  # device used right after the CUDA context was made, minus just before (no tensor yet)
     process_used_bytes: int | None = None  # device used at the measuring point minus before the context: this process
     reserved_at_measure_bytes: int = 0  # torch.cuda.memory_reserved() at the measuring point
+    device_used_at_measure_bytes: int | None = None  # total - free (torch.cuda.mem_get_info) there: every process on the device
     memory_instrument: str = ""  # "nvml" or "nvidia-smi": what read the device's used memory ("" = neither)
     versions: dict[str, str] = field(default_factory=dict)  # torch, cuda, driver, transformers, peft, ...
     seconds: float = 0.0

@@ -172,6 +172,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         stats["reserved_at_measure_bytes"] = int(torch.cuda.memory_reserved(device))
         now, _ = device_used_bytes() if used_before is not None else (None, "")
         stats["process_used_bytes"] = now - used_before if now is not None else None
+        free_now, total_now = torch.cuda.mem_get_info(device)  # the whole device: the fallback without NVML / nvidia-smi
+        stats["device_used_at_measure_bytes"] = int(total_now - free_now)
 
     try:
         with torch.device(device):
