@@ -426,6 +426,17 @@ def precision_mode_absent_note() -> str:
     return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
 
 
+def selected_cell_note(precision: str, mode: str) -> str | None:
+    """When the selected precision and mode land on a — cell, what the headline computes instead."""
+    if precision not in report.TABLE_PRECISIONS or not report.table_cell_absent(precision, mode):
+        return None
+    base = {"int8": "an LLM.int8 (8-bit) base", "int4": "an NF4 (4-bit) base"}.get(precision)
+    if mode in ("lora", "qlora") and base:
+        return (f"Your selection, {text.PRECISION_LABELS[precision]} · {text.MODE_LABELS[mode]}, has no cell of its own: "
+                f"the headline above computes LoRA adapters on {base}.")
+    return None
+
+
 def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
     """A Styler with the selected precision x mode cell highlighted (no highlight when the
     selected precision is not a table row)."""
