@@ -718,5 +718,19 @@ def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:
             f"{model_id}: model_type {top!r}{inner} has no analytic formula here; counting it from transformers' own "
             f"model needs torch + transformers ({INSTALL_HINT})."
         )
+    if shipped is None:
+        _check_dimensions(config, model_id)
     inv = shipped or build_inventory(config, model_id=model_id)
     return model_spec_from_inventory(inv, model_id=model_id, config=config)
+
+
+def _check_dimensions(config: Mapping[str, Any], model_id: str, depth: int = 0) -> None:
+    """Bound every dimension key of the config and its nested configs before transformers builds
+    it (calculator/bounds.py): a hostile `num_hidden_layers: 10**9` must not reach a constructor."""
+    from .bounds import DIMENSION_BOUNDS, check_dimension
+
+    for key, value in config.items():
+        if isinstance(value, Mapping) and depth < 4:
+            _check_dimensions(value, model_id, depth + 1)
+        elif key in DIMENSION_BOUNDS and isinstance(value, int) and not isinstance(value, bool):
+            check_dimension(key, value, where=f"config.json of {model_id or 'this model'}")

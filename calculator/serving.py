@@ -84,13 +84,9 @@ def vllm_breakdown(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int
     return Breakdown(weights_bytes=t["weights"], kv_cache_bytes=t["kv"], activations_bytes=t["activations"])
 
 
-def vllm_overhead(b: Breakdown, w: Workload, spec: ModelSpec | None = None, fmt: WeightFormat | None = None) -> Breakdown:
+def vllm_overhead(b: Breakdown, w: Workload, spec: ModelSpec, fmt: WeightFormat) -> Breakdown:
     """Non-torch memory, CUDA graphs, the CUDA context and the driver's reserve, then the share
     of the card vLLM leaves unused, so the total is the card (nvidia-smi total) this workload needs."""
-    if spec is None or fmt is None:
-        outside = engine.CUDA_CONTEXT_BYTES + engine.NON_TORCH_TP1_BYTES
-        card = math.ceil((b.torch_allocated_bytes + outside) / w.gpu_memory_utilization)
-        return replace(b, cuda_context_bytes=outside, allocator_reserve_bytes=card - b.torch_allocated_bytes - outside)
     t = _terms(spec, w, fmt, gpu_total_bytes=0)
     card, _ = _card_for(t, w.gpu_memory_utilization)
     if card >= 70 * GiB:

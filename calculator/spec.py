@@ -793,7 +793,7 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inve
         from .inventory import spec_from_inventory
         from .profile import with_cached_profile  # a trace profile made before or shipped (calculator/profile.py)
 
-        return with_cached_profile(spec_from_inventory(model_id, config))
+        return with_cached_profile(_check_totals(spec_from_inventory(model_id, config), dims=False))
     defer = _inventory_counts_better(config, str(model_type)) if builder is not None and use_inventory else None
     if defer is not None:
         from .inventory import spec_from_inventory, transformers_available
@@ -801,7 +801,7 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inve
 
         if transformers_available():
             try:
-                return with_cached_profile(spec_from_inventory(model_id, config))
+                return with_cached_profile(_check_totals(spec_from_inventory(model_id, config), dims=False))
             except UnsupportedArchitectureError:
                 pass  # transformers cannot build it: the analytic answer stands, with the note below
         notes.append(defer)
@@ -921,10 +921,11 @@ def _check_field_types(cfg: Mapping[str, Any], model_id: str) -> None:
                 raise MalformedConfigError(f"config.json of {model_id}: `{key}.factor` should be a positive number, got {short_repr(factor)}.")
 
 
-def _check_totals(spec: ModelSpec) -> ModelSpec:
+def _check_totals(spec: ModelSpec, *, dims: bool = True) -> ModelSpec:
     """Refuse a config whose parameter count no checkpoint could have, or with a zero dimension
-    every model has; flag an implausible one."""
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "head_dim"):
+    every model has; flag an implausible one. (`dims=False` for a transformers inventory: a Mamba
+    has no attention heads, and its counts are transformers' own.)"""
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "head_dim") if dims else ():
         if getattr(spec, name) <= 0:
             raise MalformedConfigError(f"config.json of {spec.model_id}: {name} must be positive, got {getattr(spec, name)}.")
     total = spec.config_num_params

@@ -375,7 +375,8 @@ def kv_blocks_per_request(spec: ModelSpec, s: VllmSettings) -> float:
 
     Full-attention layers need cdiv(max_model_len, block_size) blocks; a sliding-window layer at
     most cdiv(min(window - 1 + max_num_batched_tokens, max_model_len), block_size) + 1
-    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0).
+    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0;
+    the same sum in 0.10.2's `SlidingWindowSpec.max_memory_usage_bytes`).
     Layers are weighted by their share of the block's bytes (the hybrid allocator's groups of equal
     page size draw on one pool, `get_max_concurrency_for_kv_cache_config`, kv_cache_utils.py)."""
     assert s.max_num_batched_tokens is not None

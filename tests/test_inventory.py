@@ -193,3 +193,12 @@ def test_architecture_sweep_columns_on_two_configs():
     assert rows[1].values["kind"] == "decoder" and rows[1].values["counted_by"] == "inventory" and rows[1].values["param_delta"] == 0
     table = sweep.summarize(rows)
     assert "| decoder | 1 | 1 (100%) | 1 (100%) |" in table
+
+
+def test_hostile_dimensions_never_reach_a_transformers_constructor():
+    from calculator.errors import MalformedConfigError
+
+    with pytest.raises(MalformedConfigError, match="num_hidden_layers"):
+        model_spec_from_config("org/evil", {"model_type": "phi", "num_hidden_layers": 10**9})
+    with pytest.raises(MalformedConfigError, match="hidden_size"):
+        model_spec_from_config("org/evil", {"model_type": "mllama", "text_config": {"hidden_size": 10**8}})

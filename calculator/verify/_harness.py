@@ -15,6 +15,10 @@ Workarounds for transformers under fake tensors (see /work/shared/TRACE-NOTES.md
 - no 2D attention mask is passed: an all-ones mask is skipped in a real run (`fast_all`), but a
   fake one cannot be read and would be expanded to an explicit 4D mask. Passing none is what an
   unpadded real run amounts to.
+- data-dependent routing (boolean-mask indexing, `nonzero`, `torch.where(mask)`): the mode has a
+  ShapeEnv and `routing.ValueShadow` on top, which keeps real values for the token ids we feed
+  (`inputs.py`: the workload's audio-token share for DualFFN models) and the masks computed from
+  them, and gives router `topk` choices balanced routing; fake kernels read the counts from there.
 - peft places adapters with `Module.to()`, which cannot swap fake parameters; while peft builds
   them, `to()` re-creates parameters in the requested dtype instead (their values do not matter).
 """
