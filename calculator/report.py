@@ -6,7 +6,7 @@ Pure functions over the engine's dataclasses; the UI and the CLI only format wha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import InvalidWorkloadError
@@ -235,6 +235,9 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
             "gradient_checkpointing": w.gradient_checkpointing, "lora_rank": w.lora_rank if w.mode in ("lora", "qlora") else None,
             "audio_token_share": w.audio_token_share if spec.dual_ffn else None,
         },
+        # Every input of the estimate, field by field (`Workload(**inputs)` is this workload again): the
+        # summary above leaves out what does not apply (vLLM flags, trainer savers, stack), a rerun must not.
+        "inputs": workload_inputs(w),
         "total_bytes": b.total_bytes,
         "torch_allocated_bytes": b.torch_allocated_bytes,
         "torch_reserved_bytes": b.torch_reserved_bytes,
@@ -254,6 +257,11 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "vllm_not_starting": [_config_dict(plan, c) for c in plan.ranking if not c.fits and c.tensor_parallel_ok][:3]
         if w.runtime == "vllm" else [],
     }
+
+
+def workload_inputs(w: Workload) -> dict[str, Any]:
+    """Every field of `w` but its notes, JSON-ready (tuples as lists)."""
+    return {f.name: list(v) if isinstance(v := getattr(w, f.name), tuple) else v for f in fields(w) if f.name != "notes"}
 
 
 def _trainer_dict(est: Any) -> dict[str, Any]:
