@@ -3,6 +3,9 @@ the label on screen against the number under it, the same input through two path
 
 from __future__ import annotations
 
+import pytest
+from streamlit.testing.v1 import AppTest
+
 from calculator.estimate import estimate
 from calculator.memory import weight_bytes
 from calculator.quantization import weight_format
@@ -23,3 +26,24 @@ def test_fp32_base_under_a_16_bit_precision_is_said() -> None:
     assert plain.breakdown.weights_bytes * 2 == fp32 and not any("held in fp32" in n for n in plain.notes)
     qlora = estimate(spec, preset_workload("trl-sft", mode="qlora", precision="int4"))
     assert not any("held in fp32" in n for n in qlora.notes)
+
+
+def _calculator(**params: str) -> AppTest:
+    at = AppTest.from_file("../pages/0_Calculator.py", default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+@pytest.mark.parametrize(("params", "says"), [
+    # Before: "Your selection is highlighted" with no cell highlighted (BF16 is not a row; the cells are transformers').
+    ({"precision": "bf16", "runtime": "vllm", "model": LLAMA8}, "Your vLLM selection is not a cell"),
+    ({"precision": "bf16", "model": LLAMA8}, "Your precision (BF16) is not a row here"),
+    ({"precision": "int8", "model": LLAMA8}, "Your selection is highlighted"),
+])
+def test_precision_mode_caption_says_what_is_highlighted(fresh_streamlit_caches: None, params: dict[str, str], says: str) -> None:
+    at = _calculator(**params)
+    assert not at.exception
+    caption = next(c.value for c in at.caption if c.value.startswith("Peak VRAM per GPU (nvidia-smi)"))
+    assert says in caption
+    assert ("Your selection is highlighted" in caption) == (says == "Your selection is highlighted")
