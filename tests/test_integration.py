@@ -47,3 +47,18 @@ def test_precision_mode_caption_says_what_is_highlighted(fresh_streamlit_caches:
     caption = next(c.value for c in at.caption if c.value.startswith("Peak VRAM per GPU (nvidia-smi)"))
     assert says in caption
     assert ("Your selection is highlighted" in caption) == (says == "Your selection is highlighted")
+
+
+def test_vllm_configurations_that_fit_are_not_over_100_percent_used() -> None:
+    """Under vLLM "fits" is "vllm serve starts"; the share shown must be what vLLM takes on that card,
+    not the GPU-agnostic estimate's (2x RTX 3060 12GB read "104% used" among the configurations that fit)."""
+    from calculator.report import build_plan
+
+    spec = resolve_model(LLAMA8, offline=True).spec
+    w = preset_workload("custom", precision="bf16", context_length=8192, runtime="vllm", gpu_memory_utilization=0.85, vllm_version="0.10",
+                        max_num_seqs=64, max_num_batched_tokens=4096, enforce_eager=True)
+    plan = build_plan(spec, w)
+    fitting = [c for c in plan.ranking if c.fits]
+    assert any(c.gpu.id == "rtx-3060-12gb" and c.count == 2 for c in fitting)
+    assert all(c.utilisation <= 1.0 and c.per_gpu_required_bytes <= c.gpu.usable_bytes for c in fitting)
+    assert all(abs(c.utilisation - 0.85) < 0.05 for c in fitting)  # eager: no graphs outside the 0.85 share
