@@ -71,6 +71,8 @@ with results:
     st.caption(widgets.precision_mode_caption(workload))
     # Under vLLM no cell is the selection (the cells are transformers'), so none is highlighted.
     st.table(widgets.highlight_cell(widgets.precision_mode_frame(v.table), workload.precision if workload.runtime != "vllm" else "", workload.mode))
+    if selected := widgets.selected_cell_note(workload.precision, workload.mode):
+        st.caption(f":material/info: {selected}")
 
     st.header("VRAM vs context length")
     capacity = [g for g in prices.gpus if g.id in figures.CAPACITY_GPU_IDS]

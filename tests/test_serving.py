@@ -206,6 +206,9 @@ def test_main_page_answers_will_it_start_with_the_command_line():
     assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"} and "SGLang KV tokens" in frames[0].columns
     text = " ".join(m.value for m in at.markdown)
     assert "does not start" in text and "Smallest change" in text
+    terms = [d.value for d in at.dataframe if "Term" in d.value.columns]
+    assert terms and {"Weights (this rank)", "Activation peak (profile)", "CUDA graphs", "KV cache available"} <= set(terms[0]["Term"])
+    assert "none (--enforce-eager)" in set(terms[0].iloc[:, 2])
 
 
 def test_vllm_ranking_fit_is_the_engine_starting_on_that_gpu(llama8):
