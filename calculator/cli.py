@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -355,7 +357,17 @@ def _catalog(_: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_third_party() -> None:
+    """transformers (the inventory and trace paths) logs config problems at ERROR and warns about
+    deprecated keys while it reads a hostile config; huggingface_hub warns too. The contract is one
+    stderr line, ours, so both stay quiet unless the operator sets their verbosity."""
+    if not os.environ.get("TRANSFORMERS_VERBOSITY"):
+        os.environ["TRANSFORMERS_VERBOSITY"] = "critical"
+    warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub)(\.|$)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

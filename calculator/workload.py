@@ -94,6 +94,7 @@ class Workload:
     trainer: str = "custom"  # a name of calculator.trainers.PRESETS; "custom" = the settings as given
     loss_impl: LossImpl = "full"  # full fp32 logits; torchtune chunked output CE; TRL fused head; Liger/Unsloth fused linear CE
     loss_chunks: int = 8  # chunks of torchtune's CEWithChunkedOutputLoss
+    compile_loss: bool = False  # torch.compile of the chunked loss (torchtune compile=True): saves only the bf16 chunks
     trained_token_fraction: float = 1.0  # share of tokens whose label is not -100 (completion/assistant-only loss)
     checkpoint_every: int = 1  # with gradient checkpointing: every k-th decoder layer (transformers `every_n_layers`)
     activation_offload: bool = False  # saved activations held in pinned host memory (torchtune / TRL / Unsloth)
