@@ -590,7 +590,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
 
     # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
     sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
-    codec = speech.speech_codec(spec) if not workload.is_training and workload.runtime == "transformers" else None
+    codec = (speech.speech_codec(spec)
+             if not workload.is_training and workload.runtime == "transformers" and workload.speech_codec else None)
     stack = STACKS[workload.stack]
     if stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder:
         # transformers <= 4.35: the step's old tuple cache (context - 1 positions) is alive next to the new one.
@@ -600,6 +601,10 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         sharded = {**sharded, "decode": replace(sharded["decode"], kv_cache_bytes=sharded["decode"].kv_cache_bytes + shard)}
     if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
         sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
+        if workload.generated_tokens and "decode" in sharded:
+            # After generate() returns (cache freed), the codec decodes one sequence's frames to a waveform.
+            sharded["audio decode"] = Breakdown(weights_bytes=sharded["decode"].weights_bytes, speech_codec_bytes=codec.weight_bytes,
+                                                activations_bytes=codec.decode_bytes_per_frame * workload.generated_tokens)
     host_bytes = host_act
     if workload.is_training and workload.cpu_offload != "none":
         layer_bytes = weights // max(spec.num_hidden_layers + spec.num_encoder_layers, 1)

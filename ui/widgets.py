@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 import pandas as pd
 import streamlit as st
 
-from calculator import report
+from calculator import report, speech
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
 from calculator.estimate import Estimate, component_labels
@@ -232,7 +232,14 @@ def trainer_inputs(page: PageState) -> None:
 
 def audio_share_input(page: PageState, spec: ModelSpec) -> None:
     """The audio-token share, shown only for a model whose layers route tokens between a text and
-    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    an audio FFN (`spec.dual_ffn`, read from the config), and the audio-codec switch for a model
+    that generates audio codes (`calculator.speech`)."""
+    if speech.speech_codec(spec) is not None:
+        st.checkbox(
+            "Audio codec on this GPU", key=page.key("codec"),
+            help="A text-to-speech model emits audio codes; its serving stack loads the audio codec on the same GPU to decode them "
+            "to a waveform (after generation) and to encode reference audio. Untick if the codec runs elsewhere.",
+        )
     if not spec.dual_ffn:
         return
     st.slider(
