@@ -359,3 +359,13 @@ def test_readme_states_the_limits_in_force() -> None:
                  f"hidden size {bounds.MAX_HIDDEN.limit:,}", f"vocabulary {bounds.MAX_VOCAB.limit:,}", f"experts {bounds.MAX_EXPERTS.limit:,}",
                  f"positions {bounds.MAX_POSITIONS.limit:,}", f"{bounds.MAX_MODEL_REF_CHARS:,} characters", "fingerprint"):
         assert text in section, text
+
+
+def test_cli_transformers_inventory_path_stays_one_line(tmp_path: Path) -> None:
+    # A model type without an analytic formula is read by transformers' config class, which logs the
+    # whole config at ERROR ("Can't set head_dim with value -1 for FalconConfig {...}", 34 lines)
+    # and warns about rope_scaling before our error; the CLI keeps that off stderr.
+    config = {"model_type": "falcon", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 1000,
+              "head_dim": -1, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+    run = run_cli("estimate", str(model_dir(tmp_path, config)), "--offline")
+    assert_one_line_error(run)
