@@ -139,6 +139,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
     p.add_argument("--stack", choices=STACK_NAMES, default="current",
                    help="runtime versions: current (default), transformers-4.35 (tuple KV cache), torch-1.12 (also eager CUDA kernels)")
+    p.add_argument("--speech-codec", action=argparse.BooleanOptionalAction, default=True,
+                   help="TTS models: count the audio codec and its waveform decode on this GPU (default: on)")
     p.add_argument("--audio-share", type=_fraction, default=0.0,
                    help="DualFFN models (higgs-audio): share of the prompt / training tokens that are audio tokens, 0 to 1 (default 0)")
     p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
@@ -197,7 +199,7 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=num_gpus, parallelism=args.parallelism,
-        audio_token_share=args.audio_share, stack=args.stack,
+        audio_token_share=args.audio_share, stack=args.stack, speech_codec=args.speech_codec,
         loss_impl=args.loss, loss_chunks=args.loss_chunks, trained_token_fraction=args.trained_fraction,
         checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,

@@ -491,6 +491,11 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         )
     if w.is_training:
         notes.extend(_trainer_notes(w))
+    if w.mode in ("lora", "qlora") and w.master_weights and w.precision != "fp32" and not fmt.is_quantized:
+        # The headline says the precision picked; the frozen base is 4 bytes per parameter here (see _training_phases).
+        notes.append(f"The frozen base weights are held in fp32 (4 bytes per parameter), not {w.precision}: the model is loaded in fp32 "
+                     f"(TRL SFTTrainer's default for a model id) and trained under {w.precision} autocast. Turn fp32 weights off "
+                     f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
     if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
@@ -585,7 +590,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
 
     # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
     sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
-    codec = speech.speech_codec(spec) if not workload.is_training and workload.runtime == "transformers" else None
+    codec = (speech.speech_codec(spec)
+             if not workload.is_training and workload.runtime == "transformers" and workload.speech_codec else None)
     stack = STACKS[workload.stack]
     if stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder:
         # transformers <= 4.35: the step's old tuple cache (context - 1 positions) is alive next to the new one.
@@ -595,6 +601,10 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         sharded = {**sharded, "decode": replace(sharded["decode"], kv_cache_bytes=sharded["decode"].kv_cache_bytes + shard)}
     if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
         sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
+        if workload.generated_tokens and "decode" in sharded:
+            # After generate() returns (cache freed), the codec decodes one sequence's frames to a waveform.
+            sharded["audio decode"] = Breakdown(weights_bytes=sharded["decode"].weights_bytes, speech_codec_bytes=codec.weight_bytes,
+                                                activations_bytes=codec.decode_bytes_per_frame * workload.generated_tokens)
     host_bytes = host_act
     if workload.is_training and workload.cpu_offload != "none":
         layer_bytes = weights // max(spec.num_hidden_layers + spec.num_encoder_layers, 1)

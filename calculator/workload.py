@@ -89,6 +89,7 @@ class Workload:
     # Runtime stack whose version changes memory (calculator/stacks.py): "current" (default),
     # "transformers-4.35" (tuple past_key_values), "torch-1.12" (also eager CUDA kernel loading).
     stack: str = "current"
+    speech_codec: bool = True  # TTS models: the audio codec and its waveform decode run on this GPU (calculator/speech.py)
     # Trainer preset and memory savers (each a term of its own in `memory`; defaults = the plain loop).
     trainer: str = "custom"  # a name of calculator.trainers.PRESETS; "custom" = the settings as given
     loss_impl: LossImpl = "full"  # full fp32 logits; torchtune chunked output CE; TRL fused head; Liger/Unsloth fused linear CE

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 import pandas as pd
 import streamlit as st
 
-from calculator import report
+from calculator import report, speech
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
 from calculator.estimate import Estimate, component_labels
@@ -232,7 +232,14 @@ def trainer_inputs(page: PageState) -> None:
 
 def audio_share_input(page: PageState, spec: ModelSpec) -> None:
     """The audio-token share, shown only for a model whose layers route tokens between a text and
-    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    an audio FFN (`spec.dual_ffn`, read from the config), and the audio-codec switch for a model
+    that generates audio codes (`calculator.speech`)."""
+    if speech.speech_codec(spec) is not None:
+        st.checkbox(
+            "Audio codec on this GPU", key=page.key("codec"),
+            help="A text-to-speech model emits audio codes; its serving stack loads the audio codec on the same GPU to decode them "
+            "to a waveform (after generation) and to encode reference audio. Untick if the codec runs elsewhere.",
+        )
     if not spec.dual_ffn:
         return
     st.slider(
@@ -424,6 +431,23 @@ def precision_mode_absent_note() -> str:
         for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if (why := report.table_cell_absent(p, m))
     ]
     return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
+
+
+def precision_mode_caption(workload: Any) -> str:
+    """The table's caption: what its cells hold and whether the selection is one of them. The cells
+    are sized for transformers at the table's precisions (`report.table_workload`), so a vLLM view or
+    a precision that is not a row has no highlighted cell, and the caption says so instead of
+    claiming one."""
+    w = workload
+    head = f"Peak VRAM per GPU (nvidia-smi) at {w.context_length:,} tokens × batch {w.batch_size}"
+    if w.runtime == "vllm":
+        return (f"{head}, sized for transformers (fine-tuning has no vLLM), everything else as set above. Your vLLM selection is not a cell: "
+                f"its number is the headline above, which also counts vLLM's pre-allocated KV pool. {precision_mode_absent_note()}")
+    if w.precision not in report.TABLE_PRECISIONS:
+        label = text.PRECISION_LABELS.get(w.precision, w.precision)
+        return (f"{head}, everything else as set above. Your precision ({label}) is not a row here: its number is the headline above. "
+                f"{precision_mode_absent_note()}")
+    return f"{head}, everything else as set above. Your selection is highlighted. {precision_mode_absent_note()}"
 
 
 def selected_cell_note(precision: str, mode: str) -> str | None:
