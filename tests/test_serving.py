@@ -256,3 +256,9 @@ def test_a_higher_utilization_is_the_first_fix_when_it_is_enough(llama8):
     below = V.vllm_budget(llama8, Workload(precision="bf16", runtime="vllm", context_length=49152, gpu_memory_utilization=round(u - 0.01, 2)),
                           gpu_usable_bytes=RTX4090, nvlink=False, datacenter=False)
     assert not below.starts
+
+
+def test_encoder_only_models_start_without_a_kv_cache():
+    bert = resolve_catalog("google-bert/bert-base-uncased").spec
+    b = V.vllm_budget(bert, Workload(runtime="vllm", context_length=512), gpu_usable_bytes=RTX4090, nvlink=False, datacenter=False)
+    assert b.starts and b.kv_tokens == 0 and b.max_concurrency == 256  # max_num_seqs on a 24 GB card
