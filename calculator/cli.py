@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from .bounds import MAX_HEADROOM_FRACTION
-from .errors import CalculatorError
+from .errors import CalculatorError, InvalidWorkloadError
 from .stacks import STACK_NAMES
 from .units import PRECISIONS, format_bytes, format_count
 from .workload import (
@@ -81,7 +83,7 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-size", type=_positive_int, default=128, help="GPTQ/AWQ group size (default 128)")
     p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=None,
                    help="bnb 4-bit double quantization (default: on for QLoRA, off otherwise)")
-    p.add_argument("--context", type=_positive_int, default=4096, help="tokens per sequence: prompt + generated, or training length (default 4096)")
+    p.add_argument("--context", type=_positive_int, default=None, help="tokens per sequence: prompt + generated, or training length (default 4096)")
     p.add_argument("--generated", type=_positive_int, default=0,
                    help="of the context, tokens generated (inference). 0 sizes the prefill for the whole context (default 0)")
     p.add_argument("--batch", type=_positive_int, default=1, help="sequences per step (per GPU when training data-parallel) (default 1)")
@@ -122,7 +124,7 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="LoRA adapter dtype (default fp32, peft's autocast_adapter_dtype=True; torchtune/QLoRA bf16)")
     p.add_argument("--keep-logits", action="store_true", help="training loop keeps model outputs (logits) alive through backward")
     p.add_argument("--runtime", choices=("transformers", "vllm"), default="transformers", help="inference runtime (default transformers generate)")
-    p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vLLM's share of each GPU (default 0.9)")
+    p.add_argument("--gpu-memory-utilization", type=_fraction, default=None, help="vLLM's share of each GPU (default 0.9)")
     p.add_argument("--vllm-version", default="", metavar="X.Y",
                    help="vLLM release whose start-up budget is modelled (0.33, 0.32, 0.19, 0.10, 0.7; default: the current, 0.33)")
     p.add_argument("--max-model-len", type=_positive_int, default=None, help="vLLM --max-model-len (same as --context)")
@@ -132,11 +134,13 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enforce-eager", action="store_true", help="vLLM --enforce-eager: no CUDA graphs")
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default=None, help="vLLM --kv-cache-dtype (fp8 = --kv-precision fp8)")
     p.add_argument("--tensor-parallel-size", type=_positive_int, default=None, help="vLLM --tensor-parallel-size (same as --gpus)")
-    p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
+    p.add_argument("--gpus", type=_positive_int, default=None, help="number of GPUs (default 1)")
     p.add_argument("--parallelism", choices=PARALLELISMS, default="auto",
                    help="multi-GPU strategy: tp (inference), ddp/zero1/zero2/zero3/fsdp (training); auto = tp or fsdp")
     p.add_argument("--stack", choices=STACK_NAMES, default="current",
                    help="runtime versions: current (default), transformers-4.35 (tuple KV cache), torch-1.12 (also eager CUDA kernels)")
+    p.add_argument("--speech-codec", action=argparse.BooleanOptionalAction, default=True,
+                   help="TTS models: count the audio codec and its waveform decode on this GPU (default: on)")
     p.add_argument("--audio-share", type=_fraction, default=0.0,
                    help="DualFFN models (higgs-audio): share of the prompt / training tokens that are audio tokens, 0 to 1 (default 0)")
     p.add_argument("--headroom", type=_bounded(0.0, MAX_HEADROOM_FRACTION), default=0.0,
@@ -147,24 +151,55 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
 
 
+# vLLM engine flags: given with the transformers runtime they would change nothing, and a flag that is
+# silently ignored is a wrong answer to the question asked.
+_VLLM_ONLY_FLAGS = (("vllm_version", "--vllm-version"), ("max_num_seqs", "--max-num-seqs"),
+                    ("max_num_batched_tokens", "--max-num-batched-tokens"), ("enforce_eager", "--enforce-eager"),
+                    ("gpu_memory_utilization", "--gpu-memory-utilization"), ("kv_cache_dtype", "--kv-cache-dtype"))
+
+
+def _one_value(args: argparse.Namespace, a: str, a_flag: str, b: str, b_flag: str) -> Any:
+    """The value of an input that has two spellings (a vLLM flag and the calculator's own); both given and different is an error."""
+    va, vb = getattr(args, a, None), getattr(args, b, None)
+    if va is not None and vb is not None and va != vb:
+        raise InvalidWorkloadError(f"{a_flag} {va} and {b_flag} {vb} name the same setting with two values; give one of them.")
+    return va if va is not None else vb
+
+
+def _refuse_ignored_flags(args: argparse.Namespace) -> None:
+    given = [flag for name, flag in _VLLM_ONLY_FLAGS if getattr(args, name, None) not in (None, False, "")]
+    if given and args.runtime != "vllm":
+        raise InvalidWorkloadError(f"{', '.join(given)} {'is a vLLM flag' if len(given) == 1 else 'are vLLM flags'}: "
+                                   "add --runtime vllm (the transformers runtime has no such setting).")
+    if args.trainer not in (None, "custom") and args.mode == "inference":
+        raise InvalidWorkloadError(f"--trainer {args.trainer} sets up a training loop; inference has none: add --mode lora, qlora or full, "
+                                   "or leave out --trainer.")
+
+
 def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None = None) -> Workload:
     """The trainer's settings for the mode, with every option given on the command line on top.
-    Without --trainer the fine-tuning modes assume TRL's SFTTrainer (`trainers.DEFAULT_TRAINER`)."""
+    Without --trainer the fine-tuning modes assume TRL's SFTTrainer (`trainers.DEFAULT_TRAINER`).
+    Raises InvalidWorkloadError for flags that contradict each other or would change nothing."""
     from .trainers import DEFAULT_TRAINER, preset_workload
 
+    _refuse_ignored_flags(args)
     trainer = args.trainer or (default_trainer or DEFAULT_TRAINER if args.mode != "inference" else "custom")
-    kv_precision = "fp8" if getattr(args, "kv_cache_dtype", None) == "fp8" else args.kv_precision
+    # Options left out are None: the Workload's (or the trainer's) default applies.
+    kv_precision = _one_value(args, "kv_cache_dtype", "--kv-cache-dtype", "kv_precision", "--kv-precision")
+    kv_precision = None if kv_precision == "auto" else kv_precision
+    context = _one_value(args, "max_model_len", "--max-model-len", "context", "--context")
+    num_gpus = _one_value(args, "tensor_parallel_size", "--tensor-parallel-size", "gpus", "--gpus")
     return preset_workload(
         trainer,
         mode=args.mode, precision=args.precision, quant_method=args.quant_method, quant_group_size=args.group_size,
-        double_quant=args.double_quant, context_length=args.max_model_len or args.context, generated_tokens=args.generated,
+        double_quant=args.double_quant, context_length=context, generated_tokens=args.generated,
         batch_size=args.batch, vllm_version=args.vllm_version, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
         kv_cache_precision=kv_precision, cache_implementation=args.cache, attention=args.attention, gradient_checkpointing=args.grad_checkpointing,
         optimizer=args.optimizer, master_weights=args.master_weights, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
-        gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=args.tensor_parallel_size or args.gpus, parallelism=args.parallelism,
-        audio_token_share=args.audio_share, stack=args.stack,
+        gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=num_gpus, parallelism=args.parallelism,
+        audio_token_share=args.audio_share, stack=args.stack, speech_codec=args.speech_codec,
         loss_impl=args.loss, loss_chunks=args.loss_chunks, trained_token_fraction=args.trained_fraction,
         checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
@@ -276,6 +311,7 @@ def _estimate(args: argparse.Namespace) -> int:
     data["model_source_detail"] = resolved.detail
     # The checkpoint the numbers were computed from (Hub models; None for the catalog and local folders).
     data["model_revision"], data["model_sha"] = resolved.revision, resolved.sha
+    data["inputs"] |= {"headroom_fraction": args.headroom, "providers": list(args.provider)}
     print(json.dumps(data, indent=2) if args.json else _text_report(data))
     return 0
 
@@ -321,7 +357,17 @@ def _catalog(_: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_third_party() -> None:
+    """transformers (the inventory and trace paths) logs config problems at ERROR and warns about
+    deprecated keys while it reads a hostile config; huggingface_hub warns too. The contract is one
+    stderr line, ours, so both stay quiet unless the operator sets their verbosity."""
+    if not os.environ.get("TRANSFORMERS_VERBOSITY"):
+        os.environ["TRANSFORMERS_VERBOSITY"] = "critical"
+    warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub)(\.|$)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -298,7 +298,7 @@ def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_byt
     head_trainable = w.mode == "full"
     trained = memory.trained_tokens(tokens, w.trained_token_fraction)
     if w.loss_impl == "chunked-output":
-        return memory.chunked_output_loss_bytes(spec, tokens=tokens, compute_bytes=c, chunks=w.loss_chunks)
+        return memory.chunked_output_loss_bytes(spec, tokens=tokens, compute_bytes=c, chunks=w.loss_chunks, compiled=w.compile_loss)
     if w.loss_impl == "fused-linear":
         return memory.fused_lm_head_loss_bytes(spec, tokens=tokens, trained=trained, compute_bytes=c, hidden_bytes=hidden_bytes,
                                                head_weight_bytes=head_weight_bytes, head_trainable=head_trainable)
@@ -320,7 +320,8 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
         checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
     )
     per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan) + extra)
-    recompute = per_layer if w.gradient_checkpointing else 0
+    grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c) if spec.is_causal_lm else 0
+    recompute = per_layer + grads if w.gradient_checkpointing else 0
     host = 0
     if w.activation_offload:
         h = spec.hidden_size
@@ -372,6 +373,13 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         }
         if not w.optimizer_in_backward:
             phases["optimizer step"] = Breakdown(weights_bytes=weights, optimizer_bytes=optimizer + temp, master_weights_bytes=master, gradients_bytes=grads)
+            if spec.tie_word_embeddings and spec.is_causal_lm:
+                # Tied embedding: at the end of backward the embedding's dense gradient is added to the LM head's
+                # (AccumulateGrad: old grad + incoming -> new), three vocab x hidden tensors at once (traced).
+                grad_bytes = 4 if w.master_weights else c
+                phases["backward end (tied embedding)"] = Breakdown(
+                    weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master,
+                    gradients_bytes=grads + 2 * spec.vocab_size * spec.hidden_size * grad_bytes)
         if w.gradient_checkpointing:
             # Recomputing the last layer: the LM head's (and tied embedding's) gradient already exists.
             head_grad = spec.vocab_size * spec.hidden_size * c
@@ -412,6 +420,14 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
         optimizer=w.optimizer, trainable_params=adapter_params, param_bytes=adapter_elem_bytes, largest_param=0)
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
+    if fp32_weights:
+        layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+        kept = layers - (memory.checkpointed_layers(layers, w.checkpoint_every) if w.gradient_checkpointing else 0)
+        casts = memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=kept, full_logits=w.loss_impl == "full",
+                                                  adapter_params=adapter_params)
+        act += casts
+        if w.gradient_checkpointing:
+            recompute += memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=1, full_logits=False, adapter_params=0)
     # The input gradient through a frozen quantized linear dequantizes its weight to the compute dtype:
     # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
     dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
@@ -475,6 +491,11 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         )
     if w.is_training:
         notes.extend(_trainer_notes(w))
+    if w.mode in ("lora", "qlora") and w.master_weights and w.precision != "fp32" and not fmt.is_quantized:
+        # The headline says the precision picked; the frozen base is 4 bytes per parameter here (see _training_phases).
+        notes.append(f"The frozen base weights are held in fp32 (4 bytes per parameter), not {w.precision}: the model is loaded in fp32 "
+                     f"(TRL SFTTrainer's default for a model id) and trained under {w.precision} autocast. Turn fp32 weights off "
+                     f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
     if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
@@ -513,7 +534,11 @@ def _trainer_notes(w: Workload) -> list[str]:
     if w.optimizer_in_backward:
         notes.append("Optimizer step in backward: each parameter is updated as its gradient is ready, so no full set of gradients exists "
                      "(incompatible with gradient accumulation).")
-    notes.append("torch.compile is not modelled: it changes which tensors are saved in ways only a compiled trace shows.")
+    if w.compile_loss:
+        notes.append("torch.compile of the loss (torchtune compile=True): the compiled chunked cross-entropy saves only the bf16 chunks "
+                     "(traced with the min-cut partitioner); compiling the model's layers is not modelled.")
+    else:
+        notes.append("torch.compile is not modelled: it changes which tensors are saved in ways only a compiled trace shows.")
     return notes
 
 
@@ -565,7 +590,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
 
     # vLLM's breakdown is already per TP rank (`serving.vllm_breakdown`): its profile is not split.
     sharded = {name: b if workload.runtime == "vllm" else per_gpu(b) for name, b in phases.items()}
-    codec = speech.speech_codec(spec) if not workload.is_training and workload.runtime == "transformers" else None
+    codec = (speech.speech_codec(spec)
+             if not workload.is_training and workload.runtime == "transformers" and workload.speech_codec else None)
     stack = STACKS[workload.stack]
     if stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder:
         # transformers <= 4.35: the step's old tuple cache (context - 1 positions) is alive next to the new one.
@@ -575,6 +601,10 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         sharded = {**sharded, "decode": replace(sharded["decode"], kv_cache_bytes=sharded["decode"].kv_cache_bytes + shard)}
     if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
         sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
+        if workload.generated_tokens and "decode" in sharded:
+            # After generate() returns (cache freed), the codec decodes one sequence's frames to a waveform.
+            sharded["audio decode"] = Breakdown(weights_bytes=sharded["decode"].weights_bytes, speech_codec_bytes=codec.weight_bytes,
+                                                activations_bytes=codec.decode_bytes_per_frame * workload.generated_tokens)
     host_bytes = host_act
     if workload.is_training and workload.cpu_offload != "none":
         layer_bytes = weights // max(spec.num_hidden_layers + spec.num_encoder_layers, 1)

@@ -501,23 +501,28 @@ def trained_tokens(tokens: int, fraction: float) -> int:
     return tokens if fraction >= 1 else max(1, math.ceil(tokens * fraction))
 
 
-def chunked_output_loss_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int, chunks: int) -> int:
+def chunked_output_loss_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int, chunks: int, compiled: bool = False) -> int:
     """torchtune `CEWithChunkedOutputLoss` (v0.6.1 `torchtune/modules/loss/ce_chunked_output_loss.py`,
     `num_output_chunks=8`): the model returns the logits as `chunks` c-byte pieces, each upcast with
-    `.float()` and passed to `F.cross_entropy`, whose log-softmax saves its fp32 output.
+    `.float()` and passed to `F.cross_entropy(..., reduction="sum")`.
 
-    At the end of the loss forward: every c-byte logits chunk (the recipe drops them only after the
-    loss), every saved fp32 log-probability, and the last chunk's fp32 upcast:
-    tokens x vocab x (c + 4) + tokens/chunks x vocab x 4. In backward (logits freed) the saved
-    log-probs plus one chunk's fp32 gradient, result and c-byte cast: tokens x vocab x 4 +
-    tokens/chunks x vocab x (8 + c). The larger of the two (the first for c = 2, chunks = 8:
-    6.5 bytes per logit against 12 for the unchunked fp32 loss)."""
+    Eager, each chunk's cross-entropy saves two fp32 tensors of the chunk's size (traced with
+    saved-tensor hooks, torch 2.13: 8 bytes per logit), so at the end of the loss forward every
+    c-byte chunk and every saved fp32 pair are alive: tokens x vocab x (c + 8); in backward the
+    saved pairs plus one chunk's fp32 gradient and c-byte cast, which is less.
+    Compiled (torchtune `compile=True` compiles `compute_cross_entropy`), the min-cut partition
+    saves only the c-byte chunk and two fp32 per-row statistics (traced with
+    `torch.compile(backend="aot_eager_decomp_partition")`, the partitioner inductor uses), so the
+    chunks stay alive into backward, where one chunk's fp32 gradient and c-byte cast are added:
+    tokens x vocab x c + tokens/chunks x vocab x (4 + c)."""
     if not spec.is_causal_lm:
         return 0
     v = spec.vocab_size
     per_chunk = -(-tokens // chunks)
-    forward = tokens * v * (compute_bytes + 4) + per_chunk * v * 4
-    backward = tokens * v * 4 + per_chunk * v * (8 + compute_bytes)
+    if compiled:
+        return tokens * v * compute_bytes + 8 * tokens + per_chunk * v * (4 + compute_bytes)
+    forward = tokens * v * (compute_bytes + 8)
+    backward = tokens * v * 8 + per_chunk * v * (4 + compute_bytes)
     return max(forward, backward)
 
 
@@ -532,7 +537,7 @@ def fused_lm_head_loss_bytes(
     dtype) and two fp32 per-token vectors (log_z, entropy). Forward transients: seven fp32
     per-token statistics, the c-byte tile, and c-byte casts of a hidden chunk / weight chunk when
     they are not already in the compute dtype (fp32 weights under bf16 autocast). Backward: the
-    tile and casts again, the fp32 accumulators `grad_hidden` (trained x h x 4) and, when the head
+    tile and casts again (two weight-chunk casts at once), the fp32 accumulators `grad_hidden` (trained x h x 4) and, when the head
     is trainable, `grad_weight` (vocab x h x 4), then their casts to the input / weight dtype at
     return. The term is saved + the larger of the two transients."""
     if not spec.is_causal_lm:
@@ -540,11 +545,14 @@ def fused_lm_head_loss_bytes(
     h, v, c = spec.hidden_size, spec.vocab_size, compute_bytes
     t_chunk = min(trained, TRL_TOKEN_CHUNK)
     v_chunk = min(v, TRL_VOCAB_CHUNK)
-    casts = (t_chunk * h * c if hidden_bytes != c else 0) + (v_chunk * h * c if head_weight_bytes != c else 0)
+    h_cast = t_chunk * h * c if hidden_bytes != c else 0
+    w_cast = v_chunk * h * c if head_weight_bytes != c else 0
     tile = t_chunk * v_chunk * c
     saved = trained * h * hidden_bytes + 2 * 4 * trained
-    forward = 7 * 4 * trained + tile + casts
-    backward = tile + casts + trained * 4 + trained * h * 4 + (trained * h * hidden_bytes if hidden_bytes != 4 else 0)
+    forward = 7 * 4 * trained + tile + h_cast + w_cast
+    # In backward `w_chunk = weight[start:end].to(dtype)` is rebound per vocabulary chunk: the new cast exists
+    # before the previous one is released (traced), so two casts are alive when there is more than one chunk.
+    backward = tile + h_cast + w_cast * (2 if v > v_chunk else 1) + trained * 4 + trained * h * 4 + (trained * h * hidden_bytes if hidden_bytes != 4 else 0)
     if head_trainable:
         backward += v * h * 4 + (v * h * head_weight_bytes if head_weight_bytes != 4 else 0)
     del tokens  # all positions are projected only off CUDA (the trace); on a GPU only the trained ones
@@ -591,6 +599,29 @@ def optimizer_in_backward_bytes(*, largest_param: int, grad_bytes: int, temp_byt
     stepped in a post-accumulate-grad hook, gradient freed at once): no full set of gradients ever
     exists; at most one parameter's gradient and its step temporary are alive."""
     return largest_param * (grad_bytes + temp_bytes_per_elem)
+
+
+def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int) -> int:
+    """Gradient buffers alive while one decoder layer is back-propagated: through the gated MLP the
+    gradient of the down projection's input, then of act(gate) and of up, then of gate (three
+    c x I tensors at once), and RMSNorm's backward in fp32 (the upcast gradient, its product with
+    the weight and the reduction terms: about 3 x 4h). 3cI + 12h per token; traced on Qwen2.5-0.5B and
+    Llama-3.2-3B sized-down copies (the recompute phase was 300 MB / 60 MB short without it)."""
+    inter = spec.moe_intermediate_size * max(spec.num_experts_per_tok, 1) if spec.is_moe else spec.intermediate_size
+    return tokens * (3 * compute_bytes * inter + 12 * spec.hidden_size)
+
+
+def autocast_weight_cast_bytes(spec: ModelSpec, *, compute_bytes: int, layers_kept: int, full_logits: bool, adapter_params: int) -> int:
+    """A frozen fp32 base under bf16/fp16 autocast (TRL's default of loading a model id in fp32,
+    with LoRA): every linear casts its weight to the compute dtype, and the matmul saves that cast
+    copy for the input gradient, so it lives until backward. Per layer that is all its linear
+    weights in c bytes, for each layer not checkpointed (`layers_kept`); the LM head's cast too
+    when the full logits are computed, and the adapters' own casts (traced with saved-tensor
+    hooks on transformers 5.24 + peft 0.21: the bf16 copies of q/k/v/o/gate/up/down are saved)."""
+    layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+    body = sum(g.weight_params for g in spec.linears if g.role != "head")
+    head = spec.vocab_size * spec.hidden_size if spec.is_causal_lm and full_logits else 0
+    return compute_bytes * (body * layers_kept // layers + head + adapter_params)
 
 
 def dora_extra_params(spec: ModelSpec, plan: AdapterPlan) -> int:

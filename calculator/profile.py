@@ -357,6 +357,23 @@ def choose_depths(kinds: Sequence[str], max_depth: int = MAX_TRACE_DEPTH) -> tup
     return tuple(depths)
 
 
+# Layer-count keys `verify.compare.cut_config` does not cut: GPT-2/GPT-J's n_layer, encoder-decoder
+# stacks (BART/Marian/Whisper: encoder_layers/decoder_layers; T5: num_layers/num_decoder_layers).
+_EXTRA_DEPTH_KEYS = ("n_layer", "encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers")
+
+
+def sized_down_config(config: Mapping[str, Any], depth: int) -> dict[str, Any]:
+    """`config` with its first `depth` layers (every width kept). Encoder-decoder models keep
+    `depth` encoder and `depth` decoder layers, so one "layer" of the profile is one of each."""
+    from .verify.compare import cut_config
+
+    cfg = cut_config(config, depth)
+    for key in _EXTRA_DEPTH_KEYS:
+        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool) and cfg[key] > depth:
+            cfg[key] = depth
+    return cfg
+
+
 def _features(batch: int, tokens: int, cols: Sequence[str]) -> list[float]:
     values = {"const": 1.0, "per_seq": float(batch), "per_token": float(batch * tokens), "per_token2": float(batch * tokens * tokens)}
     return [values[c] for c in cols]
@@ -423,17 +440,21 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
 
     Bounded: at most `max_depth` layers per copy and `max_seconds` in all (`TraceUnsupportedError`
     past the deadline). Modes a model cannot run (training an encoder) are left out with a note."""
-    from .verify.compare import cut_config
     from .verify.profile_trace import layer_kinds, run_points, versions
     from .verify.trace import TraceUnsupportedError
 
     started = time.monotonic()
     deadline = started + max_seconds
     settings = dict(settings or default_settings())
+    notes: list[str] = []
+    if settings["lora_targets"] not in ("all-linear", "qv"):
+        # Which modules are "attention" or "mlp" is a name convention per family; the trace only
+        # spells out peft's own shorthand and the LoRA paper's q/v.
+        notes.append(f"LoRA targets {settings['lora_targets']!r} were traced as 'all-linear' (an upper bound).")
+        settings["lora_targets"] = "all-linear"
     full_kinds = layer_kinds(config)
     order = list(dict.fromkeys(full_kinds))
     depths = choose_depths(full_kinds, max_depth)
-    notes: list[str] = []
     windows: dict[str, int] = {}
     points, check_point, scale = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:
@@ -451,7 +472,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
         held_out: list[tuple[dict[str, int], Any]] = []
         try:
             for depth in depths:
-                cut = cut_config(config, depth)
+                cut = sized_down_config(config, depth)
                 if on_progress:
                     on_progress(f"{mode}: tracing a {depth}-layer copy at {len(all_points)} sizes")
                 results, run_notes, kinds = run_points(
@@ -524,12 +545,11 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
                  max_seconds: float, modes: Sequence[str]) -> tuple[list[tuple[int, int]], tuple[int, int] | None, float]:
     """Shorter points for models whose trace time grows with tokens (Mamba's reference selective
     scan loops over the sequence: 2 layers x 256 tokens took 27 s on one CPU core). Two probe points
-    give seconds per token; the lengths are halved until the plan fits half the time budget."""
-    from .verify.compare import cut_config
+    give CPU seconds per token; the lengths are halved until the plan fits half the time budget."""
     from .verify.profile_trace import run_points
 
-    probe, _, _ = run_points(cut_config(config, depths[0]), mode="inference", points=[(1, 32), (1, 96)],
-                             deadline=time.monotonic() + max_seconds / 4)
+    probe, _, _ = run_points(sized_down_config(config, depths[0]), mode="inference", points=[(1, 32), (1, 96)],
+                             deadline=time.monotonic() + max_seconds)
     per_token = max((probe[1].seconds - probe[0].seconds) / 64, 0.0) / max(depths[0], 1)
     weight = sum({"inference": 1.0}.get(m, 3.0) for m in modes)  # a training step costs ~3 forwards
     layers = sum(depths)
@@ -628,9 +648,14 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
                        logits_bytes=int(comp["logits"] * act_scale), **extra)
 
     if mode == "inference":
+        if not out:
+            return out, tuple(notes)
+        template = replace(next(iter(out.values())), kv_cache_bytes=0, activations_bytes=0, logits_bytes=0)
         for name, comp in measured.items():
-            if name in out:
-                out[name] = with_profile(out[name], comp, grads=False)
+            out[name] = with_profile(out.get(name, template), comp, grads=False)
+        if getattr(spec, "is_encoder_decoder", False):
+            notes.append(f"Encoder-decoder: cross-attention K/V of the {workload.prompt_tokens:,} encoder tokens and the encoder output are "
+                         f"measured; the decoder's self-attention K/V is measured at {GENERATED_TOKENS} generated tokens.")
         return out, tuple(notes)
     backward = out.pop("backward", None)
     out.pop("layer recompute", None)

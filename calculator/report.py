@@ -6,7 +6,7 @@ Pure functions over the engine's dataclasses; the UI and the CLI only format wha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import InvalidWorkloadError
@@ -101,6 +101,12 @@ def _vllm_fits(
         b = vllm_budget(spec, replace(workload, num_gpus=c.count, parallelism="auto"), gpu_usable_bytes=c.gpu.usable_bytes,
                         gpu_name=c.gpu.name, nvlink=c.gpu.nvlink == "yes", datacenter=c.gpu.segment.startswith("datacenter"))
         fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
+        if fits:
+            # What `vllm serve` takes on this card (nvidia-smi while serving): its gpu_memory_utilization share,
+            # plus CUDA graphs where they sit outside it. The GPU-agnostic estimate's share would read "104% used"
+            # on a card vLLM starts on (Llama-3.1-8B bf16, 8k tokens, 2x RTX 3060 12GB).
+            taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes)
+            c = replace(c, per_gpu_required_bytes=taken, utilisation=taken / c.gpu.usable_bytes)
         if fits == c.fits:
             out.append(c)
             continue
@@ -141,11 +147,24 @@ def table_workload(workload: Workload, precision: str, mode: str) -> Workload | 
     if table_cell_absent(precision, mode):
         return None
     try:
-        return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
+        return replace(workload, **_trainer_settings_for_mode(workload, mode), precision=precision, mode=mode, runtime="transformers", parallelism="auto",
                        quant_method="auto" if precision != workload.precision else workload.quant_method,
                        cache_implementation=workload.cache_implementation if mode == "inference" else "dynamic")
     except InvalidWorkloadError:
         return None
+
+
+def _trainer_settings_for_mode(workload: Workload, mode: str) -> dict[str, Any]:
+    """The trainer's settings that differ between the workload's mode and `mode`, for every setting
+    still at the trainer's value (a setting the user changed stays). A cell is then the number its own
+    view shows: TRL's QLoRA preset keeps no fp32 weights, its LoRA/full presets do, so the FP16 · LoRA
+    cell of a QLoRA view read 19.0 GiB where the LoRA view itself said 32.1 GiB (higgs-audio, 4k tokens)."""
+    from .trainers import PRESETS, preset_settings
+
+    if workload.trainer not in PRESETS or mode == workload.mode:
+        return {}
+    here, there = preset_settings(workload.trainer, workload.mode), preset_settings(workload.trainer, mode)
+    return {k: v for k, v in there.items() if k != "trainer" and k in here and here[k] != v and getattr(workload, k) == here[k]}
 
 
 def precision_mode_table(spec: ModelSpec, workload: Workload) -> list[dict[str, Any]]:
@@ -235,6 +254,9 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
             "gradient_checkpointing": w.gradient_checkpointing, "lora_rank": w.lora_rank if w.mode in ("lora", "qlora") else None,
             "audio_token_share": w.audio_token_share if spec.dual_ffn else None,
         },
+        # Every input of the estimate, field by field (`Workload(**inputs)` is this workload again): the
+        # summary above leaves out what does not apply (vLLM flags, trainer savers, stack), a rerun must not.
+        "inputs": workload_inputs(w),
         "total_bytes": b.total_bytes,
         "torch_allocated_bytes": b.torch_allocated_bytes,
         "torch_reserved_bytes": b.torch_reserved_bytes,
@@ -254,6 +276,11 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "vllm_not_starting": [_config_dict(plan, c) for c in plan.ranking if not c.fits and c.tensor_parallel_ok][:3]
         if w.runtime == "vllm" else [],
     }
+
+
+def workload_inputs(w: Workload) -> dict[str, Any]:
+    """Every field of `w` but its notes, JSON-ready (tuples as lists)."""
+    return {f.name: list(v) if isinstance(v := getattr(w, f.name), tuple) else v for f in fields(w) if f.name != "notes"}
 
 
 def _trainer_dict(est: Any) -> dict[str, Any]:

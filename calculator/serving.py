@@ -84,13 +84,9 @@ def vllm_breakdown(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int
     return Breakdown(weights_bytes=t["weights"], kv_cache_bytes=t["kv"], activations_bytes=t["activations"])
 
 
-def vllm_overhead(b: Breakdown, w: Workload, spec: ModelSpec | None = None, fmt: WeightFormat | None = None) -> Breakdown:
+def vllm_overhead(b: Breakdown, w: Workload, spec: ModelSpec, fmt: WeightFormat) -> Breakdown:
     """Non-torch memory, CUDA graphs, the CUDA context and the driver's reserve, then the share
     of the card vLLM leaves unused, so the total is the card (nvidia-smi total) this workload needs."""
-    if spec is None or fmt is None:
-        outside = engine.CUDA_CONTEXT_BYTES + engine.NON_TORCH_TP1_BYTES
-        card = math.ceil((b.torch_allocated_bytes + outside) / w.gpu_memory_utilization)
-        return replace(b, cuda_context_bytes=outside, allocator_reserve_bytes=card - b.torch_allocated_bytes - outside)
     t = _terms(spec, w, fmt, gpu_total_bytes=0)
     card, _ = _card_for(t, w.gpu_memory_utilization)
     if card >= 70 * GiB:
@@ -106,7 +102,7 @@ def vllm_overhead(b: Breakdown, w: Workload, spec: ModelSpec | None = None, fmt:
 class StartupFix:
     """One flag change that makes `vllm serve` start on a configuration."""
 
-    kind: str  # enforce_eager | kv_cache_fp8 | max_model_len | tensor_parallel | combined
+    kind: str  # gpu_memory_utilization | enforce_eager | kv_cache_fp8 | max_model_len | tensor_parallel | combined
     description: str
     workload: Workload
     command: str
@@ -172,11 +168,43 @@ def _starts(spec: ModelSpec, w: Workload, gpu_bytes: int, gpu_name: str, nvlink:
     return engine.vllm_budget(spec, w, gpu_usable_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink, datacenter=datacenter)
 
 
+# The highest --gpu-memory-utilization the fix proposes: above it the allocator's fragmentation and
+# kernels loaded after start-up have too little room (vLLM's own advice, the
+# `check_enough_kv_cache_memory` error, is to raise it; 0.95 is this calculator's ceiling).
+MAX_SUGGESTED_UTILIZATION = 0.95
+
+
+def _lowest_utilization_that_starts(
+    spec: ModelSpec, w: Workload, gpu_bytes: int, gpu_name: str, nvlink: bool, datacenter: bool,
+) -> float | None:
+    """The lowest --gpu-memory-utilization (in steps of 0.01, above the current one, at most
+    `MAX_SUGGESTED_UTILIZATION`) at which it starts; None when none does. Binary search: starting
+    is monotone in the budget until the headroom check fails, which the top value tests."""
+    low = math.floor(w.gpu_memory_utilization * 100) + 1
+    high = round(MAX_SUGGESTED_UTILIZATION * 100)
+    if low > high:
+        return None
+
+    def ok(pct: int) -> bool:
+        return _starts(spec, replace(w, gpu_memory_utilization=pct / 100), gpu_bytes, gpu_name, nvlink, datacenter).starts
+
+    if not ok(high):
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        if ok(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low / 100
+
+
 def startup_fix(
     spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str = "", nvlink: bool = True, datacenter: bool = True,
 ) -> StartupFix | None:
     """The smallest flag change that makes `vllm serve` start on `w.num_gpus` GPUs of `gpu_bytes`,
-    least disruptive first: --enforce-eager (no graphs: slower decode, same answers),
+    least disruptive first: a higher --gpu-memory-utilization (vLLM's own advice, up to 0.95),
+    --enforce-eager (no graphs: slower decode, same answers),
     --kv-cache-dtype fp8 (half the KV bytes), a shorter --max-model-len (the longest that fits),
     a larger --tensor-parallel-size (more GPUs of the same kind); when none alone works, the
     first three together. None when it already starts or nothing makes it start."""
@@ -194,6 +222,10 @@ def startup_fix(
         return None
     tries: list[tuple[str, str, Workload]] = []
     with contextlib.suppress(InvalidWorkloadError):
+        util = _lowest_utilization_that_starts(spec, w, gpu_bytes, gpu_name, nvlink, datacenter)
+        if util is not None:
+            tries.append(("gpu_memory_utilization", f"raise --gpu-memory-utilization to {util:.2f} (a GPU no other process uses)",
+                          replace(w, gpu_memory_utilization=util)))
         if not w.enforce_eager:
             tries.append(("enforce_eager", "add --enforce-eager (no CUDA graphs: slower decode)", replace(w, enforce_eager=True)))
         if w.kv_cache_precision not in ("fp8", "int8") and spec.layer_types:

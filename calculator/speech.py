@@ -25,8 +25,15 @@ higgs-audio v2 (`bosonai/higgs-audio-v2-generation-3B-base`):
   semantic encoder 14,747,136 and decoder 16,516,608, projections 2,099,200, quantizer 1,057,280)
   and 1,056,776 buffer elements: 805,602,212 bytes in fp32.
 
-Not modelled: the codec's activations while it encodes reference audio or decodes the waveform
-(they are transient, scale with the audio's length, and happen outside the LLM's forward passes).
+Decoding the waveform runs after generation (the KV cache is gone; transformers' processor decodes
+one sequence at a time, `HiggsAudioV2Processor.batch_decode`): its acoustic decoder (DAC, fp32)
+keeps 574,464 bytes alive per audio frame at its peak, traced with FakeTensors (transformers 5.24
+`DacDecoder` with the config above, 50 and 250 frames: 28,708,480 and 143,601,280 bytes beyond its
+weights, i.e. 598 bytes per 24 kHz output sample; `benchmarks/codec_decode_trace.py`). That is its
+own phase, "audio decode". cuDNN convolution workspaces on a GPU come on top.
+
+Not modelled: the activations of encoding reference audio (HuBERT + DAC encoder over the prompt's
+audio, before the prefill).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class SpeechCodec:
     dtype: str
     frames_per_second: int
     sample_rate: int
+    decode_bytes_per_frame: int  # waveform decode: activations per audio frame at the decoder's peak
     source: str
 
     @property
@@ -64,6 +72,7 @@ _HIGGS_CODEC = SpeechCodec(
     dtype="fp32",
     frames_per_second=25,
     sample_rate=24_000,
+    decode_bytes_per_frame=574_464,
     source="boson-ai/higgs-audio serve_engine.py @54e66797 (loads it on the model's device, fp32); size from transformers 5.24 "
     "HiggsAudioV2TokenizerModel on the converted config (calculator/speech.py)",
 )
@@ -97,7 +106,8 @@ def codec_note(spec: ModelSpec, codec: SpeechCodec) -> str:
         f"Text-to-speech: the audio codec {codec.repo} ({codec.params / 1e6:,.0f}M parameters, {codec.dtype}, "
         f"{codec.weight_bytes / 2**30:.2f} GiB) sits on the GPU next to the model; it decodes the generated audio codes to a "
         f"{codec.sample_rate // 1000} kHz waveform and encodes reference audio for voice cloning ({frames}). "
-        "Its activations while encoding/decoding are not modelled."
+        f"Decoding the generated audio to a waveform is its own phase after generation ({codec.decode_bytes_per_frame / 2**20:.2f} MiB "
+        "per frame, traced); encoding reference audio is not modelled."
     )
 
 

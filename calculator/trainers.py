@@ -25,7 +25,7 @@ Sources (each field below is the framework's default at that version, file named
   `loss: CEWithChunkedOutputLoss`, `enable_activation_checkpointing: True`,
   `enable_activation_offloading: False`, `dtype: bf16`) and `3B_lora_single_device.yaml`
   (`lora_attn_modules: ['q_proj', 'v_proj', 'output_proj']`, `apply_lora_to_mlp: True`,
-  `lora_rank: 64`, `torch.optim.AdamW`, same loss/AC/offloading/dtype); the loss
+  `lora_rank: 64`, `torch.optim.AdamW` with `fused: True`, `compile: False`, same loss/AC/offloading/dtype); the loss
   `torchtune/modules/loss/ce_chunked_output_loss.py` (`num_output_chunks: int = 8`). torchtune
   builds the whole model (adapters included) in bf16.
 - Unsloth git tag v0.1.801-beta (2026-08-20): `unsloth/models/loader.py`
@@ -121,7 +121,7 @@ PRESETS: dict[str, TrainerPreset] = {
     "torchtune": TrainerPreset(
         name="torchtune", label="torchtune recipe", source="torchtune v0.6.1 recipes/configs/llama3_2/3B_{full,lora}_single_device.yaml",
         gradient_checkpointing=True, checkpoint_every=1, activation_offload=False, loss_impl="chunked-output", loss_chunks=8,
-        optimizer="adamw", fused_optimizer=False, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
+        optimizer="adamw", fused_optimizer=True, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
         adapter_precision="bf16", lora_rank=64, lora_targets="attention+mlp", norm_kernel="torch", mlp_kernel="torch",
         packing="padded", max_length=None, needs_lm_head=False,
     ),

@@ -375,7 +375,8 @@ def kv_blocks_per_request(spec: ModelSpec, s: VllmSettings) -> float:
 
     Full-attention layers need cdiv(max_model_len, block_size) blocks; a sliding-window layer at
     most cdiv(min(window - 1 + max_num_batched_tokens, max_model_len), block_size) + 1
-    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0).
+    (`SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py, 0.33.0;
+    the same sum in 0.10.2's `SlidingWindowSpec.max_memory_usage_bytes`).
     Layers are weighted by their share of the block's bytes (the hybrid allocator's groups of equal
     page size draw on one pool, `get_max_concurrency_for_kv_cache_config`, kv_cache_utils.py)."""
     assert s.max_num_batched_tokens is not None
@@ -463,7 +464,8 @@ def vllm_budget(
     per_block = kv_bytes_per_block(spec, s, kv_bits=kv_bits)
     blocks = max(available, 0) // per_block if per_block else 0
     per_request = kv_blocks_per_request(spec, s)
-    concurrency = blocks / per_request if per_request else 0.0
+    # Encoder-only (pooling) models keep no KV cache: the scheduler's max_num_seqs is the limit.
+    concurrency = blocks / per_request if per_request else (float(s.max_num_seqs or 0) if not spec.layer_types else 0.0)
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
     # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
     fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
@@ -476,7 +478,7 @@ def vllm_budget(
     elif available <= 0:
         terms = "weights + activations + non-torch" + (" + CUDA graphs" if in_budget else "")
         reason = f"{terms} ({(requested - available) / GiB:.2f} GiB) exceed the {requested / GiB:.2f} GiB budget: no memory for KV cache blocks"
-    elif concurrency < 1:
+    elif concurrency < 1 and spec.layer_types:
         reason = (f"the KV cache ({available / GiB:.2f} GiB) cannot hold one request of max_model_len {s.max_model_len:,} tokens "
                   f"(longest that fits: {fits_len:,})")
     elif headroom < outside:

@@ -89,10 +89,12 @@ class Workload:
     # Runtime stack whose version changes memory (calculator/stacks.py): "current" (default),
     # "transformers-4.35" (tuple past_key_values), "torch-1.12" (also eager CUDA kernel loading).
     stack: str = "current"
+    speech_codec: bool = True  # TTS models: the audio codec and its waveform decode run on this GPU (calculator/speech.py)
     # Trainer preset and memory savers (each a term of its own in `memory`; defaults = the plain loop).
     trainer: str = "custom"  # a name of calculator.trainers.PRESETS; "custom" = the settings as given
     loss_impl: LossImpl = "full"  # full fp32 logits; torchtune chunked output CE; TRL fused head; Liger/Unsloth fused linear CE
     loss_chunks: int = 8  # chunks of torchtune's CEWithChunkedOutputLoss
+    compile_loss: bool = False  # torch.compile of the chunked loss (torchtune compile=True): saves only the bf16 chunks
     trained_token_fraction: float = 1.0  # share of tokens whose label is not -100 (completion/assistant-only loss)
     checkpoint_every: int = 1  # with gradient checkpointing: every k-th decoder layer (transformers `every_n_layers`)
     activation_offload: bool = False  # saved activations held in pinned host memory (torchtune / TRL / Unsloth)

@@ -56,6 +56,7 @@ def run_cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float 
     """`python -m calculator ARGS` offline (unless env_extra says otherwise), measured."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9", "PYTHONWARNINGS": "ignore"}
     env.pop("HF_TOKEN", None)
+    env.pop("TRANSFORMERS_VERBOSITY", None)
     env.update(env_extra or {})
     env.setdefault("VRAM_CALC_CACHE", tempfile.mkdtemp(prefix="hostile-cache-"))
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, tempfile.NamedTemporaryFile("r") as rss:

@@ -96,6 +96,15 @@ def engine_total_bytes(model: str, **workload: Any) -> int:
     return engine_json(model, **workload)["total_bytes"]
 
 
+def page_total_bytes(**params: str) -> int:
+    """The engine's total for the workload the main page builds from these URL parameters."""
+    from ui.state import MAIN_PARAMS, main_workload, read_params, reconcile_main
+
+    values, _ = read_params(MAIN_PARAMS, params)
+    values, _ = reconcile_main(values)
+    return estimate_to_dict(build_plan(resolve_model(values["model"], offline=True).spec, main_workload(values)))["total_bytes"]
+
+
 def display_forms(num_bytes: int) -> list[str]:
     """The ways a page may print `num_bytes`: GiB or GB, one or two decimals, labelled."""
     return [f"{num_bytes / unit:,.{digits}f} {name}" for unit, name in ((GiB, "GiB"), (GB, "GB")) for digits in (2, 1)]
@@ -227,7 +236,9 @@ def test_shared_link_reproduces_the_view(page: Any, app_server: StreamlitServer)
     expect(selectbox(page, "Precision")).to_have_value("BF16")
     expect(widget(page, "stRadio", "Mode").get_by_role("radio", name="LoRA fine-tune", exact=True)).to_be_checked()
     expect(widget(page, "stNumberInput", "Context length (tokens)").locator("input")).to_have_value("8192")
-    expect_peak(page, engine_total_bytes(model, precision="bf16", mode="lora", context_length=8192))
+    # A fine-tuning view applies its trainer's preset (ui/state.py, trainer=trl-sft by default), so the engine
+    # number is the one of the workload the page builds from these parameters, not Workload()'s defaults.
+    expect_peak(page, page_total_bytes(model=model, precision="bf16", context="8192", mode="lora"))
     # A clean link is taken as is: no correction notes, and the URL still says what it said.
     expect(page.locator(ALERT).filter(has_text="URL parameter")).to_have_count(0)
     q = query(page)

@@ -167,3 +167,49 @@ def test_estimate_takes_activations_kv_and_logits_from_the_profile() -> None:
     assert est.phases["backward"] == pb.weights_bytes + pb.adapters_bytes + 14_000 + 60_000
     rows = analytic_vs_profile(spec, w, _synthetic_profile())["rows"]
     assert rows[-1]["component"].startswith("total") and rows[-1]["profile_bytes"] == b.torch_allocated_bytes
+
+
+@pytest.mark.trace
+def test_encoder_decoder_cache_holds_cross_attention_kv_of_the_encoder_tokens() -> None:
+    """BART's decoder cache (transformers 5.24: EncoderDecoderCache of a self-attention and a
+    cross-attention DynamicCache, modeling_bart.py) against a hand derivation.
+
+    BartConfig() defaults: d_model 1024, 16 decoder heads (head_dim 64). Per decoder layer and
+    sequence, in bf16, with 40 encoder tokens and t decoder tokens:
+      cross K/V = 2 x 16 x 64 x 40 x 2 B = 163,840   (computed once, by the first decoder step)
+      self K/V  = 2 x 16 x 64 x t  x 2 B =   4,096 t
+    Batch 2: after the first step (t = 1) 2 x 167,936 = 335,872; after one more (t = 2) 344,064.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import BartConfig
+
+    from calculator.profile import sized_down_config
+    from calculator.verify.profile_trace import run_points
+
+    cfg = sized_down_config(BartConfig().to_dict(), 2)
+    assert (cfg["encoder_layers"], cfg["decoder_layers"]) == (2, 2)
+    (r,), _, kinds = run_points(cfg, mode="inference", points=[(2, 40)], generated=2)
+    assert len(kinds) == 2
+    assert r.kv_by_layer["prefill"] == (335_872, 335_872)
+    assert r.kv_by_layer["decode"] == (344_064, 344_064)
+    assert r.phases["encode"]["activations"] > 0  # the encoder's own forward is a phase
+
+
+def test_app_attaches_a_cached_profile_to_inventory_specs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from calculator.profile import counted_from
+    from calculator.resolve import ResolvedModel
+    from calculator.spec import model_spec_from_config
+    from calculator.workload import Workload
+    from ui import profile_view
+
+    spec = model_spec_from_config(QWEN, catalog_config(find_catalog_entry(QWEN)))
+    monkeypatch.setattr(profile_view, "cached_profile", lambda config, settings: _synthetic_profile())
+    w = Workload()
+    analytic = ResolvedModel(spec=spec, source="catalog", detail="")
+    assert profile_view.with_profile(analytic, w) is analytic  # the formulas know qwen2: no profile
+    inventory = ResolvedModel(spec=dataclasses.replace(spec, counted_by="inventory", param_source="inventory"), source="hub", detail="")
+    got = profile_view.with_profile(inventory, w)
+    assert got.spec.profile == _synthetic_profile()
+    assert counted_from(got.spec) == "transformers inventory + trace profile"
+    assert counted_from(spec) == "analytic formulas"

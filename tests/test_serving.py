@@ -206,6 +206,9 @@ def test_main_page_answers_will_it_start_with_the_command_line():
     assert frames and set(frames[0]["vLLM starts"]) <= {"yes", "no"} and "SGLang KV tokens" in frames[0].columns
     text = " ".join(m.value for m in at.markdown)
     assert "does not start" in text and "Smallest change" in text
+    terms = [d.value for d in at.dataframe if "Term" in d.value.columns]
+    assert terms and {"Weights (this rank)", "Activation peak (profile)", "CUDA graphs", "KV cache available"} <= set(terms[0]["Term"])
+    assert "none (--enforce-eager)" in set(terms[0].iloc[:, 2])
 
 
 def test_vllm_ranking_fit_is_the_engine_starting_on_that_gpu(llama8):
@@ -240,3 +243,22 @@ def test_each_version_term_by_term(version, engine, sampler, graphs_in_budget, g
     assert (v.engine, v.sampler_bytes_per_logit, v.cudagraphs_in_budget, v.sampler_on_every_rank) == (engine, sampler, graphs_in_budget, every_rank)
     s = settings(version, max_num_seqs=256)
     assert (len(V.capture_sizes(s)), V.cudagraph_count(s)) == graphs
+
+
+def test_a_higher_utilization_is_the_first_fix_when_it_is_enough(llama8):
+    # 49,152 tokens of bf16 KV (6 GiB) miss the 0.9 budget of a 24 GB card by a little: the lowest
+    # --gpu-memory-utilization (in 0.01 steps, at most 0.95) that starts it comes first.
+    w = Workload(precision="bf16", runtime="vllm", context_length=49152)
+    fix = startup_fix(llama8, w, gpu_bytes=RTX4090, gpu_name="NVIDIA GeForce RTX 4090", nvlink=False, datacenter=False)
+    assert fix is not None and fix.kind == "gpu_memory_utilization"
+    u = fix.workload.gpu_memory_utilization
+    assert 0.9 < u <= 0.95 and f"--gpu-memory-utilization {u:g}" in fix.command
+    below = V.vllm_budget(llama8, Workload(precision="bf16", runtime="vllm", context_length=49152, gpu_memory_utilization=round(u - 0.01, 2)),
+                          gpu_usable_bytes=RTX4090, nvlink=False, datacenter=False)
+    assert not below.starts
+
+
+def test_encoder_only_models_start_without_a_kv_cache():
+    bert = resolve_catalog("google-bert/bert-base-uncased").spec
+    b = V.vllm_budget(bert, Workload(runtime="vllm", context_length=512), gpu_usable_bytes=RTX4090, nvlink=False, datacenter=False)
+    assert b.starts and b.kv_tokens == 0 and b.max_concurrency == 256  # max_num_seqs on a 24 GB card

@@ -59,3 +59,36 @@ def test_main_page_shows_the_codec_row() -> None:
     assert not at.exception
     table = at.dataframe[0].value
     assert "Audio codec (TTS)" in set(table["Component"])
+    at.checkbox(key="main.codec").uncheck().run()
+    assert not at.exception
+    assert "Audio codec (TTS)" not in set(at.dataframe[0].value["Component"])
+
+
+def test_waveform_decode_is_its_own_phase() -> None:
+    """3,000 generated audio frames x 574,464 B per frame (traced DacDecoder, fp32) = 1,723,392,000 B
+    of decoder activations, next to the weights and the codec, with the KV cache gone."""
+    spec = spec_of(HIGGS)
+    est = estimate(spec, Workload(precision="bf16", context_length=4096, generated_tokens=3000))
+    decode = est.phases["audio decode"]
+    assert decode == est.breakdown.weights_bytes + CODEC_BYTES + 1_723_392_000
+    assert est.peak_phase == "audio decode" and est.breakdown.kv_cache_bytes == 0
+    # No generated tokens: nothing to decode.
+    assert "audio decode" not in estimate(spec, Workload(precision="bf16", context_length=4096)).phases
+
+
+def test_codec_can_be_left_off_this_gpu() -> None:
+    spec = spec_of(HIGGS)
+    off = estimate(spec, Workload(precision="bf16", context_length=4096, generated_tokens=3000, speech_codec=False))
+    assert off.breakdown.speech_codec_bytes == 0 and "audio decode" not in off.phases
+    on = estimate(spec, Workload(precision="bf16", context_length=4096, generated_tokens=3000))
+    assert on.phases["decode"] - off.phases["decode"] == CODEC_BYTES
+
+
+def test_cli_no_speech_codec() -> None:
+    import json
+
+    from test_cli import run_cli
+
+    out = run_cli("estimate", HIGGS, "--no-speech-codec", "--json", "--offline")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["breakdown"]["speech_codec"] == 0

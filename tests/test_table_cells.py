@@ -81,3 +81,18 @@ def test_main_page_table_shows_each_cell_and_the_reasons():
     assert frame.loc["INT8", "QLoRA fine-tune"] == frame.loc["INT4", "LoRA fine-tune"] == "—"
     caption = " ".join(c.value for c in at.caption)
     assert "INT8 · QLoRA: QLoRA's base is 4-bit NF4" in caption and "INT4 · LoRA: LoRA on a 4-bit base is QLoRA" in caption
+
+
+def test_a_selection_on_a_dash_cell_says_what_the_headline_computes():
+    at = AppTest.from_file("../app.py", default_timeout=30)
+    at.query_params.update({"precision": "int8", "mode": "qlora"})
+    at.run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "INT8 · QLoRA fine-tune, has no cell of its own: the headline above computes LoRA adapters on an LLM.int8 (8-bit) base" in captions
+    spec = resolve_model(DEFAULT_MODEL).spec
+    peak = next(m.value for m in at.metric if m.label.startswith("Peak VRAM"))
+    values, _ = reconcile_main({p.name: p.default for p in MAIN_PARAMS} | {"precision": "int8", "mode": "qlora"})
+    w = main_workload(values)
+    assert weight_format(spec, w).name == "bnb-int8"
+    assert peak == f"{estimate(spec, w).total_bytes / 2**30:,.2f} GiB"

@@ -86,3 +86,19 @@ def test_higgs_lora_step_traces_with_text_and_audio_losses() -> None:
     w = Workload(mode="lora", precision="bf16", context_length=128, audio_token_share=0.5)
     data = run_verification(spec, w, layers=2)
     assert abs(data["total"]["error_pct"]) < 2.0
+
+
+def test_moe_routing_by_torch_where_traces_with_balanced_experts() -> None:
+    """dbrx picks each expert's tokens with `torch.where(expert_mask[e])` (transformers 5.24
+    DbrxExperts), which a plain fake trace refused. A tiny dbrx (4 experts, top-2) now traces,
+    and the note says the routing was balanced."""
+    from transformers import DbrxConfig
+
+    cfg = DbrxConfig(
+        d_model=128, n_heads=4, n_layers=1, max_seq_len=256, vocab_size=512,
+        attn_config={"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},  # clip_qkv=None breaks clamp() in 5.24
+        ffn_config={"ffn_hidden_size": 256, "moe_num_experts": 4, "moe_top_k": 2},
+    ).to_dict()
+    r = trace_workload(cfg, Workload(precision="bf16", context_length=32, generated_tokens=2), model_id="tiny-dbrx")
+    assert r.peak_bytes > 0 and r.kv_cache_bytes > 0
+    assert any("balanced routing" in n for n in r.notes)

@@ -68,7 +68,7 @@ def test_torchtune_unsloth_axolotl_presets_match_their_configs():
     # recipes/configs/llama3_2/3B_lora_single_device.yaml (v0.6.1): `lora_rank: 64`, `CEWithChunkedOutputLoss`,
     # `enable_activation_checkpointing: True`, `enable_activation_offloading: False`, `dtype: bf16`
     assert (tt.lora_rank, tt.loss_impl, tt.loss_chunks, tt.gradient_checkpointing, tt.activation_offload) == (64, "chunked-output", 8, True, False)
-    assert tt.adapter_precision == "bf16" and not tt.master_weights
+    assert tt.adapter_precision == "bf16" and not tt.master_weights and tt.fused_optimizer  # `torch.optim.AdamW` + `fused: True`
     full = preset_settings("torchtune", "full")  # 3B_full_single_device.yaml: `PagedAdamW8bit`, `optimizer_in_bwd: True`
     assert (full["optimizer"], full["paged_optimizer"], full["optimizer_in_backward"]) == ("adamw-8bit", True, True)
     us = PRESETS["unsloth"]  # models/llama.py get_peft_model: `r = 16`, `use_gradient_checkpointing = "unsloth"` (offloaded)
@@ -90,9 +90,12 @@ def test_preset_is_a_starting_point_explicit_settings_win():
 
 
 def test_chunked_output_loss_by_hand():
-    # 8,192 tokens, vocab 128,256, bf16, 8 chunks: forward end = 8192*128256*(2+4) + 1024*128256*4
-    #   = 6,304,038,912 + 525,336,576; backward = 8192*128256*4 + 1024*128256*10 = 5,515,706,368 (smaller).
-    assert memory.chunked_output_loss_bytes(LLAMA, tokens=8192, compute_bytes=2, chunks=8) == 6_829_375_488
+    # 8,192 tokens, vocab 128,256, bf16, 8 chunks. Eager: every bf16 chunk + two saved fp32 tensors per chunk
+    # (traced: 8 bytes per logit) at the end of the loss forward = 8192*128256*(2+8) = 10,506,731,520.
+    assert memory.chunked_output_loss_bytes(LLAMA, tokens=8192, compute_bytes=2, chunks=8) == 10_506_731_520
+    # Compiled: the bf16 chunks (8192*128256*2 = 2,101,346,304) + two fp32 per-row stats (8*8192) + one chunk's
+    # fp32 gradient and bf16 cast in backward (1024*128256*6 = 788,004,864).
+    assert memory.chunked_output_loss_bytes(LLAMA, tokens=8192, compute_bytes=2, chunks=8, compiled=True) == 2_889_416_704
     # The unchunked fp32 loss is 12 bytes per logit: 12,608,077,824.
     assert memory.loss_buffer_bytes(LLAMA, batch_size=1, seq_len=8192, compute_bytes=2, keep_logits=False) == 12_608_077_824
 
@@ -216,3 +219,21 @@ def test_url_carries_only_what_differs_from_the_trainer():
     assert encoded == {"mode": "lora", "trainer": "torchtune", "grad_ckpt": "0"}
     again, _ = read_params(MAIN_PARAMS, encoded)
     assert resolve_trainer_values(again) == resolved  # the link reproduces the view
+
+
+def test_advisor_offers_the_savers_cheapest_first():
+    from calculator.advisor import CHANGE_ORDER, _candidates, suggest_changes
+    from calculator.gpus import get_gpu
+
+    usable = get_gpu("rtx-4090").usable_bytes
+    # The plain loop with an fp32 base, full logits, no checkpointing: 4,096 tokens do not fit 24 GB.
+    w = Workload(mode="lora", precision="bf16", context_length=4096, master_weights=True)
+    tried = [k for k, _, _ in _candidates(LLAMA, w, usable_bytes=usable, headroom_fraction=0)]
+    assert tried[:4] == ["chunked_loss", "bf16_base", "gradient_checkpointing", "activation_offload"]  # cheapest first
+    changes = suggest_changes(LLAMA, w, usable_bytes=usable)
+    kinds = [c.kind for c in changes]
+    assert kinds == sorted(kinds, key=CHANGE_ORDER.index) and "gradient_checkpointing" in kinds and all(c.fits for c in changes)
+    full = Workload(mode="full", precision="bf16", context_length=1024)
+    assert {"optimizer_in_backward", "cpu_offload"} <= {k for k, _, _ in _candidates(LLAMA, full, usable_bytes=usable, headroom_fraction=0)}
+    # TRL's fused head is offered for a model with one lm_head, never for higgs-audio-v2's two heads.
+    assert "chunked_loss" not in [k for k, _, _ in _candidates(HIGGS, w, usable_bytes=usable, headroom_fraction=0)]

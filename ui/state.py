@@ -261,6 +261,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="my_gpus", label="how many of your GPU", default=1, kind="choice", choices=GPU_COUNT_CHOICES),
     Param(name="audio_share", label="audio-token share", default=0.0, kind="float", low=0.0, high=1.0),
     Param(name="stack", label="stack", default="current", kind="choice", choices=STACK_NAMES),
+    Param(name="codec", label="audio codec on this GPU", default=True, kind="bool"),
 )
 MAIN_ALWAYS: tuple[str, ...] = ("model", "precision", "mode", "context", "batch")
 
@@ -377,6 +378,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         parallelism=values["parallelism"],
         audio_token_share=float(values.get("audio_share", 0.0)),
         stack=values.get("stack", "current"),
+        speech_codec=bool(values.get("codec", True)),
     )
 
 

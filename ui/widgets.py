@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 import pandas as pd
 import streamlit as st
 
-from calculator import report
+from calculator import report, speech
 from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError, GatedModelError, HubUnavailableError
 from calculator.estimate import Estimate, component_labels
@@ -232,7 +232,14 @@ def trainer_inputs(page: PageState) -> None:
 
 def audio_share_input(page: PageState, spec: ModelSpec) -> None:
     """The audio-token share, shown only for a model whose layers route tokens between a text and
-    an audio FFN (`spec.dual_ffn`, read from the config)."""
+    an audio FFN (`spec.dual_ffn`, read from the config), and the audio-codec switch for a model
+    that generates audio codes (`calculator.speech`)."""
+    if speech.speech_codec(spec) is not None:
+        st.checkbox(
+            "Audio codec on this GPU", key=page.key("codec"),
+            help="A text-to-speech model emits audio codes; its serving stack loads the audio codec on the same GPU to decode them "
+            "to a waveform (after generation) and to encode reference audio. Untick if the codec runs elsewhere.",
+        )
     if not spec.dual_ffn:
         return
     st.slider(
@@ -426,6 +433,34 @@ def precision_mode_absent_note() -> str:
     return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
 
 
+def precision_mode_caption(workload: Any) -> str:
+    """The table's caption: what its cells hold and whether the selection is one of them. The cells
+    are sized for transformers at the table's precisions (`report.table_workload`), so a vLLM view or
+    a precision that is not a row has no highlighted cell, and the caption says so instead of
+    claiming one."""
+    w = workload
+    head = f"Peak VRAM per GPU (nvidia-smi) at {w.context_length:,} tokens × batch {w.batch_size}"
+    if w.runtime == "vllm":
+        return (f"{head}, sized for transformers (fine-tuning has no vLLM), everything else as set above. Your vLLM selection is not a cell: "
+                f"its number is the headline above, which also counts vLLM's pre-allocated KV pool. {precision_mode_absent_note()}")
+    if w.precision not in report.TABLE_PRECISIONS:
+        label = text.PRECISION_LABELS.get(w.precision, w.precision)
+        return (f"{head}, everything else as set above. Your precision ({label}) is not a row here: its number is the headline above. "
+                f"{precision_mode_absent_note()}")
+    return f"{head}, everything else as set above. Your selection is highlighted. {precision_mode_absent_note()}"
+
+
+def selected_cell_note(precision: str, mode: str) -> str | None:
+    """When the selected precision and mode land on a — cell, what the headline computes instead."""
+    if precision not in report.TABLE_PRECISIONS or not report.table_cell_absent(precision, mode):
+        return None
+    base = {"int8": "an LLM.int8 (8-bit) base", "int4": "an NF4 (4-bit) base"}.get(precision)
+    if mode in ("lora", "qlora") and base:
+        return (f"Your selection, {text.PRECISION_LABELS[precision]} · {text.MODE_LABELS[mode]}, has no cell of its own: "
+                f"the headline above computes LoRA adapters on {base}.")
+    return None
+
+
 def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
     """A Styler with the selected precision x mode cell highlighted (no highlight when the
     selected precision is not a table row)."""
@@ -507,6 +542,10 @@ def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *
     context = plan.estimate.workload.context_length
     starting = [c for c in configs if c.fits][:limit]
     closest = [c for c in plan.ranking if not c.fits and c.tensor_parallel_ok][:failing]
+    first = (starting + closest)[:1]
+    if first and (serving := report.serving_for(plan, first[0])) is not None and serving.budget is not None:
+        with st.expander(f"Start-up budget term by term: {first[0].count}× {first[0].gpu.name}, per GPU", expanded=False):
+            st.dataframe(vllm_terms_frame(serving.budget), hide_index=True)
     for c in starting + closest:
         serving = report.serving_for(plan, c)
         if serving is None:
@@ -533,3 +572,22 @@ def _sglang_columns(plan: report.Plan | None, c: GPUConfiguration) -> dict[str, 
     b = sglang_budget(plan.estimate.spec, w, gpu_usable_bytes=c.gpu.usable_bytes, nvlink=c.gpu.nvlink == "yes",
                       datacenter=c.gpu.segment.startswith("datacenter"))
     return {"SGLang KV tokens": b.max_total_num_tokens if b.starts else None, "SGLang mem_fraction_static": b.mem_fraction_static}
+
+
+def vllm_terms_frame(b: Any) -> pd.DataFrame:
+    """vLLM's start-up budget on one GPU (a `calculator.vllm.VllmBudget`), term by term, with the
+    vLLM code each comes from (calculator/vllm.py cites file and version)."""
+    s = b.settings
+    graphs_where = "inside the budget (0.20+)" if b.cudagraphs_in_budget else "outside the budget (from the 1 - utilization headroom)"
+    rows = [
+        ("Total (torch.cuda.mem_get_info)", b.gpu_total_bytes, "nvidia-smi total minus the driver's reserve"),
+        (f"Budget = {s.gpu_memory_utilization:g} × total", b.requested_bytes, "gpu_memory_utilization"),
+        ("Weights (this rank)", b.weights_bytes, f"TP {s.tensor_parallel_size}: linear layers, embeddings and LM head split"),
+        ("Activation peak (profile)", b.activation_peak_bytes,
+         f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
+         f"{b.sampler_bytes / GiB:.2f} GiB"),
+        ("Non-torch (NCCL, kernels)", b.non_torch_bytes, "per GPU class; NCCL when TP > 1"),
+        ("CUDA graphs", b.cudagraph_bytes, "none (--enforce-eager)" if s.enforce_eager else graphs_where),
+        ("KV cache available", b.available_kv_bytes, f"{b.num_blocks:,} blocks of 16 tokens → {b.kv_tokens:,} tokens"),
+    ]
+    return pd.DataFrame([{"Term": t, "GiB": round(v / GiB, 2), "How vLLM " + s.version + " sizes it": why} for t, v, why in rows])

@@ -15,6 +15,10 @@ Workarounds for transformers under fake tensors (see /work/shared/TRACE-NOTES.md
 - no 2D attention mask is passed: an all-ones mask is skipped in a real run (`fast_all`), but a
   fake one cannot be read and would be expanded to an explicit 4D mask. Passing none is what an
   unpadded real run amounts to.
+- data-dependent routing (boolean-mask indexing, `nonzero`, `torch.where(mask)`): the mode has a
+  ShapeEnv and `routing.ValueShadow` on top, which keeps real values for the token ids we feed
+  (`inputs.py`: the workload's audio-token share for DualFFN models) and the masks computed from
+  them, and gives router `topk` choices balanced routing; fake kernels read the counts from there.
 - peft places adapters with `Module.to()`, which cannot swap fake parameters; while peft builds
   them, `to()` re-creates parameters in the requested dtype instead (their values do not matter).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import time
 import warnings
 from collections.abc import Iterator
@@ -165,6 +170,25 @@ def _check_supported(spec: ModelSpec, w: Workload) -> None:
             "8-bit AdamW (bitsandbytes) runs CUDA kernels that do not execute on fake tensors; trace with adamw or "
             "adafactor and use the analytic estimate for the 8-bit states (2 bytes per trainable parameter)."
         )
+    analytic = {
+        "chunked-output": w.loss_impl == "chunked-output",
+        "Liger / Unsloth fused linear cross-entropy (Triton, GPU only)": w.loss_impl == "fused-linear-liger",
+        "Liger RMSNorm / SwiGLU kernels (Triton, GPU only)": w.norm_kernel != "torch" or w.mlp_kernel != "torch",
+        "activation offloading": w.activation_offload,
+        "the optimizer step in backward": w.optimizer_in_backward,
+        "paged optimizer states": w.paged_optimizer,
+        "ZeRO/FSDP CPU offload": w.cpu_offload != "none",
+        "checkpointing every k-th layer": w.gradient_checkpointing and w.checkpoint_every > 1,
+        "a sample-length distribution": bool(w.sample_lengths),
+    }
+    skipped = [name for name, used in analytic.items() if used and w.is_training]
+    if skipped:
+        raise TraceUnsupportedError(
+            f"The trace runs transformers' / TRL's code on CPU; {', '.join(skipped)} is sized analytically (calculator/memory.py) and "
+            "not traced. Trace the same workload without it (e.g. trainer 'trl-sft' or 'custom') to check the rest."
+        )
+    if w.loss_impl == "fused-linear" and w.is_training and importlib.util.find_spec("trl") is None:
+        raise TraceUnsupportedError("TRL's fused LM-head loss is traced with trl itself: pip install trl==1.16.0 (requirements-dev.txt).")
     if spec.is_encoder_decoder:
         raise TraceUnsupportedError(f"{spec.model_id or spec.model_type}: encoder-decoder models are not traced yet; use the analytic estimate.")
     if not spec.is_causal_lm and w.is_training:
@@ -253,10 +277,10 @@ def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: fl
     _check_supported(spec, w)
     notes: list[str] = []
     compute_dtype = _TORCH_DTYPES[w.precision]
-    master = w.mode == "full" and w.master_weights and w.precision != "fp32"
+    # fp32 weights under autocast: the full fine-tune's master copy, or a LoRA base loaded in fp32
+    # (TRL SFTTrainer's default for a model id: `dtype` float32 unless model_init_kwargs says otherwise).
+    master = w.mode in ("full", "lora") and w.master_weights and w.precision != "fp32"
     param_dtype = torch.float32 if master else compute_dtype
-    if w.mode == "lora" and w.master_weights:
-        notes.append("master_weights ignored for LoRA: the frozen base stays in the compute dtype.")
     attn = "eager" if w.attention == "eager" else "sdpa"
     if w.attention == "flash":
         notes.append(
@@ -476,11 +500,17 @@ def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
 
 
 def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+    from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
 
-    lora_config = LoraConfig(
-        r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=_lora_targets(spec, w), bias="none", task_type="CAUSAL_LM"
-    )
+    if w.peft_method == "ia3":
+        lora_config = IA3Config(task_type="CAUSAL_LM")  # peft's default targets per model type (k, v, down_proj for Llama)
+    elif w.peft_method == "prompt-tuning":
+        lora_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=w.num_virtual_tokens)
+    else:
+        lora_config = LoraConfig(
+            r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=_lora_targets(spec, w), bias="none",
+            task_type="CAUSAL_LM", use_dora=w.peft_method == "dora",
+        )
     autocast = w.adapter_precision == "fp32"
     from unittest import mock
 
@@ -490,19 +520,26 @@ def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]
         with mock.patch.object(nn.Module, "to", _module_to_on_fakes):
             peft_model = get_peft_model(model, lora_config, autocast_adapter_dtype=autocast)
     except ValueError as e:
-        raise TraceUnsupportedError(f"peft could not place LoRA adapters ({w.lora_targets}) on this architecture: {e}") from e
+        raise TraceUnsupportedError(f"peft could not place {w.peft_method} adapters ({w.lora_targets}) on this architecture: {e}") from e
     wanted = _TORCH_DTYPES[w.adapter_precision]
     for name, module in peft_model.named_modules():
         if name.endswith(("lora_A", "lora_B")):
             _recreate_params(module, wanted)
+    if w.peft_method in ("ia3", "prompt-tuning"):
+        notes.append(f"peft {w.peft_method} with its default configuration ({w.num_virtual_tokens} virtual tokens)."
+                     if w.peft_method == "prompt-tuning" else "peft IA3 with its default target modules.")
+        return peft_model
     notes.append(
-        f"LoRA r={w.lora_rank} on {w.lora_targets} with adapters in {w.adapter_precision}"
+        f"{'DoRA' if w.peft_method == 'dora' else 'LoRA'} r={w.lora_rank} on {w.lora_targets} with adapters in {w.adapter_precision}"
         f"{' (peft autocast_adapter_dtype=True)' if autocast else ''}; lora_dropout=0 (peft default)."
     )
     return peft_model
 
 
 def _optimizer(w: Workload, params: list[nn.Parameter], notes: list[str]) -> torch.optim.Optimizer:
+    if w.optimizer == "adamw" and w.fused_optimizer:
+        notes.append("AdamW(fused=True), as optim='adamw_torch_fused' (HF Trainer / TRL default) builds it: no step temporary.")
+        return torch.optim.AdamW(params, lr=1e-5, fused=True)
     if w.optimizer == "adamw":
         notes.append("AdamW with foreach=True (one temporary of the parameter size during the step); fused AdamW needs none.")
         return torch.optim.AdamW(params, lr=1e-5, foreach=True)
@@ -514,6 +551,36 @@ def _optimizer(w: Workload, params: list[nn.Parameter], notes: list[str]) -> tor
         notes.append("Adafactor as HF Trainer's optim='adafactor' builds it (transformers.optimization.Adafactor, no relative step).")
         return Adafactor(params, lr=1e-5, scale_parameter=False, relative_step=False, warmup_init=False)
     raise TraceUnsupportedError(f"optimizer {w.optimizer} cannot be traced.")  # adamw-8bit: rejected in _check_supported
+
+
+@contextlib.contextmanager
+def _fold_in_place_as_on_cuda() -> Iterator[None]:
+    """TRL folds each [tokens x vocab] tile into per-token statistics with a Triton kernel on CUDA
+    (in registers, the tile overwritten in place by its gradient in backward); off CUDA it runs a
+    torch fallback (`_forward_tile` / `_backward_tile`) that makes several fp32 copies of the tile, and
+    `_addmm_fp32` upcasts both GEMM operands off CUDA (on CUDA it accumulates with `out_dtype=float32`).
+    The trace sizes a GPU run, so while it runs the fold only touches the tile in place: every other
+    tensor TRL's function creates (tile buffer, casts, accumulators, saved inputs) is its own."""
+    from unittest import mock
+
+    import trl.kernels.chunked_logprob as kernel
+
+    def forward_fold(tile: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def backward_fold(tile: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        tile.mul_(0.5)  # the tile becomes the logits gradient in place
+
+    def addmm_fp32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+        # `_addmm_fp32` on CUDA (torch >= 2.8): one GEMM accumulating in fp32 into `acc`, no fp32 copies of a and b.
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc) if a.dtype != torch.float32 else acc.addmm_(a, b)
+
+    with (
+        mock.patch.object(kernel, "_forward_tile", forward_fold),
+        mock.patch.object(kernel, "_backward_tile", backward_fold),
+        mock.patch.object(kernel, "_addmm_fp32", addmm_fp32),
+    ):
+        yield
 
 
 def _run_training(
@@ -529,8 +596,21 @@ def _run_training(
     if w.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         notes.append("Gradient checkpointing: non-reentrant, one checkpoint per decoder layer (transformers default).")
+    fused_head = w.loss_impl == "fused-linear"
+    if fused_head:
+        # TRL 1.16 SFTTrainer.__init__: `add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))`, the
+        # real kernel (trl/kernels/chunked_logprob.py; off CUDA every position is scored, as here).
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+        notes.append(
+            "Loss: TRL's fused LM head (trl.trainer.utils.add_fused_lm_head, 4096 x 32768 tiles), not the full logits; its per-tile "
+            "fold runs in place, as the Triton kernel does on CUDA (the CPU fallback's fp32 tile copies exist only off CUDA)."
+        )
     if w.mode == "lora":
         model = _apply_lora(model, spec, w, notes)
+        if w.gradient_checkpointing:
+            model.enable_input_require_grads()  # as SFTTrainer does for PEFT + gradient checkpointing
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(w, params, notes)
     if master:
@@ -548,7 +628,7 @@ def _run_training(
         tracker.mark_inputs(*inputs.values(), *labels.values())
         autocast = torch.autocast("cpu", dtype=compute_dtype) if master else contextlib.nullcontext()
         with autocast:
-            out = model(**inputs, **labels, use_cache=False)
+            out = model(**inputs, **labels, use_cache=False, **({"fused_lm_head": True} if fused_head else {}))
         loss = out.loss
         if not w.keep_logits:
             del out
@@ -562,9 +642,10 @@ def _run_training(
             resident, _ = tracker.current()
         optimizer.zero_grad(set_to_none=True)
 
-    with tracker:
-        step(measured=False)
-    with tracker:
-        step(measured=True)
+    with _fold_in_place_as_on_cuda() if fused_head else contextlib.nullcontext():
+        with tracker:
+            step(measured=False)
+        with tracker:
+            step(measured=True)
     return model, {"resident": resident}
 

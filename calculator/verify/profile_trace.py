@@ -60,7 +60,7 @@ class PointResult:
     phases: dict[str, dict[str, int]]
     kv_by_layer: dict[str, tuple[int, ...]] = field(default_factory=dict)
     windows: tuple[int, ...] = ()  # per cache layer: positions kept at most (0: all)
-    seconds: float = 0.0
+    seconds: float = 0.0  # CPU seconds of this point's run
 
 
 class _ProfileTracker(_harness._PhaseTracker):
@@ -86,18 +86,18 @@ def text_config(hf_cfg: Any) -> Any:
 
 
 def model_class(hf_cfg: Any) -> Any:
-    """AutoModelForCausalLM when transformers maps the config to one, else AutoModel (encoders)."""
-    from transformers import AutoModel, AutoModelForCausalLM
+    """The class transformers builds for this config (`calculator.inventory.model_class`: causal LM,
+    conditional generation such as higgs-audio or llava, seq2seq, or the bare encoder)."""
+    from ..inventory import model_class as inventory_class
 
-    if type(hf_cfg) in AutoModelForCausalLM._model_mapping:
-        return AutoModelForCausalLM
-    return AutoModel
+    return inventory_class(hf_cfg)[0]
 
 
 def is_causal(hf_cfg: Any) -> bool:
-    from transformers import AutoModelForCausalLM
+    """Whether the model generates (has an LM head) and is not an encoder-decoder."""
+    from ..inventory import model_class as inventory_class
 
-    return type(hf_cfg) in AutoModelForCausalLM._model_mapping
+    return bool(inventory_class(hf_cfg)[1]) and not getattr(hf_cfg, "is_encoder_decoder", False)
 
 
 def _decoder_layers(model: nn.Module, num_layers: int) -> nn.ModuleList | None:
@@ -259,6 +259,49 @@ def _cache_class() -> type:
     return _ProfileCache
 
 
+def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch: int, length: int, generated: int) -> PointResult:
+    """Encoder-decoder generate(): encode `length` tokens once ("encode"), then decoder steps with an
+    `EncoderDecoderCache` (self-attention + cross-attention `DynamicCache`s, as transformers 5.24's
+    BartModel builds it, modeling_bart.py): the first step ("prefill") computes every layer's
+    cross-attention K/V of the encoder output, the later ones ("decode") reuse it. The encoder
+    output stays alive through generation (generate keeps `encoder_outputs` in model_kwargs).
+    `kv_by_layer` holds self + cross K/V per decoder layer; the encoder output is an activation."""
+    from transformers import EncoderDecoderCache
+
+    cache_cls = _cache_class()
+    with torch.no_grad(), tracker:
+        tracker.reset_mod_stats()
+        tracker.set_phase("encode")
+        inputs = _inputs(model, vocab, batch, length)
+        tracker.mark_inputs(*inputs.values())
+        encoder_outputs = model.get_encoder()(**inputs)
+        tracker.set_phase(None)
+        self_cache, cross_cache = cache_cls(config=model.config), cache_cls(config=model.config)
+        cache = EncoderDecoderCache(self_cache, cross_cache)
+        start = getattr(model.config, "decoder_start_token_id", None)
+        dec = torch.full((batch, 1), int(start) if isinstance(start, int) else 0, dtype=torch.long)
+
+        def step(ids: torch.Tensor, phase: str) -> torch.Tensor:
+            tracker.reset_mod_stats()
+            tracker.set_phase(phase)
+            out = model(encoder_outputs=encoder_outputs, decoder_input_ids=ids, cache=cache, use_cache=True)
+            self_cache.seen_tokens += ids.shape[1]
+            next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+            del out
+            tracker.set_phase(None)
+            return next_logits.argmax(-1, keepdim=True)
+
+        dec = step(dec, "prefill")
+        kv_prefill = tuple(a + b for a, b in zip(cache_layer_bytes(self_cache), cache_layer_bytes(cross_cache), strict=False))
+        for _ in range(max(generated - 1, 1)):
+            dec = step(dec, "decode")
+        kv_decode = tuple(a + b for a, b in zip(cache_layer_bytes(self_cache), cache_layer_bytes(cross_cache), strict=False))
+        encode = _split(tracker, "encode", 0)
+    phases = {"encode": encode, "prefill": _split(tracker, "prefill", sum(kv_prefill)), "decode": _split(tracker, "decode", sum(kv_decode))}
+    return PointResult(batch=batch, length=length, context=length, phases=phases,
+                       kv_by_layer={"prefill": kv_prefill, "decode": kv_decode}, windows=cache_layer_windows(self_cache))
+
+
 def _grow_cache(cache: Any, extra: int) -> None:
     """Append `extra` positions of K/V to every attention layer (the decode steps not run); recurrent
     states do not grow. Sliding layers keep their window (`DynamicSlidingWindowLayer.update`)."""
@@ -380,6 +423,9 @@ def run_points(
     if vocab <= 0:
         raise TraceUnsupportedError("the config has no vocab_size, so token inputs cannot be made.")
     causal = is_causal(hf_cfg)
+    seq2seq = bool(getattr(hf_cfg, "is_encoder_decoder", False))
+    if seq2seq and mode != "inference":
+        raise TraceUnsupportedError(f"{hf_cfg.model_type} is an encoder-decoder; its training step is not profiled (inference only).")
     if mode != "inference" and not causal:
         raise TraceUnsupportedError(f"{hf_cfg.model_type} has no causal-LM head in transformers; only inference is profiled.")
     max_seconds = None if deadline is None else max(deadline - time.monotonic(), 0.001)
@@ -406,9 +452,12 @@ def run_points(
                     for b, s in points:
                         tracker.phase_split.clear()
                         tracker.phase_peaks.clear()
-                        t0 = time.monotonic()
-                        r = _inference_point(model, tracker, vocab, causal, b, s, generated)
-                        results.append(dataclasses.replace(r, seconds=time.monotonic() - t0))
+                        t0 = time.process_time()  # CPU seconds: what the plan needs, whatever else shares the machine
+                        if seq2seq:
+                            r = _seq2seq_point(model, tracker, vocab, b, s, generated)
+                        else:
+                            r = _inference_point(model, tracker, vocab, causal, b, s, generated)
+                        results.append(dataclasses.replace(r, seconds=time.process_time() - t0))
                         if on_progress:
                             on_progress(f"inference b={b} s={s}")
                 else:
@@ -419,6 +468,12 @@ def run_points(
                     f"{hf_cfg.model_type}: an operation's output shape depends on tensor values ({getattr(e, 'func', e)}), "
                     "which fake tensors cannot evaluate."
                 ) from e
+            except TraceUnsupportedError:
+                raise
+            except (AttributeError, TypeError, RuntimeError, ValueError, IndexError, NotImplementedError) as e:
+                # The model's or peft's own code failed on this architecture (e.g. peft 0.21's LoRA
+                # wrapper on PhiMoE's router, which returns a tuple): one line, not a traceback.
+                raise TraceUnsupportedError(f"{hf_cfg.model_type} ({mode}): {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
     return results, notes, kinds
 
 
