@@ -62,3 +62,24 @@ def test_vllm_configurations_that_fit_are_not_over_100_percent_used() -> None:
     assert any(c.gpu.id == "rtx-3060-12gb" and c.count == 2 for c in fitting)
     assert all(c.utilisation <= 1.0 and c.per_gpu_required_bytes <= c.gpu.usable_bytes for c in fitting)
     assert all(abs(c.utilisation - 0.85) < 0.05 for c in fitting)  # eager: no graphs outside the 0.85 share
+
+
+@pytest.mark.parametrize("trainer", ["trl-sft", "torchtune"])
+def test_a_precision_mode_cell_is_the_number_its_own_view_shows(trainer: str) -> None:
+    """Each cell of the table equals the headline of the view it stands for, from whichever view it is read.
+    Before, the trainer's mode-specific settings of the view leaked into the other cells: from TRL's QLoRA view
+    the FP16 · LoRA cell read 20,413,791,334 B (19.0 GiB) where the LoRA view said 35,342,425,088 B (32.9 GiB);
+    torchtune's full preset (8-bit paged AdamW stepped in backward) was missing from the Full cell of its other views."""
+    from calculator import report
+    from ui.state import MAIN_PARAMS, main_workload, read_params, reconcile_main
+
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base", offline=True).spec
+    cells = {"inference": "fp16", "lora": "fp16", "qlora": "int4", "full": "fp16"}
+    views = {}
+    for mode, precision in cells.items():
+        values, _ = reconcile_main(read_params(MAIN_PARAMS, {"mode": mode, "precision": precision, "trainer": trainer})[0])
+        w = main_workload(values)
+        views[mode] = (estimate(spec, w).total_bytes, {row["precision"]: row for row in report.precision_mode_table(spec, w)})
+    for view, (_, table) in views.items():
+        for mode, precision in cells.items():
+            assert table[precision][mode] == views[mode][0], (view, mode)
