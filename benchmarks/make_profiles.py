@@ -1,6 +1,6 @@
 """Make the trace profiles shipped in calculator/data/profiles/ (used where torch is not installed).
 
-    python benchmarks/make_profiles.py [--catalog] [--defaults TYPE ...] [--max-seconds 240]
+    python benchmarks/make_profiles.py [--catalog | --models ID ...] [--defaults TYPE ...] [--max-seconds 240]
 
 --catalog profiles every bundled catalog config (configs with the same shapes share one file);
 --defaults profiles transformers' default config of each model_type named (the architectures the
@@ -37,8 +37,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "profiles.md"
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, dict]]:
     out: list[tuple[str, dict]] = []
-    if args.catalog:
-        for entry in sorted(catalog_entries().values(), key=lambda e: e.model_id):
+    if args.catalog or args.models:
+        entries = sorted(catalog_entries().values(), key=lambda e: e.model_id)
+        if args.models:  # in the order given (the most used first, when time is short)
+            by_id = {e.model_id: e for e in entries}
+            entries = [by_id[m] for m in args.models if m in by_id]
+        for entry in entries:
             out.append((entry.model_id, catalog_config(entry)))
     if args.defaults:
         from transformers import AutoConfig
@@ -53,6 +57,7 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, dict]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", action="store_true")
+    parser.add_argument("--models", nargs="*", default=None, help="catalog ids to profile, in this order (instead of the whole catalog)")
     parser.add_argument("--defaults", nargs="*", default=None, help=f"model types (none given: {', '.join(DEFAULT_TYPES)})")
     parser.add_argument("--max-seconds", type=float, default=240.0)
     args = parser.parse_args()

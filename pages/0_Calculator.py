@@ -68,9 +68,9 @@ with results:
         st.markdown(text.UNITS)
 
     st.header("Precision × mode")
-    st.caption(f"Peak VRAM per GPU (nvidia-smi) at {workload.context_length:,} tokens × batch {workload.batch_size}, everything else as set above. "
-               f"Your selection is highlighted. {widgets.precision_mode_absent_note()}")
-    st.table(widgets.highlight_cell(widgets.precision_mode_frame(v.table), workload.precision, workload.mode))
+    st.caption(widgets.precision_mode_caption(workload))
+    # Under vLLM no cell is the selection (the cells are transformers'), so none is highlighted.
+    st.table(widgets.highlight_cell(widgets.precision_mode_frame(v.table), workload.precision if workload.runtime != "vllm" else "", workload.mode))
     if selected := widgets.selected_cell_note(workload.precision, workload.mode):
         st.caption(f":material/info: {selected}")
 

@@ -194,3 +194,22 @@ def test_encoder_decoder_cache_holds_cross_attention_kv_of_the_encoder_tokens() 
     assert r.kv_by_layer["prefill"] == (335_872, 335_872)
     assert r.kv_by_layer["decode"] == (344_064, 344_064)
     assert r.phases["encode"]["activations"] > 0  # the encoder's own forward is a phase
+
+
+def test_app_attaches_a_cached_profile_to_inventory_specs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from calculator.profile import counted_from
+    from calculator.resolve import ResolvedModel
+    from calculator.spec import model_spec_from_config
+    from calculator.workload import Workload
+    from ui import profile_view
+
+    spec = model_spec_from_config(QWEN, catalog_config(find_catalog_entry(QWEN)))
+    monkeypatch.setattr(profile_view, "cached_profile", lambda config, settings: _synthetic_profile())
+    w = Workload()
+    analytic = ResolvedModel(spec=spec, source="catalog", detail="")
+    assert profile_view.with_profile(analytic, w) is analytic  # the formulas know qwen2: no profile
+    inventory = ResolvedModel(spec=dataclasses.replace(spec, counted_by="inventory", param_source="inventory"), source="hub", detail="")
+    got = profile_view.with_profile(inventory, w)
+    assert got.spec.profile == _synthetic_profile()
+    assert counted_from(got.spec) == "transformers inventory + trace profile"
+    assert counted_from(spec) == "analytic formulas"

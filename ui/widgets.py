@@ -433,6 +433,23 @@ def precision_mode_absent_note() -> str:
     return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
 
 
+def precision_mode_caption(workload: Any) -> str:
+    """The table's caption: what its cells hold and whether the selection is one of them. The cells
+    are sized for transformers at the table's precisions (`report.table_workload`), so a vLLM view or
+    a precision that is not a row has no highlighted cell, and the caption says so instead of
+    claiming one."""
+    w = workload
+    head = f"Peak VRAM per GPU (nvidia-smi) at {w.context_length:,} tokens × batch {w.batch_size}"
+    if w.runtime == "vllm":
+        return (f"{head}, sized for transformers (fine-tuning has no vLLM), everything else as set above. Your vLLM selection is not a cell: "
+                f"its number is the headline above, which also counts vLLM's pre-allocated KV pool. {precision_mode_absent_note()}")
+    if w.precision not in report.TABLE_PRECISIONS:
+        label = text.PRECISION_LABELS.get(w.precision, w.precision)
+        return (f"{head}, everything else as set above. Your precision ({label}) is not a row here: its number is the headline above. "
+                f"{precision_mode_absent_note()}")
+    return f"{head}, everything else as set above. Your selection is highlighted. {precision_mode_absent_note()}"
+
+
 def selected_cell_note(precision: str, mode: str) -> str | None:
     """When the selected precision and mode land on a — cell, what the headline computes instead."""
     if precision not in report.TABLE_PRECISIONS or not report.table_cell_absent(precision, mode):
@@ -569,7 +586,8 @@ def vllm_terms_frame(b: Any) -> pd.DataFrame:
         ("Activation peak (profile)", b.activation_peak_bytes,
          f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
          f"{b.sampler_bytes / GiB:.2f} GiB"),
-        ("Non-torch (NCCL, kernels)", b.non_torch_bytes, "per GPU class; NCCL when TP > 1"),
+        ("Non-torch (kernels; NCCL before 0.19)", b.non_torch_bytes, "per GPU class; NCCL inside it when the version snapshots first"),
+        ("NCCL buffers outside the budget", b.nccl_outside_bytes, "set up before the snapshot (0.19+): must fit next to the CUDA context"),
         ("CUDA graphs", b.cudagraph_bytes, "none (--enforce-eager)" if s.enforce_eager else graphs_where),
         ("KV cache available", b.available_kv_bytes, f"{b.num_blocks:,} blocks of 16 tokens → {b.kv_tokens:,} tokens"),
     ]

@@ -1,0 +1,85 @@
+"""Features of issues 8-13 together, checked where a user would see them contradict each other:
+the label on screen against the number under it, the same input through two paths."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from calculator.estimate import estimate
+from calculator.memory import weight_bytes
+from calculator.quantization import weight_format
+from calculator.resolve import resolve_model
+from calculator.trainers import preset_workload
+
+LLAMA8 = "meta-llama/Llama-3.1-8B"
+
+
+def test_fp32_base_under_a_16_bit_precision_is_said() -> None:
+    """TRL's preset loads the base in fp32: the page says "LoRA at FP16" over 4-byte weights, so a note must say why."""
+    spec = resolve_model(LLAMA8, offline=True).spec
+    trl = estimate(spec, preset_workload("trl-sft", mode="lora", precision="fp16"))
+    fp32 = weight_bytes(spec, weight_format(spec, preset_workload("custom", precision="fp32")))
+    assert trl.breakdown.weights_bytes == fp32  # 8,030,261,248 params x 4 bytes
+    assert any("held in fp32 (4 bytes per parameter), not fp16" in n for n in trl.notes)
+    plain = estimate(spec, preset_workload("trl-sft", mode="lora", precision="fp16", master_weights=False))
+    assert plain.breakdown.weights_bytes * 2 == fp32 and not any("held in fp32" in n for n in plain.notes)
+    qlora = estimate(spec, preset_workload("trl-sft", mode="qlora", precision="int4"))
+    assert not any("held in fp32" in n for n in qlora.notes)
+
+
+def _calculator(**params: str) -> AppTest:
+    at = AppTest.from_file("../pages/0_Calculator.py", default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+@pytest.mark.parametrize(("params", "says"), [
+    # Before: "Your selection is highlighted" with no cell highlighted (BF16 is not a row; the cells are transformers').
+    ({"precision": "bf16", "runtime": "vllm", "model": LLAMA8}, "Your vLLM selection is not a cell"),
+    ({"precision": "bf16", "model": LLAMA8}, "Your precision (BF16) is not a row here"),
+    ({"precision": "int8", "model": LLAMA8}, "Your selection is highlighted"),
+])
+def test_precision_mode_caption_says_what_is_highlighted(fresh_streamlit_caches: None, params: dict[str, str], says: str) -> None:
+    at = _calculator(**params)
+    assert not at.exception
+    caption = next(c.value for c in at.caption if c.value.startswith("Peak VRAM per GPU (nvidia-smi)"))
+    assert says in caption
+    assert ("Your selection is highlighted" in caption) == (says == "Your selection is highlighted")
+
+
+def test_vllm_configurations_that_fit_are_not_over_100_percent_used() -> None:
+    """Under vLLM "fits" is "vllm serve starts"; the share shown must be what vLLM takes on that card,
+    not the GPU-agnostic estimate's (2x RTX 3060 12GB read "104% used" among the configurations that fit)."""
+    from calculator.report import build_plan
+
+    spec = resolve_model(LLAMA8, offline=True).spec
+    w = preset_workload("custom", precision="bf16", context_length=8192, runtime="vllm", gpu_memory_utilization=0.85, vllm_version="0.10",
+                        max_num_seqs=64, max_num_batched_tokens=4096, enforce_eager=True)
+    plan = build_plan(spec, w)
+    fitting = [c for c in plan.ranking if c.fits]
+    assert any(c.gpu.id == "rtx-3060-12gb" and c.count == 2 for c in fitting)
+    assert all(c.utilisation <= 1.0 and c.per_gpu_required_bytes <= c.gpu.usable_bytes for c in fitting)
+    assert all(abs(c.utilisation - 0.85) < 0.05 for c in fitting)  # eager: no graphs outside the 0.85 share
+
+
+@pytest.mark.parametrize("trainer", ["trl-sft", "torchtune"])
+def test_a_precision_mode_cell_is_the_number_its_own_view_shows(trainer: str) -> None:
+    """Each cell of the table equals the headline of the view it stands for, from whichever view it is read.
+    Before, the trainer's mode-specific settings of the view leaked into the other cells: from TRL's QLoRA view
+    the FP16 · LoRA cell read 20,413,791,334 B (19.0 GiB) where the LoRA view said 35,342,425,088 B (32.9 GiB);
+    torchtune's full preset (8-bit paged AdamW stepped in backward) was missing from the Full cell of its other views."""
+    from calculator import report
+    from ui.state import MAIN_PARAMS, main_workload, read_params, reconcile_main
+
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base", offline=True).spec
+    cells = {"inference": "fp16", "lora": "fp16", "qlora": "int4", "full": "fp16"}
+    views = {}
+    for mode, precision in cells.items():
+        values, _ = reconcile_main(read_params(MAIN_PARAMS, {"mode": mode, "precision": precision, "trainer": trainer})[0])
+        w = main_workload(values)
+        views[mode] = (estimate(spec, w).total_bytes, {row["precision"]: row for row in report.precision_mode_table(spec, w)})
+    for view, (_, table) in views.items():
+        for mode, precision in cells.items():
+            assert table[precision][mode] == views[mode][0], (view, mode)
