@@ -24,6 +24,7 @@ from .estimate import estimate
 from .pricing import required_per_gpu_bytes, tensor_parallel_problem
 from .report import TABLE_MODES, TABLE_PRECISIONS, table_workload
 from .spec import ModelSpec
+from .trainers import lm_head_problem
 from .units import BITS_PER_ELEMENT
 from .workload import MAX_BATCH_SIZE, MAX_CONTEXT_TOKENS, Workload
 
@@ -167,10 +168,22 @@ class Change:
 # ~30% speed, an 8-bit optimizer is near-lossless: Dettmers et al. 2021), then more hardware,
 # then a smaller job, then changes to the numerics (precision), then a different method.
 # A judgement call, stated so the UI can say why one suggestion comes first.
+# The trainer savers (calculator/trainers.py) slot in by cost: a chunked / fused loss changes no
+# number and costs almost no speed; loading a LoRA base in bf16 instead of fp32 is what most runs do
+# (model_init_kwargs={"dtype": "bfloat16"}); offloading activations costs little on top of
+# checkpointing (torchtune's README table: -0.11% tokens/s); the optimizer step in backward rules
+# out gradient accumulation; ZeRO-Offload moves the step to the CPU (slow), after more GPUs.
+# Paged optimizer states are not a lever: the engine counts them on the GPU, where they stay until
+# memory runs out and then page to host RAM at a large speed cost.
 CHANGE_ORDER: tuple[str, ...] = (
+    "chunked_loss",
+    "bf16_base",
     "gradient_checkpointing",
+    "activation_offload",
+    "optimizer_in_backward",
     "optimizer_8bit",
     "more_gpus",
+    "cpu_offload",
     "kv_cache_fp8",
     "shorter_context",
     "smaller_batch",
@@ -192,14 +205,29 @@ def _candidates(spec: ModelSpec, w: Workload, *, usable_bytes: int, headroom_fra
             out.append((kind, description, make()))
 
     ok = lambda cand: fits(spec, cand, usable_bytes=usable_bytes, headroom_fraction=headroom_fraction)  # noqa: E731
+    if w.is_training and w.loss_impl == "full" and spec.is_causal_lm and not lm_head_problem(spec, "trl-sft"):
+        add("chunked_loss", "Compute the loss in chunks without the full logits (TRL's fused LM head, loss_type='nll')",
+            lambda: replace(w, loss_impl="fused-linear"))
+    if w.mode == "lora" and w.master_weights and w.precision != "fp32":
+        add("bf16_base", f"Load the model in {w.precision} instead of fp32 (model_init_kwargs={{'dtype': 'bfloat16'}})",
+            lambda: replace(w, master_weights=False))
     if w.is_training and not w.gradient_checkpointing:
         add("gradient_checkpointing", "Turn on gradient checkpointing", lambda: replace(w, gradient_checkpointing=True))
+    if w.is_training and not w.activation_offload:
+        add("activation_offload", "Offload saved activations to CPU RAM (activation_offloading=True)",
+            lambda: replace(w, activation_offload=True))
+    if w.mode == "full" and not w.optimizer_in_backward:
+        add("optimizer_in_backward", "Step the optimizer inside backward (torchtune optimizer_in_bwd; no gradient accumulation)",
+            lambda: replace(w, optimizer_in_backward=True))
     if w.mode == "full" and w.optimizer in ("adamw", "adafactor"):
         add("optimizer_8bit", "Use the 8-bit AdamW optimizer (bitsandbytes)", lambda: replace(w, optimizer="adamw-8bit"))
     more = [n for n in GPU_COUNTS if n > w.num_gpus]
     if more:  # the fewest GPUs that fit, else the most (for the combined change)
         n = next((n for n in more if ok(on_gpus(w, n))), more[-1])
         add("more_gpus", f"Use {n} GPUs instead of {w.num_gpus}", lambda: on_gpus(w, n))
+    if w.mode == "full" and w.cpu_offload == "none":
+        add("cpu_offload", "Offload optimizer states to CPU RAM (DeepSpeed ZeRO-Offload / FSDP CPUOffload)",
+            lambda: replace(w, cpu_offload="optimizer"))
     kv_bits = BITS_PER_ELEMENT[w.kv_cache_precision] if w.kv_cache_precision else BITS_PER_ELEMENT.get(w.precision, 16)
     if not w.is_training and kv_bits > 8 and spec.layer_types:
         add("kv_cache_fp8", "Store the KV cache in fp8", lambda: replace(w, kv_cache_precision="fp8"))

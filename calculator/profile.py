@@ -446,10 +446,15 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     started = time.monotonic()
     deadline = started + max_seconds
     settings = dict(settings or default_settings())
+    notes: list[str] = []
+    if settings["lora_targets"] not in ("all-linear", "qv"):
+        # Which modules are "attention" or "mlp" is a name convention per family; the trace only
+        # spells out peft's own shorthand and the LoRA paper's q/v.
+        notes.append(f"LoRA targets {settings['lora_targets']!r} were traced as 'all-linear' (an upper bound).")
+        settings["lora_targets"] = "all-linear"
     full_kinds = layer_kinds(config)
     order = list(dict.fromkeys(full_kinds))
     depths = choose_depths(full_kinds, max_depth)
-    notes: list[str] = []
     windows: dict[str, int] = {}
     points, check_point, scale = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:

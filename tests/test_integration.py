@@ -62,3 +62,40 @@ def test_vllm_configurations_that_fit_are_not_over_100_percent_used() -> None:
     assert any(c.gpu.id == "rtx-3060-12gb" and c.count == 2 for c in fitting)
     assert all(c.utilisation <= 1.0 and c.per_gpu_required_bytes <= c.gpu.usable_bytes for c in fitting)
     assert all(abs(c.utilisation - 0.85) < 0.05 for c in fitting)  # eager: no graphs outside the 0.85 share
+
+
+@pytest.mark.parametrize("trainer", ["trl-sft", "torchtune"])
+def test_a_precision_mode_cell_is_the_number_its_own_view_shows(trainer: str) -> None:
+    """Each cell of the table equals the headline of the view it stands for, from whichever view it is read.
+    Before, the trainer's mode-specific settings of the view leaked into the other cells: from TRL's QLoRA view
+    the FP16 · LoRA cell read 20,413,791,334 B (19.0 GiB) where the LoRA view said 35,342,425,088 B (32.9 GiB);
+    torchtune's full preset (8-bit paged AdamW stepped in backward) was missing from the Full cell of its other views."""
+    from calculator import report
+    from ui.state import MAIN_PARAMS, main_workload, read_params, reconcile_main
+
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base", offline=True).spec
+    cells = {"inference": "fp16", "lora": "fp16", "qlora": "int4", "full": "fp16"}
+    views = {}
+    for mode, precision in cells.items():
+        values, _ = reconcile_main(read_params(MAIN_PARAMS, {"mode": mode, "precision": precision, "trainer": trainer})[0])
+        w = main_workload(values)
+        views[mode] = (estimate(spec, w).total_bytes, {row["precision"]: row for row in report.precision_mode_table(spec, w)})
+    for view, (_, table) in views.items():
+        for mode, precision in cells.items():
+            assert table[precision][mode] == views[mode][0], (view, mode)
+
+
+def test_compare_similar_model_buttons_are_told_apart(fresh_streamlit_caches: None) -> None:
+    """Five buttons in a row show ~20 characters each: "Add meta-llama/Llama-…" four times said nothing."""
+    at = AppTest.from_file("../pages/1_Compare.py", default_timeout=120)
+    at.query_params["models"] = f"{LLAMA8},Qwen/Qwen2.5-7B"
+    at.run()
+    assert not at.exception
+    buttons = [b for b in at.button if b.key and b.key.startswith("compare.add.")]
+    assert len(buttons) >= 3
+    assert len({b.label[:20] for b in buttons}) == len(buttons), [b.label for b in buttons]
+    for b in buttons:
+        model_id = b.key.removeprefix("compare.add.")
+        assert b.label == "+ " + model_id.split("/")[-1] and model_id in b.help
+    buttons[0].click().run()
+    assert buttons[0].key.removeprefix("compare.add.") in at.query_params["models"]

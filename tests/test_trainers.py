@@ -219,3 +219,21 @@ def test_url_carries_only_what_differs_from_the_trainer():
     assert encoded == {"mode": "lora", "trainer": "torchtune", "grad_ckpt": "0"}
     again, _ = read_params(MAIN_PARAMS, encoded)
     assert resolve_trainer_values(again) == resolved  # the link reproduces the view
+
+
+def test_advisor_offers_the_savers_cheapest_first():
+    from calculator.advisor import CHANGE_ORDER, _candidates, suggest_changes
+    from calculator.gpus import get_gpu
+
+    usable = get_gpu("rtx-4090").usable_bytes
+    # The plain loop with an fp32 base, full logits, no checkpointing: 4,096 tokens do not fit 24 GB.
+    w = Workload(mode="lora", precision="bf16", context_length=4096, master_weights=True)
+    tried = [k for k, _, _ in _candidates(LLAMA, w, usable_bytes=usable, headroom_fraction=0)]
+    assert tried[:4] == ["chunked_loss", "bf16_base", "gradient_checkpointing", "activation_offload"]  # cheapest first
+    changes = suggest_changes(LLAMA, w, usable_bytes=usable)
+    kinds = [c.kind for c in changes]
+    assert kinds == sorted(kinds, key=CHANGE_ORDER.index) and "gradient_checkpointing" in kinds and all(c.fits for c in changes)
+    full = Workload(mode="full", precision="bf16", context_length=1024)
+    assert {"optimizer_in_backward", "cpu_offload"} <= {k for k, _, _ in _candidates(LLAMA, full, usable_bytes=usable, headroom_fraction=0)}
+    # TRL's fused head is offered for a model with one lm_head, never for higgs-audio-v2's two heads.
+    assert "chunked_loss" not in [k for k, _, _ in _candidates(HIGGS, w, usable_bytes=usable, headroom_fraction=0)]
