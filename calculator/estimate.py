@@ -471,7 +471,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
             "quantized. Pre-quantized GPTQ/AWQ/fp8 MoE checkpoints store experts quantized; for vLLM the engine assumes "
             "its FusedMoE bitsandbytes path, which only some MoE models support (vllm-project/vllm#17199)."
         )
-    if fmt.name == "mxfp4":
+    if fmt.name == "mxfp4" and w.runtime == "transformers":
         notes.append(
             "transformers keeps MXFP4 weights packed only with the `kernels` Triton MXFP4 kernels (Hopper or newer); "
             "elsewhere it dequantizes them to bf16 on load, about 3.8x the expert bytes shown here."
@@ -547,7 +547,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     on every rerun and for every point of its charts."""
     from .serving import vllm_breakdown  # local: serving imports Breakdown from here
 
-    if workload.attention == "sdpa" and not spec.supports_sdpa:
+    # transformers' attention fallback; vLLM runs its own attention backends (its notes must not say transformers').
+    if workload.attention == "sdpa" and not spec.supports_sdpa and workload.runtime == "transformers":
         workload = replace(workload, attention="eager", notes=(*workload.notes, EAGER_FALLBACK_NOTE))
     fmt = weight_format(spec, workload)
     weights = memory.weight_bytes(spec, fmt)

@@ -117,3 +117,14 @@ def test_verification_lists_only_settings_that_apply(fresh_streamlit_caches: Non
     caption = " ".join(c.value for c in at.caption if c.value.startswith("Also from the main page"))
     assert (listed in caption) if listed else not caption, caption
     assert not_listed not in caption
+
+
+def test_vllm_view_has_no_transformers_only_notes() -> None:
+    """gpt-oss under vLLM said "transformers has no SDPA attention ... runs eager" and "transformers ... dequantizes
+    MXFP4 to bf16": neither is vLLM's path, and neither changed vLLM's number (19,425,076,936 B either way)."""
+    spec = resolve_model("openai/gpt-oss-20b", offline=True).spec
+    vllm = estimate(spec, preset_workload("custom", precision="int4", context_length=16384, batch_size=4, runtime="vllm"))
+    hf = estimate(spec, preset_workload("custom", precision="int4", context_length=16384, batch_size=4))
+    assert vllm.total_bytes == 19_425_076_936
+    assert not any(n.startswith("transformers") for n in vllm.notes), vllm.notes
+    assert any("no SDPA attention" in n for n in hf.notes) and any("MXFP4" in n for n in hf.notes)
