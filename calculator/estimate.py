@@ -477,7 +477,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
             "quantized. Pre-quantized GPTQ/AWQ/fp8 MoE checkpoints store experts quantized; for vLLM the engine assumes "
             "its FusedMoE bitsandbytes path, which only some MoE models support (vllm-project/vllm#17199)."
         )
-    if fmt.name == "mxfp4":
+    if fmt.name == "mxfp4" and w.runtime == "transformers":
         notes.append(
             "transformers keeps MXFP4 weights packed only with the `kernels` Triton MXFP4 kernels (Hopper or newer); "
             "elsewhere it dequantizes them to bf16 on load, about 3.8x the expert bytes shown here."
@@ -553,7 +553,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     on every rerun and for every point of its charts."""
     from .serving import vllm_breakdown  # local: serving imports Breakdown from here
 
-    if workload.attention == "sdpa" and not spec.supports_sdpa:
+    # transformers' attention fallback; vLLM runs its own attention backends (its notes must not say transformers').
+    if workload.attention == "sdpa" and not spec.supports_sdpa and workload.runtime == "transformers":
         workload = replace(workload, attention="eager", notes=(*workload.notes, EAGER_FALLBACK_NOTE))
     fmt = weight_format(spec, workload)
     weights = memory.weight_bytes(spec, fmt)
@@ -607,6 +608,11 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         sharded = {**sharded, "decode": replace(sharded["decode"], kv_cache_bytes=sharded["decode"].kv_cache_bytes + shard)}
     if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
         sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
+        ref_frames = memory.audio_positions(workload.audio_token_share, workload.prompt_tokens)
+        if ref_frames and "prefill" in sharded:
+            # Before the prefill, the codec encodes the prompt's reference audio (one clip at a time).
+            sharded["audio encode"] = Breakdown(weights_bytes=sharded["prefill"].weights_bytes, speech_codec_bytes=codec.weight_bytes,
+                                                activations_bytes=codec.encode_bytes_per_frame * ref_frames)
         if workload.generated_tokens and "decode" in sharded:
             # After generate() returns (cache freed), the codec decodes one sequence's frames to a waveform.
             sharded["audio decode"] = Breakdown(weights_bytes=sharded["decode"].weights_bytes, speech_codec_bytes=codec.weight_bytes,

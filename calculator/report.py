@@ -103,9 +103,9 @@ def _vllm_fits(
         fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
         if fits:
             # What `vllm serve` takes on this card (nvidia-smi while serving): its gpu_memory_utilization share,
-            # plus CUDA graphs where they sit outside it. The GPU-agnostic estimate's share would read "104% used"
+            # plus CUDA graphs and (0.19+) NCCL buffers where they sit outside it. The GPU-agnostic estimate's share would read "104% used"
             # on a card vLLM starts on (Llama-3.1-8B bf16, 8k tokens, 2x RTX 3060 12GB).
-            taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes)
+            taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes) + b.nccl_outside_bytes
             c = replace(c, per_gpu_required_bytes=taken, utilisation=taken / c.gpu.usable_bytes)
         if fits == c.fits:
             out.append(c)
@@ -334,7 +334,8 @@ def _vllm_start_dict(serving: ServingCapacity | None) -> dict[str, Any]:
         "vllm_command": serving.command,
         "vllm_terms_bytes": {
             "requested": b.requested_bytes, "weights": b.weights_bytes, "activation_peak": b.activation_peak_bytes,
-            "non_torch": b.non_torch_bytes, "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
+            "non_torch": b.non_torch_bytes, "nccl_outside_budget": b.nccl_outside_bytes,
+            "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
             "available_kv": b.available_kv_bytes,
         } if b else None,
         "vllm_fix": {
