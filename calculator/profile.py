@@ -458,8 +458,8 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     windows: dict[str, int] = {}
     points, check_point, scale = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:
-        notes.append(f"Traced at 1/{round(1 / scale)} of the usual lengths (up to {max(s for _, s in points):,} tokens) to stay within "
-                     f"{max_seconds:g} s: this model's reference kernels run token by token on CPU.")
+        notes.append(f"Traced at 1/{round(1 / scale)} of the usual lengths (up to {max(s for _, s in points):,} tokens): within the "
+                     f"model's positions and {max_seconds:g} s (reference kernels that run token by token on CPU are slow).")
     all_points = [*points, *([check_point] if check_point else [])]
     fits: dict[str, ComponentFit] = {}
     checks: dict[str, float] = {}
@@ -557,6 +557,12 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
     scale = 1.0
     while scale > 1 / 64 and per_token * weight * layers * tokens * scale > max_seconds / 2:
         scale /= 2
+    # Models with learned or ALiBi positions cannot run past them (MPT's ALiBi bias is built for
+    # max_seq_len and fails to broadcast; GPT-2 has 1,024 position embeddings).
+    limit = _position_limit(config)
+    longest = max(s for _, s in [*points, *([check] if check else [])])
+    while limit and longest * scale > limit and scale > 1 / 256:
+        scale /= 2
     if scale == 1.0:
         return list(points), check, 1.0
 
@@ -564,6 +570,14 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
         return p[0], max(int(p[1] * scale), 8)
 
     return [shrink(p) for p in points], (shrink(check) if check else None), scale
+
+
+def _position_limit(config: Mapping[str, Any]) -> int:
+    """The longest sequence the config's positions allow (0: no stated limit)."""
+    text = next((config[k] for k in ("text_config", "llm_config", "language_config", "thinker_config") if isinstance(config.get(k), Mapping)), config)
+    values = [text.get(k) for k in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")]
+    ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return min(ints) if ints else 0
 
 
 def _fill_missing(fits: dict[str, ComponentFit], missing: Sequence[str]) -> dict[str, ComponentFit]:
