@@ -601,6 +601,11 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         sharded = {**sharded, "decode": replace(sharded["decode"], kv_cache_bytes=sharded["decode"].kv_cache_bytes + shard)}
     if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
         sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
+        ref_frames = memory.audio_positions(workload.audio_token_share, workload.prompt_tokens)
+        if ref_frames and "prefill" in sharded:
+            # Before the prefill, the codec encodes the prompt's reference audio (one clip at a time).
+            sharded["audio encode"] = Breakdown(weights_bytes=sharded["prefill"].weights_bytes, speech_codec_bytes=codec.weight_bytes,
+                                                activations_bytes=codec.encode_bytes_per_frame * ref_frames)
         if workload.generated_tokens and "decode" in sharded:
             # After generate() returns (cache freed), the codec decodes one sequence's frames to a waveform.
             sharded["audio decode"] = Breakdown(weights_bytes=sharded["decode"].weights_bytes, speech_codec_bytes=codec.weight_bytes,

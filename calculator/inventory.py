@@ -616,7 +616,8 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
         base = module.get_base_layer()
         pname = getattr(module, "parameter_name", None) or "weight"
         experts = int(getattr(module, "num_experts", 1) or 1)
-        factor = max(1, int(a.out_features) // max(1, experts))
+        rank_out = int(a.weight.shape[0])  # lora_A output rows: r x experts (x 2 for a fused gate_up); conv adapters too
+        factor = max(1, rank_out // max(1, experts))
         if id(base) in base_modules:
             hits[(id(base), pname)] = factor
     return hits, peft.__version__

@@ -334,7 +334,8 @@ def _vllm_start_dict(serving: ServingCapacity | None) -> dict[str, Any]:
         "vllm_command": serving.command,
         "vllm_terms_bytes": {
             "requested": b.requested_bytes, "weights": b.weights_bytes, "activation_peak": b.activation_peak_bytes,
-            "non_torch": b.non_torch_bytes, "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
+            "non_torch": b.non_torch_bytes, "nccl_outside_budget": b.nccl_outside_bytes,
+            "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
             "available_kv": b.available_kv_bytes,
         } if b else None,
         "vllm_fix": {
