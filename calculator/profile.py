@@ -612,6 +612,30 @@ def settings_for(workload: Any) -> dict[str, Any]:
                             lora_targets=workload.lora_targets, adapter_precision=workload.adapter_precision)
 
 
+# Workload settings a profile does not trace (it traces the plain loop: `Workload()`'s defaults).
+# Training: the memory savers and trainer options; inference: cache layouts other than DynamicCache.
+_TRAINING_UNTRACED = ("gradient_checkpointing", "master_weights", "loss_impl", "compile_loss", "trained_token_fraction", "checkpoint_every",
+                      "activation_offload", "optimizer_in_backward", "norm_kernel", "mlp_kernel", "packing", "sample_lengths", "peft_method",
+                      "keep_logits")
+_INFERENCE_UNTRACED = ("cache_implementation",)
+
+
+def untraced_settings(workload: Any) -> dict[str, Any]:
+    """The workload's settings that differ from what a profile traces, with the traced value."""
+    from .workload import Workload
+
+    plain = Workload()
+    names = _TRAINING_UNTRACED if workload.is_training else _INFERENCE_UNTRACED
+    return {n: getattr(plain, n) for n in names if hasattr(plain, n) and getattr(workload, n) != getattr(plain, n)}
+
+
+def plain_workload(workload: Any) -> Any:
+    """`workload` with the settings a profile does not trace set back to the plain loop."""
+    from dataclasses import replace
+
+    return replace(workload, **untraced_settings(workload))
+
+
 def _kv_scale(workload: Any, traced_precision: str) -> float:
     from .units import BITS_PER_ELEMENT
 
@@ -648,8 +672,11 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
             from .units import BITS_PER_ELEMENT
 
             act_scale = BITS_PER_ELEMENT[wanted["precision"]] / BITS_PER_ELEMENT[traced["precision"]]
-    if workload.is_training and workload.gradient_checkpointing:
-        notes.append("The profile traces training without gradient checkpointing, so activations are an upper bound here.")
+    untraced = untraced_settings(workload)
+    if untraced:
+        notes.append("The trace profile covers the plain loop (" + ", ".join(f"{k}={v!r}" for k, v in untraced.items()) +
+                     "); with this workload's settings the analytic formulas are used for activations.")
+        return dict(phases), tuple(notes)
     b = workload.batch_size
     measured = profile.phase_bytes(mode, batch=b, tokens=workload.prompt_tokens if mode == "inference" else workload.context_length,
                                    context=workload.context_length)

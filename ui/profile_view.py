@@ -55,6 +55,8 @@ def analytic_vs_profile(spec: Any, workload: Any) -> None:
                     return
             st.session_state[key] = profile
         data = compare(replace(spec, profile=None), workload, profile)
+        if data["untraced"]:
+            st.caption("Compared on the plain loop: a profile does not trace " + ", ".join(data["untraced"]) + ".")
         st.dataframe(_table(data), hide_index=True)
         checks = ", ".join(f"{k} {v:+.2f}%" for k, v in sorted(data["check_error_pct"].items()))
         st.caption(f"Peak phase: analytic {data['analytic_phase']}, profile {data['profile_phase']}. "
