@@ -83,3 +83,19 @@ def test_a_precision_mode_cell_is_the_number_its_own_view_shows(trainer: str) ->
     for view, (_, table) in views.items():
         for mode, precision in cells.items():
             assert table[precision][mode] == views[mode][0], (view, mode)
+
+
+def test_compare_similar_model_buttons_are_told_apart(fresh_streamlit_caches: None) -> None:
+    """Five buttons in a row show ~20 characters each: "Add meta-llama/Llama-…" four times said nothing."""
+    at = AppTest.from_file("../pages/1_Compare.py", default_timeout=120)
+    at.query_params["models"] = f"{LLAMA8},Qwen/Qwen2.5-7B"
+    at.run()
+    assert not at.exception
+    buttons = [b for b in at.button if b.key and b.key.startswith("compare.add.")]
+    assert len(buttons) >= 3
+    assert len({b.label[:20] for b in buttons}) == len(buttons), [b.label for b in buttons]
+    for b in buttons:
+        model_id = b.key.removeprefix("compare.add.")
+        assert b.label == "+ " + model_id.split("/")[-1] and model_id in b.help
+    buttons[0].click().run()
+    assert buttons[0].key.removeprefix("compare.add.") in at.query_params["models"]
