@@ -236,6 +236,8 @@ def test_verification_page_shows_analytic_vs_shipped_profile() -> None:
         at.query_params[k] = v
     at.run()
     assert not at.exception
+    at.toggle(key="verify.profile_toggle").set_value(True).run()
+    assert not at.exception
     table = at.dataframe[0].value
     total = table.iloc[-1]
     assert total["Component"] == "total (torch allocated)"
