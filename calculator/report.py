@@ -103,9 +103,9 @@ def _vllm_fits(
         fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
         if fits:
             # What `vllm serve` takes on this card (nvidia-smi while serving): its gpu_memory_utilization share,
-            # plus CUDA graphs where they sit outside it. The GPU-agnostic estimate's share would read "104% used"
+            # plus CUDA graphs and (0.19+) NCCL buffers where they sit outside it. The GPU-agnostic estimate's share would read "104% used"
             # on a card vLLM starts on (Llama-3.1-8B bf16, 8k tokens, 2x RTX 3060 12GB).
-            taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes)
+            taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes) + b.nccl_outside_bytes
             c = replace(c, per_gpu_required_bytes=taken, utilisation=taken / c.gpu.usable_bytes)
         if fits == c.fits:
             out.append(c)

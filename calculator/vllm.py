@@ -5,10 +5,10 @@ KV cache gets whatever is left (V1: `Worker.determine_available_memory`,
 `vllm/v1/worker/gpu_worker.py`; V0: `Worker.determine_num_available_blocks`,
 `vllm/worker/worker.py`):
 
-1. snapshot the device (`MemorySnapshot`) after the CUDA context exists and before NCCL is set
-   up; the budget is `requested = gpu_memory_utilization x total`, and start-up fails at once when
-   less than that is free ("Free memory on device ... is less than desired GPU memory
-   utilization");
+1. snapshot the device (`MemorySnapshot`) once the CUDA context exists (0.10.2 and V0: before
+   NCCL is set up; 0.19+: after it, `VllmVersion.nccl_in_budget`); the budget is
+   `requested = gpu_memory_utilization x total`, and start-up fails at once when less than that
+   is free ("Free memory on device ... is less than desired GPU memory utilization");
 2. load the weights (this rank's shard);
 3. profile: one forward of `max_num_batched_tokens` dummy tokens split over
    `min(max_num_seqs, tokens)` requests, then the sampler over those requests' logits
@@ -21,7 +21,8 @@ KV cache gets whatever is left (V1: `Worker.determine_available_memory`,
    comes out of the `1 - gpu_memory_utilization` headroom instead;
 5. KV = requested - weights - activation peak - non-torch (- graphs), cut into blocks of
    `block_size` (16) tokens; start-up fails when that cannot hold one request of `max_model_len`
-   tokens (`check_enough_kv_cache_memory`, `vllm/v1/core/kv_cache_utils.py`).
+   tokens (`check_enough_kv_cache_memory`: `vllm/v1/core/kv_cache_utils.py` in 0.10.2,
+   `vllm/v1/core/kv_cache_planning.py` in 0.33.0).
 
 Each term is sized here from the model's config, per GPU, for the version picked
 (`VLLM_VERSIONS`). Sources were read in the released wheels (`pip download vllm==X --no-deps`):

@@ -99,3 +99,32 @@ def test_compare_similar_model_buttons_are_told_apart(fresh_streamlit_caches: No
         assert b.label == "+ " + model_id.split("/")[-1] and model_id in b.help
     buttons[0].click().run()
     assert buttons[0].key.removeprefix("compare.add.") in at.query_params["models"]
+
+
+@pytest.mark.parametrize(("params", "listed", "not_listed"), [
+    # Before: every trainer setting was listed for an inference trace ("gradient checkpointing on, fp32 weights (autocast) on, ...").
+    ({"mode": "inference"}, None, "gradient checkpointing"),
+    ({"mode": "lora", "trainer": "torchtune", "optimizer": "sgd", "precision": "bf16"}, "optimizer sgd", "LoRA rank"),
+    ({"mode": "inference", "cache": "static", "gen": "128"}, "generate cache static", "optimizer"),
+])
+def test_verification_lists_only_settings_that_apply(fresh_streamlit_caches: None, params: dict[str, str], listed: str | None,
+                                                     not_listed: str) -> None:
+    at = AppTest.from_file("../pages/3_Verification.py", default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception
+    caption = " ".join(c.value for c in at.caption if c.value.startswith("Also from the main page"))
+    assert (listed in caption) if listed else not caption, caption
+    assert not_listed not in caption
+
+
+def test_vllm_view_has_no_transformers_only_notes() -> None:
+    """gpt-oss under vLLM said "transformers has no SDPA attention ... runs eager" and "transformers ... dequantizes
+    MXFP4 to bf16": neither is vLLM's path, and neither changed vLLM's number (19,425,076,936 B either way)."""
+    spec = resolve_model("openai/gpt-oss-20b", offline=True).spec
+    vllm = estimate(spec, preset_workload("custom", precision="int4", context_length=16384, batch_size=4, runtime="vllm"))
+    hf = estimate(spec, preset_workload("custom", precision="int4", context_length=16384, batch_size=4))
+    assert vllm.total_bytes == 19_425_076_936
+    assert not any(n.startswith("transformers") for n in vllm.notes), vllm.notes
+    assert any("no SDPA attention" in n for n in hf.notes) and any("MXFP4" in n for n in hf.notes)
