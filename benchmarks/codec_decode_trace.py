@@ -1,4 +1,4 @@
-"""Waveform decode of higgs-audio's codec, traced: bytes alive per audio frame (calculator/speech.py).
+"""Waveform decode (and reference-audio encode) of higgs-audio's codec, traced: bytes per audio frame.
 
     python benchmarks/codec_decode_trace.py      # ~30 s on 2 CPU cores
 
@@ -7,7 +7,11 @@ turns the quantized codes into the 24 kHz waveform) from the converted tokenizer
 (https://huggingface.co/eustlb/tmp/blob/main/config.json, `acoustic_model_config`) in fp32 on fake
 tensors, runs it on 50 and 250 frames (2 s and 10 s of audio) under the trace's MemTracker, and
 writes `benchmarks/results/codec_decode_trace.txt`: the peak beyond the decoder's weights and the
-per-frame slope that `SpeechCodec.decode_bytes_per_frame` uses.
+per-frame slope that `SpeechCodec.decode_bytes_per_frame` uses. The same for the encoder side
+that voice cloning runs on the reference audio: `DacEncoder` on 24 kHz samples and the HuBERT
+semantic model (`HubertModel`, transformers' default config = HuBERT base, with
+`output_hidden_states=True` as the tokenizer calls it) on 16 kHz samples; they run one after the
+other, so the larger slope is `SpeechCodec.encode_bytes_per_frame`.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+from transformers import HubertConfig, HubertModel  # noqa: E402
 from transformers.models.dac.configuration_dac import DacConfig  # noqa: E402
-from transformers.models.dac.modeling_dac import DacDecoder  # noqa: E402
+from transformers.models.dac.modeling_dac import DacDecoder, DacEncoder  # noqa: E402
 
 from calculator.verify._harness import _PhaseTracker  # noqa: E402
 
@@ -46,6 +51,20 @@ def transient(frames: int) -> tuple[int, int, int]:
         return tracker.peak_total - weights, weights, out.shape[-1]
 
 
+def encoder_transient(build, shape: tuple[int, ...], **kwargs) -> int:
+    with FakeTensorMode():
+        module = build()
+        module.eval()
+        module.requires_grad_(False)
+        tracker = _PhaseTracker(None, None)
+        tracker.track_external(module)
+        with torch.no_grad(), tracker:
+            tracker.set_phase("encode")
+            module(torch.empty(*shape), **kwargs)
+            tracker.set_phase(None)
+        return tracker.peak_total - sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 def main() -> int:
     rows = {frames: transient(frames) for frames in (50, 250)}
     (t50, weights, s50), (t250, _, s250) = rows[50], rows[250]
@@ -58,6 +77,12 @@ def main() -> int:
         f"250 frames -> {s250:,} samples: {t250:,} bytes beyond the weights",
         f"slope: {slope:,} bytes per frame ({slope / 960:.1f} per 24 kHz sample); intercept {t50 - 50 * slope:,} bytes",
     ]
+    for name, build, rate, kwargs in (("DacEncoder", lambda: DacEncoder(DacConfig(**ACOUSTIC)), 24_000, {}),
+                                      ("HubertModel", lambda: HubertModel(HubertConfig()), 16_000, {"output_hidden_states": True})):
+        t2 = encoder_transient(build, (1, 1, 2 * rate) if name == "DacEncoder" else (1, 2 * rate), **kwargs)
+        t10 = encoder_transient(build, (1, 1, 10 * rate) if name == "DacEncoder" else (1, 10 * rate), **kwargs)
+        per_frame = (t10 - t2) // 200  # 25 frames/s: 2 s = 50 frames, 10 s = 250 frames
+        lines.append(f"encode, {name}: 2 s -> {t2:,} bytes, 10 s -> {t10:,} bytes beyond the weights; slope {per_frame:,} bytes per frame")
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

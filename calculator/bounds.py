@@ -51,12 +51,17 @@ MAX_OTHER = Bound(2**31 - 1, "the int32 range of a tensor dimension")
 
 # config.json key -> its bound. Keys not listed get MAX_OTHER.
 DIMENSION_BOUNDS: dict[str, Bound] = {
-    **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "max_window_layers",
-                     "first_k_dense_replace", "num_nextn_predict_layers", "decoder_sparse_step", "moe_layer_freq"), MAX_LAYERS),
-    **dict.fromkeys(("hidden_size", "n_embd", "d_model", "word_embed_proj_dim", "kv_lora_rank", "q_lora_rank"), MAX_HIDDEN),
-    **dict.fromkeys(("intermediate_size", "n_inner", "ffn_dim", "d_ff", "moe_intermediate_size",
-                     "shared_expert_intermediate_size"), MAX_INTERMEDIATE),
-    **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "num_key_value_heads"), MAX_HEADS),
+    # Layer counts under every name transformers' configs use (BART/Whisper encoder_layers and
+    # decoder_layers, DistilBERT n_layers, ViT-style depth): the inventory path builds each layer.
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers", "num_decoder_layers", "num_encoder_layers",
+                     "encoder_layers", "decoder_layers", "depth", "max_window_layers", "first_k_dense_replace",
+                     "num_nextn_predict_layers", "decoder_sparse_step", "moe_layer_freq"), MAX_LAYERS),
+    **dict.fromkeys(("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "word_embed_proj_dim", "kv_lora_rank", "q_lora_rank"),
+                    MAX_HIDDEN),
+    **dict.fromkeys(("intermediate_size", "n_inner", "ffn_dim", "d_ff", "encoder_ffn_dim", "decoder_ffn_dim", "ffn_hidden_size",
+                     "moe_intermediate_size", "shared_expert_intermediate_size"), MAX_INTERMEDIATE),
+    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads", "num_key_value_heads", "num_kv_heads",
+                     "encoder_attention_heads", "decoder_attention_heads"), MAX_HEADS),
     **dict.fromkeys(("head_dim", "d_kv", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"), MAX_HEAD_DIM),
     **dict.fromkeys(("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "experts_per_token",
                      "n_shared_experts"), MAX_EXPERTS),

@@ -429,6 +429,12 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
         optimizer=w.optimizer, trainable_params=adapter_params, param_bytes=adapter_elem_bytes, largest_param=0)
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
+    # LoRA on fused experts (peft's all-linear on Mixtral / Qwen3-MoE / DeepSeek): each MoE layer
+    # saves a merged copy of its adapted expert stack for backward (memory.lora_merged_expert_bytes).
+    merged_all, merged_layer, merged_grad = memory.lora_merged_expert_bytes(spec, plan, param_bytes=4 if fp32_weights else c) \
+        if method == "lora" else (0, 0, 0)
+    act += merged_layer if w.gradient_checkpointing else merged_all
+    recompute += merged_layer if w.gradient_checkpointing else 0
     if fp32_weights:
         layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
         kept = layers - (memory.checkpointed_layers(layers, w.checkpoint_every) if w.gradient_checkpointing else 0)
@@ -441,7 +447,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
     dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
     phases = {
-        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant, logits_bytes=loss),
+        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + merged_grad, logits_bytes=loss),
     }
     if not w.optimizer_in_backward:
         phases["optimizer step"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp)
@@ -480,7 +486,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
             "quantized. Pre-quantized GPTQ/AWQ/fp8 MoE checkpoints store experts quantized; for vLLM the engine assumes "
             "its FusedMoE bitsandbytes path, which only some MoE models support (vllm-project/vllm#17199)."
         )
-    if fmt.name == "mxfp4":
+    if fmt.name == "mxfp4" and w.runtime == "transformers":
         notes.append(
             "transformers keeps MXFP4 weights packed only with the `kernels` Triton MXFP4 kernels (Hopper or newer); "
             "elsewhere it dequantizes them to bf16 on load, about 3.8x the expert bytes shown here."
@@ -556,7 +562,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     on every rerun and for every point of its charts."""
     from .serving import vllm_breakdown  # local: serving imports Breakdown from here
 
-    if workload.attention == "sdpa" and not spec.supports_sdpa:
+    # transformers' attention fallback; vLLM runs its own attention backends (its notes must not say transformers').
+    if workload.attention == "sdpa" and not spec.supports_sdpa and workload.runtime == "transformers":
         workload = replace(workload, attention="eager", notes=(*workload.notes, EAGER_FALLBACK_NOTE))
     fmt = weight_format(spec, workload)
     weights = memory.weight_bytes(spec, fmt)
@@ -610,6 +617,11 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         sharded = {**sharded, "decode": replace(sharded["decode"], kv_cache_bytes=sharded["decode"].kv_cache_bytes + shard)}
     if codec is not None:  # a TTS model's serving stack loads its audio codec on the (first) GPU
         sharded = {name: replace(b, speech_codec_bytes=codec.weight_bytes) for name, b in sharded.items()}
+        ref_frames = memory.audio_positions(workload.audio_token_share, workload.prompt_tokens)
+        if ref_frames and "prefill" in sharded:
+            # Before the prefill, the codec encodes the prompt's reference audio (one clip at a time).
+            sharded["audio encode"] = Breakdown(weights_bytes=sharded["prefill"].weights_bytes, speech_codec_bytes=codec.weight_bytes,
+                                                activations_bytes=codec.encode_bytes_per_frame * ref_frames)
         if workload.generated_tokens and "decode" in sharded:
             # After generate() returns (cache freed), the codec decodes one sequence's frames to a waveform.
             sharded["audio decode"] = Breakdown(weights_bytes=sharded["decode"].weights_bytes, speech_codec_bytes=codec.weight_bytes,

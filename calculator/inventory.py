@@ -616,7 +616,8 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
         base = module.get_base_layer()
         pname = getattr(module, "parameter_name", None) or "weight"
         experts = int(getattr(module, "num_experts", 1) or 1)
-        factor = max(1, int(a.out_features) // max(1, experts))
+        rank_out = int(a.weight.shape[0])  # lora_A output rows: r x experts (x 2 for a fused gate_up); conv adapters too
+        factor = max(1, rank_out // max(1, experts))
         if id(base) in base_modules:
             hits[(id(base), pname)] = factor
     return hits, peft.__version__
@@ -727,10 +728,10 @@ def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:
 def _check_dimensions(config: Mapping[str, Any], model_id: str, depth: int = 0) -> None:
     """Bound every dimension key of the config and its nested configs before transformers builds
     it (calculator/bounds.py): a hostile `num_hidden_layers: 10**9` must not reach a constructor."""
-    from .bounds import DIMENSION_BOUNDS, check_dimension
+    from .bounds import DIMENSION_BOUNDS, check_dimension, is_whole_number
 
     for key, value in config.items():
         if isinstance(value, Mapping) and depth < 4:
             _check_dimensions(value, model_id, depth + 1)
-        elif key in DIMENSION_BOUNDS and isinstance(value, int) and not isinstance(value, bool):
-            check_dimension(key, value, where=f"config.json of {model_id or 'this model'}")
+        elif key in DIMENSION_BOUNDS and is_whole_number(value):  # 1e9 as a float is 10^9 layers too
+            check_dimension(key, int(value), where=f"config.json of {model_id or 'this model'}")

@@ -103,9 +103,9 @@ def _vllm_fits(
         fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
         if fits:
             # What `vllm serve` takes on this card (nvidia-smi while serving): its gpu_memory_utilization share,
-            # plus CUDA graphs where they sit outside it. The GPU-agnostic estimate's share would read "104% used"
+            # plus CUDA graphs and (0.19+) NCCL buffers where they sit outside it. The GPU-agnostic estimate's share would read "104% used"
             # on a card vLLM starts on (Llama-3.1-8B bf16, 8k tokens, 2x RTX 3060 12GB).
-            taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes)
+            taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes) + b.nccl_outside_bytes
             c = replace(c, per_gpu_required_bytes=taken, utilisation=taken / c.gpu.usable_bytes)
         if fits == c.fits:
             out.append(c)
@@ -147,11 +147,24 @@ def table_workload(workload: Workload, precision: str, mode: str) -> Workload | 
     if table_cell_absent(precision, mode):
         return None
     try:
-        return replace(workload, precision=precision, mode=mode, runtime="transformers", parallelism="auto",
+        return replace(workload, **_trainer_settings_for_mode(workload, mode), precision=precision, mode=mode, runtime="transformers", parallelism="auto",
                        quant_method="auto" if precision != workload.precision else workload.quant_method,
                        cache_implementation=workload.cache_implementation if mode == "inference" else "dynamic")
     except InvalidWorkloadError:
         return None
+
+
+def _trainer_settings_for_mode(workload: Workload, mode: str) -> dict[str, Any]:
+    """The trainer's settings that differ between the workload's mode and `mode`, for every setting
+    still at the trainer's value (a setting the user changed stays). A cell is then the number its own
+    view shows: TRL's QLoRA preset keeps no fp32 weights, its LoRA/full presets do, so the FP16 · LoRA
+    cell of a QLoRA view read 19.0 GiB where the LoRA view itself said 32.1 GiB (higgs-audio, 4k tokens)."""
+    from .trainers import PRESETS, preset_settings
+
+    if workload.trainer not in PRESETS or mode == workload.mode:
+        return {}
+    here, there = preset_settings(workload.trainer, workload.mode), preset_settings(workload.trainer, mode)
+    return {k: v for k, v in there.items() if k != "trainer" and k in here and here[k] != v and getattr(workload, k) == here[k]}
 
 
 def precision_mode_table(spec: ModelSpec, workload: Workload) -> list[dict[str, Any]]:
@@ -321,7 +334,8 @@ def _vllm_start_dict(serving: ServingCapacity | None) -> dict[str, Any]:
         "vllm_command": serving.command,
         "vllm_terms_bytes": {
             "requested": b.requested_bytes, "weights": b.weights_bytes, "activation_peak": b.activation_peak_bytes,
-            "non_torch": b.non_torch_bytes, "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
+            "non_torch": b.non_torch_bytes, "nccl_outside_budget": b.nccl_outside_bytes,
+            "cudagraphs": b.cudagraph_bytes, "cudagraphs_in_budget": b.cudagraphs_in_budget,
             "available_kv": b.available_kv_bytes,
         } if b else None,
         "vllm_fix": {

@@ -50,6 +50,7 @@ def _terms(spec: ModelSpec, w: Workload, fmt: WeightFormat, *, gpu_total_bytes: 
         "weights": engine.sharded_weight_bytes(spec, fmt, s.tensor_parallel_size),
         "activations": engine.activation_peak_bytes(spec, s, compute_bytes=c),
         "non_torch": engine.non_torch_bytes(s, nvlink=nvlink),
+        "nccl_out": 0 if version.nccl_in_budget else engine.nccl_bytes(s, nvlink=nvlink),
         "graphs_in": graphs if version.cudagraphs_in_budget else 0,
         "graphs_out": 0 if version.cudagraphs_in_budget else graphs,
         "kv": math.ceil(w.batch_size * per_request) * per_block,
@@ -60,7 +61,7 @@ def _card_for(t: dict[str, int], util: float) -> tuple[int, int]:
     """(cuda total needed, in-budget bytes): the budget must hold the in-budget terms and the
     headroom the CUDA context (+ graphs captured after the KV cache, before 0.20)."""
     in_budget = t["weights"] + t["activations"] + t["non_torch"] + t["graphs_in"] + t["kv"]
-    outside = engine.CUDA_CONTEXT_BYTES + t["graphs_out"]
+    outside = engine.CUDA_CONTEXT_BYTES + t["graphs_out"] + t["nccl_out"]
     card = math.ceil(in_budget / util)
     if util < 1.0:
         card = max(card, math.ceil(outside / (1.0 - util)))
@@ -92,7 +93,7 @@ def vllm_overhead(b: Breakdown, w: Workload, spec: ModelSpec, fmt: WeightFormat)
     if card >= 70 * GiB:
         t = _terms(spec, w, fmt, gpu_total_bytes=card)
         card, _ = _card_for(t, w.gpu_memory_utilization)
-    context = t["non_torch"] + t["graphs_in"] + t["graphs_out"] + engine.CUDA_CONTEXT_BYTES + engine.CUDA_TOTAL_RESERVED_BYTES
+    context = t["non_torch"] + t["nccl_out"] + t["graphs_in"] + t["graphs_out"] + engine.CUDA_CONTEXT_BYTES + engine.CUDA_TOTAL_RESERVED_BYTES
     nvidia_smi_card = card + engine.CUDA_TOTAL_RESERVED_BYTES
     left = nvidia_smi_card - b.torch_allocated_bytes - context
     return replace(b, cuda_context_bytes=context, allocator_reserve_bytes=max(left, 0))

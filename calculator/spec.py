@@ -834,6 +834,9 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inve
 _ANALYTIC_BY_DESIGN = frozenset({"higgs_audio_v2", "higgs_audio"})
 # Nested configs of towers that the analytic formulas do not count.
 _TOWER_KEYS = ("vision_config", "audio_config", "visual", "vision_tower_config", "speech_config", "audio_encoder_config")
+# Nested configs that are not a model component: any other `*_config` sub-config (a vision or
+# audio encoder, a projector, a detection backbone) is a part the analytic formulas do not count.
+_NOT_TOWER_KEYS = frozenset({*_NESTED_TEXT_KEYS, "quantization_config", "generation_config", "rope_config", "compression_config"})
 # Parameters the analytic formula may differ from transformers' class by before the class is used.
 INVENTORY_TOLERANCE = 0.005
 
@@ -843,7 +846,8 @@ def _inventory_counts_better(config: Mapping[str, Any], model_type: str) -> str 
     (None when the formula is exact): a vision/audio tower or projector next to the language
     model, or a formula that `benchmarks/architecture_data.py` measured to differ from
     transformers' default build by more than 0.5% (architectures.json `analytic_delta`)."""
-    if any(isinstance(config.get(k), Mapping) and config.get(k) for k in _TOWER_KEYS):
+    if any(isinstance(v, Mapping) and v and (k in _TOWER_KEYS or (k.endswith("_config") and k not in _NOT_TOWER_KEYS))
+           for k, v in config.items()):
         return ("This model has vision/audio towers and a projector that the analytic formulas do not count; with torch + "
                 "transformers installed (pip install -r requirements-dev.txt) they are counted from transformers' own class.")
     delta = architecture_facts(model_type).get("analytic_delta")

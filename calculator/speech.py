@@ -32,8 +32,12 @@ keeps 574,464 bytes alive per audio frame at its peak, traced with FakeTensors (
 weights, i.e. 598 bytes per 24 kHz output sample; `benchmarks/codec_decode_trace.py`). That is its
 own phase, "audio decode". cuDNN convolution workspaces on a GPU come on top.
 
-Not modelled: the activations of encoding reference audio (HuBERT + DAC encoder over the prompt's
-audio, before the prefill).
+Encoding reference audio (voice cloning) runs before the prefill, one clip at a time
+(`HiggsAudioV2Processor.__call__`): the HuBERT semantic model on the 16 kHz resample, then the DAC
+acoustic encoder on the 24 kHz samples. Traced the same way (same benchmark), HuBERT keeps 526,848
+and the DAC encoder 1,232,640 bytes per audio frame beyond their weights; the larger is the
+"audio encode" phase, sized for the prompt's audio positions (`Workload.audio_token_share`) of
+one sequence.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class SpeechCodec:
     frames_per_second: int
     sample_rate: int
     decode_bytes_per_frame: int  # waveform decode: activations per audio frame at the decoder's peak
+    encode_bytes_per_frame: int  # reference-audio encode: the larger of the semantic and acoustic encoders, per frame
     source: str
 
     @property
@@ -73,6 +78,7 @@ _HIGGS_CODEC = SpeechCodec(
     frames_per_second=25,
     sample_rate=24_000,
     decode_bytes_per_frame=574_464,
+    encode_bytes_per_frame=1_232_640,
     source="boson-ai/higgs-audio serve_engine.py @54e66797 (loads it on the model's device, fp32); size from transformers 5.24 "
     "HiggsAudioV2TokenizerModel on the converted config (calculator/speech.py)",
 )
@@ -107,7 +113,8 @@ def codec_note(spec: ModelSpec, codec: SpeechCodec) -> str:
         f"{codec.weight_bytes / 2**30:.2f} GiB) sits on the GPU next to the model; it decodes the generated audio codes to a "
         f"{codec.sample_rate // 1000} kHz waveform and encodes reference audio for voice cloning ({frames}). "
         f"Decoding the generated audio to a waveform is its own phase after generation ({codec.decode_bytes_per_frame / 2**20:.2f} MiB "
-        "per frame, traced); encoding reference audio is not modelled."
+        "per frame, traced), and encoding reference audio one before the prefill "
+        f"({codec.encode_bytes_per_frame / 2**20:.2f} MiB per frame of the prompt's audio)."
     )
 
 

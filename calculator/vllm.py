@@ -5,10 +5,10 @@ KV cache gets whatever is left (V1: `Worker.determine_available_memory`,
 `vllm/v1/worker/gpu_worker.py`; V0: `Worker.determine_num_available_blocks`,
 `vllm/worker/worker.py`):
 
-1. snapshot the device (`MemorySnapshot`) after the CUDA context exists and before NCCL is set
-   up; the budget is `requested = gpu_memory_utilization x total`, and start-up fails at once when
-   less than that is free ("Free memory on device ... is less than desired GPU memory
-   utilization");
+1. snapshot the device (`MemorySnapshot`) once the CUDA context exists (0.10.2 and V0: before
+   NCCL is set up; 0.19+: after it, `VllmVersion.nccl_in_budget`); the budget is
+   `requested = gpu_memory_utilization x total`, and start-up fails at once when less than that
+   is free ("Free memory on device ... is less than desired GPU memory utilization");
 2. load the weights (this rank's shard);
 3. profile: one forward of `max_num_batched_tokens` dummy tokens split over
    `min(max_num_seqs, tokens)` requests, then the sampler over those requests' logits
@@ -21,7 +21,8 @@ KV cache gets whatever is left (V1: `Worker.determine_available_memory`,
    comes out of the `1 - gpu_memory_utilization` headroom instead;
 5. KV = requested - weights - activation peak - non-torch (- graphs), cut into blocks of
    `block_size` (16) tokens; start-up fails when that cannot hold one request of `max_model_len`
-   tokens (`check_enough_kv_cache_memory`, `vllm/v1/core/kv_cache_utils.py`).
+   tokens (`check_enough_kv_cache_memory`: `vllm/v1/core/kv_cache_utils.py` in 0.10.2,
+   `vllm/v1/core/kv_cache_planning.py` in 0.33.0).
 
 Each term is sized here from the model's config, per GPU, for the version picked
 (`VLLM_VERSIONS`). Sources were read in the released wheels (`pip download vllm==X --no-deps`):
@@ -69,6 +70,11 @@ class VllmVersion:
     # last PP rank); V0 samples on the driver worker only (`Sampler` output is gathered to rank 0,
     # vllm/worker/model_runner.py `execute_model`: `if not self.is_driver_worker: return []`).
     sampler_on_every_rank: bool = True
+    # NCCL / custom all-reduce buffers inside the profiled non-torch term (the device snapshot is
+    # taken before the distributed setup: 0.10.2 `Worker.init_device`, V0 `Worker.init_device`), or
+    # outside the budget (0.19+: "Initialize the distributed environment BEFORE taking memory
+    # snapshot", v1/worker/gpu_worker.py), where they must fit next to the CUDA context.
+    nccl_in_budget: bool = False
 
 
 # `torch.sort` of a (rows x vocab) fp32 tensor on CUDA (ATen's segmented radix sort,
@@ -115,6 +121,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         sampler_bytes_per_logit=2 + 4 + SORT_BYTES_PER_ELEMENT,
         cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
         source="vllm 0.10.2: v1/worker/gpu_worker.py determine_available_memory, utils/__init__.py memory_profiling",
+        nccl_in_budget=True,
     ),
     "0.7": VllmVersion(
         name="0.7", released="2025-02", engine="v0",
@@ -127,6 +134,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
         source="vllm 0.7.3: worker/worker.py determine_num_available_blocks, worker/model_runner.py profile_run",
         sampler_on_every_rank=False,
+        nccl_in_budget=True,
     ),
 }
 CURRENT_VLLM_VERSION = "0.33"
@@ -347,13 +355,19 @@ def cudagraph_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> 
     return first + cudagraph_count(s) * layers * CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH
 
 
-def non_torch_bytes(s: VllmSettings, *, nvlink: bool, datacenter: bool = True) -> int:
-    """Memory outside PyTorch that grows from the snapshot to the end of profiling: kernels at
-    TP=1 (by GPU class), plus NCCL / custom all-reduce buffers when TP > 1 (more over NVLink)."""
-    base = NON_TORCH_TP1_BYTES if datacenter else NON_TORCH_TP1_BYTES_CONSUMER
+def nccl_bytes(s: VllmSettings, *, nvlink: bool) -> int:
+    """NCCL channel and custom all-reduce buffers per rank (none at TP=1; more over NVLink)."""
     if s.tensor_parallel_size <= 1:
-        return base
-    return base + (NCCL_BYTES_NVLINK if nvlink else NCCL_BYTES_PCIE)
+        return 0
+    return NCCL_BYTES_NVLINK if nvlink else NCCL_BYTES_PCIE
+
+
+def non_torch_bytes(s: VllmSettings, *, nvlink: bool, datacenter: bool = True) -> int:
+    """Memory outside PyTorch that grows from the snapshot to the end of profiling (vLLM's
+    non-torch term): kernels at TP=1 (by GPU class), plus the NCCL buffers where the version takes
+    its snapshot before the distributed setup (`VllmVersion.nccl_in_budget`)."""
+    base = NON_TORCH_TP1_BYTES if datacenter else NON_TORCH_TP1_BYTES_CONSUMER
+    return base + (nccl_bytes(s, nvlink=nvlink) if vllm_version(s.version).nccl_in_budget else 0)
 
 
 def kv_bytes_per_block(spec: ModelSpec, s: VllmSettings, *, kv_bits: int) -> int:
@@ -407,6 +421,7 @@ class VllmBudget:
     non_torch_bytes: int
     cudagraph_bytes: int
     cudagraphs_in_budget: bool
+    nccl_outside_bytes: int  # NCCL buffers set up before the snapshot (0.19+), outside the budget
     available_kv_bytes: int
     kv_bytes_per_block: int
     num_blocks: int
@@ -464,28 +479,32 @@ def vllm_budget(
     per_block = kv_bytes_per_block(spec, s, kv_bits=kv_bits)
     blocks = max(available, 0) // per_block if per_block else 0
     per_request = kv_blocks_per_request(spec, s)
-    concurrency = blocks / per_request if per_request else 0.0
+    # Encoder-only (pooling) models keep no KV cache: the scheduler's max_num_seqs is the limit.
+    concurrency = blocks / per_request if per_request else (float(s.max_num_seqs or 0) if not spec.layer_types else 0.0)
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
     # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
     fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
     reason = ""
     headroom = total - requested
-    outside = CUDA_CONTEXT_BYTES + (0 if in_budget else graphs)
-    if total - CUDA_CONTEXT_BYTES < requested:
-        reason = (f"free memory at start-up ({(total - CUDA_CONTEXT_BYTES) / GiB:.2f} GiB after the CUDA context) is less than "
+    before_snapshot = CUDA_CONTEXT_BYTES + (0 if version.nccl_in_budget else nccl_bytes(s, nvlink=nvlink))
+    outside = before_snapshot + (0 if in_budget else graphs)
+    if total - before_snapshot < requested:
+        what = "the CUDA context" if before_snapshot == CUDA_CONTEXT_BYTES else "the CUDA context and NCCL buffers"
+        reason = (f"free memory at start-up ({(total - before_snapshot) / GiB:.2f} GiB after {what}) is less than "
                   f"gpu_memory_utilization x total ({requested / GiB:.2f} GiB)")
     elif available <= 0:
         terms = "weights + activations + non-torch" + (" + CUDA graphs" if in_budget else "")
         reason = f"{terms} ({(requested - available) / GiB:.2f} GiB) exceed the {requested / GiB:.2f} GiB budget: no memory for KV cache blocks"
-    elif concurrency < 1:
+    elif concurrency < 1 and spec.layer_types:
         reason = (f"the KV cache ({available / GiB:.2f} GiB) cannot hold one request of max_model_len {s.max_model_len:,} tokens "
                   f"(longest that fits: {fits_len:,})")
     elif headroom < outside:
-        reason = (f"CUDA graphs ({graphs / GiB:.2f} GiB) and the CUDA context do not fit in the {headroom / GiB:.2f} GiB left outside "
+        reason = (f"CUDA graphs ({graphs / GiB:.2f} GiB) and the CUDA context (+ NCCL) do not fit in the {headroom / GiB:.2f} GiB left outside "
                   "gpu_memory_utilization: graph capture runs out of memory")
     return VllmBudget(
         settings=s, gpu_total_bytes=total, requested_bytes=requested, weights_bytes=weights, activation_peak_bytes=act,
         sampler_bytes=sampler, non_torch_bytes=non_torch, cudagraph_bytes=graphs, cudagraphs_in_budget=in_budget,
+        nccl_outside_bytes=before_snapshot - CUDA_CONTEXT_BYTES,
         available_kv_bytes=available, kv_bytes_per_block=per_block, num_blocks=blocks, kv_tokens=kv_tokens,
         max_concurrency=concurrency, starts=not reason, reason=reason, max_model_len_that_fits=fits_len,
     )

@@ -124,4 +124,6 @@ if what == "models" and first_spec is not None:
     suggestions = similar_models(first_spec, candidates, exclude=page.get("models"), task_of=catalog_task)
     cols = st.columns(max(len(suggestions), 1))
     for col, spec in zip(cols, suggestions, strict=False):
-        col.button(f"Add {spec.model_id} ({format_count(spec.num_params)})", key=f"compare.add.{spec.model_id}", on_click=_add_model, args=(spec.model_id,))
+        # The name only on the button (five columns cut "Add meta-llama/Llama-…" to the same text); the full id in the tooltip.
+        col.button(f"+ {spec.model_id.split('/')[-1]}", key=f"compare.add.{spec.model_id}", on_click=_add_model, args=(spec.model_id,),
+                   help=f"Add {spec.model_id} ({format_count(spec.num_params)} parameters) to the comparison")

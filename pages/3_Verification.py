@@ -44,7 +44,7 @@ c4.number_input("Context length (tokens)", min_value=1, max_value=10_000_000, st
 c5.number_input("Batch size", min_value=1, max_value=100_000, key=page.key("batch"))
 # A plain link (st.page_link cannot name the entry script when the page runs on its own, e.g. in AppTest).
 st.markdown(f":material/arrow_back: [Open these settings on the main page](./?{page.share_query(extra=loaders.shared_url_params())})")
-other = [f"{p.label} {p.format(values[p.name])}" for p in MAIN_PARAMS if p.name not in MAIN_ALWAYS and values[p.name] != p.default]
+other = widgets.settings_beyond(values, MAIN_PARAMS, MAIN_ALWAYS)
 if other:
     st.caption("Also from the main page: " + ", ".join(other) + ".")
 

@@ -137,3 +137,16 @@ def test_main_page_hub_model_names_its_commit_in_facts_json_and_link(hub_standin
     link = next(c.value for c in at.code if "model=" in c.value)
     assert parse_qs(link.split("?", 1)[1])["model"] == [f"{OTHER}@{sha}"]
 
+
+
+@pytest.mark.usefixtures("fresh_streamlit_caches")
+def test_main_page_without_hub_facts_says_so(hub_standin: HubStandin):
+    # model_info answers something huggingface_hub cannot read: the estimate still comes (config + counts),
+    # the facts line falls back to what the config says and tells why.
+    hub_standin.add(OTHER, llama_31_8b_repo(info={"lastModified": "yesterday"}))
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.query_params["model"] = OTHER
+    at.run()
+    assert not at.exception
+    assert "8.03B params · llama" in _facts_markdown(at)
+    assert any("Hub facts (downloads, likes, last update) are not available" in c.value for c in at.caption)

@@ -369,3 +369,15 @@ def test_cli_transformers_inventory_path_stays_one_line(tmp_path: Path) -> None:
               "head_dim": -1, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
     run = run_cli("estimate", str(model_dir(tmp_path, config)), "--offline")
     assert_one_line_error(run)
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [({"model_type": "bart", "encoder_layers": 10**6}, "encoder_layers"), ({"model_type": "bart", "decoder_layers": 1e9}, "decoder_layers"),
+     ({"model_type": "distilbert", "n_layers": 10**7}, "n_layers"), ({"model_type": "whisper", "encoder_attention_heads": 10**6}, "encoder_attention_heads")],
+)
+def test_inventory_path_layer_counts_under_other_names_are_bounded(config: dict, key: str) -> None:
+    # transformers builds every layer on the meta device: 3,000 tiny BART layers took ~2 minutes
+    # here, so 10^6 would never answer. Refused before any constructor runs.
+    with pytest.raises(MalformedConfigError, match=f"`{key}` = .* is above the largest value accepted"):
+        model_spec_from_config("org/hostile", config)

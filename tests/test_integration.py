@@ -62,3 +62,69 @@ def test_vllm_configurations_that_fit_are_not_over_100_percent_used() -> None:
     assert any(c.gpu.id == "rtx-3060-12gb" and c.count == 2 for c in fitting)
     assert all(c.utilisation <= 1.0 and c.per_gpu_required_bytes <= c.gpu.usable_bytes for c in fitting)
     assert all(abs(c.utilisation - 0.85) < 0.05 for c in fitting)  # eager: no graphs outside the 0.85 share
+
+
+@pytest.mark.parametrize("trainer", ["trl-sft", "torchtune"])
+def test_a_precision_mode_cell_is_the_number_its_own_view_shows(trainer: str) -> None:
+    """Each cell of the table equals the headline of the view it stands for, from whichever view it is read.
+    Before, the trainer's mode-specific settings of the view leaked into the other cells: from TRL's QLoRA view
+    the FP16 · LoRA cell read 20,413,791,334 B (19.0 GiB) where the LoRA view said 35,342,425,088 B (32.9 GiB);
+    torchtune's full preset (8-bit paged AdamW stepped in backward) was missing from the Full cell of its other views."""
+    from calculator import report
+    from ui.state import MAIN_PARAMS, main_workload, read_params, reconcile_main
+
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base", offline=True).spec
+    cells = {"inference": "fp16", "lora": "fp16", "qlora": "int4", "full": "fp16"}
+    views = {}
+    for mode, precision in cells.items():
+        values, _ = reconcile_main(read_params(MAIN_PARAMS, {"mode": mode, "precision": precision, "trainer": trainer})[0])
+        w = main_workload(values)
+        views[mode] = (estimate(spec, w).total_bytes, {row["precision"]: row for row in report.precision_mode_table(spec, w)})
+    for view, (_, table) in views.items():
+        for mode, precision in cells.items():
+            assert table[precision][mode] == views[mode][0], (view, mode)
+
+
+def test_compare_similar_model_buttons_are_told_apart(fresh_streamlit_caches: None) -> None:
+    """Five buttons in a row show ~20 characters each: "Add meta-llama/Llama-…" four times said nothing."""
+    at = AppTest.from_file("../pages/1_Compare.py", default_timeout=120)
+    at.query_params["models"] = f"{LLAMA8},Qwen/Qwen2.5-7B"
+    at.run()
+    assert not at.exception
+    buttons = [b for b in at.button if b.key and b.key.startswith("compare.add.")]
+    assert len(buttons) >= 3
+    assert len({b.label[:20] for b in buttons}) == len(buttons), [b.label for b in buttons]
+    for b in buttons:
+        model_id = b.key.removeprefix("compare.add.")
+        assert b.label == "+ " + model_id.split("/")[-1] and model_id in b.help
+    buttons[0].click().run()
+    assert buttons[0].key.removeprefix("compare.add.") in at.query_params["models"]
+
+
+@pytest.mark.parametrize(("params", "listed", "not_listed"), [
+    # Before: every trainer setting was listed for an inference trace ("gradient checkpointing on, fp32 weights (autocast) on, ...").
+    ({"mode": "inference"}, None, "gradient checkpointing"),
+    ({"mode": "lora", "trainer": "torchtune", "optimizer": "sgd", "precision": "bf16"}, "optimizer sgd", "LoRA rank"),
+    ({"mode": "inference", "cache": "static", "gen": "128"}, "generate cache static", "optimizer"),
+])
+def test_verification_lists_only_settings_that_apply(fresh_streamlit_caches: None, params: dict[str, str], listed: str | None,
+                                                     not_listed: str) -> None:
+    at = AppTest.from_file("../pages/3_Verification.py", default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception
+    caption = " ".join(c.value for c in at.caption if c.value.startswith("Also from the main page"))
+    assert (listed in caption) if listed else not caption, caption
+    assert not_listed not in caption
+
+
+def test_vllm_view_has_no_transformers_only_notes() -> None:
+    """gpt-oss under vLLM said "transformers has no SDPA attention ... runs eager" and "transformers ... dequantizes
+    MXFP4 to bf16": neither is vLLM's path, and neither changed vLLM's number (19,425,076,936 B either way)."""
+    spec = resolve_model("openai/gpt-oss-20b", offline=True).spec
+    vllm = estimate(spec, preset_workload("custom", precision="int4", context_length=16384, batch_size=4, runtime="vllm"))
+    hf = estimate(spec, preset_workload("custom", precision="int4", context_length=16384, batch_size=4))
+    assert vllm.total_bytes == 19_425_076_936
+    assert not any(n.startswith("transformers") for n in vllm.notes), vllm.notes
+    assert any("no SDPA attention" in n for n in hf.notes) and any("MXFP4" in n for n in hf.notes)

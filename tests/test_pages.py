@@ -89,7 +89,7 @@ def test_compare_default_models_match_engine():
         assert row["Peak VRAM (GiB)"] == round(estimate(resolve_model(model_id).spec, Workload()).total_bytes / GiB, 2)
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][-1]["x"] == [r["Compared"] for r in rows]
-    assert [b.label.startswith("Add ") for b in at.button] and len(at.button) == 5  # similar-model suggestions
+    assert all(b.label.startswith("+ ") for b in at.button) and len(at.button) == 5  # similar-model suggestions (name only; full id in help)
 
 
 def test_compare_settings_link_and_tampering():

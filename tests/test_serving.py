@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -256,3 +257,19 @@ def test_a_higher_utilization_is_the_first_fix_when_it_is_enough(llama8):
     below = V.vllm_budget(llama8, Workload(precision="bf16", runtime="vllm", context_length=49152, gpu_memory_utilization=round(u - 0.01, 2)),
                           gpu_usable_bytes=RTX4090, nvlink=False, datacenter=False)
     assert not below.starts
+
+
+def test_encoder_only_models_start_without_a_kv_cache():
+    bert = resolve_catalog("google-bert/bert-base-uncased").spec
+    b = V.vllm_budget(bert, Workload(runtime="vllm", context_length=512), gpu_usable_bytes=RTX4090, nvlink=False, datacenter=False)
+    assert b.starts and b.kv_tokens == 0 and b.max_concurrency == 256  # max_num_seqs on a 24 GB card
+
+
+def test_nccl_sits_inside_the_budget_before_0_19_and_outside_from_it(llama8):
+    # 0.10.2 snapshots the device before the distributed setup, so NCCL is in the non-torch term;
+    # 0.19+ sets NCCL up first ("Initialize the distributed environment BEFORE taking memory snapshot").
+    w = Workload(precision="bf16", runtime="vllm", context_length=8192, num_gpus=2)
+    old = V.vllm_budget(llama8, replace(w, vllm_version="0.10"), gpu_usable_bytes=H100, nvlink=True)
+    new = V.vllm_budget(llama8, w, gpu_usable_bytes=H100, nvlink=True)
+    assert old.non_torch_bytes == V.NON_TORCH_TP1_BYTES + V.NCCL_BYTES_NVLINK and old.nccl_outside_bytes == 0
+    assert new.non_torch_bytes == V.NON_TORCH_TP1_BYTES and new.nccl_outside_bytes == V.NCCL_BYTES_NVLINK

@@ -92,3 +92,15 @@ def test_cli_no_speech_codec() -> None:
     out = run_cli("estimate", HIGGS, "--no-speech-codec", "--json", "--offline")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["breakdown"]["speech_codec"] == 0
+
+
+def test_reference_audio_encode_is_a_phase_before_the_prefill() -> None:
+    """2,048 tokens of which 500 generated: a 1,548-token prompt, half of it audio -> 774 frames
+    (31 s) of reference audio. The DAC encoder (the larger of the two encoders, traced) keeps
+    1,232,640 B per frame: 774 x 1,232,640 = 954,063,360 B next to the weights and the codec."""
+    spec = spec_of(HIGGS)
+    est = estimate(spec, Workload(precision="bf16", context_length=2048, generated_tokens=500, audio_token_share=0.5))
+    weights_and_codec = est.phases["audio decode"] - 574_464 * 500  # the decode phase's other two terms
+    assert est.phases["audio encode"] == weights_and_codec + 954_063_360
+    assert est.peak_phase == "audio encode"
+    assert "audio encode" not in estimate(spec, Workload(precision="bf16", context_length=2048, generated_tokens=500)).phases

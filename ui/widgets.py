@@ -26,6 +26,7 @@ from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
 from calculator.stacks import STACK_NAMES, STACKS
+from calculator.trainers import DEFAULT_TRAINER
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -92,6 +93,26 @@ def load_workload_page(page: PageState) -> tuple[dict, list[str], list[str]]:
             page.set(name, value)
     page.write_url(extra=loaders.shared_url_params())
     return values, url_notes, fixes
+
+
+def settings_beyond(values: dict, params: Sequence[Any], always: Sequence[str]) -> list[str]:
+    """'label value' for each input that is not on the page itself and not at its default: a trainer
+    setting counts when it differs from the trainer's value, and only for a fine-tuning mode (the
+    Verification page listed 'gradient checkpointing on, fp32 weights on, ...' for an inference trace)."""
+    training = values.get("mode", "inference") != "inference"
+    preset = trainer_defaults(values.get("trainer", DEFAULT_TRAINER), values.get("mode", "inference"))
+    out = []
+    for p in params:
+        value = values.get(p.name, p.default)
+        if p.name in always or ((p.name in TRAINER_KEYS or p.name == "trainer") and not training):
+            continue
+        if p.name in TRAINER_KEYS:
+            if value is None or value == preset[p.name]:
+                continue
+        elif value == p.default and p.name != "trainer":
+            continue
+        out.append(f"{p.label} {p.format(value)}")
+    return out
 
 
 def _follow_trainer(page: PageState, values: dict) -> dict:
@@ -586,7 +607,8 @@ def vllm_terms_frame(b: Any) -> pd.DataFrame:
         ("Activation peak (profile)", b.activation_peak_bytes,
          f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
          f"{b.sampler_bytes / GiB:.2f} GiB"),
-        ("Non-torch (NCCL, kernels)", b.non_torch_bytes, "per GPU class; NCCL when TP > 1"),
+        ("Non-torch (kernels; NCCL before 0.19)", b.non_torch_bytes, "per GPU class; NCCL inside it when the version snapshots first"),
+        ("NCCL buffers outside the budget", b.nccl_outside_bytes, "set up before the snapshot (0.19+): must fit next to the CUDA context"),
         ("CUDA graphs", b.cudagraph_bytes, "none (--enforce-eager)" if s.enforce_eager else graphs_where),
         ("KV cache available", b.available_kv_bytes, f"{b.num_blocks:,} blocks of 16 tokens → {b.kv_tokens:,} tokens"),
     ]

@@ -86,21 +86,18 @@ def text_config(hf_cfg: Any) -> Any:
 
 
 def model_class(hf_cfg: Any) -> Any:
-    """AutoModelForSeq2SeqLM for encoder-decoders, AutoModelForCausalLM when transformers maps the
-    config to one, else AutoModel (encoders)."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    """The class transformers builds for this config (`calculator.inventory.model_class`: causal LM,
+    conditional generation such as higgs-audio or llava, seq2seq, or the bare encoder)."""
+    from ..inventory import model_class as inventory_class
 
-    if getattr(hf_cfg, "is_encoder_decoder", False) and type(hf_cfg) in AutoModelForSeq2SeqLM._model_mapping:
-        return AutoModelForSeq2SeqLM
-    if type(hf_cfg) in AutoModelForCausalLM._model_mapping:
-        return AutoModelForCausalLM
-    return AutoModel
+    return inventory_class(hf_cfg)[0]
 
 
 def is_causal(hf_cfg: Any) -> bool:
-    from transformers import AutoModelForCausalLM
+    """Whether the model generates (has an LM head) and is not an encoder-decoder."""
+    from ..inventory import model_class as inventory_class
 
-    return type(hf_cfg) in AutoModelForCausalLM._model_mapping
+    return bool(inventory_class(hf_cfg)[1]) and not getattr(hf_cfg, "is_encoder_decoder", False)
 
 
 def _decoder_layers(model: nn.Module, num_layers: int) -> nn.ModuleList | None:
