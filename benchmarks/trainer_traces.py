@@ -1,7 +1,8 @@
 """TRL SFTTrainer's step, traced, against the estimate for the "trl-sft" trainer preset.
 
     python benchmarks/trainer_traces.py            # 4 catalog models x 8 settings, full depth (~20-40 min on 2 busy cores)
-    python benchmarks/trainer_traces.py --quick    # 2-layer copies (~2 min)
+    python benchmarks/trainer_traces.py --quick    # 2-layer copies (~10 min on 2 busy cores)
+    python benchmarks/trainer_traces.py --defaults-only   # full depth, TRL's defaults only (LoRA and full; ~5 min)
 
 Each row is TRL 1.16's defaults (`calculator.trainers.PRESETS["trl-sft"]`: model loaded in fp32,
 non-reentrant gradient checkpointing, fused LM-head loss `loss_type="nll"`), for LoRA and for full
@@ -53,7 +54,7 @@ def settings() -> list[tuple[str, dict]]:
     return rows
 
 
-def run(quick: bool) -> list[dict]:
+def run(quick: bool, defaults_only: bool = False) -> list[dict]:
     out = []
     for model_id in MODELS:
         spec = resolve_catalog(model_id).spec
@@ -61,6 +62,8 @@ def run(quick: bool) -> list[dict]:
         if quick:
             spec, config = sized_down_spec(spec, 2)
         for label, kw in settings():
+            if defaults_only and "TRL defaults" not in label:
+                continue
             w = preset_workload("trl-sft", precision="bf16", context_length=CONTEXT, batch_size=BATCH, **kw)
             started = time.monotonic()
             r = trace_workload(config, w, model_id=model_id)
@@ -104,9 +107,10 @@ def render(rows: list[dict], quick: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2-layer copies of the models")
+    parser.add_argument("--defaults-only", action="store_true", help="only TRL's defaults (LoRA and full), at full depth in minutes")
     args = parser.parse_args(argv)
-    rows = run(args.quick)
-    stem = "trainer_traces-quick" if args.quick else "trainer_traces"
+    rows = run(args.quick, args.defaults_only)
+    stem = "trainer_traces-quick" if args.quick else ("trainer_traces-defaults" if args.defaults_only else "trainer_traces")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.md").write_text(render(rows, args.quick))
     with (RESULTS / f"{stem}.csv").open("w", newline="") as fh:
