@@ -422,6 +422,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
     # LoRA on fused experts (peft's all-linear on Mixtral / Qwen3-MoE / DeepSeek): each MoE layer
     # saves a merged copy of its adapted expert stack for backward (memory.lora_merged_expert_bytes).
+    # Its gradient temporary appears once backward reaches the last MoE layer, after the loss buffers
+    # are freed: the phase peaks at the larger of the two (traced: 1-layer Qwen3-30B-A3B peaks at the
+    # loss, Mixtral at the down-stack gradient).
     merged_all, merged_layer, merged_grad = memory.lora_merged_expert_bytes(spec, plan, param_bytes=4 if fp32_weights else c) \
         if method == "lora" else (0, 0, 0)
     act += merged_layer if w.gradient_checkpointing else merged_all
@@ -438,7 +441,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
     dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
     phases = {
-        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + merged_grad, logits_bytes=loss),
+        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + max(0, merged_grad - loss),
+                              logits_bytes=loss),
     }
     if not w.optimizer_in_backward:
         phases["optimizer step"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp)
