@@ -136,10 +136,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-minutes", type=float, default=40.0)
     parser.add_argument("--types", nargs="*", default=list(TYPES))
+    parser.add_argument("--append", action="store_true", help="keep the rows already in the CSV and skip their model types")
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_minutes * 60
     rows: list[dict] = []
-    for mt in args.types:
+    if args.append and CSV_OUT.exists():
+        with CSV_OUT.open() as f:
+            for r in csv.DictReader(f):
+                if r["status"].startswith("not run"):
+                    continue
+                for k in ("trace_bytes", "profile_bytes", "analytic_bytes"):
+                    r[k] = int(r[k]) if r.get(k) else None
+                for k in ("profile_err_pct", "analytic_err_pct"):
+                    r[k] = float(r[k]) if r.get(k) else None
+                rows.append(r)
+    done = {r["model_type"] for r in rows}
+    for mt in [t for t in args.types if t not in done]:
         if time.monotonic() > deadline:
             rows.append({"model_type": mt, "mode": "", "status": "not run: sweep time budget spent"})
             continue

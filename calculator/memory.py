@@ -270,6 +270,28 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def lora_merged_expert_bytes(spec: ModelSpec, plan: AdapterPlan, *, param_bytes: int) -> tuple[int, int, int]:
+    """(all layers, one layer, backward temporary) bytes of LoRA on fused 3-D expert parameters.
+
+    peft 0.21 adapts a fused expert stack through a parametrization (`ParamWrapper._activate_lora`):
+    each forward folds W + B·A into a new tensor of the whole stack, which the expert matmuls save
+    for backward, so every MoE layer keeps one merged copy of its adapted experts until backward;
+    backward then materializes the gradient of the first stack it reaches (the down projection,
+    applied last). FakeTensor trace of a 1-layer Mixtral-8x7B, LoRA r=8 all-linear, bf16, batch 1 x
+    256 (transformers 5.24, peft 0.21): activations 2,895,520,040 B = merged stacks 8 x (28672 x 4096
+    + 4096 x 14336) x 2 = 2,818,572,288 + the layer's usual 77 MB; temporaries 960,497,664 B at the
+    peak = down stack 8 x 4096 x 14336 x 2 = 939,524,096 + small.
+    """
+    groups = [g for g in spec.linears if not g.is_nn_linear and g.role == "expert" and plan.adapts(g)]
+    if not groups:
+        return 0, 0, 0
+    layers = max(spec.num_moe_layers, 1)
+    total = sum(g.count * g.in_features * g.out_features for g in groups) * param_bytes
+    last = [g for g in groups if "down" in g.name or "w2" in g.name] or groups
+    grad = max(g.count // layers * g.in_features * g.out_features for g in last) * param_bytes
+    return total, total // layers, grad
+
+
 def lora_params(spec: ModelSpec, plan: AdapterPlan) -> int:
     """LoRA parameters: r x (d_in + d_out) per adapted matrix (Hu et al. 2021, sec. 4)."""
     return sum(g.count * plan.rank * g.lora_rank_factor * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
@@ -601,14 +623,17 @@ def optimizer_in_backward_bytes(*, largest_param: int, grad_bytes: int, temp_byt
     return largest_param * (grad_bytes + temp_bytes_per_elem)
 
 
-def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int) -> int:
-    """Gradient buffers alive while one decoder layer is back-propagated: through the gated MLP the
-    gradient of the down projection's input, then of act(gate) and of up, then of gate (three
-    c x I tensors at once), and RMSNorm's backward in fp32 (the upcast gradient, its product with
-    the weight and the reduction terms: about 3 x 4h). 3cI + 12h per token; traced on Qwen2.5-0.5B and
-    Llama-3.2-3B sized-down copies (the recompute phase was 300 MB / 60 MB short without it)."""
+def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int, residual_bytes: int | None = None) -> int:
+    """Gradient buffers alive while a recomputed decoder layer is back-propagated: through the gated
+    MLP the gradient of the down projection's input, then of act(gate) and of up, then of gate
+    (three c x I tensors at once), plus the incoming residual gradient and RMSNorm's backward
+    buffers in the residual stream's dtype (fp32 under autocast with fp32 weights): 3cI + 2.5 x
+    r x h per token. The 2.5 is measured, not derived: FakeTensor traces of TRL steps on 2-layer
+    Llama-3.2-3B / Qwen2.5-0.5B / Qwen3-4B copies need 3cI + 10h with an fp32 residual and about
+    3cI + 5h with a bf16 one (benchmarks/results/trainer_traces-quick.md)."""
+    r = residual_bytes or compute_bytes
     inter = spec.moe_intermediate_size * max(spec.num_experts_per_tok, 1) if spec.is_moe else spec.intermediate_size
-    return tokens * (3 * compute_bytes * inter + 12 * spec.hidden_size)
+    return tokens * (3 * compute_bytes * inter + 5 * r * spec.hidden_size // 2)
 
 
 def autocast_weight_cast_bytes(spec: ModelSpec, *, compute_bytes: int, layers_kept: int, full_logits: bool, adapter_params: int) -> int:

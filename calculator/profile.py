@@ -458,8 +458,8 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     windows: dict[str, int] = {}
     points, check_point, scale = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:
-        notes.append(f"Traced at 1/{round(1 / scale)} of the usual lengths (up to {max(s for _, s in points):,} tokens) to stay within "
-                     f"{max_seconds:g} s: this model's reference kernels run token by token on CPU.")
+        notes.append(f"Traced at 1/{round(1 / scale)} of the usual lengths (up to {max(s for _, s in points):,} tokens): within the "
+                     f"model's positions and {max_seconds:g} s (reference kernels that run token by token on CPU are slow).")
     all_points = [*points, *([check_point] if check_point else [])]
     fits: dict[str, ComponentFit] = {}
     checks: dict[str, float] = {}
@@ -557,6 +557,12 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
     scale = 1.0
     while scale > 1 / 64 and per_token * weight * layers * tokens * scale > max_seconds / 2:
         scale /= 2
+    # Models with learned or ALiBi positions cannot run past them (MPT's ALiBi bias is built for
+    # max_seq_len and fails to broadcast; GPT-2 has 1,024 position embeddings).
+    limit = _position_limit(config)
+    longest = max(s for _, s in [*points, *([check] if check else [])])
+    while limit and longest * scale > limit and scale > 1 / 256:
+        scale /= 2
     if scale == 1.0:
         return list(points), check, 1.0
 
@@ -564,6 +570,14 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
         return p[0], max(int(p[1] * scale), 8)
 
     return [shrink(p) for p in points], (shrink(check) if check else None), scale
+
+
+def _position_limit(config: Mapping[str, Any]) -> int:
+    """The longest sequence the config's positions allow (0: no stated limit)."""
+    text = next((config[k] for k in ("text_config", "llm_config", "language_config", "thinker_config") if isinstance(config.get(k), Mapping)), config)
+    values = [text.get(k) for k in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")]
+    ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return min(ints) if ints else 0
 
 
 def _fill_missing(fits: dict[str, ComponentFit], missing: Sequence[str]) -> dict[str, ComponentFit]:
@@ -596,6 +610,30 @@ def settings_for(workload: Any) -> dict[str, Any]:
     precision = workload.precision if workload.precision in ("fp32", "bf16", "fp16") else "bf16"
     return default_settings(precision=precision, attention=workload.attention, lora_rank=workload.lora_rank,
                             lora_targets=workload.lora_targets, adapter_precision=workload.adapter_precision)
+
+
+# Workload settings a profile does not trace (it traces the plain loop: `Workload()`'s defaults).
+# Training: the memory savers and trainer options; inference: cache layouts other than DynamicCache.
+_TRAINING_UNTRACED = ("gradient_checkpointing", "master_weights", "loss_impl", "compile_loss", "trained_token_fraction", "checkpoint_every",
+                      "activation_offload", "optimizer_in_backward", "norm_kernel", "mlp_kernel", "packing", "sample_lengths", "peft_method",
+                      "keep_logits")
+_INFERENCE_UNTRACED = ("cache_implementation",)
+
+
+def untraced_settings(workload: Any) -> dict[str, Any]:
+    """The workload's settings that differ from what a profile traces, with the traced value."""
+    from .workload import Workload
+
+    plain = Workload()
+    names = _TRAINING_UNTRACED if workload.is_training else _INFERENCE_UNTRACED
+    return {n: getattr(plain, n) for n in names if hasattr(plain, n) and getattr(workload, n) != getattr(plain, n)}
+
+
+def plain_workload(workload: Any) -> Any:
+    """`workload` with the settings a profile does not trace set back to the plain loop."""
+    from dataclasses import replace
+
+    return replace(workload, **untraced_settings(workload))
 
 
 def _kv_scale(workload: Any, traced_precision: str) -> float:
@@ -634,8 +672,11 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
             from .units import BITS_PER_ELEMENT
 
             act_scale = BITS_PER_ELEMENT[wanted["precision"]] / BITS_PER_ELEMENT[traced["precision"]]
-    if workload.is_training and workload.gradient_checkpointing:
-        notes.append("The profile traces training without gradient checkpointing, so activations are an upper bound here.")
+    untraced = untraced_settings(workload)
+    if untraced:
+        notes.append("The trace profile covers the plain loop (" + ", ".join(f"{k}={v!r}" for k, v in untraced.items()) +
+                     "); with this workload's settings the analytic formulas are used for activations.")
+        return dict(phases), tuple(notes)
     b = workload.batch_size
     measured = profile.phase_bytes(mode, batch=b, tokens=workload.prompt_tokens if mode == "inference" else workload.context_length,
                                    context=workload.context_length)

@@ -213,3 +213,39 @@ def test_app_attaches_a_cached_profile_to_inventory_specs_only(monkeypatch: pyte
     assert got.spec.profile == _synthetic_profile()
     assert counted_from(got.spec) == "transformers inventory + trace profile"
     assert counted_from(spec) == "analytic formulas"
+
+
+def test_verification_page_shows_analytic_vs_shipped_profile() -> None:
+    """Llama-3.2-3B ships a profile (calculator/data/profiles/): the expander's table is the
+    comparison `analytic_vs_profile` computes, without tracing anything."""
+    pytest.importorskip("torch")  # the page asks for the tracing stack before anything else
+    from streamlit.testing.v1 import AppTest
+
+    from calculator.profile import settings_for, shipped_profile
+    from calculator.resolve import resolve_model
+    from calculator.verify.compare import analytic_vs_profile
+    from calculator.workload import Workload
+
+    llama = "meta-llama/Llama-3.2-3B"
+    w = Workload(mode="lora", precision="bf16", context_length=2048, batch_size=2)
+    spec = resolve_model(llama, offline=True).spec
+    profile = shipped_profile(spec.raw_config, settings_for(w))
+    assert profile is not None
+    at = AppTest.from_file("../pages/3_Verification.py", default_timeout=120)
+    for k, v in {"model": llama, "mode": "lora", "precision": "bf16", "context": "2048", "batch": "2"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception
+    at.toggle(key="verify.profile_toggle").set_value(True).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    total = table.iloc[-1]
+    assert total["Component"] == "total (torch allocated)"
+    # The page's workload carries the main page's other defaults; the columns are that workload's
+    # two estimates, and the difference is theirs.
+    a, p = total["Analytic (GiB)"], total["Trace profile (GiB)"]
+    assert total["Difference %"] == pytest.approx((a - p) / p * 100, abs=0.1)
+    assert abs(a - p) / p < 0.15
+    assert any("held-out check" in c.value for c in at.caption)
+    rows = analytic_vs_profile(spec, w, profile)["rows"]  # the same function, at this test's workload
+    assert rows[-1]["difference_pct"] is not None

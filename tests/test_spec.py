@@ -303,3 +303,34 @@ def test_without_torch_the_nested_model_is_named_as_typed(monkeypatch):
     message = str(err.value)
     assert "\n" not in message and "'mllama'" in message and "'mllama_text_model'" in message
     assert "pip install -r requirements-dev.txt" in message
+
+
+def test_lora_on_fused_experts_saves_a_merged_stack_per_layer():
+    from calculator import memory
+
+    mixtral = spec_of("mistralai/Mixtral-8x7B-v0.1")
+    plan = memory.AdapterPlan(names=memory.lora_target_names(mixtral, "all-linear"), rank=8, adapter_bytes=2)
+    total, per_layer, grad = memory.lora_merged_expert_bytes(mixtral, plan, param_bytes=2)
+    # peft folds W + B·A into each adapted expert stack per forward and the expert matmuls save it:
+    # 8 experts x (28672 x 4096 gate_up + 4096 x 14336 down) x 2 B per layer, x 32 layers; backward
+    # first materializes the down stack's gradient, 8 x 4096 x 14336 x 2 B (FakeTensor trace of a
+    # 1-layer copy: 2,895,520,040 B activations, 960,497,664 B temporaries at the peak).
+    assert per_layer == 8 * (28672 * 4096 + 4096 * 14336) * 2 == 2_818_572_288
+    assert total == 32 * per_layer and grad == 8 * 4096 * 14336 * 2
+    # Not adapted, nothing saved: Qwen2-MoE experts (peft leaves them), and "attention" targets.
+    attn = memory.AdapterPlan(names=memory.lora_target_names(mixtral, "attention"), rank=8, adapter_bytes=2)
+    assert memory.lora_merged_expert_bytes(mixtral, attn, param_bytes=2) == (0, 0, 0)
+
+
+def test_without_torch_towers_are_flagged_not_silently_dropped(monkeypatch):
+    from calculator import inventory
+
+    monkeypatch.setattr(inventory, "transformers_available", lambda: False)
+    llama = catalog_config(find_catalog_entry("meta-llama/Llama-3.2-3B"))
+    spec = model_spec_from_config("org/vlm", {"model_type": "llava", "text_config": llama, "vision_config": {"model_type": "clip_vision_model"}})
+    assert spec.counted_by == "analytic" and spec.config_num_params == spec_of("meta-llama/Llama-3.2-3B").config_num_params
+    assert any("towers" in n and "requirements-dev.txt" in n for n in spec.notes)
+    # A family whose formula was measured >0.5% off transformers (architectures.json analytic_delta) says so too.
+    electra = {"model_type": "electra", "hidden_size": 256, "num_hidden_layers": 12, "num_attention_heads": 4,
+               "intermediate_size": 1024, "vocab_size": 30522, "embedding_size": 128}
+    assert any("differs from transformers' class" in n for n in model_spec_from_config("google/electra-small-discriminator", electra).notes)

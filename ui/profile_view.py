@@ -44,9 +44,10 @@ def analytic_vs_profile(spec: Any, workload: Any) -> None:
         key = f"verify.profile.{hash((spec.model_id, repr(sorted(settings.items()))))}"
         if profile is None:
             profile = st.session_state.get(key)
+        label = "Compare with the trace profile" + ("" if profile is not None else f" (makes it: {PROFILE_SECONDS_HINT})")
+        if not st.toggle(label, key="verify.profile_toggle"):
+            return
         if profile is None:
-            if not st.button(f"Make the trace profile ({PROFILE_SECONDS_HINT})", key="verify.profile_button"):
-                return
             with st.spinner(f"Tracing sized-down copies of {spec.model_id} ({PROFILE_SECONDS_HINT})…"):
                 try:
                     profile = get_profile(spec.raw_config, settings)
@@ -55,6 +56,8 @@ def analytic_vs_profile(spec: Any, workload: Any) -> None:
                     return
             st.session_state[key] = profile
         data = compare(replace(spec, profile=None), workload, profile)
+        if data["untraced"]:
+            st.caption("Compared on the plain loop: a profile does not trace " + ", ".join(data["untraced"]) + ".")
         st.dataframe(_table(data), hide_index=True)
         checks = ", ".join(f"{k} {v:+.2f}%" for k, v in sorted(data["check_error_pct"].items()))
         st.caption(f"Peak phase: analytic {data['analytic_phase']}, profile {data['profile_phase']}. "

@@ -331,7 +331,10 @@ def analytic_vs_profile(spec: ModelSpec, workload: Workload, profile: Any) -> di
     from dataclasses import replace
 
     from ..estimate import COMPONENT_LABELS
+    from ..profile import plain_workload, untraced_settings
 
+    untraced = untraced_settings(workload)
+    workload = plain_workload(workload)  # the profile traces the plain loop: compare both there
     analytic = estimate(replace(spec, profile=None), workload)
     profiled = estimate(replace(spec, profile=profile), workload)
     a, p = analytic.breakdown.as_dict(), profiled.breakdown.as_dict()
@@ -343,4 +346,4 @@ def analytic_vs_profile(spec: ModelSpec, workload: Workload, profile: Any) -> di
     total = {"component": "total (torch allocated)", "analytic_bytes": analytic.torch_allocated_bytes, "profile_bytes": profiled.torch_allocated_bytes,
              "difference_pct": error_pct(analytic.torch_allocated_bytes, profiled.torch_allocated_bytes)}
     return {"rows": [*rows, total], "analytic_phase": analytic.peak_phase, "profile_phase": profiled.peak_phase,
-            "check_error_pct": dict(profile.check_error_pct), "traced_depths": list(profile.traced_depths)}
+            "check_error_pct": dict(profile.check_error_pct), "traced_depths": list(profile.traced_depths), "untraced": untraced}
