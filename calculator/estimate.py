@@ -320,7 +320,7 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
         checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
     )
     per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan) + extra)
-    grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c) if spec.is_causal_lm else 0
+    grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
     recompute = per_layer + grads if w.gradient_checkpointing else 0
     host = 0
     if w.activation_offload:
@@ -367,8 +367,16 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
             step = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
                 optimizer=w.optimizer, trainable_params=biggest, param_bytes=state_bytes, largest_param=biggest)
             in_bwd = memory.optimizer_in_backward_bytes(largest_param=biggest, grad_bytes=c, temp_bytes_per_elem=0) + step
+        live_weights = weights
+        if w.master_weights and w.precision != "fp32":
+            # fp32 parameters under autocast: the c-byte copies are autocast's cache of the casts it made, and it never
+            # casts the embedding (a lookup), nor the LM head when TRL's fused loss casts it chunk by chunk.
+            fused = w.loss_impl != "full"
+            head = sum(g.weight_params for g in spec.linears if g.role == "head")
+            uncast = (spec.embedding_params if (fused or not spec.tie_word_embeddings) else 0) + (head if fused else 0)
+            live_weights = max(weights - uncast * c, 0)
         phases = {
-            "backward": Breakdown(weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master, activations_bytes=act,
+            "backward": Breakdown(weights_bytes=live_weights, optimizer_bytes=optimizer, master_weights_bytes=master, activations_bytes=act,
                                   logits_bytes=loss, gradients_bytes=in_bwd),
         }
         if not w.optimizer_in_backward:
@@ -383,7 +391,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         if w.gradient_checkpointing:
             # Recomputing the last layer: the LM head's (and tied embedding's) gradient already exists.
             head_grad = spec.vocab_size * spec.hidden_size * c
-            phases["layer recompute"] = Breakdown(weights_bytes=weights, optimizer_bytes=optimizer, master_weights_bytes=master,
+            phases["layer recompute"] = Breakdown(weights_bytes=live_weights, optimizer_bytes=optimizer, master_weights_bytes=master,
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
         return phases, params, host_act
     # LoRA / QLoRA (and DoRA, IA3, prompt tuning): frozen base, trainable adapters.
@@ -395,7 +403,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         # A model loaded in fp32 (TRL's default for a model id) keeps its frozen base in fp32; under
         # bf16 autocast each matmul casts its weight (frozen weights are not in autocast's cache).
         weights = memory.weight_bytes(spec, weight_format(spec, replace(w, precision="fp32")))
-        cast = memory.largest_linear_params(spec) * c
+        # (the LM head is cast chunk by chunk in TRL's fused loss, and counted with the saved casts for full logits)
+        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c
     method = w.peft_method
     names = memory.lora_target_names(spec, w.lora_targets) if method in ("lora", "dora") else frozenset()
     plan = memory.AdapterPlan(names=names, rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
@@ -422,6 +431,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
     # LoRA on fused experts (peft's all-linear on Mixtral / Qwen3-MoE / DeepSeek): each MoE layer
     # saves a merged copy of its adapted expert stack for backward (memory.lora_merged_expert_bytes).
+    # Its gradient temporary appears once backward reaches the last MoE layer, after the loss buffers
+    # are freed: the phase peaks at the larger of the two (traced: 1-layer Qwen3-30B-A3B peaks at the
+    # loss, Mixtral at the down-stack gradient).
     merged_all, merged_layer, merged_grad = memory.lora_merged_expert_bytes(spec, plan, param_bytes=4 if fp32_weights else c) \
         if method == "lora" else (0, 0, 0)
     act += merged_layer if w.gradient_checkpointing else merged_all
@@ -438,7 +450,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
     dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
     phases = {
-        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + merged_grad, logits_bytes=loss),
+        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + max(0, merged_grad - loss),
+                              logits_bytes=loss),
     }
     if not w.optimizer_in_backward:
         phases["optimizer step"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp)

@@ -623,14 +623,17 @@ def optimizer_in_backward_bytes(*, largest_param: int, grad_bytes: int, temp_byt
     return largest_param * (grad_bytes + temp_bytes_per_elem)
 
 
-def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int) -> int:
-    """Gradient buffers alive while one decoder layer is back-propagated: through the gated MLP the
-    gradient of the down projection's input, then of act(gate) and of up, then of gate (three
-    c x I tensors at once), and RMSNorm's backward in fp32 (the upcast gradient, its product with
-    the weight and the reduction terms: about 3 x 4h). 3cI + 12h per token; traced on Qwen2.5-0.5B and
-    Llama-3.2-3B sized-down copies (the recompute phase was 300 MB / 60 MB short without it)."""
+def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int, residual_bytes: int | None = None) -> int:
+    """Gradient buffers alive while a recomputed decoder layer is back-propagated: through the gated
+    MLP the gradient of the down projection's input, then of act(gate) and of up, then of gate
+    (three c x I tensors at once), plus the incoming residual gradient and RMSNorm's backward
+    buffers in the residual stream's dtype (fp32 under autocast with fp32 weights): 3cI + 2.5 x
+    r x h per token. The 2.5 is measured, not derived: FakeTensor traces of TRL steps on 2-layer
+    Llama-3.2-3B / Qwen2.5-0.5B / Qwen3-4B copies need 3cI + 10h with an fp32 residual and about
+    3cI + 5h with a bf16 one (benchmarks/results/trainer_traces-quick.md)."""
+    r = residual_bytes or compute_bytes
     inter = spec.moe_intermediate_size * max(spec.num_experts_per_tok, 1) if spec.is_moe else spec.intermediate_size
-    return tokens * (3 * compute_bytes * inter + 12 * spec.hidden_size)
+    return tokens * (3 * compute_bytes * inter + 5 * r * spec.hidden_size // 2)
 
 
 def autocast_weight_cast_bytes(spec: ModelSpec, *, compute_bytes: int, layers_kept: int, full_logits: bool, adapter_params: int) -> int:

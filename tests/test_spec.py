@@ -320,3 +320,17 @@ def test_lora_on_fused_experts_saves_a_merged_stack_per_layer():
     # Not adapted, nothing saved: Qwen2-MoE experts (peft leaves them), and "attention" targets.
     attn = memory.AdapterPlan(names=memory.lora_target_names(mixtral, "attention"), rank=8, adapter_bytes=2)
     assert memory.lora_merged_expert_bytes(mixtral, attn, param_bytes=2) == (0, 0, 0)
+
+
+def test_without_torch_towers_are_flagged_not_silently_dropped(monkeypatch):
+    from calculator import inventory
+
+    monkeypatch.setattr(inventory, "transformers_available", lambda: False)
+    llama = catalog_config(find_catalog_entry("meta-llama/Llama-3.2-3B"))
+    spec = model_spec_from_config("org/vlm", {"model_type": "llava", "text_config": llama, "vision_config": {"model_type": "clip_vision_model"}})
+    assert spec.counted_by == "analytic" and spec.config_num_params == spec_of("meta-llama/Llama-3.2-3B").config_num_params
+    assert any("towers" in n and "requirements-dev.txt" in n for n in spec.notes)
+    # A family whose formula was measured >0.5% off transformers (architectures.json analytic_delta) says so too.
+    electra = {"model_type": "electra", "hidden_size": 256, "num_hidden_layers": 12, "num_attention_heads": 4,
+               "intermediate_size": 1024, "vocab_size": 30522, "embedding_size": 128}
+    assert any("differs from transformers' class" in n for n in model_spec_from_config("google/electra-small-discriminator", electra).notes)

@@ -237,3 +237,32 @@ def test_advisor_offers_the_savers_cheapest_first():
     assert {"optimizer_in_backward", "cpu_offload"} <= {k for k, _, _ in _candidates(LLAMA, full, usable_bytes=usable, headroom_fraction=0)}
     # TRL's fused head is offered for a model with one lm_head, never for higgs-audio-v2's two heads.
     assert "chunked_loss" not in [k for k, _, _ in _candidates(HIGGS, w, usable_bytes=usable, headroom_fraction=0)]
+
+
+# --------------------------------------------------------------------------------------------
+# The main page
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("fresh_streamlit_caches")
+def test_main_page_names_its_trainer_and_a_trainer_link_reproduces_it():
+    from streamlit.testing.v1 import AppTest
+
+    from calculator.units import GiB
+
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    for k, v in {"model": "meta-llama/Llama-3.2-3B", "mode": "lora", "precision": "bf16", "trainer": "torchtune"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="main.trainer").value == "torchtune"
+    assert any("Assumes **torchtune recipe** defaults" in c.value for c in at.caption)
+    assert at.number_input(key="main.lora_rank").value == 64  # the preset's rank is shown and adjustable
+    w = preset_workload("torchtune", mode="lora", precision="bf16")
+    assert next(m.value for m in at.metric if m.label.startswith("Peak VRAM")) == f"{estimate(LLAMA, w).total_bytes / GiB:,.2f} GiB"
+    assert at.query_params["trainer"] == ["torchtune"] or at.query_params["trainer"] == "torchtune"
+    # higgs-audio-v2 with TRL's default: the page says the fused head cannot start.
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.query_params["mode"] = "lora"
+    at.run()
+    assert not at.exception and any("fails at its first step" in e.value for e in at.error)
