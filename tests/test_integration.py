@@ -128,3 +128,15 @@ def test_vllm_view_has_no_transformers_only_notes() -> None:
     assert vllm.total_bytes == 19_425_076_936
     assert not any(n.startswith("transformers") for n in vllm.notes), vllm.notes
     assert any("no SDPA attention" in n for n in hf.notes) and any("MXFP4" in n for n in hf.notes)
+
+
+@pytest.mark.parametrize(("mode", "runtime", "counted"), [("inference", "transformers", True), ("lora", "transformers", False),
+                                                         ("inference", "vllm", False)])
+def test_audio_codec_switch_is_live_only_where_the_codec_is_counted(fresh_streamlit_caches: None, mode: str, runtime: str, counted: bool) -> None:
+    """The switch stood ticked on a LoRA view whose breakdown has no codec row (the estimate counts it for transformers inference only)."""
+    at = _calculator(mode=mode, runtime=runtime)
+    assert not at.exception
+    box = at.checkbox(key="main.codec")
+    assert box.value is True and box.disabled is (not counted)
+    codec_row = any("Audio codec" in str(row) for row in at.dataframe[0].value["Component"]) if at.dataframe else False
+    assert codec_row is counted
