@@ -140,3 +140,13 @@ def test_audio_codec_switch_is_live_only_where_the_codec_is_counted(fresh_stream
     assert box.value is True and box.disabled is (not counted)
     codec_row = any("Audio codec" in str(row) for row in at.dataframe[0].value["Component"]) if at.dataframe else False
     assert codec_row is counted
+
+
+def test_gpus_page_does_not_send_the_reader_to_itself(fresh_streamlit_caches: None) -> None:
+    """The GPUs & prices page said "see the GPUs & prices page for dates" right above its own dates."""
+    at = AppTest.from_file("../pages/2_GPUs_and_prices.py", default_timeout=120).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("Bundled price snapshot (per-provider list prices)") for c in captions)
+    assert not any("see the GPUs & prices page" in c for c in captions)
+    assert any(c.startswith("Bundled snapshot: dated prices up to") for c in captions)
