@@ -150,3 +150,12 @@ def test_gpus_page_does_not_send_the_reader_to_itself(fresh_streamlit_caches: No
     assert any(c.startswith("Bundled price snapshot (per-provider list prices)") for c in captions)
     assert not any("see the GPUs & prices page" in c for c in captions)
     assert any(c.startswith("Bundled snapshot: dated prices up to") for c in captions)
+
+
+def test_trainer_problem_is_said_once(fresh_streamlit_caches: None) -> None:
+    """TRL's fused LM head on higgs-audio's two heads stood twice on the page: the red box and, word for word, an info line."""
+    at = _calculator(mode="lora")
+    assert not at.exception
+    problem = [e.value for e in at.error if "computes the loss from one" in e.value]
+    assert len(problem) == 1
+    assert not any(problem[0] in c.value for c in at.caption)
