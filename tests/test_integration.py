@@ -159,3 +159,16 @@ def test_trainer_problem_is_said_once(fresh_streamlit_caches: None) -> None:
     problem = [e.value for e in at.error if "computes the loss from one" in e.value]
     assert len(problem) == 1
     assert not any(problem[0] in c.value for c in at.caption)
+
+
+def test_stack_note_describes_only_what_the_view_counts() -> None:
+    """A LoRA view on transformers-4.35 said "a decode step holds the previous cache and the new one (KV cache counted for
+    context and context - 1 positions)": training has no KV cache, and its number does not change with the stack."""
+    spec = resolve_model(LLAMA8, offline=True).spec
+    lora_old = estimate(spec, preset_workload("trl-sft", mode="lora", stack="transformers-4.35"))
+    lora_new = estimate(spec, preset_workload("trl-sft", mode="lora"))
+    assert lora_old.total_bytes == lora_new.total_bytes
+    note = next(n for n in lora_old.notes if n.startswith("Stack:"))
+    assert "decode step holds" not in note and "changes nothing" in note
+    infer = estimate(spec, preset_workload("custom", stack="transformers-4.35"))
+    assert any("decode step holds the previous cache" in n for n in infer.notes)
