@@ -613,7 +613,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     codec = (speech.speech_codec(spec)
              if not workload.is_training and workload.runtime == "transformers" and workload.speech_codec else None)
     stack = STACKS[workload.stack]
-    if stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder:
+    tuple_kv_counted = stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder
+    if tuple_kv_counted:
         # transformers <= 4.35: the step's old tuple cache (context - 1 positions) is alive next to the new one.
         old = memory.kv_cache_bytes(spec, batch_size=workload.batch_size, seq_len=max(workload.context_length - 1, 0),
                                     kv_bits=_kv_bits(workload, fmt))
@@ -661,7 +662,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
         notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec)
-        + ((stack.note(),) if workload.runtime == "transformers" else ()),
+        + ((stack.note(tuple_kv_counted=tuple_kv_counted),) if workload.runtime == "transformers" else ()),
         host_bytes=host_bytes,
         trainer_problem=trainer_problem,
     )

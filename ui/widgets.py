@@ -256,10 +256,15 @@ def audio_share_input(page: PageState, spec: ModelSpec) -> None:
     an audio FFN (`spec.dual_ffn`, read from the config), and the audio-codec switch for a model
     that generates audio codes (`calculator.speech`)."""
     if speech.speech_codec(spec) is not None:
+        # The estimate counts the codec only for transformers inference (calculator/estimate.py): elsewhere the switch
+        # is greyed out rather than ticked over a number that leaves the codec out.
+        counted = page.get("mode") == "inference" and page.get("runtime") == "transformers"
         st.checkbox(
-            "Audio codec on this GPU", key=page.key("codec"),
+            "Audio codec on this GPU" if counted else "Audio codec on this GPU (counted for transformers inference only)", key=page.key("codec"),
+            disabled=not counted,
             help="A text-to-speech model emits audio codes; its serving stack loads the audio codec on the same GPU to decode them "
-            "to a waveform (after generation) and to encode reference audio. Untick if the codec runs elsewhere.",
+            "to a waveform (after generation) and to encode reference audio. Untick if the codec runs elsewhere. "
+            "Fine-tuning does not load it, and the vLLM estimate leaves it out (see the note under the headline).",
         )
     if not spec.dual_ffn:
         return
