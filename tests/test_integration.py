@@ -172,3 +172,14 @@ def test_stack_note_describes_only_what_the_view_counts() -> None:
     assert "decode step holds" not in note and "changes nothing" in note
     infer = estimate(spec, preset_workload("custom", stack="transformers-4.35"))
     assert any("decode step holds the previous cache" in n for n in infer.notes)
+
+
+def test_counted_from_metric_fits_its_column(fresh_streamlit_caches: None) -> None:
+    """ "config arithmetic" showed as "config arithme…" in the quarter-width metric; the full wording now leads its caption."""
+    at = _calculator(model="openai/gpt-oss-20b")
+    assert not at.exception
+    value = next(m.value for m in at.metric if m.label == "Counted from")
+    assert value == "config"
+    assert any(c.value.startswith("config arithmetic · ") for c in at.caption)
+    seed = _calculator()
+    assert next(m.value for m in seed.metric if m.label == "Counted from") == "catalog (exact)"

@@ -355,9 +355,12 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     else:
         c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
-    c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else ""),
+    # The metric holds one short word (a quarter-width column shows ~14 characters: "safetensors (exact)" and
+    # "config arithmetic" were cut to "config arithme…"); the full wording leads the caption under it.
+    source = text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else "")
+    c4.metric("Counted from", source if len(source) <= 15 else source.split()[0],
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
-    detail = resolved.detail
+    detail = resolved.detail if len(source) <= 15 else f"{source} · {resolved.detail}"
     if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
         detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
     c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
