@@ -47,6 +47,15 @@ MAX_VOCAB = Bound(4_194_304, "16x the largest public vocabulary (Gemma 3, 262,14
 MAX_POSITIONS = Bound(268_435_456, "25x the longest public context (Llama-4-Scout, 10,485,760 tokens)")
 # Anything else `_int` reads (LoRA ranks of MLA, codebooks, buckets, group sizes...): int32, what
 # torch uses for a tensor dimension in most kernels, so no real config field is above it.
+# The transformers-inventory path (calculator/inventory.py) constructs every layer of every stack
+# on the meta device: ~12 s of imports plus ~30 ms a layer here (a 2,048-layer config took 73 s on
+# this 2-core machine, 256 layers 14 s). So that path takes at most 512 layers in all stacks
+# together (encoder + decoder + towers), 4x the deepest public LLM, which keeps a lookup inside
+# the Hub deadline's order of magnitude.
+MAX_INVENTORY_LAYERS = Bound(512, "4x the deepest public LLM (126 layers); counting with transformers builds every layer")
+# Config keys that count the layers of one stack (summed over nested configs for the bound above).
+LAYER_STACK_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "num_decoder_layers", "num_encoder_layers",
+                    "encoder_layers", "decoder_layers", "depth")
 MAX_OTHER = Bound(2**31 - 1, "the int32 range of a tensor dimension")
 
 # config.json key -> its bound. Keys not listed get MAX_OTHER.

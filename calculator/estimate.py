@@ -431,6 +431,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
     # LoRA on fused experts (peft's all-linear on Mixtral / Qwen3-MoE / DeepSeek): each MoE layer
     # saves a merged copy of its adapted expert stack for backward (memory.lora_merged_expert_bytes).
+    # Its gradient temporary appears once backward reaches the last MoE layer, after the loss buffers
+    # are freed: the phase peaks at the larger of the two (traced: 1-layer Qwen3-30B-A3B peaks at the
+    # loss, Mixtral at the down-stack gradient).
     merged_all, merged_layer, merged_grad = memory.lora_merged_expert_bytes(spec, plan, param_bytes=4 if fp32_weights else c) \
         if method == "lora" else (0, 0, 0)
     act += merged_layer if w.gradient_checkpointing else merged_all
@@ -447,7 +450,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
     dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
     phases = {
-        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + merged_grad, logits_bytes=loss),
+        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + max(0, merged_grad - loss),
+                              logits_bytes=loss),
     }
     if not w.optimizer_in_backward:
         phases["optimizer step"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp)
@@ -609,7 +613,8 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     codec = (speech.speech_codec(spec)
              if not workload.is_training and workload.runtime == "transformers" and workload.speech_codec else None)
     stack = STACKS[workload.stack]
-    if stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder:
+    tuple_kv_counted = stack.tuple_kv_cache and "decode" in sharded and workload.runtime == "transformers" and not spec.is_encoder_decoder
+    if tuple_kv_counted:
         # transformers <= 4.35: the step's old tuple cache (context - 1 positions) is alive next to the new one.
         old = memory.kv_cache_bytes(spec, batch_size=workload.batch_size, seq_len=max(workload.context_length - 1, 0),
                                     kv_bits=_kv_bits(workload, fmt))
@@ -657,7 +662,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
         notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec)
-        + ((stack.note(),) if workload.runtime == "transformers" else ()),
+        + ((stack.note(tuple_kv_counted=tuple_kv_counted),) if workload.runtime == "transformers" else ()),
         host_bytes=host_bytes,
         trainer_problem=trainer_problem,
     )

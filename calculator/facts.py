@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from functools import cache
+from functools import lru_cache
 from typing import Any, Literal
 
 from .units import format_count
@@ -139,7 +139,7 @@ def facts_from_catalog(repo_id: str, row: dict[str, Any] | None, *, model_type: 
     )
 
 
-@cache
+@lru_cache(maxsize=1024)  # bounded: any Hub model id a visitor types is looked up here too
 def catalog_model_facts(model_id: str) -> ModelFacts | None:
     """The bundled facts of a catalog model (None when the model is not in the catalog). Cached: the
     catalog ships with the code, and ModelFacts is frozen."""

@@ -721,8 +721,37 @@ def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:
         )
     if shipped is None:
         _check_dimensions(config, model_id)
+        _check_layer_total(config, model_id)
     inv = shipped or build_inventory(config, model_id=model_id)
     return model_spec_from_inventory(inv, model_id=model_id, config=config)
+
+
+def _layer_total(config: Mapping[str, Any], depth: int = 0) -> int:
+    """Layers of every stack in the config and its nested configs (what the meta build constructs)."""
+    from .bounds import LAYER_STACK_KEYS, is_whole_number
+
+    total = 0
+    for key, value in config.items():
+        if isinstance(value, Mapping) and depth < 4:
+            total += _layer_total(value, depth + 1)
+        elif key in LAYER_STACK_KEYS and is_whole_number(value) and value > 0:
+            total += int(value)
+    return total
+
+
+def _check_layer_total(config: Mapping[str, Any], model_id: str) -> None:
+    """Refuse, before any import of torch, a config whose stacks add up to more layers than the
+    inventory path builds in reasonable time (calculator/bounds.py MAX_INVENTORY_LAYERS)."""
+    from .bounds import MAX_INVENTORY_LAYERS
+    from .errors import MalformedConfigError
+
+    total = _layer_total(config)
+    if total > MAX_INVENTORY_LAYERS.limit:
+        raise MalformedConfigError(
+            f"config.json of {model_id or 'this model'}: its layer stacks add up to {total:,} layers, above the "
+            f"{MAX_INVENTORY_LAYERS.limit:,} that an architecture outside the built-in formulas is counted with "
+            f"({MAX_INVENTORY_LAYERS.why})."
+        )
 
 
 def _check_dimensions(config: Mapping[str, Any], model_id: str, depth: int = 0) -> None:

@@ -692,8 +692,10 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
         if not out:
             return out, tuple(notes)
         template = replace(next(iter(out.values())), kv_cache_bytes=0, activations_bytes=0, logits_bytes=0)
-        for name, comp in measured.items():
-            out[name] = with_profile(out.get(name, template), comp, grads=False)
+        # The profile's phases are what the model runs (a Mamba model generates: prefill and decode,
+        # where the formulas, seeing no KV layers, would size one encoder forward).
+        if measured:
+            out = {name: with_profile(out.get(name, template), comp, grads=False) for name, comp in measured.items()}
         if getattr(spec, "is_encoder_decoder", False):
             notes.append(f"Encoder-decoder: cross-attention K/V of the {workload.prompt_tokens:,} encoder tokens and the encoder output are "
                          f"measured; the decoder's self-attention K/V is measured at {GENERATED_TOKENS} generated tokens.")

@@ -38,17 +38,21 @@ class Stack:
     def context_bytes(self, current_context_bytes: int) -> int:
         return current_context_bytes + (EAGER_LOADING_EXTRA_BYTES if self.eager_cuda_modules else 0)
 
-    def note(self) -> str:
+    def note(self, *, tuple_kv_counted: bool = True) -> str:
+        """What the stack changes here; `tuple_kv_counted=False` (training, no decode step) leaves out the
+        tuple-cache sentence, which would describe a KV cache the view does not have."""
         if self.name == "current":
             return ("Stack assumed: transformers >= 4.36 (Cache classes) on PyTorch >= 1.13 with CUDA >= 11.7 (lazy kernel loading); "
                     "pick an older stack if yours is older.")
         parts = [f"Stack: {self.label}."]
-        if self.tuple_kv_cache:
+        if self.tuple_kv_cache and tuple_kv_counted:
             parts.append("Tuple past_key_values: a decode step holds the previous cache and the new one at once (KV cache counted for "
                          "context and context - 1 positions).")
         if self.eager_cuda_modules:
             parts.append(f"All CUDA kernels are loaded eagerly: +{EAGER_LOADING_EXTRA_BYTES / 2**20:,.0f} MiB of CUDA context "
                          "(PyTorch PR #86509; a V100 measured 1343 MiB for the kernels alone, so older GPUs/CUDA can need more).")
+        if len(parts) == 1:
+            parts.append("It changes nothing in this estimate (no generate decode step here).")
         return " ".join(parts)
 
 

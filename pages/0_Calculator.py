@@ -55,7 +55,8 @@ with results:
         st.caption(f":material/memory: Host RAM for offloaded tensors: {widgets.both_units(est.host_bytes)} (besides the GPU peak).")
     st.markdown(widgets.summary_sentence(est, plan.cheapest))
     for note in est.notes:
-        st.caption(f":material/info: {note}")
+        if note != est.trainer_problem:  # already the red box above
+            st.caption(f":material/info: {note}")
 
     st.header("Memory breakdown")
     left, right = st.columns([3, 2])

@@ -35,7 +35,7 @@ def _copy_live() -> None:
 st.toggle("Use live prices (gpuhunt)", key="gpus.live", on_change=_copy_live,
           help="Fetch current on-demand prices with dstack's gpuhunt catalog; falls back to the bundled snapshot when it is not installed or unreachable.")
 setup = loaders.price_setup()
-st.caption(setup.note)
+st.caption(setup.note.replace(loaders.BUNDLED_PRICES_POINTER, ""))  # this page is the GPUs & prices page
 if not st.session_state.get(loaders.LIVE_KEY):
     st.caption(f"Bundled snapshot: dated prices up to {bundled_as_of()}; undated SkyPilot catalog rows are marked as such.")
 widgets.show_notes(setup.issues)

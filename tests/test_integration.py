@@ -128,3 +128,58 @@ def test_vllm_view_has_no_transformers_only_notes() -> None:
     assert vllm.total_bytes == 19_425_076_936
     assert not any(n.startswith("transformers") for n in vllm.notes), vllm.notes
     assert any("no SDPA attention" in n for n in hf.notes) and any("MXFP4" in n for n in hf.notes)
+
+
+@pytest.mark.parametrize(("mode", "runtime", "counted"), [("inference", "transformers", True), ("lora", "transformers", False),
+                                                         ("inference", "vllm", False)])
+def test_audio_codec_switch_is_live_only_where_the_codec_is_counted(fresh_streamlit_caches: None, mode: str, runtime: str, counted: bool) -> None:
+    """The switch stood ticked on a LoRA view whose breakdown has no codec row (the estimate counts it for transformers inference only)."""
+    at = _calculator(mode=mode, runtime=runtime)
+    assert not at.exception
+    box = at.checkbox(key="main.codec")
+    assert box.value is True and box.disabled is (not counted)
+    codec_row = any("Audio codec" in str(row) for row in at.dataframe[0].value["Component"]) if at.dataframe else False
+    assert codec_row is counted
+
+
+def test_gpus_page_does_not_send_the_reader_to_itself(fresh_streamlit_caches: None) -> None:
+    """The GPUs & prices page said "see the GPUs & prices page for dates" right above its own dates."""
+    at = AppTest.from_file("../pages/2_GPUs_and_prices.py", default_timeout=120).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("Bundled price snapshot (per-provider list prices)") for c in captions)
+    assert not any("see the GPUs & prices page" in c for c in captions)
+    assert any(c.startswith("Bundled snapshot: dated prices up to") for c in captions)
+
+
+def test_trainer_problem_is_said_once(fresh_streamlit_caches: None) -> None:
+    """TRL's fused LM head on higgs-audio's two heads stood twice on the page: the red box and, word for word, an info line."""
+    at = _calculator(mode="lora")
+    assert not at.exception
+    problem = [e.value for e in at.error if "computes the loss from one" in e.value]
+    assert len(problem) == 1
+    assert not any(problem[0] in c.value for c in at.caption)
+
+
+def test_stack_note_describes_only_what_the_view_counts() -> None:
+    """A LoRA view on transformers-4.35 said "a decode step holds the previous cache and the new one (KV cache counted for
+    context and context - 1 positions)": training has no KV cache, and its number does not change with the stack."""
+    spec = resolve_model(LLAMA8, offline=True).spec
+    lora_old = estimate(spec, preset_workload("trl-sft", mode="lora", stack="transformers-4.35"))
+    lora_new = estimate(spec, preset_workload("trl-sft", mode="lora"))
+    assert lora_old.total_bytes == lora_new.total_bytes
+    note = next(n for n in lora_old.notes if n.startswith("Stack:"))
+    assert "decode step holds" not in note and "changes nothing" in note
+    infer = estimate(spec, preset_workload("custom", stack="transformers-4.35"))
+    assert any("decode step holds the previous cache" in n for n in infer.notes)
+
+
+def test_counted_from_metric_fits_its_column(fresh_streamlit_caches: None) -> None:
+    """ "config arithmetic" showed as "config arithme…" in the quarter-width metric; the full wording now leads its caption."""
+    at = _calculator(model="openai/gpt-oss-20b")
+    assert not at.exception
+    value = next(m.value for m in at.metric if m.label == "Counted from")
+    assert value == "config"
+    assert any(c.value.startswith("config arithmetic · ") for c in at.caption)
+    seed = _calculator()
+    assert next(m.value for m in seed.metric if m.label == "Counted from") == "catalog (exact)"

@@ -202,3 +202,19 @@ def test_hostile_dimensions_never_reach_a_transformers_constructor():
         model_spec_from_config("org/evil", {"model_type": "phi", "num_hidden_layers": 10**9})
     with pytest.raises(MalformedConfigError, match="hidden_size"):
         model_spec_from_config("org/evil", {"model_type": "mllama", "text_config": {"hidden_size": 10**8}})
+
+
+def test_inventory_path_refuses_more_layers_than_it_builds_in_time(monkeypatch):
+    """Within the per-stack bound (2,048) but past the inventory path's total (512): refused before
+    any layer is built (a 2,048-layer phi config took 73 s to count on this machine)."""
+    from calculator.bounds import MAX_INVENTORY_LAYERS
+    from calculator.errors import MalformedConfigError
+
+    def never(*args, **kwargs):
+        raise AssertionError("built a model past the inventory layer bound")
+
+    monkeypatch.setattr(inventory, "build_inventory", never)
+    # BART: 300 encoder + 300 decoder layers, each stack within MAX_LAYERS, 600 in all.
+    with pytest.raises(MalformedConfigError, match="600 layers"):
+        model_spec_from_config("org/deep", {"model_type": "bart", "encoder_layers": 300, "decoder_layers": 300})
+    assert MAX_INVENTORY_LAYERS.limit == 512

@@ -249,3 +249,11 @@ def test_verification_page_shows_analytic_vs_shipped_profile() -> None:
     assert any("held-out check" in c.value for c in at.caption)
     rows = analytic_vs_profile(spec, w, profile)["rows"]  # the same function, at this test's workload
     assert rows[-1]["difference_pct"] is not None
+
+
+def test_cli_profile_shows_the_shipped_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    from calculator.cli import main
+
+    assert main(["profile", "meta-llama/Llama-3.2-3B", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "28 x LlamaDecoderLayer (full_attention)" in out and "held-out point inference/prefill" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from calculator.catalog import catalog_model_ids, find_catalog_entry
 from calculator.errors import CalculatorError
@@ -64,8 +64,10 @@ def catalog_specs() -> tuple[ModelSpec, ...]:
     return tuple(specs)
 
 
+@lru_cache(maxsize=1024)  # bounded: the id of any Hub model a visitor types is asked too
 def catalog_task(model_id: str) -> str | None:
-    """The catalog's task of a model ("text-generation", "text-to-speech", ...); None outside the catalog."""
+    """The catalog's task of a model ("text-generation", "text-to-speech", ...); None outside the catalog.
+    Cached per id (bundled data): ranking the catalog asks it for every candidate on every rerun."""
     entry = find_catalog_entry(model_id)
     return entry.task if entry else None
 

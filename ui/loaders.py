@@ -178,6 +178,12 @@ def _extra_key(extra: Sequence[Mapping[str, Any]]) -> tuple:
     return tuple(tuple(sorted((str(k), str(v)) for k, v in row.items())) for row in extra)
 
 
+# Where the bundled prices come from; the GPUs & prices page states the dates itself, so it shows the
+# note without the pointer to itself (`BUNDLED_PRICES_POINTER`).
+BUNDLED_PRICES_POINTER = "; see the GPUs & prices page for dates"
+BUNDLED_PRICES_NOTE = f"Bundled price snapshot (per-provider list prices{BUNDLED_PRICES_POINTER})."
+
+
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _price_setup(rates_text: str, extra: tuple, live: bool) -> PriceSetup:
     issues: list[str] = []
@@ -189,7 +195,7 @@ def _price_setup(rates_text: str, extra: tuple, live: bool) -> PriceSetup:
             issues.append(f"Your added GPUs were ignored: {exc}")
     snapshot = live_snapshot() if live else None
     rows = snapshot.rows if snapshot is not None else load_prices()
-    note = snapshot.note if snapshot is not None else "Bundled price snapshot (per-provider list prices; see the GPUs & prices page for dates)."
+    note = snapshot.note if snapshot is not None else BUNDLED_PRICES_NOTE
     rates, rate_notes = parse_rates(rates_text, known=[g.id for g in gpus])
     issues += rate_notes
     if rates:

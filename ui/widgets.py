@@ -256,10 +256,15 @@ def audio_share_input(page: PageState, spec: ModelSpec) -> None:
     an audio FFN (`spec.dual_ffn`, read from the config), and the audio-codec switch for a model
     that generates audio codes (`calculator.speech`)."""
     if speech.speech_codec(spec) is not None:
+        # The estimate counts the codec only for transformers inference (calculator/estimate.py): elsewhere the switch
+        # is greyed out rather than ticked over a number that leaves the codec out.
+        counted = page.get("mode") == "inference" and page.get("runtime") == "transformers"
         st.checkbox(
-            "Audio codec on this GPU", key=page.key("codec"),
+            "Audio codec on this GPU" if counted else "Audio codec on this GPU (counted for transformers inference only)", key=page.key("codec"),
+            disabled=not counted,
             help="A text-to-speech model emits audio codes; its serving stack loads the audio codec on the same GPU to decode them "
-            "to a waveform (after generation) and to encode reference audio. Untick if the codec runs elsewhere.",
+            "to a waveform (after generation) and to encode reference audio. Untick if the codec runs elsewhere. "
+            "Fine-tuning does not load it, and the vLLM estimate leaves it out (see the note under the headline).",
         )
     if not spec.dual_ffn:
         return
@@ -350,9 +355,12 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     else:
         c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
-    c4.metric("Counted from", text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else ""),
+    # The metric holds one short word (a quarter-width column shows ~14 characters: "safetensors (exact)" and
+    # "config arithmetic" were cut to "config arithme…"); the full wording leads the caption under it.
+    source = text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else "")
+    c4.metric("Counted from", source if len(source) <= 15 else source.split()[0],
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
-    detail = resolved.detail
+    detail = resolved.detail if len(source) <= 15 else f"{source} · {resolved.detail}"
     if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
         detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
     c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import re
 import time
 import warnings
 from collections import Counter
@@ -340,10 +341,19 @@ def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, n
 
     try:
         peft_model = make(wanted)
-    except ValueError:
+    except ValueError as first:
         names = _linear_names(model)
-        notes.append(f"peft refused target_modules={wanted!r}; adapted every nn.Linear by name ({', '.join(names)}).")
-        peft_model = make(names)
+        # peft 0.21 refuses some modules of Mamba-based models by name and lists them
+        # ("Incompatible modules: {'out_proj', 'conv1d'}"): leave those out.
+        found = re.search(r"Incompatible modules: \{([^}]*)\}", str(first))
+        refused = set(re.findall(r"'([^']+)'", found.group(1))) if found else set()
+        names = [n for n in names if n not in refused]
+        notes.append(f"peft refused target_modules={wanted!r}; adapted every nn.Linear by name ({', '.join(names)})"
+                     + (f", except the ones peft refuses ({', '.join(sorted(refused))})." if refused else "."))
+        try:
+            peft_model = make(names)
+        except ValueError as again:
+            raise TraceUnsupportedError(f"peft could not place LoRA adapters on this architecture: {again}") from again
     dtype = _harness._TORCH_DTYPES[adapter_dtype]
     for name, module in peft_model.named_modules():
         if name.endswith(("lora_A", "lora_B")):
