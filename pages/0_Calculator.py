@@ -12,10 +12,11 @@ import streamlit as st
 from calculator.errors import CalculatorError
 from calculator.estimate import component_labels
 from calculator.gpus import get_gpu
-from ui import figures, loaders, text, widgets
+from ui import figures, loaders, navigation, text, widgets
 from ui.export import estimate_csv, estimate_json, with_model_identity
 from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState
 
+navigation.run_through_declared_navigation()
 st.set_page_config(page_title="VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
 

@@ -9,10 +9,11 @@ from calculator.catalog import catalog_model_ids
 from calculator.errors import CalculatorError
 from calculator.trainers import PRESETS
 from calculator.units import GB, GiB, format_count
-from ui import figures, loaders, text, widgets
+from ui import figures, loaders, navigation, text, widgets
 from ui.compare import DEFAULT_SETTINGS, SETTING_CHOICES, CompareRow, catalog_task, similar_models
 from ui.state import COMPARE_PARAMS, MAIN_PARAMS, PageState, main_workload, model_id_problem, reconcile_main
 
+navigation.run_through_declared_navigation()
 st.set_page_config(page_title="Compare · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
 

@@ -9,9 +9,10 @@ from calculator.errors import CalculatorError
 from calculator.gpus import gpu_from_row
 from calculator.pricing import bundled_as_of, current_prices, data_issues, load_prices
 from calculator.units import GiB
-from ui import loaders, widgets
+from ui import loaders, navigation, widgets
 from ui.state import GPU_PARAMS, GPU_SEGMENTS, GPU_VENDORS, MIN_GIB_MAX, MIN_GIB_STEP, PageState
 
+navigation.run_through_declared_navigation()
 st.set_page_config(page_title="GPUs & prices · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
 

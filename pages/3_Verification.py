@@ -15,9 +15,10 @@ from calculator.units import format_bytes
 from calculator.verify import comparison_table, run_verification, trace_available
 from calculator.verify.limits import SIZED_DOWN_LAYERS, plan_trace
 from calculator.verify.live import cuda_available
-from ui import loaders, profile_view, text, widgets
+from ui import loaders, navigation, profile_view, text, widgets
 from ui.state import MAIN_ALWAYS, MAIN_PARAMS, PageState
 
+navigation.run_through_declared_navigation()
 st.set_page_config(page_title="Verification · VRAM & GPU cost calculator", page_icon="🧮", layout="wide")
 widgets.page_style()
 
