@@ -352,3 +352,53 @@ def test_precision_mode_cells_say_what_they_compute(page: Any, app_server: Strea
     assert rows["INT8"][lora] != rows["INT4"][qlora]
     assert rows["INT8"][qlora] == rows["INT4"][lora] == "—"
     expect(page.locator("[data-testid='stMain']")).to_contain_text("INT8 · QLoRA: QLoRA's base is 4-bit NF4")
+
+
+def test_verification_traces_the_seed_model(page: Any, app_server: StreamlitServer) -> None:
+    """The product's own check works on the model of its front page: higgs-audio's DualFFN routing is
+    data-dependent, and the trace (sized-down copy, CPU fake tensors) answers with estimate vs trace."""
+    from playwright.sync_api import expect
+
+    from calculator.verify import run_verification
+
+    open_page(page, app_server.url("/Verification", f"model={DEFAULT_MODEL}&precision=bf16&context=256&audio_share=0.5"))
+    expect_no_exception(page)
+    page.get_by_role("button", name="Run the trace").click()
+    wait_for_app(page)
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text("Estimate vs trace")
+    expect_no_exception(page)
+    # The page's error metric is the library's for the same run (2 of 28 layers, audio share 0.5).
+    spec = resolve_model(DEFAULT_MODEL, offline=True).spec
+    w = Workload(mode="inference", precision="bf16", context_length=256, batch_size=1, audio_token_share=0.5)
+    data = run_verification(spec, w, level="trace", timeout=120, layers=2)
+    error = page.locator("[data-testid='stMetric']").filter(has_text="Error").locator("[data-testid='stMetricValue']")
+    expect(error).to_have_text(f"{data['total']['error_pct']:+.1f}%")
+    save_screenshot(page, "verification-seed-trace", full_page=False)
+
+
+def test_text_to_speech_model_counts_its_audio_codec(page: Any, app_server: StreamlitServer) -> None:
+    """The seed's model is TTS: its breakdown carries the audio codec its serving stack loads on the GPU."""
+    from playwright.sync_api import expect
+
+    open_page(page, app_server.url("/"))
+    expect(page.locator("[data-testid='stMain']")).to_contain_text("Audio codec (TTS)")
+    expect(widget(page, "stCheckbox", "Audio codec on this GPU")).to_be_visible()
+    expect_no_exception(page)
+
+
+def test_first_visit_of_a_fresh_server_on_a_shared_page_link(page: Any) -> None:
+    """Streamlit runs a fresh server's sessions in its legacy pages/ mode until st.navigation is called
+    once: a shared /Compare link as the first visit showed "app" and file names in the sidebar. The
+    pages now rerun through app.py's navigation, keeping the path and the link's settings."""
+    from playwright.sync_api import expect
+
+    with StreamlitServer(REPO_ROOT / "app.py") as fresh:
+        open_page(page, fresh.url("/Compare", "precision=int4"))
+        expect_no_exception(page)
+        links = page.locator("[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']")
+        expect(links).to_have_count(len(NAV_PAGES))
+        assert [links.nth(i).inner_text().strip().splitlines()[-1].strip() for i in range(links.count())] == [p.title for p in NAV_PAGES]
+        assert urlsplit(page.url).path == "/Compare", page.url
+        expect(page.locator("[data-testid='stMain'] h1").first).to_have_text("Compare models and settings")
+        assert query(page).get("precision") == "int4"
