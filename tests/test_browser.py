@@ -402,3 +402,20 @@ def test_first_visit_of_a_fresh_server_on_a_shared_page_link(page: Any) -> None:
         assert urlsplit(page.url).path == "/Compare", page.url
         expect(page.locator("[data-testid='stMain'] h1").first).to_have_text("Compare models and settings")
         assert query(page).get("precision") == "int4"
+
+
+def test_stack_versions_from_a_link_change_the_peak_and_say_so(page: Any, app_server: StreamlitServer) -> None:
+    """A link naming an older stack (transformers <= 4.35's tuple cache, generating 512 tokens) shows that
+    stack's peak, the selector set to it, and the note saying what was assumed."""
+    from playwright.sync_api import expect
+
+    from calculator.stacks import STACKS
+
+    params = {"model": "meta-llama/Llama-3.2-3B", "precision": "bf16", "context": "4096", "gen": "512", "stack": "transformers-4.35"}
+    open_page(page, app_server.url("/", "&".join(f"{k}={v}" for k, v in params.items())))
+    expect_no_exception(page)
+    expect_peak(page, page_total_bytes(**params))
+    assert page_total_bytes(**params) > page_total_bytes(**{**params, "stack": "current"})
+    # The note names the stack (markdown shows its "<=" as "≤") and what it changes.
+    expect(page.locator("[data-testid='stMain']")).to_contain_text(f"Stack: {STACKS['transformers-4.35'].label}.".replace("<=", "≤").replace(">=", "≥"))
+    expect(page.locator("[data-testid='stMain']")).to_contain_text("a decode step holds the previous cache and the new one at once")
