@@ -26,7 +26,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -721,46 +721,37 @@ def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:
         )
     if shipped is None:
         _check_dimensions(config, model_id)
-        _check_layer_total(config, model_id)
     inv = shipped or build_inventory(config, model_id=model_id)
     return model_spec_from_inventory(inv, model_id=model_id, config=config)
 
 
-def _layer_total(config: Mapping[str, Any], depth: int = 0) -> int:
-    """Layers of every stack in the config and its nested configs (what the meta build constructs)."""
-    from .bounds import LAYER_STACK_KEYS, is_whole_number
+def _numbers(config: Mapping[str, Any], depth: int = 0) -> Iterator[tuple[str, int]]:
+    """(key, value) of every whole number in the config and its nested configs (4 levels deep),
+    which is what the meta build reads its dimensions from; 1e9 as a float counts as 10^9."""
+    from .bounds import is_whole_number
 
-    total = 0
     for key, value in config.items():
         if isinstance(value, Mapping) and depth < 4:
-            total += _layer_total(value, depth + 1)
-        elif key in LAYER_STACK_KEYS and is_whole_number(value) and value > 0:
-            total += int(value)
-    return total
+            yield from _numbers(value, depth + 1)
+        elif is_whole_number(value):
+            yield key, int(value)
 
 
-def _check_layer_total(config: Mapping[str, Any], model_id: str) -> None:
-    """Refuse, before any import of torch, a config whose stacks add up to more layers than the
-    inventory path builds in reasonable time (calculator/bounds.py MAX_INVENTORY_LAYERS)."""
-    from .bounds import MAX_INVENTORY_LAYERS
-    from .errors import MalformedConfigError
+def _check_dimensions(config: Mapping[str, Any], model_id: str) -> None:
+    """Before transformers builds anything: bound every dimension key (calculator/bounds.py; a hostile
+    `num_hidden_layers: 10**9` must not reach a constructor), then the layers of all stacks together,
+    which the inventory path constructs one by one (MAX_INVENTORY_LAYERS)."""
+    from .bounds import DIMENSION_BOUNDS, LAYER_STACK_KEYS, MAX_INVENTORY_LAYERS, check_dimension
 
-    total = _layer_total(config)
-    if total > MAX_INVENTORY_LAYERS.limit:
+    where = f"config.json of {model_id or 'this model'}"
+    layers = 0
+    for key, value in _numbers(config):
+        if key in DIMENSION_BOUNDS:
+            check_dimension(key, value, where=where)
+        if key in LAYER_STACK_KEYS and value > 0:
+            layers += value
+    if layers > MAX_INVENTORY_LAYERS.limit:
         raise MalformedConfigError(
-            f"config.json of {model_id or 'this model'}: its layer stacks add up to {total:,} layers, above the "
-            f"{MAX_INVENTORY_LAYERS.limit:,} that an architecture outside the built-in formulas is counted with "
-            f"({MAX_INVENTORY_LAYERS.why})."
+            f"{where}: its layer stacks add up to {layers:,} layers, above the {MAX_INVENTORY_LAYERS.limit:,} that an "
+            f"architecture outside the built-in formulas is counted with ({MAX_INVENTORY_LAYERS.why})."
         )
-
-
-def _check_dimensions(config: Mapping[str, Any], model_id: str, depth: int = 0) -> None:
-    """Bound every dimension key of the config and its nested configs before transformers builds
-    it (calculator/bounds.py): a hostile `num_hidden_layers: 10**9` must not reach a constructor."""
-    from .bounds import DIMENSION_BOUNDS, check_dimension, is_whole_number
-
-    for key, value in config.items():
-        if isinstance(value, Mapping) and depth < 4:
-            _check_dimensions(value, model_id, depth + 1)
-        elif key in DIMENSION_BOUNDS and is_whole_number(value):  # 1e9 as a float is 10^9 layers too
-            check_dimension(key, int(value), where=f"config.json of {model_id or 'this model'}")
