@@ -499,6 +499,60 @@ def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
     return names
 
 
+def lora_target_plan(model: nn.Module, targets: str | list[str]) -> tuple[str | list[str], list[str], list[str]]:
+    """What to hand peft for `targets` on this model, as a user whose run works would: (target_modules,
+    exclude_modules, notes). Both harnesses (this trace and `profile_trace`) use it, so they adapt
+    the same modules.
+
+    - peft 0.21 refuses some modules of Mamba-based models by name (`tuners_utils.
+      _check_lora_target_modules_mamba`: out_proj and conv1d of mamba, mamba2, falcon_mamba,
+      falcon_h1, nemotron_h), and raises while injecting, leaving the model half-wrapped. `all-linear`
+      is then spelled out as the leaf names of every nn.Linear except the output embedding, less the
+      ones peft's own check refuses (asked before injecting).
+    - nn.Linear subclasses whose forward returns more than a tensor (PhiMoE's and Llama-4's routers
+      return (logits, weights, experts)) break peft's LoRA wrapper, which adds the adapter's output to
+      the base layer's (`'tuple' object has no attribute 'dtype'`); they are excluded.
+    """
+    notes: list[str] = []
+    out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    exclude = sorted(name for name, m in model.named_modules()
+                     if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward and _returns_more_than_a_tensor(m))
+    if exclude:
+        notes.append(f"LoRA leaves out {len(exclude)} nn.Linear subclass module(s) whose forward returns a tuple (e.g. {exclude[0]}): "
+                     "peft's LoRA wrapper cannot add an adapter to them.")
+    if targets != "all-linear":
+        return targets, exclude, notes
+    try:
+        from peft import LoraConfig
+        from peft.tuners.tuners_utils import _check_lora_target_modules_mamba
+    except ImportError:  # another peft: let get_peft_model decide
+        return targets, exclude, notes
+    leaves = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not out_emb})
+    probe = LoraConfig(r=1, target_modules="all-linear")
+    refused = set()
+    for leaf in [*leaves, "conv1d"]:
+        try:
+            _check_lora_target_modules_mamba(probe, model, leaf)
+        except ValueError:
+            refused.add(leaf)
+    if not refused:
+        return targets, exclude, notes
+    names = [n for n in leaves if n not in refused]
+    notes.append(f"peft refuses all-linear on {getattr(model.config, 'model_type', 'this model')} ({', '.join(sorted(refused))}); "
+                 f"adapted every other nn.Linear by name ({', '.join(names)}).")
+    return names, exclude, notes
+
+
+def _returns_more_than_a_tensor(module: nn.Module) -> bool:
+    """Run the module on one fake token: does its forward return something other than a tensor?"""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 1, module.in_features, dtype=module.weight.dtype, device=module.weight.device))
+    except Exception:  # a forward that cannot run alone: leave it to peft
+        return False
+    return not isinstance(out, torch.Tensor)
+
+
 def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
     from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
 
@@ -507,9 +561,11 @@ def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]
     elif w.peft_method == "prompt-tuning":
         lora_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=w.num_virtual_tokens)
     else:
+        targets, exclude, plan_notes = lora_target_plan(model, _lora_targets(spec, w))
+        notes.extend(plan_notes)
         lora_config = LoraConfig(
-            r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=_lora_targets(spec, w), bias="none",
-            task_type="CAUSAL_LM", use_dora=w.peft_method == "dora",
+            r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=targets, bias="none",
+            task_type="CAUSAL_LM", use_dora=w.peft_method == "dora", exclude_modules=exclude or None,
         )
     autocast = w.adapter_precision == "fp32"
     from unittest import mock
