@@ -637,7 +637,9 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
     # max_seq_len and fails to broadcast; GPT-2 has 1,024 position embeddings).
     limit = _position_limit(config)
     longest = max(s for _, s in [*points, *([check] if check else [])])
-    while limit and longest * scale > limit and scale > 1 / 256:
+    # The decode steps extend the cache past the prompt (MPT's ALiBi bias is built for max_seq_len
+    # positions and failed to broadcast at 2,048 + 3).
+    while limit and longest * scale + GENERATED_TOKENS > limit and scale > 1 / 256:
         scale /= 2
     if scale == 1.0:
         return list(points), check, 1.0

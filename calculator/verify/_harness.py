@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.util
 import time
 import warnings
@@ -422,6 +423,33 @@ def _generate_cache(model: nn.Module, w: Workload, notes: list[str]) -> Any:
     return QuantizedCache(backend="fp8", config=model.config)
 
 
+@functools.cache
+def tolerant_cache_class() -> type:
+    """transformers' DynamicCache, able to say its length when a sized-down copy kept only
+    linear-attention layers (Jamba's first four layers are Mamba, Qwen3-Next's and granite hybrids'
+    first ones are linear attention): `Cache.get_seq_length` reads it from the first attention layer
+    and raises when there is none (cache_utils.py, transformers 5.24). The full model always has
+    one; the copy answers with the tokens it has seen (`seen_tokens`, kept by the caller)."""
+    from transformers import DynamicCache
+
+    class _TolerantCache(DynamicCache):
+        seen_tokens = 0
+
+        def get_seq_length(self, layer_idx: int = 0) -> int:
+            try:
+                return super().get_seq_length(layer_idx)
+            except ValueError:
+                return self.seen_tokens
+
+        def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+            try:
+                return super().get_mask_sizes(query_length, layer_idx)
+            except ValueError:
+                return query_length + self.seen_tokens, 0
+
+    return _TolerantCache
+
+
 def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, notes: list[str]) -> dict[str, Any]:
     """Encoders: one forward. Decoders: what `generate()` does, with the longest decode step measured.
 
@@ -433,7 +461,6 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
     step for real. "decode" is the larger of the two; every decode step has the same activations,
     only the cache differs.
     """
-    from transformers import DynamicCache
 
     model.eval()
     model.requires_grad_(False)
@@ -455,12 +482,14 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         tracker.set_phase("prefill")
         inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
         tracker.mark_inputs(*inputs.values())
-        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else DynamicCache(config=model.config)
+        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else tolerant_cache_class()(config=model.config)
 
         def greedy_step(inputs, cache):
             """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
             copy of the last logits generate() makes, freed once the next token is picked."""
             out = model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
+            if hasattr(cache, "seen_tokens"):
+                cache.seen_tokens += next(iter(inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
             return next_step_inputs(model, next_logits, b)
@@ -475,6 +504,8 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
                         break  # preallocated: the last step holds what step 1 holds
                     tracker.set_phase(None)
                     _extend_cache(cache, decode_steps - 2)
+                    if hasattr(cache, "seen_tokens"):
+                        cache.seen_tokens += decode_steps - 2
                 tracker.reset_mod_stats()
                 tracker.set_phase("decode")
                 next_ids = greedy_step(next_ids, cache)

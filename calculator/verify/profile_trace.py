@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import time
 import warnings
 from collections import Counter
@@ -239,30 +238,8 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
     return PointResult(batch=batch, length=length, context=length + max(generated - 1, 0), phases=phases, kv_by_layer=kv, windows=windows)
 
 
-@functools.cache
 def _cache_class() -> type:
-    """transformers' DynamicCache, able to say its length when a sized-down copy kept only
-    linear-attention layers (Jamba's first four layers are Mamba): `Cache.get_seq_length` reads it
-    from the first attention layer and raises when there is none (cache_utils.py, transformers
-    5.24). The full model always has one; the copy answers with the tokens it has seen."""
-    from transformers import DynamicCache
-
-    class _ProfileCache(DynamicCache):
-        seen_tokens = 0
-
-        def get_seq_length(self, layer_idx: int = 0) -> int:
-            try:
-                return super().get_seq_length(layer_idx)
-            except ValueError:
-                return self.seen_tokens
-
-        def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
-            try:
-                return super().get_mask_sizes(query_length, layer_idx)
-            except ValueError:
-                return query_length + self.seen_tokens, 0
-
-    return _ProfileCache
+    return _harness.tolerant_cache_class()
 
 
 def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch: int, length: int, generated: int) -> PointResult:
