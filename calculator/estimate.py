@@ -313,7 +313,7 @@ def _step_shapes(w: Workload) -> tuple[tuple[int, int], ...]:
     peak = _training_shape(w)
     if not w.sample_lengths or w.packing == "packed":
         return (peak,)
-    lengths = [min(n, w.context_length) for n in w.sample_lengths]
+    lengths = sorted(min(n, w.context_length) for n in w.sample_lengths)  # the order given does not matter
     rng = random.Random(13)
     shapes = []
     for _ in range(VARIABLE_LENGTH_STEPS):

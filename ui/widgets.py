@@ -249,6 +249,63 @@ def trainer_inputs(page: PageState) -> None:
         s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=page.get("mode") not in ("lora", "qlora"))
         s4.selectbox("RMSNorm kernel", KERNELS, key=page.key("norm_kernel"))
         s4.selectbox("SwiGLU kernel", KERNELS, key=page.key("mlp_kernel"))
+        lengths_input(page)
+
+
+def summarise_lengths_box(key: str) -> None:
+    """on_change of a lengths box: a pasted list becomes its summary (a link stays short). Text
+    that is not a list is left as typed; the page shows the library's message for it."""
+    import contextlib
+
+    from calculator.errors import InvalidWorkloadError
+    from calculator.lengths import format_lengths, parse_lengths, summarise_lengths
+
+    with contextlib.suppress(InvalidWorkloadError):
+        st.session_state[key] = format_lengths(summarise_lengths(parse_lengths(st.session_state.get(key) or "")))
+
+
+def _read_lengths_file(key: str, file_key: str) -> None:
+    """on_change of the upload: a text, CSV or JSON list of lengths, read up to MAX_TEXT_CHARS."""
+    from calculator.errors import InvalidWorkloadError
+    from calculator.lengths import MAX_TEXT_CHARS, format_lengths, parse_lengths, summarise_lengths
+
+    upload = st.session_state.get(file_key)
+    if upload is None:
+        return
+    data = upload.getvalue()[: MAX_TEXT_CHARS + 1]
+    try:
+        lengths = parse_lengths(data.decode("utf-8", errors="replace"))
+        st.session_state[key] = format_lengths(summarise_lengths(lengths))
+        st.session_state[f"{file_key}.error"] = ""
+    except InvalidWorkloadError as exc:
+        st.session_state[f"{file_key}.error"] = str(exc)
+
+
+def lengths_input(page: PageState) -> None:
+    """The dataset's sequence lengths: typed, pasted or uploaded, kept as their summary
+    (calculator/lengths.py), with what the page makes of them."""
+    from calculator.errors import InvalidWorkloadError
+    from calculator.lengths import MAX_SUMMARY_POINTS, describe_lengths, parse_lengths, summarise_lengths
+
+    key, file_key = page.key("lengths"), f"{page.page}.lengths_file"
+    l1, l2 = st.columns([3, 2])
+    l1.text_area(
+        "Sample lengths (tokens)", key=key, height=68, on_change=summarise_lengths_box, args=(key,),
+        placeholder="e.g. 180, 420, 760, 1900 (empty: every sequence is as long as the context)",
+        help="Your dataset's sequence lengths, or a sample of them (commas, spaces or new lines). Padded batches pad to the "
+        f"batch's longest; padding-free rows hold the batch's tokens; the allocator reserve grows as shapes change. Kept as "
+        f"{MAX_SUMMARY_POINTS} quantiles at most; lengths above the context are truncated to it.",
+    )
+    l2.file_uploader("…or upload a list (txt, csv, json)", type=["txt", "csv", "json"], key=file_key, on_change=_read_lengths_file,
+                     args=(key, file_key))
+    if st.session_state.get(f"{file_key}.error"):
+        l2.error(st.session_state[f"{file_key}.error"], icon=":material/error:")
+    try:
+        lengths = summarise_lengths(parse_lengths(page.get("lengths") or ""))
+    except InvalidWorkloadError as exc:
+        l1.error(str(exc), icon=":material/error:")
+        return
+    l1.caption(describe_lengths(lengths).capitalize() + ".")
 
 
 def audio_share_input(page: PageState, spec: ModelSpec) -> None:
