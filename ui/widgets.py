@@ -246,7 +246,15 @@ def trainer_inputs(page: PageState) -> None:
         s3.checkbox("Fused AdamW", key=page.key("fused_opt"))
         s3.checkbox("Paged optimizer", key=page.key("paged_opt"))
         s3.selectbox("CPU offload (ZeRO/FSDP)", CPU_OFFLOADS, key=page.key("cpu_offload"))
-        s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=page.get("mode") not in ("lora", "qlora"))
+        adapters = page.get("mode") in ("lora", "qlora")
+        s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=not adapters,
+                     help="oft and vera adapt the modules chosen under LoRA targets (nn.Linear only); ia3 and prompt-tuning use peft's defaults.")
+        s4.number_input("OFT block size", min_value=1, max_value=4096, step=1, key=page.key("oft_block"),
+                        disabled=not adapters or page.get("peft") != "oft",
+                        help="peft OFTConfig(oft_block_size=...), default 32: each adapted input is rotated by in/32 orthogonal 32 x 32 blocks.")
+        s4.number_input("VeRA rank", min_value=1, max_value=4096, step=1, key=page.key("vera_rank"),
+                        disabled=not adapters or page.get("peft") != "vera",
+                        help="peft VeraConfig(r=...), default 256: rank of the shared frozen random projections.")
         s4.selectbox("RMSNorm kernel", KERNELS, key=page.key("norm_kernel"))
         s4.selectbox("SwiGLU kernel", KERNELS, key=page.key("mlp_kernel"))
 
