@@ -156,7 +156,7 @@ def test_trainer_problem_is_said_once(fresh_streamlit_caches: None) -> None:
     """TRL's fused LM head on higgs-audio's two heads stood twice on the page: the red box and, word for word, an info line."""
     at = _calculator(mode="lora")
     assert not at.exception
-    problem = [e.value for e in at.error if "computes the loss from one" in e.value]
+    problem = [e.value for e in at.error if "fails at its first step" in e.value]
     assert len(problem) == 1
     assert not any(problem[0] in c.value for c in at.caption)
 

@@ -26,7 +26,7 @@ from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
 from calculator.stacks import STACK_NAMES, STACKS
-from calculator.trainers import DEFAULT_TRAINER
+from calculator.trainers import DEFAULT_TRAINER, PRESETS
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
@@ -251,6 +251,29 @@ def trainer_inputs(page: PageState) -> None:
         s4.selectbox("SwiGLU kernel", KERNELS, key=page.key("mlp_kernel"))
 
 
+def trainer_problem_box(page: PageState, est: Estimate) -> None:
+    """The chosen trainer cannot start on this model (`calculator.trainers.runnable_workload`): say
+    so in red, with the run that is sized instead and one click that switches the page to it (the
+    same figures, with a link that names that trainer)."""
+    if not est.trainer_problem:
+        return
+    st.error(est.trainer_problem, icon=":material/error:")
+    st.button(f"Switch to {PRESETS[est.workload.trainer].label} with these settings", key="main.switch_trainer", type="primary",
+              on_click=_switch_trainer, args=(page, est.workload), icon=":material/swap_horiz:")
+
+
+def _switch_trainer(page: PageState, sized: Workload) -> None:
+    """Set the page to the sized run: its trainer and each setting as sized (the preset follow in
+    `_follow_trainer` must not move them to the new trainer's defaults)."""
+    from calculator.trainers import switch_settings
+
+    settings = switch_settings(sized)
+    for name, field in TRAINER_KEYS.items():
+        page.set(name, settings[field])
+    page.set("trainer", settings["trainer"])
+    st.session_state[f"_trainer_basis.{page.page}"] = (settings["trainer"], sized.mode)
+
+
 def audio_share_input(page: PageState, spec: ModelSpec) -> None:
     """The audio-token share, shown only for a model whose layers route tokens between a text and
     an audio FFN (`spec.dual_ffn`, read from the config), and the audio-codec switch for a model
@@ -410,7 +433,9 @@ def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
     w = est.workload
     name = est.spec.model_id.split("/")[-1]
     doing = "run" if w.mode == "inference" else {"lora": "LoRA fine-tune", "qlora": "QLoRA fine-tune", "full": "fully fine-tune"}[w.mode]
-    s = (f"To {doing} **{name}** at **{text.PRECISION_LABELS[w.precision]}** with {w.context_length:,} tokens × batch {w.batch_size}, "
+    # A fine-tuning figure names the trainer it sizes (the one that starts, when the chosen one cannot).
+    by = f" with **{PRESETS[w.trainer].label}**" if w.is_training and w.trainer in PRESETS and w.trainer != "custom" else ""
+    s = (f"To {doing} **{name}**{by} at **{text.PRECISION_LABELS[w.precision]}** with {w.context_length:,} tokens × batch {w.batch_size}, "
          f"you need about **{both_units(est.total_bytes)}**{' per GPU on ' + str(est.num_gpus) + ' GPUs' if est.num_gpus > 1 else ''}.")
     if cheapest is not None:
         s += (f" The cheapest fit is **{cheapest.count}× {cheapest.gpu.name}** at about **${cheapest.total_usd_per_hour:,.2f}/hr** "
