@@ -471,7 +471,7 @@ def memory_kinds_table(est: Estimate) -> pd.DataFrame:
 
 def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame([
-        {"Precision": text.PRECISION_LABELS[row["precision"]], **{text.MODE_LABELS[m]: (format_bytes(row[m]) if row[m] is not None else "—")
+        {"Precision": text.TABLE_ROW_LABELS[row["precision"]], **{text.MODE_LABELS[m]: (format_bytes(row[m]) if row[m] is not None else "—")
                                                                     for m in ("inference", "lora", "qlora", "full")}}
         for row in table
     ])
@@ -479,34 +479,34 @@ def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def precision_mode_absent_note() -> str:
-    """What each — of the precision x mode table stands for, one reason per cell."""
-    reasons = [
-        f"{text.PRECISION_LABELS[p]} · {text.MODE_LABELS[m].split()[0]}: {why}"
-        for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if (why := report.table_cell_absent(p, m))
-    ]
+    """What each — of the precision x mode table stands for: each reason once, after the cells it explains."""
+    by_reason: dict[str, list[str]] = {}
+    for p in report.TABLE_PRECISIONS:
+        for m in report.TABLE_MODES:
+            if why := report.table_cell_absent(p, m):
+                by_reason.setdefault(why, []).append(f"{text.TABLE_ROW_LABELS[p]} · {text.MODE_LABELS[m].split()[0]}")
+    reasons = [f"{', '.join(cells)}: {why}" for why, cells in by_reason.items()]
     return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
 
 
 def precision_mode_caption(workload: Any) -> str:
     """The table's caption: what its cells hold and whether the selection is one of them. The cells
-    are sized for transformers at the table's precisions (`report.table_workload`), so a vLLM view or
-    a precision that is not a row has no highlighted cell, and the caption says so instead of
-    claiming one."""
+    are sized for transformers at the table's precisions (`report.table_workload`), so a vLLM view
+    has no highlighted cell, and the caption says so instead of claiming one. Every precision is a
+    row: the 16-bit one is computed at the selected 16-bit type (FP16 unless BF16 is picked)."""
     w = workload
     head = f"Peak VRAM per GPU (nvidia-smi) at {w.context_length:,} tokens × batch {w.batch_size}"
+    sixteen = "BF16" if w.precision == "bf16" else "FP16"
+    same = f"FP16 and BF16 store 2 bytes per value and size alike: that row is computed at {sixteen}."
     if w.runtime == "vllm":
         return (f"{head}, sized for transformers (fine-tuning has no vLLM), everything else as set above. Your vLLM selection is not a cell: "
-                f"its number is the headline above, which also counts vLLM's pre-allocated KV pool. {precision_mode_absent_note()}")
-    if w.precision not in report.TABLE_PRECISIONS:
-        label = text.PRECISION_LABELS.get(w.precision, w.precision)
-        return (f"{head}, everything else as set above. Your precision ({label}) is not a row here: its number is the headline above. "
-                f"{precision_mode_absent_note()}")
-    return f"{head}, everything else as set above. Your selection is highlighted. {precision_mode_absent_note()}"
+                f"its number is the headline above, which also counts vLLM's pre-allocated KV pool. {same} {precision_mode_absent_note()}")
+    return f"{head}, everything else as set above. Your selection is highlighted. {same} {precision_mode_absent_note()}"
 
 
 def selected_cell_note(precision: str, mode: str) -> str | None:
     """When the selected precision and mode land on a — cell, what the headline computes instead."""
-    if precision not in report.TABLE_PRECISIONS or not report.table_cell_absent(precision, mode):
+    if precision not in report.table_precisions(precision) or not report.table_cell_absent(precision, mode):
         return None
     base = {"int8": "an LLM.int8 (8-bit) base", "int4": "an NF4 (4-bit) base"}.get(precision)
     if mode in ("lora", "qlora") and base:
@@ -518,7 +518,7 @@ def selected_cell_note(precision: str, mode: str) -> str | None:
 def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
     """A Styler with the selected precision x mode cell highlighted (no highlight when the
     selected precision is not a table row)."""
-    row, col = text.PRECISION_LABELS.get(precision), text.MODE_LABELS.get(mode)
+    row, col = text.TABLE_ROW_LABELS.get(precision), text.MODE_LABELS.get(mode)
 
     def style(df: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame("", index=df.index, columns=df.columns)
