@@ -273,3 +273,33 @@ def test_nccl_sits_inside_the_budget_before_0_19_and_outside_from_it(llama8):
     new = V.vllm_budget(llama8, w, gpu_usable_bytes=H100, nvlink=True)
     assert old.non_torch_bytes == V.NON_TORCH_TP1_BYTES + V.NCCL_BYTES_NVLINK and old.nccl_outside_bytes == 0
     assert new.non_torch_bytes == V.NON_TORCH_TP1_BYTES and new.nccl_outside_bytes == V.NCCL_BYTES_NVLINK
+
+
+def test_mxfp4_weights_do_not_start_below_ampere_whatever_the_memory():
+    """gpt-oss-20b (MXFP4 experts) on V100 32GB: the memory fits, but vLLM's config check refuses the method below
+    compute capability 8.0 (`Mxfp4Config.get_min_capability` = 80, vllm/config/vllm.py `_get_quantization_config`).
+    The ranking said it starts on 1x V100 32GB and on T4s."""
+    from calculator.gpus import compute_capability, get_gpu
+    from calculator.report import build_plan, serving_for
+
+    spec = resolve_catalog("openai/gpt-oss-20b").spec
+    assert spec.quantization.method == "mxfp4"
+    w = Workload(runtime="vllm", precision="bf16")
+    plan = build_plan(spec, w)
+    by = {(c.gpu.id, c.count): c for c in plan.ranking}
+    for gpu_id in ("v100-32gb", "v100-16gb", "t4"):
+        for count in (1, 2):
+            c = by[(gpu_id, count)]
+            assert not c.fits and c.reason.startswith("vLLM refuses mxfp4 weights on"), (gpu_id, count)
+            served = serving_for(plan, c)
+            assert not served.starts and served.fix is None  # no flag makes an old GPU run the kernels
+    assert "V100 32GB (compute capability 7.0)" in by[("v100-32gb", 1)].reason and "need compute capability 8.0" in by[("v100-32gb", 1)].reason
+    # Ampere and newer start (A10 is 8.6, A100 8.0: both at or above 80).
+    assert by[("a100-80gb-sxm", 1)].fits and by[("a10", 1)].fits and serving_for(plan, by[("a10", 1)]).starts
+    # The same card size without the capability (an AMD part, or no GPU given) is the memory answer alone.
+    b = V.vllm_budget(spec, w, gpu_usable_bytes=get_gpu("v100-32gb").usable_bytes)
+    assert b.starts
+    assert not V.vllm_budget(spec, w, gpu_usable_bytes=get_gpu("v100-32gb").usable_bytes,
+                             compute_capability=compute_capability(get_gpu("v100-32gb"))).starts
+    # A bf16 model has no such gate on V100 (vLLM casts to fp16 there).
+    assert V.capability_problem("bf16", 70) == "" and V.capability_problem("awq", 70) and not V.capability_problem("awq", 75)
