@@ -12,6 +12,7 @@ from typing import Any
 from .errors import InvalidWorkloadError
 from .estimate import Estimate, component_labels, estimate
 from .pricing import GPUConfiguration, PriceBook, cheapest_fit, load_prices, price_book, rank_configurations
+from .profile import counted_from
 from .serving import ServingCapacity, vllm_capacity
 from .spec import ModelSpec
 from .throughput import ThroughputEstimate, estimate_configuration
@@ -244,6 +245,7 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "model_type": spec.model_type,
         "params": spec.num_params,
         "params_source": spec.param_source,
+        "counted_from": counted_from(spec),
         "active_params": spec.active_params if spec.is_moe else spec.num_params,
         "trainable_params": est.trainable_params,
         "workload": {
