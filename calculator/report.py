@@ -120,9 +120,22 @@ def _vllm_fits(
     return out
 
 
-# The table users know from GPU guide pages: rows are precisions, columns are modes.
-TABLE_PRECISIONS: tuple[str, ...] = ("fp16", "int8", "int4")
+# The table users know from GPU guide pages: rows are precisions, columns are modes. FP16 and BF16
+# store 2 bytes per value and every term of the engine counts them alike, so they share one row,
+# computed at the page's 16-bit choice (`table_precisions`); FP32 is plain fp32 weights (no autocast),
+# FP8 per-channel fp8 weights (fbgemm-fp8 / torchao float8 weight-only, calculator/quantization.py).
+TABLE_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "fp8", "int8", "int4")
+# The rows of "What fits on my GPU?" (`advisor.fit_limits`): each cell is a search over context and
+# batch, so it keeps the three rows GPU guide pages show.
+FIT_PRECISIONS: tuple[str, ...] = ("fp16", "int8", "int4")
 TABLE_MODES: tuple[str, ...] = ("inference", "lora", "qlora", "full")
+SIXTEEN_BIT: tuple[str, ...] = ("fp16", "bf16")
+
+
+def table_precisions(selected: str) -> tuple[str, ...]:
+    """The table's rows for a view at `selected` precision: the 16-bit row is BF16 when that is the
+    selection (same bytes as FP16; the row then is exactly the selection), else FP16."""
+    return tuple("bf16" if p == "fp16" and selected == "bf16" else p for p in TABLE_PRECISIONS)
 
 
 def table_cell_absent(precision: str, mode: str) -> str | None:
@@ -130,12 +143,12 @@ def table_cell_absent(precision: str, mode: str) -> str | None:
 
     A cell computes exactly its precision and mode, or says why not: it never shows the number of
     another cell (the 8-bit QLoRA cell once showed the 4-bit NF4 figure)."""
-    if mode == "full" and precision != "fp16":
-        return "full fine-tuning updates every weight, which needs 16-bit storage"
-    if mode == "qlora" and precision == "fp16":
-        return "QLoRA trains on a quantized base; on 16-bit weights it is LoRA"
-    if mode == "qlora" and precision == "int8":
-        return "QLoRA's base is 4-bit NF4 (Dettmers et al. 2023); LoRA on an 8-bit base is the INT8 · LoRA cell"
+    if mode == "full" and precision not in ("fp32", *SIXTEEN_BIT):
+        return "full fine-tuning updates every weight, which needs 16- or 32-bit storage"
+    if mode == "qlora" and precision in ("fp32", *SIXTEEN_BIT):
+        return "QLoRA trains on a quantized base; on 16- or 32-bit weights it is LoRA"
+    if mode == "qlora" and precision in ("int8", "fp8"):
+        return "QLoRA's base is 4-bit NF4 (Dettmers et al. 2023); LoRA on an 8-bit base is that row's LoRA cell"
     if mode == "lora" and precision == "int4":
         return "LoRA on a 4-bit base is QLoRA (the INT4 · QLoRA cell)"
     return None
@@ -171,7 +184,7 @@ def _trainer_settings_for_mode(workload: Workload, mode: str) -> dict[str, Any]:
 def precision_mode_table(spec: ModelSpec, workload: Workload) -> list[dict[str, Any]]:
     """Device peak per GPU for each precision x mode, with everything else as in `workload`."""
     rows = []
-    for precision in TABLE_PRECISIONS:
+    for precision in table_precisions(workload.precision):
         row: dict[str, Any] = {"precision": precision}
         for mode in TABLE_MODES:
             cell = table_workload(workload, precision, mode)
