@@ -13,6 +13,7 @@ from .errors import InvalidWorkloadError
 from .estimate import Estimate, component_labels, estimate
 from .gpus import compute_capability
 from .pricing import GPUConfiguration, PriceBook, cheapest_fit, load_prices, price_book, rank_configurations
+from .profile import counted_from
 from .serving import ServingCapacity, vllm_capacity
 from .spec import ModelSpec
 from .throughput import ThroughputEstimate, estimate_configuration
@@ -264,6 +265,7 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "model_type": spec.model_type,
         "params": spec.num_params,
         "params_source": spec.param_source,
+        "counted_from": counted_from(spec),
         "active_params": spec.active_params if spec.is_moe else spec.num_params,
         "trainable_params": est.trainable_params,
         "workload": {
