@@ -31,6 +31,7 @@ from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 from . import loaders, text
+from .formatting import fixed_decimals
 from .state import (
     ADAPTER_PRECISIONS,
     GPU_COUNT_CHOICES,
@@ -599,7 +600,7 @@ def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *
     first = (starting + closest)[:1]
     if first and (serving := report.serving_for(plan, first[0])) is not None and serving.budget is not None:
         with st.expander(f"Start-up budget term by term: {first[0].count}× {first[0].gpu.name}, per GPU", expanded=False):
-            st.dataframe(vllm_terms_frame(serving.budget), hide_index=True)
+            st.dataframe(fixed_decimals(vllm_terms_frame(serving.budget)), hide_index=True)
     for c in starting + closest:
         serving = report.serving_for(plan, c)
         if serving is None:
