@@ -221,6 +221,25 @@ CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH = 256 * 1024
 
 KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
+# The lowest CUDA compute capability each quantization method's kernels run on: vLLM refuses to
+# start below it (`vllm/config/vllm.py` `_get_quantization_config`: "The quantization method {q} is
+# not supported for the current GPU. Minimum capability: {n}. Current capability: {m}."), keyed by
+# `WeightFormat.name`. Read in vllm-project/vllm: `Mxfp4Config.get_min_capability` returns 80
+# (model_executor/layers/quantization/mxfp4.py; MXFP4 MoE runs through Marlin, Triton or FlashInfer
+# kernels, none below Ampere); `AWQConfig.get_min_capability` returns 75 ("The AWQ kernel only
+# supports Turing or newer GPUs", quantization/awq.py).
+MIN_CAPABILITY: dict[str, int] = {"mxfp4": 80, "awq": 75}
+
+
+def capability_problem(fmt_name: str, capability: int | None, gpu_name: str = "") -> str:
+    """Why vLLM refuses `fmt_name` weights on a GPU of `capability` ('' when it does not, or when
+    the capability is unknown)."""
+    need = MIN_CAPABILITY.get(fmt_name)
+    if need is None or capability is None or capability >= need:
+        return ""
+    on = f"{gpu_name} (compute capability {capability / 10:.1f})" if gpu_name else f"compute capability {capability / 10:.1f}"
+    return f"vLLM refuses {fmt_name} weights on {on}: its {fmt_name} kernels need compute capability {need / 10:.1f} or newer"
+
 
 def vllm_version(name: str | None) -> VllmVersion:
     """The modelled version of that name ("0.33", "0.33.0" and "v0.33.0" all mean 0.33); the
@@ -543,11 +562,12 @@ def cuda_total_bytes(usable_bytes: int) -> int:
 
 def vllm_budget(
     spec: ModelSpec, w: Workload, *, gpu_usable_bytes: int, gpu_name: str = "", nvlink: bool = True,
-    datacenter: bool = True, settings: VllmSettings | None = None, rank: int = 0,
+    datacenter: bool = True, settings: VllmSettings | None = None, rank: int = 0, compute_capability: int | None = None,
 ) -> VllmBudget:
     """The start-up budget of `w` (vLLM flags read from it, `VllmSettings.from_workload`) on GPUs
     whose nvidia-smi total is `gpu_usable_bytes`, `w.num_gpus` of them tensor parallel, as TP rank
-    `rank` sees it (rank 0, the default, is the one that binds the KV cache)."""
+    `rank` sees it (rank 0, the default, is the one that binds the KV cache). With the GPU's
+    `compute_capability`, weights whose kernels need a newer GPU (`MIN_CAPABILITY`) do not start."""
     from .quantization import weight_format
 
     s0 = settings or VllmSettings.from_workload(w)
@@ -574,11 +594,13 @@ def vllm_budget(
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
     # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
     fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
-    reason = ""
+    reason = capability_problem(fmt.name, compute_capability, gpu_name)
     headroom = total - requested
     before_snapshot = CUDA_CONTEXT_BYTES + nccl_outside_budget_bytes(s, nvlink=nvlink)
     outside = before_snapshot + (0 if in_budget else graphs)
-    if total - before_snapshot < requested:
+    if reason:
+        pass  # the engine's config check refuses before any memory is profiled
+    elif total - before_snapshot < requested:
         what = "the CUDA context" if before_snapshot == CUDA_CONTEXT_BYTES else "the CUDA context and NCCL buffers"
         reason = (f"free memory at start-up ({(total - before_snapshot) / GiB:.2f} GiB after {what}) is less than "
                   f"gpu_memory_utilization x total ({requested / GiB:.2f} GiB)")

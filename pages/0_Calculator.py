@@ -49,8 +49,7 @@ with results:
     st.subheader(f"{spec.model_id}")
     facts = loaders.model_facts(resolved)
     widgets.model_facts(resolved, facts)
-    if est.trainer_problem:
-        st.error(est.trainer_problem, icon=":material/error:")
+    widgets.trainer_problem_box(page, est)
     widgets.headline(resolved, est, plan.cheapest)
     if est.host_bytes:
         st.caption(f":material/memory: Host RAM for offloaded tensors: {widgets.both_units(est.host_bytes)} (besides the GPU peak).")

@@ -38,7 +38,9 @@ def _calculator(**params: str) -> AppTest:
 @pytest.mark.parametrize(("params", "says"), [
     # Before: "Your selection is highlighted" with no cell highlighted (BF16 is not a row; the cells are transformers').
     ({"precision": "bf16", "runtime": "vllm", "model": LLAMA8}, "Your vLLM selection is not a cell"),
-    ({"precision": "bf16", "model": LLAMA8}, "Your precision (BF16) is not a row here"),
+    # BF16 was not a row ("Your precision (BF16) is not a row here"); it now shares the 16-bit row, computed at BF16.
+    ({"precision": "bf16", "model": LLAMA8}, "Your selection is highlighted"),
+    ({"precision": "fp8", "model": LLAMA8}, "Your selection is highlighted"),
     ({"precision": "int8", "model": LLAMA8}, "Your selection is highlighted"),
 ])
 def test_precision_mode_caption_says_what_is_highlighted(fresh_streamlit_caches: None, params: dict[str, str], says: str) -> None:
@@ -157,7 +159,7 @@ def test_trainer_problem_is_said_once(fresh_streamlit_caches: None) -> None:
     """TRL's fused LM head on higgs-audio's two heads stood twice on the page: the red box and, word for word, an info line."""
     at = _calculator(mode="lora")
     assert not at.exception
-    problem = [e.value for e in at.error if "computes the loss from one" in e.value]
+    problem = [e.value for e in at.error if "fails at its first step" in e.value]
     assert len(problem) == 1
     assert not any(problem[0] in c.value for c in at.caption)
 

@@ -303,3 +303,33 @@ def test_moe_workspace_is_sized_from_the_triton_experts_shapes_and_kept_through_
     # Dense models have no workspace; 0.10.2 is not modelled as keeping it.
     assert V.moe_workspace_bytes(resolve_catalog("meta-llama/Llama-3.1-8B").spec, tokens=8192, compute_bytes=2, tp=1) == 0
     assert V.activation_peak_bytes(qwen_moe, s10, compute_bytes=2) == 8192 * 2048 * 2 + V.sampler_bytes(qwen_moe, requests=1024, version=V.vllm_version("0.10"))
+
+
+def test_mxfp4_weights_do_not_start_below_ampere_whatever_the_memory():
+    """gpt-oss-20b (MXFP4 experts) on V100 32GB: the memory fits, but vLLM's config check refuses the method below
+    compute capability 8.0 (`Mxfp4Config.get_min_capability` = 80, vllm/config/vllm.py `_get_quantization_config`).
+    The ranking said it starts on 1x V100 32GB and on T4s."""
+    from calculator.gpus import compute_capability, get_gpu
+    from calculator.report import build_plan, serving_for
+
+    spec = resolve_catalog("openai/gpt-oss-20b").spec
+    assert spec.quantization.method == "mxfp4"
+    w = Workload(runtime="vllm", precision="bf16")
+    plan = build_plan(spec, w)
+    by = {(c.gpu.id, c.count): c for c in plan.ranking}
+    for gpu_id in ("v100-32gb", "v100-16gb", "t4"):
+        for count in (1, 2):
+            c = by[(gpu_id, count)]
+            assert not c.fits and c.reason.startswith("vLLM refuses mxfp4 weights on"), (gpu_id, count)
+            served = serving_for(plan, c)
+            assert not served.starts and served.fix is None  # no flag makes an old GPU run the kernels
+    assert "V100 32GB (compute capability 7.0)" in by[("v100-32gb", 1)].reason and "need compute capability 8.0" in by[("v100-32gb", 1)].reason
+    # Ampere and newer start (A10 is 8.6, A100 8.0: both at or above 80).
+    assert by[("a100-80gb-sxm", 1)].fits and by[("a10", 1)].fits and serving_for(plan, by[("a10", 1)]).starts
+    # The same card size without the capability (an AMD part, or no GPU given) is the memory answer alone.
+    b = V.vllm_budget(spec, w, gpu_usable_bytes=get_gpu("v100-32gb").usable_bytes)
+    assert b.starts
+    assert not V.vllm_budget(spec, w, gpu_usable_bytes=get_gpu("v100-32gb").usable_bytes,
+                             compute_capability=compute_capability(get_gpu("v100-32gb"))).starts
+    # A bf16 model has no such gate on V100 (vLLM casts to fp16 there).
+    assert V.capability_problem("bf16", 70) == "" and V.capability_problem("awq", 70) and not V.capability_problem("awq", 75)
