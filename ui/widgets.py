@@ -641,8 +641,9 @@ def vllm_terms_frame(b: Any) -> pd.DataFrame:
         ("Activation peak (profile)", b.activation_peak_bytes,
          f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
          f"{b.sampler_bytes / GiB:.2f} GiB"),
-        ("Non-torch (kernels; NCCL before 0.19)", b.non_torch_bytes, "per GPU class; NCCL inside it when the version snapshots first"),
-        ("NCCL buffers outside the budget", b.nccl_outside_bytes, "set up before the snapshot (0.19+): must fit next to the CUDA context"),
+        ("Non-torch (kernels, NCCL)", b.non_torch_bytes,
+         "per GPU class and engine; NCCL channels connected during the profile, and its setup too when the version snapshots first"),
+        ("NCCL setup outside the budget", b.nccl_outside_bytes, "allocated before the snapshot (0.19+): must fit next to the CUDA context"),
         ("CUDA graphs", b.cudagraph_bytes, "none (--enforce-eager)" if s.enforce_eager else graphs_where),
         ("KV cache available", b.available_kv_bytes, f"{b.num_blocks:,} blocks of 16 tokens → {b.kv_tokens:,} tokens"),
     ]
