@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _text_report(data: dict[str, Any]) -> str:
     lines = [
         f"{data['model']}  ({format_count(data['params'])} parameters, {data['params_source']})",
+        f"counted from: {data['counted_from']}",
         f"workload: {data['workload']['mode']}, {data['workload']['precision']} ({data['workload']['weight_format']}), "
         f"context {data['workload']['context_length']:,}, batch {data['workload']['batch_size']}, {data['workload']['num_gpus']} GPU(s)",
         f"peak VRAM{' per GPU' if data['per_gpu'] else ''}: {format_bytes(data['total_bytes'], 'GiB', 2)} on the device "

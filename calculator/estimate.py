@@ -600,12 +600,11 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     host_act = 0
     trainer_problem = ""
     if workload.is_training:
-        from .trainers import lm_head_problem
+        from .trainers import runnable_workload
 
-        trainer_problem = lm_head_problem(spec, workload.trainer)
-        if trainer_problem and workload.loss_impl != "full":
-            # The trainer cannot start on this model; size the loop that can (full logits) and say so.
-            workload = replace(workload, loss_impl="full", notes=(trainer_problem, *workload.notes))
+        # The trainer cannot start on this model: size the run that does (HF Trainer, same settings,
+        # full logits), and say so (`trainer_problem`; `workload.trainer` names what was sized).
+        workload, trainer_problem = runnable_workload(spec, workload)
     if workload.runtime == "vllm":
         phases = {"serving": vllm_breakdown(spec, workload, fmt, weights)}
     elif workload.is_training:

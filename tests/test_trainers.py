@@ -233,7 +233,29 @@ def test_higgs_has_no_single_lm_head_so_trl_says_it_cannot_start():
     assert lm_head_problem(LLAMA, "trl-sft") == "" and lm_head_problem(HIGGS, "hf-trainer") == ""
     e = estimate(HIGGS, preset_workload("trl-sft", mode="lora", precision="bf16"))
     assert e.trainer_problem and e.trainer_problem in e.notes
-    assert e.workload.loss_impl == "full"  # sized as the loop that can run, and said so
+    # trl 1.16 sft_trainer.py runs the fused head on every step (loss_type is "nll" or "dft", both fused): no
+    # setting of TRL avoids it, and the message says so and names the run it sizes instead.
+    assert "No SFTConfig setting turns the fused head off" in e.trainer_problem and "trainer=hf-trainer" in e.trainer_problem
+    # Sized: HF Trainer with TRL's settings as they are (checkpointing, fp32 load + autocast, fused AdamW) and full logits.
+    assert e.workload.trainer == "hf-trainer" and e.workload.loss_impl == "full"
+    assert e.workload.gradient_checkpointing and e.workload.master_weights and e.workload.fused_optimizer
+
+
+def test_the_run_sized_instead_of_trl_is_what_naming_hf_trainer_gives():
+    """A link or CLI call naming HF Trainer with those settings reproduces the figures shown for TRL's default."""
+    from calculator.trainers import switch_settings
+
+    for mode in ("lora", "qlora", "full"):
+        precision = "int4" if mode == "qlora" else "bf16"
+        shown = estimate(HIGGS, preset_workload("trl-sft", mode=mode, precision=precision))
+        switched = preset_workload("hf-trainer", mode=mode, precision=precision,
+                                   **{k: v for k, v in switch_settings(shown.workload).items() if k != "trainer"})
+        again = estimate(HIGGS, switched)
+        assert again.trainer_problem == "" and again.total_bytes == shown.total_bytes, mode
+        assert again.breakdown == shown.breakdown, mode
+    # A model with one lm_head keeps TRL's own run: nothing is swapped.
+    e = estimate(LLAMA, preset_workload("trl-sft", mode="lora", precision="bf16"))
+    assert e.trainer_problem == "" and e.workload.trainer == "trl-sft" and e.workload.loss_impl == "fused-linear"
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +278,13 @@ def test_cli_assumes_trl_for_fine_tuning_and_explicit_flags_win(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["total_bytes"] == estimate(LLAMA, Workload(mode="lora", precision="bf16")).total_bytes  # the plain loop, unchanged
     assert main(["estimate", "bosonai/higgs-audio-v2-generation-3B-base", "--mode", "lora", "--offline", "--json"]) == 0
-    assert "fails at its first step" in json.loads(capsys.readouterr().out)["trainer"]["problem"]
+    trl = json.loads(capsys.readouterr().out)
+    assert "fails at its first step" in trl["trainer"]["problem"] and trl["trainer"]["name"] == "hf-trainer"
+    # The command the message points to (HF Trainer, TRL's settings kept) gives the same peak, with no problem.
+    assert main(["estimate", "bosonai/higgs-audio-v2-generation-3B-base", "--mode", "lora", "--offline", "--json",
+                 "--trainer", "hf-trainer", "--grad-checkpointing", "--master-weights"]) == 0
+    hf = json.loads(capsys.readouterr().out)
+    assert hf["trainer"]["problem"] is None and hf["total_bytes"] == trl["total_bytes"]
 
 
 def test_url_carries_only_what_differs_from_the_trainer():
@@ -319,3 +347,34 @@ def test_main_page_names_its_trainer_and_a_trainer_link_reproduces_it():
     at.query_params["mode"] = "lora"
     at.run()
     assert not at.exception and any("fails at its first step" in e.value for e in at.error)
+
+
+@pytest.mark.usefixtures("fresh_streamlit_caches")
+def test_lora_on_the_default_page_sizes_the_run_that_starts_and_one_click_switches_to_it():
+    """The seed model + LoRA under TRL's default: the red box says why TRL cannot start, the figures are HF
+    Trainer's with the same settings (said in the sentence), and the button switches the page to exactly that run."""
+    from streamlit.testing.v1 import AppTest
+
+    def peak(at):
+        return next(m.value for m in at.metric if m.label.startswith("Peak VRAM"))
+
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.query_params["mode"] = "lora"
+    at.run()
+    assert not at.exception and at.selectbox(key="main.trainer").value == "trl-sft"
+    shown = estimate(HIGGS, preset_workload("trl-sft", mode="lora", precision="fp16"))
+    assert peak(at) == f"{shown.total_bytes / 2**30:,.2f} GiB"
+    assert any("with **HF Trainer**" in m.value for m in at.markdown)
+    at.button(key="main.switch_trainer").click().run()
+    assert not at.exception and at.selectbox(key="main.trainer").value == "hf-trainer"
+    assert peak(at) == f"{shown.total_bytes / 2**30:,.2f} GiB" and not at.error  # the same run, now with nothing wrong
+    assert at.checkbox(key="main.grad_ckpt").value and at.checkbox(key="main.master_weights").value
+    link = {k: at.query_params[k] for k in at.query_params}
+    assert link["trainer"] in ("hf-trainer", ["hf-trainer"])
+    # The link the page now carries reproduces it on a fresh session.
+    again = AppTest.from_file("../app.py", default_timeout=60)
+    for k, v in link.items():
+        again.query_params[k] = v
+    again.run()
+    assert not again.exception and peak(again) == peak(at) and again.selectbox(key="main.trainer").value == "hf-trainer"
+    assert not again.error
