@@ -508,7 +508,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
             phases["layer recompute"] = Breakdown(weights_bytes=live_weights, optimizer_bytes=optimizer, master_weights_bytes=master,
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
         return phases, params, host_act
-    # LoRA / QLoRA (and DoRA, IA3, prompt tuning): frozen base, trainable adapters.
+    # LoRA / QLoRA (and DoRA, IA3, prompt tuning, OFT, VeRA): frozen base, trainable adapters.
     if fmt.name == "bnb-int8":
         weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
@@ -527,7 +527,24 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     act_plan = replace(plan, input_copy_bytes=c) if fp32_weights else plan
     extra_total = 0
     transient = 0
-    if method == "lora":
+    fixed_saved = 0  # saved for backward whatever the token count (OFT's rotations, VeRA's autocast casts), whole model
+    adapter_buffers = 0
+    saved_bytes = c if fp32_weights else adapter_elem_bytes  # dtype of what OFT / VeRA save: autocast's, else the adapters'
+    if method in ("oft", "vera"):
+        targets = memory.peft_linear_targets(spec, w.lora_targets)
+    if method == "oft":
+        adapter_params = memory.oft_params(spec, targets, block_size=w.oft_block_size)
+        adapter_buffers = memory.oft_buffer_bytes(spec, targets, block_size=w.oft_block_size)
+        extra_total = memory.oft_saved_bytes_per_token(spec, targets, saved_bytes=saved_bytes,
+                                                       copies_input=fp32_weights or adapter_elem_bytes != c, attention=w.attention)
+        fixed_saved = memory.oft_rotation_saved_bytes(spec, targets, block_size=w.oft_block_size, adapter_bytes=adapter_elem_bytes,
+                                                      autocast_bytes=c if fp32_weights else 0)
+    elif method == "vera":
+        adapter_params = memory.vera_params(spec, targets, rank=w.vera_rank)
+        adapter_buffers = memory.vera_projection_bytes(spec, targets, rank=w.vera_rank, adapter_bytes=adapter_elem_bytes)
+        extra_total = memory.vera_saved_bytes_per_token(spec, targets, rank=w.vera_rank, saved_bytes=saved_bytes)
+        fixed_saved = memory.vera_autocast_cast_bytes(spec, targets, rank=w.vera_rank, compute_bytes=c) if fp32_weights else 0
+    elif method == "lora":
         adapter_params = memory.lora_params(spec, plan)
     elif method == "dora":
         adapter_params = memory.lora_params(spec, plan) + memory.dora_extra_params(spec, plan)
@@ -539,7 +556,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     else:  # prompt tuning: num_virtual_tokens x hidden embedding
         adapter_params = w.num_virtual_tokens * spec.hidden_size
     states = memory.optimizer_state_bytes(optimizer=w.optimizer, trainable_params=adapter_params, state_bytes=adapter_elem_bytes)
-    adapters = adapter_params * adapter_elem_bytes * 2 + states  # weights + grads + optimizer states
+    adapters = adapter_params * adapter_elem_bytes * 2 + states + adapter_buffers  # weights + grads + optimizer states (+ buffers)
     temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
         optimizer=w.optimizer, trainable_params=adapter_params, param_bytes=adapter_elem_bytes, largest_param=0)
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
@@ -552,11 +569,17 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         if method == "lora" else (0, 0, 0)
     act += merged_layer if w.gradient_checkpointing else merged_all
     recompute += merged_layer if w.gradient_checkpointing else 0
+    layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+    kept = layers - (memory.checkpointed_layers(layers, w.checkpoint_every) if w.gradient_checkpointing else 0)
+    if fixed_saved:
+        # Per layer, like its other saved tensors: kept by the layers not checkpointed, rebuilt in the one recomputed.
+        act += fixed_saved * kept // layers
+        recompute += fixed_saved // layers if w.gradient_checkpointing else 0
     if fp32_weights:
-        layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
-        kept = layers - (memory.checkpointed_layers(layers, w.checkpoint_every) if w.gradient_checkpointing else 0)
+        # OFT's skew vectors and VeRA's scaling vectors enter no matmul, so autocast casts none of them (their casts are above).
+        cast_adapters = 0 if method in ("oft", "vera") else adapter_params
         casts = memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=kept, full_logits=w.loss_impl == "full",
-                                                  adapter_params=adapter_params)
+                                                  adapter_params=cast_adapters)
         act += casts
         if w.gradient_checkpointing:
             recompute += memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=1, full_logits=False, adapter_params=0)
@@ -691,12 +714,11 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     host_act = 0
     trainer_problem = ""
     if workload.is_training:
-        from .trainers import lm_head_problem
+        from .trainers import runnable_workload
 
-        trainer_problem = lm_head_problem(spec, workload.trainer)
-        if trainer_problem and workload.loss_impl != "full":
-            # The trainer cannot start on this model; size the loop that can (full logits) and say so.
-            workload = replace(workload, loss_impl="full", notes=(trainer_problem, *workload.notes))
+        # The trainer cannot start on this model: size the run that does (HF Trainer, same settings,
+        # full logits), and say so (`trainer_problem`; `workload.trainer` names what was sized).
+        workload, trainer_problem = runnable_workload(spec, workload)
     if workload.runtime == "vllm":
         phases = {"serving": vllm_breakdown(spec, workload, fmt, weights)}
     elif workload.is_training:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -36,6 +36,8 @@ from .errors import MalformedConfigError, UnsupportedArchitectureError
 
 TensorKind = Literal["linear", "fused_expert", "embedding", "norm", "conv", "bias", "other"]
 INSTALL_HINT = "pip install -r requirements-dev.txt"
+# How to enable the torch path where only requirements.txt is installed (README, "Deploy on Streamlit Community Cloud").
+ENABLE_HINT = f"{INSTALL_HINT}; on Streamlit Community Cloud add torch, transformers and peft to requirements.txt"
 INVENTORY_PACKAGE = "calculator.data.inventories"
 SCHEMA_VERSION = 1
 
@@ -99,6 +101,8 @@ class ModelInventory:
     is_encoder_decoder: bool
     is_causal_lm: bool
     dims: Mapping[str, Any] = field(default_factory=dict)
+    # Where it was read from: "" when built here, else the shipped file (not serialised).
+    source: str = ""
 
     def params_by_tower(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -140,8 +144,13 @@ class ModelInventory:
         )
 
 
+_GROUP_DEFAULTS = {"tower": "text", "in_features": 0, "out_features": 0, "experts": 0, "has_bias": False, "nn_linear": False,
+                   "lora": None, "lora_rank_factor": 1, "role": "other"}
+
+
 def _group_json(g: TensorGroup) -> dict[str, Any]:
-    d = {k: getattr(g, k) for k in TensorGroup.__slots__}
+    """A group as JSON, fields at their dataclass default left out (shipped files stay small)."""
+    d = {k: getattr(g, k) for k in TensorGroup.__slots__ if k not in _GROUP_DEFAULTS or getattr(g, k) != _GROUP_DEFAULTS[k]}
     d["shape"] = list(g.shape)
     return d
 
@@ -172,21 +181,44 @@ def config_key(config: Mapping[str, Any]) -> str:
 
 
 @cache
-def _shipped_index() -> dict[str, str]:
+def _shipped_index() -> dict[str, dict[str, str]]:
+    """config_key -> {"file", "transformers", "peft"} of the inventories shipped with the package
+    (made by `python benchmarks/make_inventories.py`)."""
     try:
         text = resources.files(INVENTORY_PACKAGE).joinpath("index.json").read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError):
+    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
         return {}
-    return dict(json.loads(text))
+    return dict(json.loads(text).get("inventories", {}))
+
+
+def _installed_version(name: str) -> str | None:
+    """The installed version of a distribution from its metadata (no import), None if absent."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name).split("+")[0]
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def shipped_inventory(config: Mapping[str, Any]) -> ModelInventory | None:
-    """The inventory shipped for exactly this config (same shape-relevant keys), if any."""
-    name = _shipped_index().get(config_key(config))
-    if name is None:
+    """The inventory shipped for exactly this config (same shape-relevant keys), if any.
+
+    Keyed by `config_key` (a config that differs in any shape key misses) and by the transformers
+    and peft versions it was counted with: where another transformers or peft is installed, the
+    shipped answer may be stale (classes and peft's target rules change between releases), so
+    None is returned and the inventory is built from the installed classes instead."""
+    entry = _shipped_index().get(config_key(config))
+    if entry is None:
         return None
+    if transformers_available():
+        stale = _installed_version("transformers") != entry.get("transformers") or (_installed_version("peft") or "") != (entry.get("peft") or "")
+        if stale:
+            return None
+    name = entry["file"]
     data = json.loads(resources.files(INVENTORY_PACKAGE).joinpath(name).read_text(encoding="utf-8"))
-    return ModelInventory.from_json(data)
+    inv = ModelInventory.from_json(data)
+    return replace(inv, source=f"calculator/data/inventories/{name}")
 
 
 def inventory_for(config: Mapping[str, Any], *, model_id: str = "") -> ModelInventory:
@@ -196,8 +228,8 @@ def inventory_for(config: Mapping[str, Any], *, model_id: str = "") -> ModelInve
         return shipped
     if not transformers_available():
         raise UnsupportedArchitectureError(
-            f"{model_id or 'this model'}: model_type {config.get('model_type')!r} has no analytic formula here, and counting it "
-            f"from transformers' own model needs torch + transformers ({INSTALL_HINT})."
+            f"{model_id or 'this model'}: model_type {config.get('model_type')!r} has no analytic formula here and no inventory of "
+            f"this config ships with the calculator; counting it from transformers' own model needs torch + transformers ({ENABLE_HINT})."
         )
     return build_inventory(config, model_id=model_id)
 
@@ -669,7 +701,11 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
     raw_types = d.get("layer_types")
     layer_types = _layer_types_from_names(raw_types, layers, d) if inv.is_causal_lm or inv.is_encoder_decoder else ()
     towers = {t: n for t, n in inv.params_by_tower().items() if t != "text" and n}
-    notes = [f"Counted from transformers {inv.transformers_version}'s {inv.class_name} built on the meta device (exact parameter inventory)."]
+    if inv.source:
+        notes = [f"Counted from the inventory shipped with the calculator ({inv.source}: transformers {inv.transformers_version}'s "
+                 f"{inv.class_name} built on the meta device, exact parameter inventory)."]
+    else:
+        notes = [f"Counted from transformers {inv.transformers_version}'s {inv.class_name} built on the meta device (exact parameter inventory)."]
     if towers:
         notes.append("Includes " + ", ".join(f"the {t} tower ({n / 1e6:,.1f}M parameters)" if t != "projector" else
                                              f"the projector ({n / 1e6:,.1f}M)" for t, n in sorted(towers.items())) + ".")
@@ -716,8 +752,8 @@ def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:
     if shipped is None and not transformers_available():
         inner = f" (language model {nested!r})" if nested and nested != top else ""
         raise UnsupportedArchitectureError(
-            f"{model_id}: model_type {top!r}{inner} has no analytic formula here; counting it from transformers' own "
-            f"model needs torch + transformers ({INSTALL_HINT})."
+            f"{model_id}: model_type {top!r}{inner} has no analytic formula here and no inventory or trace profile of this config "
+            f"ships with the calculator; both are made from transformers' own model, which needs torch + transformers ({ENABLE_HINT})."
         )
     if shipped is None:
         _check_dimensions(config, model_id)

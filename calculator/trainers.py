@@ -176,6 +176,29 @@ def preset_workload(trainer: str, **explicit: Any) -> Any:
     return Workload(**(settings | given | {"trainer": trainer}))
 
 
+# The trainer sized when the chosen one cannot start on a model (its fused LM-head loss needs one
+# `lm_head.weight`): HF Trainer (transformers 5.24.0 `Trainer.compute_loss`) takes the model's own loss
+# from the full logits, and every other setting a preset fills is one of its options too
+# (`TrainingArguments.gradient_checkpointing`, `bf16`/`fp16` autocast over a model loaded in fp32,
+# `optim`, peft's adapters), so the same settings with the full-logits loss are a run that starts.
+FALLBACK_TRAINER: TrainerName = "hf-trainer"
+
+# Whether the framework has a setting that turns its fused head off (read from its code).
+_NO_SWITCH: dict[str, str] = {
+    # trl 1.16.0 trainer/sft_trainer.py: `__init__` calls `add_fused_lm_head` unconditionally, and
+    # `compute_loss` runs `model(**inputs, fused_lm_head=True)` on every step; with `compute_loss_func`
+    # or `label_smoothing_factor` the loss comes from the full logits but the fused forward still runs
+    # (under no_grad) for the token metrics. `use_liger_kernel` does not replace it (it forces
+    # `fused_linear_cross_entropy` off). `loss_type` takes only "nll" and "dft", both fused.
+    "trl-sft": "No SFTConfig setting turns the fused head off in TRL 1.16 (SFTTrainer adds it in __init__ and runs it on "
+    "every step, even with compute_loss_func or label smoothing, for its token metrics).",
+    # unsloth models/llama.py patches its fused cross-entropy into the causal-LM forward over `lm_head`.
+    "unsloth": "Unsloth patches its fused cross-entropy into the model's forward over that one weight.",
+    # axolotl src/axolotl/integrations/liger/args.py: `liger_fused_linear_cross_entropy` (default on in the example).
+    "axolotl-liger": "axolotl's `liger_fused_linear_cross_entropy: false` turns the fused loss off (the HF Trainer run below).",
+}
+
+
 def lm_head_problem(spec: Any, trainer: str) -> str:
     """Why `trainer`'s fused LM-head loss cannot run on this model ('' when it can).
 
@@ -190,7 +213,31 @@ def lm_head_problem(spec: Any, trainer: str) -> str:
     if len(heads) == 1 or (not heads and spec.tie_word_embeddings):
         return ""
     shown = f"{len(heads)} output heads ({', '.join(heads)})" if heads else "no output layer"
+    fallback = PRESETS[FALLBACK_TRAINER].label
     return (
-        f"{preset.label} computes the loss from one `lm_head.weight` (a fused LM head); this model has {shown}, "
-        "so the trainer fails at its first step. Pick the HF Trainer or a custom loop (full logits), which this estimate then sizes."
-    )
+        f"{preset.label} fails at its first step on this model: its fused LM-head loss multiplies one `lm_head.weight`, "
+        f"and this model has {shown}. {_NO_SWITCH.get(trainer, '')} "
+        f"Sized instead: {fallback} with the same settings, the loss taken from the full logits (trainer={FALLBACK_TRAINER})."
+    ).replace("  ", " ")
+
+
+def runnable_workload(spec: Any, workload: Any) -> tuple[Any, str]:
+    """(the workload that is sized, why the chosen trainer cannot start or ''). When the trainer's
+    fused head cannot run on `spec`, the run that does start is `FALLBACK_TRAINER` with the same
+    settings and the full-logits loss; a link or CLI call naming that trainer with those settings
+    gives the same figures (tests/test_trainers.py)."""
+    from dataclasses import replace
+
+    problem = lm_head_problem(spec, workload.trainer) if workload.is_training else ""
+    if not problem:
+        return workload, ""
+    return replace(workload, trainer=FALLBACK_TRAINER, loss_impl="full", notes=(problem, *workload.notes)), problem
+
+
+def switch_settings(workload: Any) -> dict[str, Any]:
+    """The `Workload` fields that, with `trainer=FALLBACK_TRAINER`, reproduce `workload`'s sized run:
+    every preset-decided setting as it is, and the full-logits loss (one click on the page, one
+    `--trainer hf-trainer ...` call in the CLI)."""
+    skip = {"name", "label", "source", "max_length", "needs_lm_head"}
+    out = {f.name: getattr(workload, f.name) for f in fields(TrainerPreset) if f.name not in skip}
+    return out | {"trainer": FALLBACK_TRAINER, "loss_impl": "full"}

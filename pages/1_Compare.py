@@ -115,7 +115,7 @@ table = pd.DataFrame([
     }
     for r in rows
 ])
-st.dataframe(table, hide_index=True)
+st.dataframe(widgets.fixed_decimals(table), hide_index=True)
 st.plotly_chart(figures.compare_figure([{"label": r.label, "breakdown": r.estimate.breakdown} for r in rows]), key="chart_compare", theme=None)
 
 if what == "models" and first_spec is not None:

@@ -263,6 +263,8 @@ MAIN_PARAMS: tuple[Param, ...] = (
     # The dataset's sequence lengths (calculator/lengths.py): '' = every sequence is `context` long.
     Param(name="lengths", label="sample lengths", default="", kind="lengths"),
     Param(name="peft", label="PEFT method", default="lora", kind="choice", choices=PEFT_METHODS),
+    Param(name="oft_block", label="OFT block size", default=32, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
+    Param(name="vera_rank", label="VeRA rank", default=256, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
     Param(name="cpu_offload", label="CPU offload (ZeRO/FSDP)", default="none", kind="choice", choices=CPU_OFFLOADS),
     Param(name="trained_frac", label="trained token fraction", default=1.0, kind="float", low=0.01, high=1.0),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
@@ -381,6 +383,8 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         packing=values["packing"],
         sample_lengths=workload_lengths(values.get("lengths", "")),
         peft_method=values["peft"],
+        oft_block_size=int(values.get("oft_block", 32)),
+        vera_rank=int(values.get("vera_rank", 256)),
         cpu_offload=values["cpu_offload"],
         trained_token_fraction=float(values["trained_frac"]),
         mode=values["mode"],
