@@ -191,12 +191,14 @@ def report(scored: list[Scored]) -> tuple[str, list[dict[str, str]]]:
         lines.append(f"| {r['term']} | {cells(r)} | {cells(out[r['term']])} |")
     target = {r["term"]: r for r in summarize(scored)}
     lines += ["", "Target (issue 12): non-torch and activation within 15 % of the logs at p90."]
-    for label in ("activation", "non_torch (current accounting)", "non_torch (logged before PR #11809)"):
+    for label in ("activation", "non_torch (current accounting)"):
         r, h = target.get(label), out.get(label)
         if r and r["n"]:
             verdict = "met" if r["p90"] <= 0.15 and (not h or not h["n"] or h["p90"] <= 0.15) else "NOT met"
             held = f"; held-out p90 {h['p90']:.0%} over {h['n']} rows" if h and h["n"] else ""
             lines.append(f"- {label}: p90 {r['p90']:.0%} over {r['n']} rows{held}: {verdict}.")
+    lines.append("- non_torch (logged before PR #11809): vLLM 0.6.x also counted the caching allocator's unused reserve "
+                 "there; no modelled version does, so these rows are listed, not targeted.")
     nt = [s for s in scored if not _pre_11809(s.row) and s.estimate.get("non_torch") is not None and s.logged.get("non_torch") is not None]
     if nt:
         worst_abs = max(abs(s.estimate["non_torch"] - s.logged["non_torch"]) for s in nt)
