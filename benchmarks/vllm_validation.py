@@ -89,10 +89,14 @@ def score_row(row: dict[str, str]) -> Scored:
             skipped[t] = "model not bundled"
         return Scored(row=row, estimate={"weights": None, "activation": None, "non_torch": nt, "kv_available": None, "cudagraph": None},
                       logged=logged, starts_estimate=True, starts_logged=starts_logged, skipped=skipped)
-    base = resolve_catalog(row["spec_model"]).spec
-    spec = base
-    if row["config_overrides"].strip():
-        spec = model_spec_from_config(row["spec_model"], {**base.raw_config, **json.loads(row["config_overrides"])})
+    if row["spec_model"].startswith("config:"):
+        # Not bundled: the row carries the model's whole config.json (sourced in its notes).
+        spec = model_spec_from_config(row["spec_model"].removeprefix("config:"), json.loads(row["config_overrides"]))
+    else:
+        base = resolve_catalog(row["spec_model"]).spec
+        spec = base
+        if row["config_overrides"].strip():
+            spec = model_spec_from_config(row["spec_model"], {**base.raw_config, **json.loads(row["config_overrides"])})
     w = Workload(
         precision=row["precision"], quant_method=row["quant_method"] or "auto", runtime="vllm",
         context_length=int(row["max_model_len"]), num_gpus=tp, gpu_memory_utilization=float(row["gpu_memory_utilization"]),
@@ -115,6 +119,9 @@ def score_row(row: dict[str, str]) -> Scored:
         "kv_available": b.available_kv_bytes / GiB,
         "cudagraph": b.cudagraph_bytes / GiB,
     }
+    for t in row.get("unscored_terms", "").split():
+        est[t] = None
+        skipped[t] = "see the row's notes"
     return Scored(row=row, estimate=est, logged=logged, starts_estimate=b.starts, starts_logged=starts_logged, skipped=skipped)
 
 
