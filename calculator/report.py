@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import InvalidWorkloadError
 from .estimate import Estimate, component_labels, estimate
+from .gpus import compute_capability
 from .pricing import GPUConfiguration, PriceBook, cheapest_fit, load_prices, price_book, rank_configurations
 from .profile import counted_from
 from .serving import ServingCapacity, vllm_capacity
@@ -92,15 +93,18 @@ def _vllm_fits(
     import re
 
     from .pricing import _rank_key
-    from .vllm import vllm_budget
+    from .quantization import weight_format
+    from .vllm import capability_problem, vllm_budget
 
+    fmt_name = weight_format(spec, workload).name
     out = []
     for c in ranking:
         if not c.tensor_parallel_ok:
             out.append(c)
             continue
         b = vllm_budget(spec, replace(workload, num_gpus=c.count, parallelism="auto"), gpu_usable_bytes=c.gpu.usable_bytes,
-                        gpu_name=c.gpu.name, nvlink=c.gpu.nvlink == "yes", datacenter=c.gpu.segment.startswith("datacenter"))
+                        gpu_name=c.gpu.name, nvlink=c.gpu.nvlink == "yes", datacenter=c.gpu.segment.startswith("datacenter"),
+                        compute_capability=compute_capability(c.gpu))
         fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
         if fits:
             # What `vllm serve` takes on this card (nvidia-smi while serving): its gpu_memory_utilization share,
@@ -109,7 +113,9 @@ def _vllm_fits(
             taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes) + b.nccl_outside_bytes
             c = replace(c, per_gpu_required_bytes=taken, utilisation=taken / c.gpu.usable_bytes)
         if fits == c.fits:
-            out.append(c)
+            # A card too old for the weights' kernels says that first, whatever the memory says.
+            too_old = not b.starts and capability_problem(fmt_name, compute_capability(c.gpu), c.gpu.name)
+            out.append(replace(c, reason="; ".join(x for x in (too_old, c.reason) if x)) if too_old else c)
             continue
         if fits:  # drop the estimate's "needs X GiB per GPU ... over)." and keep the notes after it
             out.append(replace(c, fits=True, reason=re.sub(r"^needs [^)]*\)\.\s*", "", c.reason)))
@@ -243,6 +249,7 @@ def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
     return vllm_capacity(
         plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes,
         gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes", datacenter=config.gpu.segment.startswith("datacenter"),
+        compute_capability=compute_capability(config.gpu),
     )
 
 
@@ -308,6 +315,8 @@ def _trainer_dict(est: Any) -> dict[str, Any]:
         "fused_optimizer": w.fused_optimizer, "paged_optimizer": w.paged_optimizer, "optimizer_in_backward": w.optimizer_in_backward,
         "fp32_weights": w.master_weights, "cpu_offload": w.cpu_offload, "peft_method": w.peft_method if w.mode in ("lora", "qlora") else None,
         "adapter_precision": w.adapter_precision if w.mode in ("lora", "qlora") else None, "lora_targets": w.lora_targets,
+        "oft_block_size": w.oft_block_size if w.mode in ("lora", "qlora") and w.peft_method == "oft" else None,
+        "vera_rank": w.vera_rank if w.mode in ("lora", "qlora") and w.peft_method == "vera" else None,
         "packing": w.packing, "norm_kernel": w.norm_kernel, "mlp_kernel": w.mlp_kernel,
     }
 

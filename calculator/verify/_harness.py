@@ -539,9 +539,15 @@ def resolve_lora_targets(model: nn.Module, targets: str | list[str]) -> tuple[st
 
 
 def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
-    from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
+    from peft import IA3Config, LoraConfig, OFTConfig, PromptTuningConfig, VeraConfig, get_peft_model
 
-    if w.peft_method == "ia3":
+    if w.peft_method == "oft":
+        # peft 0.21 OFTConfig defaults (Cayley-Neumann, 5 terms, no COFT, no block sharing, module_dropout=0) with r=0
+        # so that the block size decides the number of blocks.
+        lora_config = OFTConfig(task_type="CAUSAL_LM", r=0, oft_block_size=w.oft_block_size, target_modules=_lora_targets(spec, w))
+    elif w.peft_method == "vera":
+        lora_config = VeraConfig(task_type="CAUSAL_LM", r=w.vera_rank, target_modules=_lora_targets(spec, w))
+    elif w.peft_method == "ia3":
         lora_config = IA3Config(task_type="CAUSAL_LM")  # peft's default targets per model type (k, v, down_proj for Llama)
     elif w.peft_method == "prompt-tuning":
         lora_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=w.num_virtual_tokens)
@@ -566,11 +572,16 @@ def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]
         raise TraceUnsupportedError(f"peft could not place {w.peft_method} adapters ({w.lora_targets}) on this architecture: {e}") from e
     wanted = _TORCH_DTYPES[w.adapter_precision]
     for name, module in peft_model.named_modules():
-        if name.endswith(("lora_A", "lora_B")):
+        if name.endswith(("lora_A", "lora_B", "oft_R", "vera_lambda_b", "vera_lambda_d")):
             _recreate_params(module, wanted)
     if w.peft_method in ("ia3", "prompt-tuning"):
         notes.append(f"peft {w.peft_method} with its default configuration ({w.num_virtual_tokens} virtual tokens)."
                      if w.peft_method == "prompt-tuning" else "peft IA3 with its default target modules.")
+        return peft_model
+    if w.peft_method in ("oft", "vera"):
+        size = f"block size {w.oft_block_size}" if w.peft_method == "oft" else f"r={w.vera_rank}"
+        notes.append(f"peft {w.peft_method.upper()} ({size}) on {w.lora_targets} with adapters in {w.adapter_precision}, "
+                     "its other settings at peft 0.21's defaults.")
         return peft_model
     notes.append(
         f"{'DoRA' if w.peft_method == 'dora' else 'LoRA'} r={w.lora_rank} on {w.lora_targets} with adapters in {w.adapter_precision}"
