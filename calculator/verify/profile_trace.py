@@ -352,7 +352,7 @@ def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, n
     targets, refused = _harness.resolve_lora_targets(model, wanted)
     if refused:
         notes.append(f"peft refuses LoRA on {', '.join(refused)} of this model type; the other {targets_label(wanted)} modules "
-                     f"were adapted ({len(targets)} modules), as an explicit target_modules list does.")
+                     "were adapted, as an explicit target_modules list does.")
     try:
         peft_model = make(targets)
     except ValueError as e:
