@@ -307,6 +307,14 @@ def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_byt
     return memory.loss_buffer_bytes(spec, batch_size=1, seq_len=tokens, compute_bytes=c, keep_logits=w.keep_logits)
 
 
+def _first_layer_input_grad(w: Workload) -> bool:
+    """Whether the first decoder layer's input requires grad. With a frozen embedding (PEFT) only
+    `enable_input_require_grads` makes it so, and TRL 1.16 (`sft_trainer.py`), transformers'
+    Trainer and peft's k-bit preparation call it only with gradient checkpointing; prompt tuning
+    feeds trainable virtual-token embeddings."""
+    return w.mode == "full" or w.gradient_checkpointing or w.peft_method == "prompt-tuning"
+
+
 def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, *, b: int, s: int, c: int, input_bytes: int,
                  extra_total: int) -> tuple[int, int, int]:
     """(saved activations at the start of backward on the GPU, the recomputed layer, host bytes
@@ -318,8 +326,10 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     act = memory.training_activation_bytes(
         spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing,
         checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
+        head_saves_input=w.loss_impl in ("full", "chunked-output"), first_layer_input_grad=_first_layer_input_grad(w),
     )
-    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan) + extra)
+    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
+                                                            residual_bytes=input_bytes) + extra)
     grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
     recompute = per_layer + grads if w.gradient_checkpointing else 0
     host = 0
@@ -404,7 +414,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         # bf16 autocast each matmul casts its weight (frozen weights are not in autocast's cache).
         weights = memory.weight_bytes(spec, weight_format(spec, replace(w, precision="fp32")))
         # (the LM head is cast chunk by chunk in TRL's fused loss, and counted with the saved casts for full logits)
-        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c
+        # Without checkpointing every cast was made in the forward and saved (`casts` below): backward makes none.
+        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c if w.gradient_checkpointing else 0
     method = w.peft_method
     names = memory.lora_target_names(spec, w.lora_targets) if method in ("lora", "dora") else frozenset()
     plan = memory.AdapterPlan(names=names, rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
@@ -442,7 +453,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
         kept = layers - (memory.checkpointed_layers(layers, w.checkpoint_every) if w.gradient_checkpointing else 0)
         casts = memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=kept, full_logits=w.loss_impl == "full",
-                                                  adapter_params=adapter_params)
+                                                  adapter_params=adapter_params, first_layer_input_grad=_first_layer_input_grad(w))
         act += casts
         if w.gradient_checkpointing:
             recompute += memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=1, full_logits=False, adapter_params=0)
