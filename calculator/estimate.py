@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from . import memory, parallelism, speech
+from . import memory, parallelism, speech, trainers
 from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
@@ -405,8 +405,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
         return phases, params, host_act
     # LoRA / QLoRA (and DoRA, IA3, prompt tuning): frozen base, trainable adapters.
-    if fmt.name == "bnb-int8":
-        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
+    if fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4") and trainers.kbit_upcast(w.trainer):
+        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of a bitsandbytes base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
     cast = 0
     if fp32_weights:
@@ -528,11 +528,14 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
                      f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
-    if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
-        notes.append(
-            "LoRA on an 8-bit base: LLM.int8 weights, with peft's prepare_model_for_kbit_training casting the other "
-            "16-bit parameters (embeddings, norms, LM head) to fp32; activations are counted in the compute dtype."
-        )
+    if w.mode in ("lora", "qlora") and fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4"):
+        base = "LoRA on an 8-bit base: LLM.int8 weights" if fmt.name == "bnb-int8" else f"QLoRA on a 4-bit {fmt.name[4:].upper()} base"
+        if trainers.kbit_upcast(w.trainer):
+            notes.append(f"{base}, with peft's prepare_model_for_kbit_training casting the other 16-bit parameters "
+                         "(embeddings, norms, LM head) to fp32; activations are counted in the compute dtype.")
+        else:
+            notes.append(f"{base}; {trainers.get_preset(w.trainer).label} does not call peft's prepare_model_for_kbit_training, "
+                         "so the unquantized parameters (embeddings, norms, LM head) stay in the compute dtype.")
     if w.mode in ("lora", "qlora") and w.adapter_precision == "fp32":
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):
