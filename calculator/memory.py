@@ -40,6 +40,8 @@ _SANDWICH_NORM_FAMILIES = frozenset({"gemma2", "gemma3_text", "gemma3"})
 _ATTENTION_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value", "attention.output.dense",
                               "out_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "encoder.q", "encoder.k",
                               "encoder.v", "encoder.o", "decoder.q", "decoder.k", "decoder.v", "decoder.o"})
+# Attention output projections: their input is the attention output (saved by SDPA / flash already).
+_ATTENTION_OUTPUT_NAMES = frozenset({"o_proj", "out_proj", "attention.output.dense", "encoder.o", "decoder.o", "dense"})
 _QV_NAMES = frozenset({"q_proj", "v_proj", "query", "value", "q_b_proj", "kv_b_proj", "encoder.q", "encoder.v", "decoder.q", "decoder.v"})
 
 
@@ -753,6 +755,138 @@ def ia3_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int) -> int:
         elif _leaf(g) in IA3_DEFAULT_TARGETS:
             total += g.count * compute_bytes * g.out_features
     return total
+
+
+def peft_linear_targets(spec: ModelSpec, targets: str) -> frozenset[str]:
+    """Module names peft's OFT and VeRA adapt for `targets`: the LoRA choice restricted to
+    `nn.Linear` modules. Both tuners wrap only `nn.Linear` / `Conv1D` (peft 0.21.2
+    `tuners/oft/model.py` `_create_new_module`, `tuners/vera/model.py` `_get_tuner_layer_class`), and
+    "all-linear" is `_maybe_include_all_linear_layers`, which lists linear modules only: fused 3-D
+    experts, which LoRA reaches through parameter targeting, get no adapter."""
+    nn_linear = {g.name for g in spec.linears if g.is_nn_linear}
+    return frozenset(n for n in lora_target_names(spec, targets) if n in nn_linear)
+
+
+def _adapted(spec: ModelSpec, names: frozenset[str]) -> list[LinearGroup]:
+    return [g for g in spec.linears if g.name in names]
+
+
+def oft_block_size(in_features: int, block_size: int) -> int:
+    """The block size peft's OFT uses on a layer with `in_features` inputs: the requested one when it
+    divides the input, else the nearest divisor (peft 0.21.2 `tuners/oft/layer.py`
+    `OFTLayer.adjust_oft_parameters`, ties to the smaller; the whole input when larger than it)."""
+    if in_features % block_size == 0 and block_size <= in_features:
+        return block_size
+    if block_size >= in_features:
+        return in_features
+    higher = block_size
+    while higher <= in_features and in_features % higher != 0:
+        higher += 1
+    lower = block_size
+    while lower > 1 and in_features % lower != 0:
+        lower -= 1
+    return lower if block_size - lower <= higher - block_size else higher
+
+
+def oft_params(spec: ModelSpec, names: frozenset[str], *, block_size: int) -> int:
+    """OFT's trainable parameters (Qiu et al. 2023, arXiv:2306.07280; peft 0.21.2 `OFTRotationModule`):
+    per adapted linear, in/b blocks, each a skew-symmetric b x b matrix stored as its b(b-1)/2
+    upper-triangle entries (`weight` of shape [r, n_elements]): in x (b - 1) / 2 values."""
+    total = 0
+    for g in _adapted(spec, names):
+        b = oft_block_size(g.in_features, block_size)
+        total += g.count * (g.in_features // b) * (b * (b - 1) // 2)
+    return total
+
+
+def oft_buffer_bytes(spec: ModelSpec, names: frozenset[str], *, block_size: int) -> int:
+    """OFT's index buffers: each `OFTRotationModule` registers `rows` and `cols` =
+    `torch.triu_indices(b, b, 1)`, int64, 2 x b(b-1)/2 x 8 bytes (peft 0.21.2 `tuners/oft/layer.py`)."""
+    total = 0
+    for g in _adapted(spec, names):
+        b = oft_block_size(g.in_features, block_size)
+        total += g.count * 2 * (b * (b - 1) // 2) * 8
+    return total
+
+
+def oft_saved_bytes_per_token(spec: ModelSpec, names: frozenset[str], *, saved_bytes: int, copies_input: bool, attention: str = "sdpa") -> int:
+    """What OFT saves per token over the whole model. peft 0.21.2 `OFTRotationModule.forward` rotates
+    the layer input, not the weight: the input cast to the adapter dtype is reshaped to [.., in/b, b]
+    and `einsum("...rk,rkc->...rc")` with the rotation blocks runs as a bmm over the block index,
+    which saves its operand; the frozen base linear then saves nothing of the rotated input.
+    `copies_input` (the input is cast first: fp32 adapters on a bf16/fp16 base, or any base under
+    autocast, whose bmm casts it): the bmm saves a permuted contiguous copy of its own, one per
+    adapted linear, in x `saved_bytes`. Otherwise (adapters in the input's dtype) it saves a view of
+    the layer's input, so each distinct input tensor is kept once: the attention input (shared by
+    q, k, v), the MLP input (shared by gate and up), the down projection's input; the attention
+    output projection's input is the SDPA output, already saved by attention (eager's is a fresh
+    copy). Traced with saved-tensor hooks (peft 0.21.2, torch 2.13): a [96, tokens, 32] fp32 copy
+    for a 3,072-wide input; on a 2-layer Llama-3.2-3B with bf16 adapters 2 x (h + h + I) per token."""
+    groups = _adapted(spec, names)
+    if copies_input:
+        return sum(g.count * g.in_features * saved_bytes for g in groups)
+    inputs: dict[tuple[str, int, bool], int] = {}
+    for g in groups:
+        output_proj = g.role == "attention" and (_leaf(g) in _ATTENTION_OUTPUT_NAMES or g.name in _ATTENTION_OUTPUT_NAMES)
+        if output_proj and attention != "eager":
+            continue
+        key = (g.role, g.in_features, output_proj)
+        inputs[key] = max(inputs.get(key, 0), g.count)
+    return sum(count * width * saved_bytes for (_, width, _), count in inputs.items())
+
+
+def oft_rotation_saved_bytes(spec: ModelSpec, names: frozenset[str], *, block_size: int, adapter_bytes: int, autocast_bytes: int = 0) -> int:
+    """OFT's rotation matrices saved for backward, whole model, independent of tokens. Every forward
+    rebuilds each layer's blocks with the Cayley-Neumann series (peft 0.21.2 `_cayley_batch`,
+    `use_cayley_neumann=True`, `num_cayley_neumann_terms=5`): R = I + 2Q + 2Q^2 + 2Q^3 + Q^4 from the
+    skew matrix Q, with three bmm. Saved: Q, Q^2, Q^3 (by the bmm) and R (by the einsum), each
+    [in/b, b, b] = in x b elements, in the adapter dtype: 4 x a x in x b per adapted linear. Under
+    autocast (`autocast_bytes` = c: an fp32 base trained under bf16/fp16 autocast) every bmm casts its
+    operands and saves the casts: Q four times (twice in Q.Q), Q^2, Q^3 and R: 7 x c x in x b.
+    Traced with saved-tensor hooks on one 3,072-wide linear (b = 32): four [96, 32, 32] fp32
+    tensors, seven bf16 under autocast."""
+    total = 0
+    for g in _adapted(spec, names):
+        b = oft_block_size(g.in_features, block_size)
+        total += g.count * g.in_features * b * (7 * autocast_bytes if autocast_bytes else 4 * adapter_bytes)
+    return total
+
+
+def vera_params(spec: ModelSpec, names: frozenset[str], *, rank: int) -> int:
+    """VeRA's trainable vectors (Kopiczko et al. 2024, arXiv:2310.11454; peft 0.21.2
+    `tuners/vera/layer.py` `VeraLayer.update_layer`): `vera_lambda_b` (out_features) and
+    `vera_lambda_d` (r) per adapted linear."""
+    return sum(g.count * (g.out_features + rank) for g in _adapted(spec, names))
+
+
+def vera_projection_bytes(spec: ModelSpec, names: frozenset[str], *, rank: int, adapter_bytes: int) -> int:
+    """VeRA's shared frozen random projections: one `vera_A` [r, max in] and one `vera_B` [max out, r]
+    for the whole model, sized by the largest adapted input and output (peft 0.21.2
+    `tuners/vera/model.py` `_find_dim`, `_init_vera_A_vera_B`), buffers in the adapter dtype (cast to
+    the base dtype on placement, then to fp32 by `autocast_adapter_dtype`, peft `cast_adapter_dtype`).
+    Every layer slices them (`vera_A[:, :in]`, a view)."""
+    groups = _adapted(spec, names)
+    if not groups:
+        return 0
+    return adapter_bytes * rank * (max(g.in_features for g in groups) + max(g.out_features for g in groups))
+
+
+def vera_saved_bytes_per_token(spec: ModelSpec, names: frozenset[str], *, rank: int, saved_bytes: int) -> int:
+    """What VeRA saves per token over the whole model. peft 0.21.2 `Linear.forward` computes
+    `lambda_b * F.linear(lambda_d * F.linear(x, A), B)` on the input cast to the adapter dtype: the
+    two products with the trainable vectors save their other operand, the r-wide `x A^T` and the
+    out-wide `(...) B^T`; the linears with the frozen A, B save only A and B (no copy of x):
+    (r + out) x `saved_bytes` per adapted linear (the adapter dtype; the compute dtype under autocast,
+    where F.linear returns it). Traced with saved-tensor hooks: [tokens, 256] and [tokens, 3072] fp32."""
+    return sum(g.count * (rank + g.out_features) * saved_bytes for g in _adapted(spec, names))
+
+
+def vera_autocast_cast_bytes(spec: ModelSpec, names: frozenset[str], *, rank: int, compute_bytes: int) -> int:
+    """VeRA under autocast (fp32 base, bf16/fp16 compute): each adapted linear's two F.linear cast its
+    slice of the frozen projections to the compute dtype and save the cast for the input gradient
+    (autocast caches only casts of leaves that require grad): c x r x (in + out) per adapted linear,
+    whole model (traced with saved-tensor hooks: bf16 [3072, 256] and [256, 3072] per layer)."""
+    return sum(g.count * compute_bytes * rank * (g.in_features + g.out_features) for g in _adapted(spec, names))
 
 
 def cpu_offload_split(*, weights: int, optimizer: int, master: int, gradients: int, offload: str, layer_param_bytes: int) -> dict[str, int]:

@@ -499,16 +499,65 @@ def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
     return names
 
 
-def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
-    from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
+def resolve_lora_targets(model: nn.Module, targets: str | list[str]) -> tuple[str | list[str], tuple[str, ...]]:
+    """(what to pass peft as `target_modules`, leaf names left out) so LoRA lands where peft 0.21 lets it.
 
-    if w.peft_method == "ia3":
+    peft resolves `"all-linear"` to every `nn.Linear`/`Conv1D` module except the output embedding
+    (peft/tuners/tuners_utils.py `_maybe_include_all_linear_layers`), then, module by module,
+    refuses LoRA on `out_proj` and `conv1d` of the model types it guards as Mamba-based (same file,
+    `_check_lora_target_modules_mamba`: falcon_h1, mamba, mamba2, falcon_mamba, nemotron_h), so
+    `get_peft_model(..., target_modules="all-linear")` raises on those models, after it has already
+    wrapped the modules before the refused one. This asks peft's own check for every resolved leaf
+    name first and returns the full module names it accepts (Mamba: in_proj, x_proj, dt_proj; Falcon-H1
+    also attention and MLP), the explicit list a user passes; unguarded models get `targets` back."""
+    from peft import LoraConfig
+    from peft.tuners import tuners_utils
+
+    check = getattr(tuners_utils, "_check_lora_target_modules_mamba", None)
+    if check is None:
+        return targets, ()
+    probe = LoraConfig(r=1, target_modules=targets)
+
+    def refused(leaf: str) -> bool:
+        try:
+            check(probe, model, leaf)
+        except ValueError:
+            return True
+        return False
+
+    if isinstance(targets, str):
+        if targets.lower() != "all-linear":
+            return targets, ()
+        resolved = tuners_utils._maybe_include_all_linear_layers(LoraConfig(r=1, target_modules="all-linear"), model).target_modules
+        names = sorted(resolved)
+    else:
+        names = list(targets)
+    dropped = sorted({n.rsplit(".", 1)[-1] for n in names if refused(n.rsplit(".", 1)[-1])})
+    if not dropped:
+        return targets, ()
+    return [n for n in names if n.rsplit(".", 1)[-1] not in dropped], tuple(dropped)
+
+
+def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
+    from peft import IA3Config, LoraConfig, OFTConfig, PromptTuningConfig, VeraConfig, get_peft_model
+
+    if w.peft_method == "oft":
+        # peft 0.21 OFTConfig defaults (Cayley-Neumann, 5 terms, no COFT, no block sharing, module_dropout=0) with r=0
+        # so that the block size decides the number of blocks.
+        lora_config = OFTConfig(task_type="CAUSAL_LM", r=0, oft_block_size=w.oft_block_size, target_modules=_lora_targets(spec, w))
+    elif w.peft_method == "vera":
+        lora_config = VeraConfig(task_type="CAUSAL_LM", r=w.vera_rank, target_modules=_lora_targets(spec, w))
+    elif w.peft_method == "ia3":
         lora_config = IA3Config(task_type="CAUSAL_LM")  # peft's default targets per model type (k, v, down_proj for Llama)
     elif w.peft_method == "prompt-tuning":
         lora_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=w.num_virtual_tokens)
     else:
+        targets, refused = resolve_lora_targets(model, _lora_targets(spec, w))
+        if refused:
+            notes.append(f"peft {_peft_version()} refuses LoRA on {', '.join(refused)} of {spec.model_type} models; the other "
+                         f"{w.lora_targets} modules were adapted ({len(targets)} modules).")
         lora_config = LoraConfig(
-            r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=_lora_targets(spec, w), bias="none",
+            r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=targets, bias="none",
             task_type="CAUSAL_LM", use_dora=w.peft_method == "dora",
         )
     autocast = w.adapter_precision == "fp32"
@@ -523,17 +572,28 @@ def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]
         raise TraceUnsupportedError(f"peft could not place {w.peft_method} adapters ({w.lora_targets}) on this architecture: {e}") from e
     wanted = _TORCH_DTYPES[w.adapter_precision]
     for name, module in peft_model.named_modules():
-        if name.endswith(("lora_A", "lora_B")):
+        if name.endswith(("lora_A", "lora_B", "oft_R", "vera_lambda_b", "vera_lambda_d")):
             _recreate_params(module, wanted)
     if w.peft_method in ("ia3", "prompt-tuning"):
         notes.append(f"peft {w.peft_method} with its default configuration ({w.num_virtual_tokens} virtual tokens)."
                      if w.peft_method == "prompt-tuning" else "peft IA3 with its default target modules.")
+        return peft_model
+    if w.peft_method in ("oft", "vera"):
+        size = f"block size {w.oft_block_size}" if w.peft_method == "oft" else f"r={w.vera_rank}"
+        notes.append(f"peft {w.peft_method.upper()} ({size}) on {w.lora_targets} with adapters in {w.adapter_precision}, "
+                     "its other settings at peft 0.21's defaults.")
         return peft_model
     notes.append(
         f"{'DoRA' if w.peft_method == 'dora' else 'LoRA'} r={w.lora_rank} on {w.lora_targets} with adapters in {w.adapter_precision}"
         f"{' (peft autocast_adapter_dtype=True)' if autocast else ''}; lora_dropout=0 (peft default)."
     )
     return peft_model
+
+
+def _peft_version() -> str:
+    import peft
+
+    return peft.__version__
 
 
 def _optimizer(w: Workload, params: list[nn.Parameter], notes: list[str]) -> torch.optim.Optimizer:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import re
 import time
 import warnings
 from collections import Counter
@@ -319,12 +318,8 @@ def _grow_cache(cache: Any, extra: int) -> None:
         del k, v
 
 
-def _linear_names(model: nn.Module) -> list[str]:
-    """Leaf names of every nn.Linear except the output embedding: peft's `all-linear` spelled out
-    (peft refuses the shorthand on some architectures, e.g. Mamba)."""
-    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not out}
-    return sorted(names)
+def targets_label(targets: Any) -> str:
+    return targets if isinstance(targets, str) else "+".join(targets)
 
 
 def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, notes: list[str]) -> nn.Module:
@@ -339,21 +334,14 @@ def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, n
         with mock.patch.object(nn.Module, "to", _harness._module_to_on_fakes):
             return get_peft_model(model, cfg, autocast_adapter_dtype=adapter_dtype == "fp32")
 
+    targets, refused = _harness.resolve_lora_targets(model, wanted)
+    if refused:
+        notes.append(f"peft refuses LoRA on {', '.join(refused)} of this model type; the other {targets_label(wanted)} modules "
+                     f"were adapted ({len(targets)} modules), as an explicit target_modules list does.")
     try:
-        peft_model = make(wanted)
-    except ValueError as first:
-        names = _linear_names(model)
-        # peft 0.21 refuses some modules of Mamba-based models by name and lists them
-        # ("Incompatible modules: {'out_proj', 'conv1d'}"): leave those out.
-        found = re.search(r"Incompatible modules: \{([^}]*)\}", str(first))
-        refused = set(re.findall(r"'([^']+)'", found.group(1))) if found else set()
-        names = [n for n in names if n not in refused]
-        notes.append(f"peft refused target_modules={wanted!r}; adapted every nn.Linear by name ({', '.join(names)})"
-                     + (f", except the ones peft refuses ({', '.join(sorted(refused))})." if refused else "."))
-        try:
-            peft_model = make(names)
-        except ValueError as again:
-            raise TraceUnsupportedError(f"peft could not place LoRA adapters on this architecture: {again}") from again
+        peft_model = make(targets)
+    except ValueError as e:
+        raise TraceUnsupportedError(f"peft could not place LoRA adapters on this architecture: {e}") from e
     dtype = _harness._TORCH_DTYPES[adapter_dtype]
     for name, module in peft_model.named_modules():
         if name.endswith(("lora_A", "lora_B")):
