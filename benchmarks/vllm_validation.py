@@ -89,10 +89,14 @@ def score_row(row: dict[str, str]) -> Scored:
             skipped[t] = "model not bundled"
         return Scored(row=row, estimate={"weights": None, "activation": None, "non_torch": nt, "kv_available": None, "cudagraph": None},
                       logged=logged, starts_estimate=True, starts_logged=starts_logged, skipped=skipped)
-    base = resolve_catalog(row["spec_model"]).spec
-    spec = base
-    if row["config_overrides"].strip():
-        spec = model_spec_from_config(row["spec_model"], {**base.raw_config, **json.loads(row["config_overrides"])})
+    if row["spec_model"].startswith("config:"):
+        # Not bundled: the row carries the model's whole config.json (sourced in its notes).
+        spec = model_spec_from_config(row["spec_model"].removeprefix("config:"), json.loads(row["config_overrides"]))
+    else:
+        base = resolve_catalog(row["spec_model"]).spec
+        spec = base
+        if row["config_overrides"].strip():
+            spec = model_spec_from_config(row["spec_model"], {**base.raw_config, **json.loads(row["config_overrides"])})
     w = Workload(
         precision=row["precision"], quant_method=row["quant_method"] or "auto", runtime="vllm",
         context_length=int(row["max_model_len"]), num_gpus=tp, gpu_memory_utilization=float(row["gpu_memory_utilization"]),
@@ -115,6 +119,9 @@ def score_row(row: dict[str, str]) -> Scored:
         "kv_available": b.available_kv_bytes / GiB,
         "cudagraph": b.cudagraph_bytes / GiB,
     }
+    for t in row.get("unscored_terms", "").split():
+        est[t] = None
+        skipped[t] = "see the row's notes"
     return Scored(row=row, estimate=est, logged=logged, starts_estimate=b.starts, starts_logged=starts_logged, skipped=skipped)
 
 
@@ -191,12 +198,14 @@ def report(scored: list[Scored]) -> tuple[str, list[dict[str, str]]]:
         lines.append(f"| {r['term']} | {cells(r)} | {cells(out[r['term']])} |")
     target = {r["term"]: r for r in summarize(scored)}
     lines += ["", "Target (issue 12): non-torch and activation within 15 % of the logs at p90."]
-    for label in ("activation", "non_torch (current accounting)", "non_torch (logged before PR #11809)"):
+    for label in ("activation", "non_torch (current accounting)"):
         r, h = target.get(label), out.get(label)
         if r and r["n"]:
             verdict = "met" if r["p90"] <= 0.15 and (not h or not h["n"] or h["p90"] <= 0.15) else "NOT met"
             held = f"; held-out p90 {h['p90']:.0%} over {h['n']} rows" if h and h["n"] else ""
             lines.append(f"- {label}: p90 {r['p90']:.0%} over {r['n']} rows{held}: {verdict}.")
+    lines.append("- non_torch (logged before PR #11809): vLLM 0.6.x also counted the caching allocator's unused reserve "
+                 "there; no modelled version does, so these rows are listed, not targeted.")
     nt = [s for s in scored if not _pre_11809(s.row) and s.estimate.get("non_torch") is not None and s.logged.get("non_torch") is not None]
     if nt:
         worst_abs = max(abs(s.estimate["non_torch"] - s.logged["non_torch"]) for s in nt)
