@@ -389,6 +389,36 @@ def _cache_bytes(cache: Any) -> int:
     return _storage_bytes(*[t for layer in cache.layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))])
 
 
+def module_state_tensors(module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """Tensors `module` and its children hold as plain attributes (neither parameters nor buffers).
+
+    Some models keep their generation state there rather than in transformers' Cache: RecurrentGemma
+    (transformers 5.24, models/recurrent_gemma/modeling_recurrent_gemma.py) sets, per recurrent layer,
+    `RecurrentGemmaRecurrentBlock.conv1d_state` (batch x lru_width x (conv1d_width - 1), model dtype;
+    at prefill `nn.functional.pad(x_branch, (conv1d_width - seq_len - 1, 0))`, the last positions)
+    and `RecurrentGemmaRglru.recurrent_states` (batch x lru_width, fp32: "recurrent_states always
+    computed in full precision", `_setup_cache`), while its DynamicCache holds only the attention
+    layers' K/V. Like a cache they do not grow with the context."""
+    out = []
+    for m in module.modules():
+        for name, value in vars(m).items():
+            if isinstance(value, torch.Tensor) and not name.startswith("_"):
+                out.append((m, name, value))
+    return out
+
+
+def module_state_bytes(module: nn.Module, baseline: set[int]) -> int:
+    """Bytes of the state tensors (`module_state_tensors`) set since `baseline` (ids taken before the run)."""
+    return _storage_bytes(*[t for _, _, t in module_state_tensors(module) if id(t) not in baseline])
+
+
+def clear_module_state(module: nn.Module, baseline: set[int]) -> None:
+    """Drop state tensors set since `baseline`, as a fresh generate() starts without them."""
+    for m, name, t in module_state_tensors(module):
+        if id(t) not in baseline:
+            setattr(m, name, None)
+
+
 def _extend_cache(cache: Any, extra_tokens: int) -> None:
     """Append `extra_tokens` positions of K/V to every layer, as that many decode steps would."""
     for idx, layer in enumerate(cache.layers):
@@ -451,6 +481,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
             del out
             return {"resident": resident}
         prompt = w.prompt_tokens if w.generated_tokens else w.context_length
+        state_baseline = {id(t) for _, _, t in module_state_tensors(model)}
         tracker.reset_mod_stats()
         tracker.set_phase("prefill")
         inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
@@ -466,7 +497,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
             return next_step_inputs(model, next_logits, b)
 
         next_ids = greedy_step(inputs, cache)
-        kv_bytes = _cache_bytes(cache)
+        kv_bytes = _cache_bytes(cache) + module_state_bytes(model, state_baseline)
         decode_steps = w.generated_tokens - 1  # forward calls after prefill
         if decode_steps >= 1:
             for step in (1, decode_steps) if decode_steps >= 2 else (1,):
