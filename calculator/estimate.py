@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from . import allocator, memory, parallelism, speech
+from . import allocator, memory, parallelism, speech, trainers
 from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
@@ -429,6 +429,14 @@ def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_byt
     return memory.loss_buffer_bytes(spec, batch_size=1, seq_len=tokens, compute_bytes=c, keep_logits=w.keep_logits)
 
 
+def _first_layer_input_grad(w: Workload) -> bool:
+    """Whether the first decoder layer's input requires grad. With a frozen embedding (PEFT) only
+    `enable_input_require_grads` makes it so, and TRL 1.16 (`sft_trainer.py`), transformers'
+    Trainer and peft's k-bit preparation call it only with gradient checkpointing; prompt tuning
+    feeds trainable virtual-token embeddings."""
+    return w.mode == "full" or w.gradient_checkpointing or w.peft_method == "prompt-tuning"
+
+
 def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, *, b: int, s: int, c: int, input_bytes: int,
                  extra_total: int) -> tuple[int, int, int]:
     """(saved activations at the start of backward on the GPU, the recomputed layer, host bytes
@@ -440,8 +448,10 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     act = memory.training_activation_bytes(
         spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing,
         checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
+        head_saves_input=w.loss_impl in ("full", "chunked-output"), first_layer_input_grad=_first_layer_input_grad(w),
     )
-    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan) + extra)
+    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
+                                                            residual_bytes=input_bytes) + extra)
     grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
     recompute = per_layer + grads if w.gradient_checkpointing else 0
     host = 0
@@ -517,8 +527,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
         return phases, params, host_act
     # LoRA / QLoRA (and DoRA, IA3, prompt tuning, OFT, VeRA): frozen base, trainable adapters.
-    if fmt.name == "bnb-int8":
-        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
+    if fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4") and trainers.kbit_upcast(w.trainer):
+        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of a bitsandbytes base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
     cast = 0
     if fp32_weights:
@@ -526,7 +536,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         # bf16 autocast each matmul casts its weight (frozen weights are not in autocast's cache).
         weights = memory.weight_bytes(spec, weight_format(spec, replace(w, precision="fp32")))
         # (the LM head is cast chunk by chunk in TRL's fused loss, and counted with the saved casts for full logits)
-        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c
+        # Without checkpointing every cast was made in the forward and saved (`casts` below): backward makes none.
+        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c if w.gradient_checkpointing else 0
     method = w.peft_method
     names = memory.lora_target_names(spec, w.lora_targets) if method in ("lora", "dora") else frozenset()
     plan = memory.AdapterPlan(names=names, rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
@@ -587,7 +598,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         # OFT's skew vectors and VeRA's scaling vectors enter no matmul, so autocast casts none of them (their casts are above).
         cast_adapters = 0 if method in ("oft", "vera") else adapter_params
         casts = memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=kept, full_logits=w.loss_impl == "full",
-                                                  adapter_params=cast_adapters)
+                                                  adapter_params=cast_adapters, first_layer_input_grad=_first_layer_input_grad(w))
         act += casts
         if w.gradient_checkpointing:
             recompute += memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=1, full_logits=False, adapter_params=0)
@@ -662,11 +673,14 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
                      f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
-    if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
-        notes.append(
-            "LoRA on an 8-bit base: LLM.int8 weights, with peft's prepare_model_for_kbit_training casting the other "
-            "16-bit parameters (embeddings, norms, LM head) to fp32; activations are counted in the compute dtype."
-        )
+    if w.mode in ("lora", "qlora") and fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4"):
+        base = "LoRA on an 8-bit base: LLM.int8 weights" if fmt.name == "bnb-int8" else f"QLoRA on a 4-bit {fmt.name[4:].upper()} base"
+        if trainers.kbit_upcast(w.trainer):
+            notes.append(f"{base}, with peft's prepare_model_for_kbit_training casting the other 16-bit parameters "
+                         "(embeddings, norms, LM head) to fp32; activations are counted in the compute dtype.")
+        else:
+            notes.append(f"{base}; {trainers.get_preset(w.trainer).label} does not call peft's prepare_model_for_kbit_training, "
+                         "so the unquantized parameters (embeddings, norms, LM head) stay in the compute dtype.")
     if w.mode in ("lora", "qlora") and w.adapter_precision == "fp32":
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):
