@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from .errors import InvalidWorkloadError
 from .estimate import estimate
 from .pricing import required_per_gpu_bytes, tensor_parallel_problem
-from .report import TABLE_MODES, TABLE_PRECISIONS, table_workload
+from .report import FIT_PRECISIONS, TABLE_MODES, table_workload
 from .spec import ModelSpec
 from .trainers import lm_head_problem
 from .units import BITS_PER_ELEMENT
@@ -121,7 +121,7 @@ def fit_limits(
     usable_bytes: int,
     num_gpus: int = 1,
     headroom_fraction: float = 0.0,
-    precisions: Sequence[str] = TABLE_PRECISIONS,
+    precisions: Sequence[str] = FIT_PRECISIONS,
     modes: Sequence[str] = TABLE_MODES,
 ) -> list[FitLimits]:
     """For each precision x mode that exists (`report.table_workload`), whether the chosen workload

@@ -120,6 +120,7 @@ class MemoryProfile:
     check_error_pct: Mapping[str, float] = field(default_factory=dict)  # "mode/phase" -> % of the phase peak
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    source: str = ""  # "" when made or cached here, else the shipped file (not serialised)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -253,7 +254,11 @@ def _read(path: Path) -> MemoryProfile | None:
 
 def shipped_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> MemoryProfile | None:
     """The profile shipped in `calculator/data/profiles/` for this config and settings, if any."""
-    return _read(PROFILES_DIR / f"{profile_key(config, settings or default_settings(), None)}.json")
+    from dataclasses import replace
+
+    name = f"{profile_key(config, settings or default_settings(), None)}.json"
+    hit = _read(PROFILES_DIR / name)
+    return replace(hit, source=f"calculator/data/profiles/{name}") if hit is not None else None
 
 
 def cached_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> MemoryProfile | None:
@@ -732,7 +737,8 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     head; "backward layers": decoder layers) and keeps the analytic "optimizer step"."""
     from dataclasses import replace
 
-    notes: list[str] = [f"Activations, KV cache / state and logits from a trace profile of {profile.model_type} "
+    shipped = f" shipped with the calculator ({profile.source})" if profile.source else ""
+    notes: list[str] = [f"Activations, KV cache / state and logits from a trace profile{shipped} of {profile.model_type} "
                         f"({', '.join(kind_labels(profile))}; traced at depths {', '.join(map(str, profile.traced_depths))})."]
     mode = "lora" if workload.mode in ("lora", "qlora") else workload.mode
     if mode not in profile.modes:
@@ -821,6 +827,9 @@ def counted_from(spec: Any) -> str:
     """Which path the numbers came from, for the "Counted from" line."""
     source = getattr(spec, "param_source", "config")
     parts = ["transformers inventory" if source == "inventory" else "analytic formulas"]
-    if getattr(spec, "profile", None) is not None:
-        parts.append("trace profile")
+    if source == "inventory" and any(n.startswith("Counted from the inventory shipped") for n in getattr(spec, "notes", ())):
+        parts[0] += " (shipped)"
+    profile = getattr(spec, "profile", None)
+    if profile is not None:
+        parts.append("trace profile (shipped)" if profile.source else "trace profile")
     return " + ".join(parts)

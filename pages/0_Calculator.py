@@ -49,8 +49,7 @@ with results:
     st.subheader(f"{spec.model_id}")
     facts = loaders.model_facts(resolved)
     widgets.model_facts(resolved, facts)
-    if est.trainer_problem:
-        st.error(est.trainer_problem, icon=":material/error:")
+    widgets.trainer_problem_box(page, est)
     widgets.headline(resolved, est, plan.cheapest)
     if est.host_bytes:
         st.caption(f":material/memory: Host RAM for offloaded tensors: {widgets.both_units(est.host_bytes)} (besides the GPU peak).")
@@ -63,7 +62,8 @@ with results:
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(figures.breakdown_figure(est.breakdown, labels=component_labels(workload.runtime)), key="chart_breakdown", theme=None)
-        st.dataframe(widgets.breakdown_table(est), hide_index=True, column_config={"What it is": st.column_config.TextColumn(width="large")})
+        st.dataframe(widgets.fixed_decimals(widgets.breakdown_table(est)), hide_index=True,
+                     column_config={"What it is": st.column_config.TextColumn(width="large")})
     with right:
         st.markdown(text.MEMORY_KINDS)
         st.table(widgets.memory_kinds_table(est))
@@ -94,7 +94,7 @@ with results:
     with g1:
         st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking", theme=None)
     with g2:
-        st.dataframe(widgets.ranking_frame(shown, plan=plan), hide_index=True, height=560)
+        st.dataframe(widgets.fixed_decimals(widgets.ranking_frame(shown, plan=plan)), hide_index=True, height=560)
         st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
                    "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
 

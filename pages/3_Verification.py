@@ -112,7 +112,7 @@ m1.metric("Estimate (PyTorch allocated)", format_bytes(data["total"]["estimate_b
 m2.metric("Trace peak" if measured == "trace" else "max_memory_allocated", format_bytes(data["total"]["measured_bytes"], "GiB", 2))
 err = data["total"]["error_pct"]
 m3.metric("Error", "n/a" if err is None else f"{err:+.1f}%", help="(estimate - measured) / measured; positive = the estimate is higher.")
-st.dataframe(pd.DataFrame(comparison_table(data)), hide_index=True)
+st.dataframe(widgets.fixed_decimals(pd.DataFrame(comparison_table(data)), digits=3), hide_index=True)
 st.caption(
     "Groups: weights = parameters + buffers (LoRA adapters included); activations = KV cache + activations + logits/loss, "
     "which the trace files as activations + temporaries + inputs; gradients; optimizer states (with the step's temporary). "

@@ -194,3 +194,33 @@ def test_live_prices_fall_back_to_bundled_with_a_note(monkeypatch):
     assert at.toggle(key="gpus.live").value is True
     assert any("bundled price snapshot" in c.value for c in at.caption)
     assert at.query_params["live"] == "1"
+
+
+# --- number formatting ----------------------------------------------------------------------------
+
+
+def _display_values(element):
+    """What the grid shows (the Styler's display values), not the numbers under it."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(element.proto.arrow_data.styler.display_values).read_pandas()
+
+
+@pytest.mark.parametrize(("path", "columns"), [
+    (CALCULATOR, ("GiB", "GB")),
+    (COMPARE, ("Peak VRAM (GiB)", "Peak VRAM (GB)", "Weights (GiB)", "KV cache (GiB)", "$/hr")),
+    (GPUS, ("Usable (GiB, nvidia-smi)", "Cheapest $/GPU-hr")),
+])
+def test_memory_and_price_columns_show_two_decimals(path: str, columns: tuple[str, ...]):
+    """The breakdown showed "0.3" GB beside "0.47" (the grid trims trailing zeros): every memory and price cell now
+    carries two decimals, while the value under it stays a number."""
+    import re
+
+    at = run_page(path)
+    assert not at.exception
+    frame = next(d for d in at.dataframe if set(columns) <= set(d.value.columns))
+    shown = _display_values(frame)
+    for col in columns:
+        cells = [c for c in shown[col] if c != "—"]
+        assert cells and all(re.fullmatch(r"[\d,]+\.\d\d", c) for c in cells), (col, cells)
+        assert frame.value[col].dtype.kind == "f"  # sortable numbers under the display

@@ -220,16 +220,6 @@ def test_lora_all_linear_leaves_out_routers_that_return_a_tuple() -> None:
     assert any("forward returns a tuple" in n and "mlp.router" in n for n in r.notes)
 
 
-def test_lora_all_linear_on_mamba2_adapts_what_peft_allows() -> None:
-    """peft 0.21 refuses out_proj / conv1d of Mamba models; its check is asked before injecting, and
-    the other nn.Linear (in_proj) is adapted by name. Mamba2Config(): hidden 4096, in_proj out =
-    2 x 8192 (z, x) + 2 x 8 groups x 128 state (B, C) + 128 heads (dt) = 18,560:
-    16 x (4096 + 18,560) x 2 layers = 724,992."""
-    r = trace_workload(_default_cut("mamba2"), Workload(mode="lora", precision="bf16", context_length=64), model_id="mamba2")
-    assert r.trainable_params == 724_992
-    assert any("peft refuses all-linear on mamba2 (conv1d, out_proj)" in n for n in r.notes)
-
-
 def test_hybrid_copy_whose_kept_layers_are_all_linear_attention_generates() -> None:
     """GraniteMoeHybridConfig() cut to 2 layers keeps two Mamba layers and no attention layer;
     transformers 5.24's `Cache.get_seq_length` reads the length from the first attention layer and

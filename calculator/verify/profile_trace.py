@@ -189,8 +189,21 @@ def _fake_errors() -> tuple[type[BaseException], ...]:
     return (DynamicOutputShapeException, DataDependentOutputException, UnsupportedOperatorException)
 
 
-def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, causal: bool, batch: int, length: int, generated: int) -> PointResult:
-    """One generate(): prefill `length` tokens, then decode steps 1 and `generated` - 1 (cache grown between)."""
+def _with_module_state(per_cache_layer: tuple[int, ...], layers: nn.ModuleList | None, baseline: set[int]) -> tuple[int, ...]:
+    """Per decoder layer, the cache layer's bytes plus the state the layer keeps in its own modules
+    (`_harness.module_state_tensors`: RecurrentGemma's conv and RG-LRU states)."""
+    if layers is None:
+        return per_cache_layer
+    state = [_harness.module_state_bytes(layer, baseline) for layer in layers]
+    if not any(state):
+        return per_cache_layer
+    n = max(len(per_cache_layer), len(state))
+    return tuple((per_cache_layer[i] if i < len(per_cache_layer) else 0) + (state[i] if i < len(state) else 0) for i in range(n))
+
+
+def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, causal: bool, batch: int, length: int, generated: int,
+                     layers: nn.ModuleList | None = None) -> PointResult:
+    """One generate(): prefill `length` tokens, then the last decode step (the cache grown to `length` + `generated` - 2 first)."""
 
     with torch.no_grad(), tracker:
         if not causal:
@@ -202,6 +215,7 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             tracker.set_phase(None)
             del out
             return PointResult(batch=batch, length=length, context=length, phases={"forward": _split(tracker, "forward", 0)})
+        baseline = {id(t) for _, _, t in _harness.module_state_tensors(model)}
         tracker.set_phase("prefill")
         inputs = _inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
@@ -217,7 +231,7 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
 
         next_ids = greedy_step(inputs)
         tracker.set_phase(None)
-        kv_prefill = cache_layer_bytes(cache)
+        kv_prefill = _with_module_state(cache_layer_bytes(cache), layers, baseline)
         if generated >= 2:
             # Every decode step allocates the same activations and only the cache grows, so the last
             # step is the largest: the cache is grown (outside the measured phases) to the length it
@@ -228,8 +242,9 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             tracker.set_phase("decode")
             next_ids = greedy_step(next_ids)
             tracker.set_phase(None)
-        kv_decode = cache_layer_bytes(cache)
+        kv_decode = _with_module_state(cache_layer_bytes(cache), layers, baseline)
         windows = cache_layer_windows(cache)
+        _harness.clear_module_state(model, baseline)  # the next point starts as a fresh generate()
     phases = {"prefill": _split(tracker, "prefill", sum(kv_prefill))}
     kv = {"prefill": kv_prefill}
     if generated >= 2:
@@ -303,19 +318,32 @@ def _grow_cache(cache: Any, extra: int) -> None:
         del k, v
 
 
+def targets_label(targets: Any) -> str:
+    return targets if isinstance(targets, str) else "+".join(targets)
+
+
 def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, notes: list[str]) -> nn.Module:
     from unittest import mock
 
     from peft import LoraConfig, get_peft_model
 
     wanted = {"all-linear": "all-linear", "qv": ["q_proj", "v_proj"]}.get(targets, "all-linear")
-    target_modules, exclude, plan_notes = _harness.lora_target_plan(model, wanted)
-    notes.extend(n for n in plan_notes if n not in notes)
-    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=target_modules, bias="none", task_type="CAUSAL_LM",
-                     exclude_modules=exclude or None)
-    try:
+
+    def make(target: Any) -> nn.Module:
+        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=target, bias="none", task_type="CAUSAL_LM",
+                         exclude_modules=excluded or None)
         with mock.patch.object(nn.Module, "to", _harness._module_to_on_fakes):
-            peft_model = get_peft_model(model, cfg, autocast_adapter_dtype=adapter_dtype == "fp32")
+            return get_peft_model(model, cfg, autocast_adapter_dtype=adapter_dtype == "fp32")
+
+    targets, refused = _harness.resolve_lora_targets(model, wanted)
+    excluded = _harness.tuple_returning_linears(model)
+    if excluded and _harness.tuple_note(excluded) not in notes:
+        notes.append(_harness.tuple_note(excluded))
+    if refused:
+        notes.append(f"peft refuses LoRA on {', '.join(refused)} of this model type; the other {targets_label(wanted)} modules "
+                     "were adapted, as an explicit target_modules list does.")
+    try:
+        peft_model = make(targets)
     except ValueError as e:
         raise TraceUnsupportedError(f"peft could not place LoRA adapters on this architecture: {e}") from e
     dtype = _harness._TORCH_DTYPES[adapter_dtype]
@@ -432,7 +460,7 @@ def run_points(
                         if seq2seq:
                             r = _seq2seq_point(model, tracker, vocab, b, s, generated)
                         else:
-                            r = _inference_point(model, tracker, vocab, causal, b, s, generated)
+                            r = _inference_point(model, tracker, vocab, causal, b, s, generated, layers)
                         results.append(dataclasses.replace(r, seconds=time.process_time() - t0))
                         if on_progress:
                             on_progress(f"inference b={b} s={s}")
