@@ -227,7 +227,7 @@ def trainer_inputs(page: PageState) -> None:
     """The trainer preset and every memory saver it sets, each adjustable (calculator/trainers.py
     cites the framework code of each default)."""
     from calculator.trainers import PRESETS
-    from calculator.workload import CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
+    from calculator.workload import CHECKPOINT_POLICIES, CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
 
     t1, t2 = st.columns([2, 5])
     t1.selectbox("Trainer", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
@@ -241,6 +241,9 @@ def trainer_inputs(page: PageState) -> None:
         s1.slider("Trained token fraction", min_value=0.01, max_value=1.0, step=0.01, key=page.key("trained_frac"),
                   help="Share of tokens with a label (completion-only / assistant-only loss); fused heads score only those.")
         s2.number_input("Checkpoint every k-th layer", min_value=1, max_value=1024, step=1, key=page.key("ckpt_every"))
+        s2.selectbox("Checkpointing policy", CHECKPOINT_POLICIES, key=page.key("ckpt_policy"), disabled=not page.get("grad_ckpt"),
+                     help="full: a checkpointed layer keeps only its input. selective-op: torchtitan's op-level selective AC, which "
+                          "also keeps every other matmul output and the attention output (less recompute, more memory).")
         s2.checkbox("Activation offloading to CPU", key=page.key("offload"))
         s2.selectbox("Packing", PACKINGS, key=page.key("packing"))
         s3.checkbox("Optimizer step in backward", key=page.key("opt_in_bwd"))
