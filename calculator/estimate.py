@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from . import allocator, memory, parallelism, speech
+from . import allocator, memory, parallelism, speech, trainers
 from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
@@ -47,10 +47,13 @@ RESERVED_FRACTION_INFERENCE = 0.02
 RESERVED_FRACTION_TRAINING = 0.05
 # Steps of the length distribution replayed before the peak step (the batch with the longest
 # sequences). Reserved memory only grows, so a long run reaches its reserve after many mixed
-# steps; the peak step is replayed last, after the others, as it meets them in a long run. 8 steps
-# keep a replay near 40 ms for a 28-layer model on this machine (the UI's sweeps replay each
-# point); benchmarks/results/allocator_reserve.txt shows how the reserve moves with more steps.
-VARIABLE_LENGTH_STEPS = 8
+# steps; the peak step is replayed last, after the others, as it meets them in a long run. With 16
+# the figure is within 0.1 GiB of 64 steps' for every distribution of
+# benchmarks/results/allocator_reserve.txt (8 steps were 5 GiB off on one), at ~2x the time of 8.
+VARIABLE_LENGTH_STEPS = 16
+# The least card the steps fit is searched to 1/16 of its range (the allocated peak to the peak of
+# partly used segments): 6 replays; the benchmark's `capped` column is the same search at 2 MiB.
+REPLAY_HALVINGS = 4
 
 
 EAGER_FALLBACK_NOTE = (
@@ -358,12 +361,13 @@ def _variable_length_reserve(spec: ModelSpec, w: Workload, *, c: int, plan: memo
     batches change shape, from the replay of `_step_shapes` against a replay at the peak shape
     (the fixed-shape state repeats from the second step on, so two steps stand for it).
 
-    `needed` is the growth of the most bytes in segments that hold a live block at once: a card
-    must hold those, since on a failed cudaMalloc the allocator frees every wholly free segment and
-    retries (`release_cached_blocks`). `cached` is the growth of `max_memory_reserved` on a card
-    with room to spare, where nothing is ever released. Both 0 without a length distribution."""
+    `needed` is the growth of the least device memory the steps run in (`smallest_capacity`: on
+    a failed cudaMalloc the allocator frees every wholly free cached segment and retries,
+    `release_cached_blocks`), rounded up to 1/2^REPLAY_HALVINGS of the range it is searched in.
+    `cached` is the growth of `max_memory_reserved` on a card with room to spare, where nothing
+    is ever released. Both 0 without a length distribution."""
     shapes = _step_shapes(w)
-    if len(shapes) == 1:
+    if len(set(shapes)) == 1:
         return 0, 0
     layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
 
@@ -371,9 +375,11 @@ def _variable_length_reserve(spec: ModelSpec, w: Workload, *, c: int, plan: memo
         loss = _loss_bytes(spec, w, tokens=b * s, c=c, hidden_bytes=input_bytes, head_weight_bytes=head_weight_bytes)
         return _replayed_step(spec, w, b=b, s=s, c=c, layers=layers, loss=loss, plan=plan, input_bytes=input_bytes)
 
-    varied = allocator.replay_steps(tuple(step(b, s) for b, s in shapes))
+    varied_steps = tuple(step(b, s) for b, s in shapes)
+    varied = allocator.replay_steps(varied_steps)
     fixed = allocator.replay_steps((step(*shapes[-1]),) * 2)
-    needed = (varied.peak_in_use_bytes - varied.peak_allocated_bytes) - (fixed.peak_in_use_bytes - fixed.peak_allocated_bytes)
+    capacity = allocator.capacity_for_steps(varied_steps, max_halvings=REPLAY_HALVINGS)
+    needed = (capacity - varied.peak_allocated_bytes) - (fixed.peak_in_use_bytes - fixed.peak_allocated_bytes)
     cached = varied.reserve_bytes - fixed.reserve_bytes
     return max(needed, 0), max(cached, 0)
 
@@ -399,12 +405,14 @@ def _allocator_note(w: Workload, peak: Breakdown, variable: int, cached: int) ->
     batches = "padded to their longest sequence" if w.packing == "padded" else "concatenated padding-free"
     return (f"Allocator cache: batches of {lengths[0]:,}-{lengths[-1]:,} tokens ({batches}) change shape every step, and PyTorch's "
             f"caching allocator carves each shape out of the segments earlier shapes left. Replaying {VARIABLE_LENGTH_STEPS} such steps "
-            f"and then the longest one through a model of the allocator (calculator/allocator.py) holds "
-            f"{format_bytes(variable, 'GiB', 2)} more in partly used segments than one fixed shape does, so the allocator cache is "
+            f"and then the longest one through a model of the allocator (calculator/allocator.py), on a card just large enough "
+            f"(cached free segments released when a cudaMalloc fails), needs {format_bytes(variable, 'GiB', 2)} more than one "
+            "fixed shape does, so the allocator cache is "
             f"{format_bytes(peak.allocator_reserve_bytes, 'GiB', 2)} ({share:.1%} of allocated; 5% at fixed shapes). On a card with room "
             f"to spare nothing is given back without torch.cuda.empty_cache(), and max_memory_reserved climbs "
             f"{format_bytes(cached, 'GiB', 2)} above the fixed-shape figure instead; a fuller card frees those cached segments when a "
-            "cudaMalloc fails. Packed rows, or PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, stay near the fixed-shape reserve.")
+            "cudaMalloc fails. Packed rows keep one shape; PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is PyTorch's remedy for "
+            "the slivers (not modelled here).")
 
 
 def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_bytes: int, head_weight_bytes: int) -> int:
@@ -419,6 +427,14 @@ def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_byt
     if w.loss_impl == "fused-linear-liger":
         return memory.liger_fused_linear_ce_bytes(spec, trained=trained, compute_bytes=c, head_weight_bytes=head_weight_bytes, head_trainable=head_trainable)
     return memory.loss_buffer_bytes(spec, batch_size=1, seq_len=tokens, compute_bytes=c, keep_logits=w.keep_logits)
+
+
+def _first_layer_input_grad(w: Workload) -> bool:
+    """Whether the first decoder layer's input requires grad. With a frozen embedding (PEFT) only
+    `enable_input_require_grads` makes it so, and TRL 1.16 (`sft_trainer.py`), transformers'
+    Trainer and peft's k-bit preparation call it only with gradient checkpointing; prompt tuning
+    feeds trainable virtual-token embeddings."""
+    return w.mode == "full" or w.gradient_checkpointing or w.peft_method == "prompt-tuning"
 
 
 def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, *, b: int, s: int, c: int, input_bytes: int,
@@ -438,9 +454,12 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
                                                               adapter_out_bytes=out_bytes)
     act = memory.training_activation_bytes(
         spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing,
-        checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra, checkpointed_extra_per_layer=selective,
+        checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
+        head_saves_input=w.loss_impl in ("full", "chunked-output"), first_layer_input_grad=_first_layer_input_grad(w),
+        checkpointed_extra_per_layer=selective,
     )
-    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan) + extra)
+    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
+                                                            residual_bytes=input_bytes) + extra)
     grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
     # The recomputed layer takes over the outputs its selective policy kept (torch's SAC cache hands them over, not copies).
     recompute = per_layer + grads - b * s * selective if w.gradient_checkpointing else 0
@@ -517,8 +536,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
         return phases, params, host_act
     # LoRA / QLoRA (and DoRA, IA3, prompt tuning, OFT, VeRA): frozen base, trainable adapters.
-    if fmt.name == "bnb-int8":
-        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
+    if fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4") and trainers.kbit_upcast(w.trainer):
+        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of a bitsandbytes base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
     cast = 0
     if fp32_weights:
@@ -526,7 +545,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         # bf16 autocast each matmul casts its weight (frozen weights are not in autocast's cache).
         weights = memory.weight_bytes(spec, weight_format(spec, replace(w, precision="fp32")))
         # (the LM head is cast chunk by chunk in TRL's fused loss, and counted with the saved casts for full logits)
-        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c
+        # Without checkpointing every cast was made in the forward and saved (`casts` below): backward makes none.
+        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c if w.gradient_checkpointing else 0
     method = w.peft_method
     names = memory.lora_target_names(spec, w.lora_targets) if method in ("lora", "dora") else frozenset()
     plan = memory.AdapterPlan(names=names, rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
@@ -587,7 +607,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         # OFT's skew vectors and VeRA's scaling vectors enter no matmul, so autocast casts none of them (their casts are above).
         cast_adapters = 0 if method in ("oft", "vera") else adapter_params
         casts = memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=kept, full_logits=w.loss_impl == "full",
-                                                  adapter_params=cast_adapters)
+                                                  adapter_params=cast_adapters, first_layer_input_grad=_first_layer_input_grad(w))
         act += casts
         if w.gradient_checkpointing:
             recompute += memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=1, full_logits=False, adapter_params=0)
@@ -662,11 +682,14 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
                      f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
-    if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
-        notes.append(
-            "LoRA on an 8-bit base: LLM.int8 weights, with peft's prepare_model_for_kbit_training casting the other "
-            "16-bit parameters (embeddings, norms, LM head) to fp32; activations are counted in the compute dtype."
-        )
+    if w.mode in ("lora", "qlora") and fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4"):
+        base = "LoRA on an 8-bit base: LLM.int8 weights" if fmt.name == "bnb-int8" else f"QLoRA on a 4-bit {fmt.name[4:].upper()} base"
+        if trainers.kbit_upcast(w.trainer):
+            notes.append(f"{base}, with peft's prepare_model_for_kbit_training casting the other 16-bit parameters "
+                         "(embeddings, norms, LM head) to fp32; activations are counted in the compute dtype.")
+        else:
+            notes.append(f"{base}; {trainers.get_preset(w.trainer).label} does not call peft's prepare_model_for_kbit_training, "
+                         "so the unquantized parameters (embeddings, norms, LM head) stay in the compute dtype.")
     if w.mode in ("lora", "qlora") and w.adapter_precision == "fp32":
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):

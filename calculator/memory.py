@@ -299,6 +299,26 @@ def lora_params(spec: ModelSpec, plan: AdapterPlan) -> int:
     return sum(g.count * plan.rank * g.lora_rank_factor * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
 
 
+def stream_readers(spec: ModelSpec) -> tuple[int, int]:
+    """(attention, MLP) linears per layer that read the normalized residual stream: q, k, v (or one
+    fused qkv) and gate, up (or one fused gate_up / fc). The attention output projection (the last
+    attention linear, writing back to the stream) and down_proj read other tensors. Counted from
+    the model's own linears; under autocast each reader casts its input separately."""
+    layers = max(spec.num_hidden_layers, 1)
+    attn, mlp = _stream_reader_groups(spec)
+    return max(sum(g.count // layers for g in attn), 1), max(sum(g.count // layers for g in mlp), 1)
+
+
+def _stream_reader_groups(spec: ModelSpec) -> tuple[list[LinearGroup], list[LinearGroup]]:
+    h = spec.hidden_size
+    layers = max(spec.num_hidden_layers, 1)
+    per_layer = [g for g in spec.linears if g.count % layers == 0 and g.is_nn_linear]
+    attn = [g for g in per_layer if g.role == "attention"]
+    if attn and attn[-1].out_features == h:
+        attn = attn[:-1]
+    return [g for g in attn if g.in_features == h], [g for g in per_layer if g.role == "mlp" and g.in_features == h]
+
+
 def layer_saved_bytes_per_token(
     spec: ModelSpec,
     *,
@@ -306,6 +326,7 @@ def layer_saved_bytes_per_token(
     seq_len: int,
     attention: str,
     adapters: AdapterPlan | None,
+    residual_bytes: int | None = None,
 ) -> int:
     """Bytes one decoder layer saves for backward per token (training, no checkpointing).
 
@@ -324,6 +345,15 @@ def layer_saved_bytes_per_token(
       adapter when that is fp32, peft `_cast_input_dtype`) plus the r-wide lora_A output.
     For a Llama-3.2-3B layer (h 3072, q 3072, kv 1024, I 8192, 24 heads) in full bf16 training:
     16h + 6q + 4kv + 8I + 4·heads = 137,312 bytes per token.
+
+    `residual_bytes` = 4 is an fp32 residual stream: fp32 weights under bf16/fp16 autocast (TRL's
+    default of loading a model id in fp32). Then RMSNorm's `.to(input_dtype)` is a no-op, so the
+    normalized tensor the trainable weight multiplies is fp32 (4h, not ch), and autocast casts
+    that fp32 output to c bytes separately for every linear that reads it: autocast's cast cache
+    holds only leaf tensors that require grad (parameters; PyTorch `aten/src/ATen/autocast_mode.cpp`
+    `cached_cast`: `arg.is_leaf() && arg.requires_grad()`), so q, k and v (gate and up) each save
+    their own c-byte copy of the input for their weight gradients (FakeTensor trace of TRL's step on
+    a 2-layer Qwen2.5-0.5B, full, checkpointing off: per layer 4 fp32 and 7 c-byte h-wide tensors).
     """
     c = compute_bytes
     h = spec.hidden_size
@@ -337,8 +367,9 @@ def layer_saved_bytes_per_token(
     layernorm = spec.model_type in _LAYERNORM_FAMILIES
     per_layer_linears = [g for g in spec.linears if g.role in ("attention", "mlp") and g.count % max(spec.num_hidden_layers, 1) == 0]
 
+    r = residual_bytes or c
     # Norms.
-    norm = (c * h + 8) if layernorm else (4 * h + 4 + (0 if frozen else c * h))
+    norm = (c * h + 8) if layernorm else (4 * h + 4 + (0 if frozen else r * h))
     norms = 4 if spec.model_type in _SANDWICH_NORM_FAMILIES else 2
     total = norms * norm
     if spec.model_type in _QK_NORM_FAMILIES:
@@ -369,9 +400,10 @@ def layer_saved_bytes_per_token(
         # its output in [batch, seq, heads, head_dim] order, so `transpose(1, 2).contiguous()` is a
         # view and o_proj saves the storage SDPA already saved (traced: 6,141 B/token/layer = cq
         # over-counted before); eager's output is a fresh copy.
-        total += c * h + (c * q if attention == "eager" else 0)
+        attn_readers, mlp_readers = (1, 1) if r == c else stream_readers(spec)
+        total += attn_readers * c * h + (c * q if attention == "eager" else 0)
         if not spec.is_moe:
-            total += c * h + c * inter  # MLP input (shared by gate/up), down_proj input
+            total += mlp_readers * c * h + c * inter  # MLP input (shared by gate/up, or cast per linear), down_proj input
         else:
             total += c * h  # router input
     else:
@@ -387,7 +419,8 @@ def layer_saved_bytes_per_token(
             elif g.in_features not in seen_inputs:
                 total += c * g.in_features  # the shared input tensor is kept alive
                 seen_inputs.add(g.in_features)
-            total += per_layer * adapters.adapter_bytes * adapters.rank  # lora_A output, saved by lora_B
+            # lora_A output, saved by lora_B: in the compute dtype when autocast runs lora_A.
+            total += per_layer * (adapters.input_copy_bytes or adapters.adapter_bytes) * adapters.rank
 
     # Dropout masks (1 byte per element) where the config trains with dropout (BERT, GPT-2).
     raw = spec.raw_config
@@ -412,6 +445,8 @@ def training_activation_bytes(
     checkpoint_every: int = 1,
     layer_input_bytes: int | None = None,
     extra_per_layer: int = 0,
+    head_saves_input: bool = True,
+    first_layer_input_grad: bool = True,
     checkpointed_extra_per_layer: int = 0,
 ) -> int:
     """Saved activations of a whole forward pass, at the start of backward.
@@ -425,20 +460,36 @@ def training_activation_bytes(
     others keep everything; a selective policy keeps `checkpointed_extra_per_layer` bytes per token
     more in each checkpointed layer (`selective_op_saved_bytes_per_token`). The layer recomputed
     during backward is `recompute_activation_bytes`.
+
+    After the last layer: the final norm (its fp32 input, 1/rms, and the normalized tensor when its
+    weight trains, in the residual dtype) and, when the LM head trains and an nn.Linear applies it
+    (`head_saves_input`: full logits or chunked output, not a fused head, which keeps its own copy
+    in the loss term), the head's c-byte input. A frozen norm weight or head saves neither (the
+    multiply needs only the weight for the input gradient).
+    `first_layer_input_grad=False`: the embedding is frozen and nothing makes its output require
+    grad (PEFT without gradient checkpointing: TRL 1.16 `sft_trainer.py` and transformers call
+    `enable_input_require_grads` only with checkpointing), so the first layer's input norm saves
+    nothing (traced: 2-layer Llama-3.2-3B / Qwen2.5-0.5B LoRA steps keep 3 of 4 layer norms' inputs).
     """
     tokens = batch_size * seq_len
     c = compute_bytes
     h = spec.hidden_size
+    r = layer_input_bytes or c
     layers = spec.num_hidden_layers + spec.num_encoder_layers
-    head_inputs = (4 * h + 4 + c * h) + (c * h if adapters is None else 0)  # final norm + lm_head input
+    frozen = adapters is not None
+    head_inputs = 4 * h + 4 + (0 if frozen else r * h) + (c * h if head_saves_input and not frozen else 0)
+    if not first_layer_input_grad and layers:
+        head_inputs -= (c * h + 8) if spec.model_type in _LAYERNORM_FAMILIES else 4 * h + 4
     if gradient_checkpointing:
         kept = checkpointed_layers(layers, checkpoint_every)
         rest = layers - kept
         per_layer = 0
         if rest:
-            per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters) + extra_per_layer
-        return tokens * (kept * ((layer_input_bytes or c) * h + checkpointed_extra_per_layer) + rest * per_layer + head_inputs)
-    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters) + extra_per_layer
+            per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
+                                                    residual_bytes=r) + extra_per_layer
+        return tokens * (kept * (r * h + checkpointed_extra_per_layer) + rest * per_layer + head_inputs)
+    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
+                                            residual_bytes=r) + extra_per_layer
     return tokens * (layers * per_layer + head_inputs)
 
 
@@ -682,15 +733,21 @@ def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_byte
     return tokens * (3 * compute_bytes * inter + 5 * r * spec.hidden_size // 2)
 
 
-def autocast_weight_cast_bytes(spec: ModelSpec, *, compute_bytes: int, layers_kept: int, full_logits: bool, adapter_params: int) -> int:
+def autocast_weight_cast_bytes(spec: ModelSpec, *, compute_bytes: int, layers_kept: int, full_logits: bool, adapter_params: int,
+                               first_layer_input_grad: bool = True) -> int:
     """A frozen fp32 base under bf16/fp16 autocast (TRL's default of loading a model id in fp32,
     with LoRA): every linear casts its weight to the compute dtype, and the matmul saves that cast
     copy for the input gradient, so it lives until backward. Per layer that is all its linear
     weights in c bytes, for each layer not checkpointed (`layers_kept`); the LM head's cast too
     when the full logits are computed, and the adapters' own casts (traced with saved-tensor
-    hooks on transformers 5.24 + peft 0.21: the bf16 copies of q/k/v/o/gate/up/down are saved)."""
+    hooks on transformers 5.24 + peft 0.21: the bf16 copies of q/k/v/o/gate/up/down are saved).
+    `first_layer_input_grad=False` (frozen embedding, no `enable_input_require_grads`): the first
+    layer's q/k/v read a tensor that needs no gradient, so their matmuls save no weight copy
+    (traced: 2-layer Llama-3.2-3B LoRA, checkpointing off, keeps 3 of 4 q/o casts and 2 of 4 k/v)."""
     layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
     body = sum(g.weight_params for g in spec.linears if g.role != "head")
+    if not first_layer_input_grad and layers_kept == layers:
+        body -= sum(g.in_features * g.out_features for g in _stream_reader_groups(spec)[0])
     head = spec.vocab_size * spec.hidden_size if spec.is_causal_lm and full_logits else 0
     return compute_bytes * (body * layers_kept // layers + head + adapter_params)
 
