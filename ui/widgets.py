@@ -705,7 +705,9 @@ def vllm_terms_frame(b: Any) -> pd.DataFrame:
         ("Weights (this rank)", b.weights_bytes, f"TP {s.tensor_parallel_size}: linear layers, embeddings and LM head split"),
         ("Activation peak (profile)", b.activation_peak_bytes,
          f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
-         f"{b.sampler_bytes / GiB:.2f} GiB"),
+         f"{b.sampler_bytes / GiB:.2f} GiB"
+         + (f"; encoder profiled first: {b.encoder.items:,} images × {b.encoder.tokens_per_item:,} tokens "
+            f"({b.encoder.peak_bytes / GiB:.2f} GiB tower peak)" if getattr(b, "encoder", None) else "")),
         ("Non-torch (kernels, NCCL)", b.non_torch_bytes,
          "per GPU class and engine; NCCL channels connected during the profile, and its setup too when the version snapshots first"),
         ("NCCL setup outside the budget", b.nccl_outside_bytes, "allocated before the snapshot (0.19+): must fit next to the CUDA context"),
