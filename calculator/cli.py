@@ -115,9 +115,14 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-offload", choices=CPU_OFFLOADS, default=None, help="ZeRO/FSDP CPU offload: optimizer states (and parameters) in host RAM")
     p.add_argument("--peft-method", choices=PEFT_METHODS, default=None, help="adapter method for lora/qlora modes (default lora)")
     p.add_argument("--virtual-tokens", type=_positive_int, default=None, help="prompt tuning: virtual tokens (default 20)")
+    p.add_argument("--oft-block-size", type=_positive_int, default=None, help="OFT: orthogonal block size (peft default 32)")
+    p.add_argument("--vera-rank", type=_positive_int, default=None, help="VeRA: rank of the shared random projections (peft default 256)")
     p.add_argument("--packing", choices=PACKINGS, default=None, help="padded batches (to the longest in the batch), packed rows, or padding-free")
     p.add_argument("--sample-lengths", type=_lengths, default=None, metavar="N,N,...",
                    help="dataset sequence lengths in tokens (comma-separated) for padded / padding-free batches")
+    p.add_argument("--sample-lengths-file", default=None, metavar="PATH",
+                   help="a file of dataset sequence lengths (one per line, comma-separated or a JSON list; up to 1 MB), "
+                   "summarised as 32 quantiles (calculator/lengths.py)")
     p.add_argument("--norm-kernel", choices=KERNELS, default=None, help="RMSNorm kernel: torch or liger")
     p.add_argument("--mlp-kernel", choices=KERNELS, default=None, help="SwiGLU kernel: torch or liger")
     p.add_argument("--lora-rank", type=_positive_int, default=None, help="LoRA rank r (default: the trainer's; 16)")
@@ -173,6 +178,9 @@ def _refuse_ignored_flags(args: argparse.Namespace) -> None:
     if given and args.runtime != "vllm":
         raise InvalidWorkloadError(f"{', '.join(given)} {'is a vLLM flag' if len(given) == 1 else 'are vLLM flags'}: "
                                    "add --runtime vllm (the transformers runtime has no such setting).")
+    for name, flag, method in (("oft_block_size", "--oft-block-size", "oft"), ("vera_rank", "--vera-rank", "vera")):
+        if getattr(args, name, None) is not None and args.peft_method != method:
+            raise InvalidWorkloadError(f"{flag} sizes {method.upper()} adapters: add --peft-method {method} (with --mode lora or qlora).")
     if args.trainer not in (None, "custom") and args.mode == "inference":
         raise InvalidWorkloadError(f"--trainer {args.trainer} sets up a training loop; inference has none: add --mode lora, qlora or full, "
                                    "or leave out --trainer.")
@@ -206,8 +214,29 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
         checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
         cpu_offload=args.cpu_offload, peft_method=args.peft_method, num_virtual_tokens=args.virtual_tokens, packing=args.packing,
-        sample_lengths=args.sample_lengths, norm_kernel=args.norm_kernel, mlp_kernel=args.mlp_kernel,
+        oft_block_size=args.oft_block_size, vera_rank=args.vera_rank,
+        sample_lengths=_sample_lengths(args), norm_kernel=args.norm_kernel, mlp_kernel=args.mlp_kernel,
     )
+
+
+def _sample_lengths(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """--sample-lengths as given, or --sample-lengths-file read (bounded) and summarised."""
+    path = getattr(args, "sample_lengths_file", None)
+    if path is None:
+        return args.sample_lengths
+    from .lengths import MAX_TEXT_CHARS, parse_lengths, summarise_lengths
+
+    if args.sample_lengths is not None:
+        raise InvalidWorkloadError("give --sample-lengths or --sample-lengths-file, not both.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TEXT_CHARS + 1)
+    except OSError as exc:
+        raise InvalidWorkloadError(f"--sample-lengths-file: cannot read {path!r} ({exc.strerror or exc}).") from exc
+    lengths = parse_lengths(data.decode("utf-8", errors="replace"))
+    if not lengths:
+        raise InvalidWorkloadError(f"--sample-lengths-file: {path!r} holds no lengths.")
+    return summarise_lengths(lengths)
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -101,6 +101,8 @@ class ModelInventory:
     is_encoder_decoder: bool
     is_causal_lm: bool
     dims: Mapping[str, Any] = field(default_factory=dict)
+    # Leaf names peft refuses to adapt in this model type (Mamba-based: out_proj, conv1d); all-linear leaves them out.
+    lora_refused: tuple[str, ...] = ()
     # Where it was read from: "" when built here, else the shipped file (not serialised).
     source: str = ""
 
@@ -126,6 +128,7 @@ class ModelInventory:
             "is_encoder_decoder": self.is_encoder_decoder, "is_causal_lm": self.is_causal_lm,
             "dims": dict(self.dims), "tied": [list(t) for t in self.tied],
             "params": [_group_json(g) for g in self.params], "buffers": [_group_json(g) for g in self.buffers],
+            **({"lora_refused": list(self.lora_refused)} if self.lora_refused else {}),
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class ModelInventory:
             dims=dict(data.get("dims") or {}), tied=tuple(tuple(t) for t in data.get("tied") or ()),
             params=tuple(_group_from_json(g) for g in data["params"]),
             buffers=tuple(_group_from_json(g) for g in data.get("buffers") or ()),
+            lora_refused=tuple(str(n) for n in data.get("lora_refused") or ()),
         )
 
 
@@ -553,7 +557,7 @@ def build_inventory(config: Mapping[str, Any], *, model_id: str = "", dtype: str
                     g["kind"] = "bias"
                     g["bias_of_linear"] = True
 
-    lora, peft_version = _peft_all_linear(model)
+    lora, peft_version, lora_refused = _peft_all_linear(model)
     params: list[TensorGroup] = []
     for g in groups.values():
         role = _role(g["name"], g["kind"], g["tower"], g["out_features"], num_experts, g["is_head"])
@@ -586,7 +590,7 @@ def build_inventory(config: Mapping[str, Any], *, model_id: str = "", dtype: str
         tie_word_embeddings=bool(tied) and output_emb is not None and any(a.endswith(_pattern_leaf(output_emb, model)) for a, _ in tied),
         supports_sdpa=text_attn == "sdpa", attn_implementation=text_attn,
         is_encoder_decoder=bool(getattr(hf_cfg, "is_encoder_decoder", False)), is_causal_lm=generative,
-        dims=dims,
+        dims=dims, lora_refused=lora_refused,
     )
 
 
@@ -617,7 +621,7 @@ def _expert_in_out(shape: tuple[int, ...], hidden: int, attr: str) -> tuple[int,
     return a, b
 
 
-def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str | None]:
+def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str | None, tuple[str, ...]]:
     """Which (module, parameter) peft 0.21's `target_modules="all-linear"` adapts, with the rank
     factor peft gives it (2 for a fused gate_up projection). Runs peft on the meta model; the
     adapters it creates are meta tensors too. None when peft is not installed or refuses."""
@@ -626,20 +630,25 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
         from peft import LoraConfig, get_peft_model
         from peft.tuners.lora.layer import LoraLayer
     except ImportError:
-        return None, None
+        return None, None, ()
     import contextlib
     import io
     import warnings
 
     import torch
 
+    from .verify._harness import resolve_lora_targets
+
     base_modules = {id(m): m for m in model.modules()}
     try:
+        # Mamba-based model types: peft refuses out_proj / conv1d and so the shorthand itself;
+        # the modules it accepts are what an explicit all-linear list adapts (resolve_lora_targets).
+        targets, refused = resolve_lora_targets(model, "all-linear")
         with warnings.catch_warnings(), torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            peft_model = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules="all-linear"))
-    except Exception:  # peft refuses some architectures (Mamba): no all-linear answer
-        return {}, peft.__version__
+            peft_model = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules=targets))
+    except Exception:  # peft refuses the architecture outright: no all-linear answer
+        return {}, peft.__version__, ()
     hits: dict[tuple[int, str], int] = {}
     for module in peft_model.modules():
         if not isinstance(module, LoraLayer) or "default" not in getattr(module, "lora_A", {}):
@@ -652,7 +661,7 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
         factor = max(1, rank_out // max(1, experts))
         if id(base) in base_modules:
             hits[(id(base), pname)] = factor
-    return hits, peft.__version__
+    return hits, peft.__version__, refused
 
 
 # --------------------------------------------------------------------------------------------
@@ -706,6 +715,10 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
                  f"{inv.class_name} built on the meta device, exact parameter inventory)."]
     else:
         notes = [f"Counted from transformers {inv.transformers_version}'s {inv.class_name} built on the meta device (exact parameter inventory)."]
+    if inv.lora_refused:
+        notes.append(f"peft {inv.peft_version} refuses LoRA on {', '.join(inv.lora_refused)} of {inv.model_type} models "
+                     "(peft/tuners/tuners_utils.py `_check_lora_target_modules_mamba`), so target_modules='all-linear' raises there; "
+                     "all-linear is counted as every other linear layer, the explicit list peft accepts.")
     if towers:
         notes.append("Includes " + ", ".join(f"the {t} tower ({n / 1e6:,.1f}M parameters)" if t != "projector" else
                                              f"the projector ({n / 1e6:,.1f}M)" for t, n in sorted(towers.items())) + ".")

@@ -315,6 +315,8 @@ def _trainer_dict(est: Any) -> dict[str, Any]:
         "fused_optimizer": w.fused_optimizer, "paged_optimizer": w.paged_optimizer, "optimizer_in_backward": w.optimizer_in_backward,
         "fp32_weights": w.master_weights, "cpu_offload": w.cpu_offload, "peft_method": w.peft_method if w.mode in ("lora", "qlora") else None,
         "adapter_precision": w.adapter_precision if w.mode in ("lora", "qlora") else None, "lora_targets": w.lora_targets,
+        "oft_block_size": w.oft_block_size if w.mode in ("lora", "qlora") and w.peft_method == "oft" else None,
+        "vera_rank": w.vera_rank if w.mode in ("lora", "qlora") and w.peft_method == "vera" else None,
         "packing": w.packing, "norm_kernel": w.norm_kernel, "mlp_kernel": w.mlp_kernel,
     }
 

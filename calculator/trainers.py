@@ -59,6 +59,10 @@ TRAINERS: tuple[TrainerName, ...] = ("custom", "trl-sft", "hf-trainer", "torchtu
 DEFAULT_TRAINER: TrainerName = "trl-sft"
 
 
+# TrainerPreset fields that describe the framework rather than set a `Workload` field.
+NOT_WORKLOAD_FIELDS = frozenset({"name", "label", "source", "max_length", "needs_lm_head", "kbit_upcast"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainerPreset:
     """The memory-relevant defaults of one training loop. Each field is a `Workload` field name
@@ -85,10 +89,14 @@ class TrainerPreset:
     packing: str
     max_length: int | None  # the trainer's truncation length (a note when the context exceeds it)
     needs_lm_head: bool  # the fused head multiplies `lm_head.weight` directly
+    # Whether the loop runs peft's `prepare_model_for_kbit_training` on a bitsandbytes base, which
+    # casts every 16-bit parameter that is not quantized (embeddings, norms, LM head) to fp32
+    # (peft 0.21.2 `peft/utils/other.py`). A framework fact, not a setting: see `kbit_upcast`.
+    kbit_upcast: bool = False
 
     def settings(self) -> dict[str, Any]:
         """The `Workload` fields this preset decides."""
-        skip = {"name", "label", "source", "max_length", "needs_lm_head"}
+        skip = NOT_WORKLOAD_FIELDS
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         out["trainer"] = self.name
         return out
@@ -102,7 +110,7 @@ PRESETS: dict[str, TrainerPreset] = {
         gradient_checkpointing=False, checkpoint_every=1, activation_offload=False, loss_impl="full", loss_chunks=8,
         optimizer="adamw", fused_optimizer=False, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
         adapter_precision="fp32", lora_rank=16, lora_targets="all-linear", norm_kernel="torch", mlp_kernel="torch",
-        packing="padded", max_length=None, needs_lm_head=False,
+        packing="padded", max_length=None, needs_lm_head=False, kbit_upcast=True,
     ),
     "trl-sft": TrainerPreset(
         name="trl-sft", label="TRL SFTTrainer", source="trl 1.16.0 sft_config.py / base_config.py / sft_trainer.py",
@@ -116,7 +124,7 @@ PRESETS: dict[str, TrainerPreset] = {
         gradient_checkpointing=False, checkpoint_every=1, activation_offload=False, loss_impl="full", loss_chunks=8,
         optimizer="adamw", fused_optimizer=True, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
         adapter_precision="fp32", lora_rank=16, lora_targets="all-linear", norm_kernel="torch", mlp_kernel="torch",
-        packing="padded", max_length=None, needs_lm_head=False,
+        packing="padded", max_length=None, needs_lm_head=False, kbit_upcast=True,
     ),
     "torchtune": TrainerPreset(
         name="torchtune", label="torchtune recipe", source="torchtune v0.6.1 recipes/configs/llama3_2/3B_{full,lora}_single_device.yaml",
@@ -137,7 +145,7 @@ PRESETS: dict[str, TrainerPreset] = {
         gradient_checkpointing=True, checkpoint_every=1, activation_offload=False, loss_impl="fused-linear-liger", loss_chunks=8,
         optimizer="adamw-8bit", fused_optimizer=False, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
         adapter_precision="fp32", lora_rank=16, lora_targets="all-linear", norm_kernel="liger", mlp_kernel="liger",
-        packing="packed", max_length=None, needs_lm_head=True,
+        packing="packed", max_length=None, needs_lm_head=True, kbit_upcast=True,
     ),
 }
 
@@ -146,6 +154,24 @@ PRESETS: dict[str, TrainerPreset] = {
 _MODE_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("torchtune", "full"): {"optimizer": "adamw-8bit", "paged_optimizer": True, "optimizer_in_backward": True},
 }
+
+
+def kbit_upcast(trainer: str) -> bool:
+    """Whether `trainer` prepares a bitsandbytes (LLM.int8 / NF4) base with peft's
+    `prepare_model_for_kbit_training`, upcasting its unquantized 16-bit parameters to fp32.
+
+    - TRL 1.16 `SFTTrainer` does not (`trl/trainer/sft_trainer.py`: for a quantized model it only
+      casts the trainable adapter parameters to bf16, and calls `enable_input_require_grads` with
+      gradient checkpointing; `prepare_model_for_kbit_training` appears only in
+      `trl/experimental/` trainers), so neither does Unsloth on top of it (its own
+      `prepare_model_for_kbit_training`, `unsloth/models/_utils.py`, touches only the LoRA
+      parameters). torchtune does not use peft.
+    - A plain loop or an HF `Trainer` script following peft's QLoRA recipe calls it before
+      `get_peft_model` (peft docs, developer_guides/quantization), and axolotl's loader does for
+      LoRA/QLoRA on a k-bit base (`src/axolotl/loaders/model.py`
+      `ModelLoader._prepare_model_for_quantization`)."""
+    preset = PRESETS.get(trainer)
+    return bool(preset and preset.kbit_upcast)
 
 
 def get_preset(name: str) -> TrainerPreset:
@@ -238,6 +264,6 @@ def switch_settings(workload: Any) -> dict[str, Any]:
     """The `Workload` fields that, with `trainer=FALLBACK_TRAINER`, reproduce `workload`'s sized run:
     every preset-decided setting as it is, and the full-logits loss (one click on the page, one
     `--trainer hf-trainer ...` call in the CLI)."""
-    skip = {"name", "label", "source", "max_length", "needs_lm_head"}
+    skip = NOT_WORKLOAD_FIELDS
     out = {f.name: getattr(workload, f.name) for f in fields(TrainerPreset) if f.name not in skip}
     return out | {"trainer": FALLBACK_TRAINER, "loss_impl": "full"}

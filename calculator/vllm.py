@@ -376,11 +376,88 @@ def sampler_bytes(spec: ModelSpec, *, requests: int, version: VllmVersion) -> in
     return requests * spec.vocab_size * version.sampler_bytes_per_logit + scratch
 
 
+# `limit_mm_per_prompt`'s default per modality (`MultiModalConfig`, vllm/config/multimodal.py 0.33.0: 999).
+MM_LIMIT_PER_PROMPT = 999
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncoderProfile:
+    """The multimodal encoder run V1's `profile_run` makes before the text dummy run."""
+
+    tokens_per_item: int  # placeholder tokens one image takes in the prompt (max feature size)
+    items: int  # images profiled in one batch
+    budget: int  # encoder budget in tokens (the log's "Encoder cache will be initialized with a budget of ...")
+    patches_per_item: int  # vision-tower tokens per image, before any pooling / merging
+    peak_bytes: int  # the vision tower's forward peak over all items
+    output_bytes: int  # the embeddings kept in the encoder cache through the text dummy run
+
+
+def _vision_tokens_per_item(spec: ModelSpec) -> tuple[int, int] | None:
+    """(prompt tokens, tower patches) of one image at the processor's maximum size, where the
+    config fixes them: Gemma 3's `mm_tokens_per_image` (pooled from (image_size / patch_size)^2
+    patches, `Gemma3ProcessingInfo.get_num_image_tokens` without pan-and-scan, the default), or
+    one token per patch for LLaVA-style towers (`LlavaProcessingInfo`, CLS dropped by the default
+    feature select strategy). Dynamic-resolution processors (Qwen2-VL, Pixtral, ...) size images from
+    processor settings the config does not hold: None."""
+    cfg = spec.raw_config
+    vision = cfg.get("vision_config") if isinstance(cfg, dict) else None
+    if not isinstance(vision, dict):
+        return None
+    size, patch = vision.get("image_size"), vision.get("patch_size")
+    if not (isinstance(size, int) and isinstance(patch, int) and patch > 0 and size >= patch):
+        return None
+    patches = (size // patch) ** 2
+    pooled = cfg.get("mm_tokens_per_image")
+    if isinstance(pooled, int) and pooled > 0:
+        return pooled, patches
+    if cfg.get("model_type") == "llava":
+        return patches, patches
+    return None
+
+
+def encoder_profile(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> EncoderProfile | None:
+    """The encoder profile of a vision-language model under V1 (None for text-only models, V0,
+    and processors whose image size the config does not fix).
+
+    `MultiModalBudget` (vllm/multimodal/encoder_budget.py) and `compute_mm_encoder_budget`
+    (vllm/v1/core/encoder_cache_manager.py), alike in 0.19.0 and 0.33.0: budget =
+    min(max(max_num_batched_tokens, tokens per item), max(encoder_cache_size =
+    max_num_batched_tokens, tokens per item)); items = max(1, min(budget // tokens per item,
+    max_num_seqs x max(1, min(limit_mm_per_prompt, max_model_len // tokens per item)))).
+    `GPUModelRunner.profile_run` runs `embed_multimodal` on that batch and keeps the outputs in
+    `encoder_cache` until the text dummy run and the sampler are done.
+    The tower's forward (a ViT layer: residual and normed input 2h, then the larger of
+    attention's qkv + output 4h and the MLP's fc1 + activation 2I, per patch; memory-efficient
+    attention holds no score matrix; the projections split over TP as vLLM's tower layers are
+    column/row parallel) over all items' patches is this calculator's sizing."""
+    if vllm_version(s.version).engine != "v1":
+        return None
+    found = _vision_tokens_per_item(spec)
+    if found is None:
+        return None
+    tokens_per_item, patches = found
+    assert s.max_num_batched_tokens is not None and s.max_num_seqs is not None
+    budget = max(s.max_num_batched_tokens, tokens_per_item)
+    per_prompt = max(1, min(MM_LIMIT_PER_PROMPT, s.max_model_len // tokens_per_item))
+    items = max(1, min(budget // tokens_per_item, s.max_num_seqs * per_prompt))
+    vision = spec.raw_config["vision_config"]
+    hv = int(vision.get("hidden_size", 0) or 0)
+    iv = int(vision.get("intermediate_size", 4 * hv) or 0)
+    c = compute_bytes
+    n = items * patches
+    tp = s.tensor_parallel_size
+    peak = n * c * (2 * hv + max(-(-4 * hv // tp), -(-2 * iv // tp)))
+    output = items * tokens_per_item * spec.hidden_size * c
+    return EncoderProfile(tokens_per_item=tokens_per_item, items=items, budget=budget, patches_per_item=patches,
+                          peak_bytes=peak, output_bytes=output)
+
+
 def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, rank: int = 0) -> int:
     """The profile's PyTorch peak increase on TP rank `rank`: the forward's peak, or the sampler's
     with the forward's hidden states still referenced, whichever is larger (they run one after the
     other). Under V0 only rank 0 samples; the others hold their vocabulary shard of the logits.
-    Rank 0 binds the KV cache (the engine takes the fewest blocks over the workers)."""
+    Rank 0 binds the KV cache (the engine takes the fewest blocks over the workers). A
+    vision-language model's encoder profile (`encoder_profile`) runs before both."""
     version = vllm_version(s.version)
     assert s.max_num_batched_tokens is not None
     tokens = s.max_num_batched_tokens
@@ -391,7 +468,12 @@ def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: in
     kept = moe_workspace_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp) if version.moe_workspace_persists else 0
     if rank and not version.sampler_on_every_rank:
         return forward + profile_requests(s) * -(-spec.vocab_size // tp) * compute_bytes
-    return max(forward, kept + hidden + sampler_bytes(spec, requests=profile_requests(s), version=version))
+    text = max(forward, kept + hidden + sampler_bytes(spec, requests=profile_requests(s), version=version))
+    # Vision-language models: the encoder runs first; its outputs stay cached through the text run.
+    enc = encoder_profile(spec, s, compute_bytes=compute_bytes)
+    if enc is None:
+        return text
+    return max(enc.peak_bytes + enc.output_bytes, enc.output_bytes + text)
 
 
 def capture_sizes(s: VllmSettings) -> tuple[int, ...]:

@@ -33,8 +33,8 @@ LORA_TARGETS: tuple[LoraTargets, ...] = ("all-linear", "attention", "attention+m
 TRAINER_NAMES: tuple[str, ...] = ("custom", "trl-sft", "hf-trainer", "torchtune", "unsloth", "axolotl-liger")
 LossImpl = Literal["full", "chunked-output", "fused-linear", "fused-linear-liger"]
 LOSS_IMPLS: tuple[LossImpl, ...] = ("full", "chunked-output", "fused-linear", "fused-linear-liger")
-PeftMethod = Literal["lora", "dora", "ia3", "prompt-tuning"]
-PEFT_METHODS: tuple[PeftMethod, ...] = ("lora", "dora", "ia3", "prompt-tuning")
+PeftMethod = Literal["lora", "dora", "ia3", "prompt-tuning", "oft", "vera"]
+PEFT_METHODS: tuple[PeftMethod, ...] = ("lora", "dora", "ia3", "prompt-tuning", "oft", "vera")
 Packing = Literal["padded", "packed", "padding-free"]
 PACKINGS: tuple[Packing, ...] = ("padded", "packed", "padding-free")
 CpuOffload = Literal["none", "optimizer", "optimizer+params"]
@@ -104,6 +104,8 @@ class Workload:
     cpu_offload: CpuOffload = "none"  # DeepSpeed ZeRO-Offload / FSDP CPU offload of optimizer states (and parameters)
     peft_method: PeftMethod = "lora"  # for mode lora/qlora
     num_virtual_tokens: int = 20  # prompt tuning
+    oft_block_size: int = 32  # OFT: size of each orthogonal block (peft 0.21 OFTConfig default oft_block_size=32, r=0)
+    vera_rank: int = 256  # VeRA: rank of the shared random projections (peft 0.21 VeraConfig default r=256)
     norm_kernel: str = "torch"  # "liger": Liger RMSNorm saves its input and 1/rms only
     mlp_kernel: str = "torch"  # "liger": Liger SwiGLU saves gate and up, recomputes the activation
     packing: Packing = "padded"
@@ -138,6 +140,8 @@ def validate_workload(w: Workload) -> None:
     bounded("loss chunks", w.loss_chunks, 1, 1 << 16)
     bounded("checkpoint every", w.checkpoint_every, 1, 1 << 16)
     bounded("virtual tokens", w.num_virtual_tokens, 1, 1 << 16)
+    bounded("OFT block size", w.oft_block_size, 1, MAX_LORA_RANK)
+    bounded("VeRA rank", w.vera_rank, 1, MAX_LORA_RANK)
     if not isinstance(w.trained_token_fraction, (int, float)) or not 0.0 < w.trained_token_fraction <= 1.0:
         raise InvalidWorkloadError(f"trained token fraction must be above 0 and at most 1; got {w.trained_token_fraction!r}.")
     if not isinstance(w.sample_lengths, tuple) or len(w.sample_lengths) > MAX_SAMPLE_LENGTHS:

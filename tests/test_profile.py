@@ -125,6 +125,34 @@ def test_mamba2_state_is_the_cache_class_size_and_does_not_grow() -> None:
         assert r.kv_by_layer["prefill"] == r.kv_by_layer["decode"] == (4_276_224 * r.batch,) * 2
 
 
+def test_recurrent_gemma_state_is_sized_as_state_not_activations() -> None:
+    """RecurrentGemma keeps its recurrent layers' state in its own modules, not in the Cache
+    (transformers 5.24 models/recurrent_gemma/modeling_recurrent_gemma.py): per recurrent layer
+    `RecurrentGemmaRecurrentBlock.conv1d_state` = the last conv1d_width - 1 positions of x_branch
+    (batch x lru_width x 3, bf16) and `RecurrentGemmaRglru.recurrent_states` (batch x lru_width,
+    fp32, "always computed in full precision"). RecurrentGemmaConfig() defaults: lru_width 2560,
+    conv1d_width 4, block types recurrent, recurrent, attention (window 2048). Per sequence:
+      prefill: 2560 x 3 x 2 B + 2560 x 4 B = 15,360 + 10,240 = 25,600
+      decode:  conv1d_state = conv_state[:, :, 1:], a view that keeps the (2560 x 4) bf16 window
+               alive: 20,480 + 10,240 = 30,720
+    The attention layer's K/V stays the cache's: 64 prompt tokens x 10 kv heads x 256 x 2 (K, V) x 2 B
+    = 655,360 per sequence."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import RecurrentGemmaConfig
+
+    from calculator.profile import sized_down_config
+    from calculator.verify.profile_trace import run_points
+
+    cfg = sized_down_config(RecurrentGemmaConfig().to_dict(), 3)
+    results, _, kinds = run_points(cfg, mode="inference", points=[(1, 64), (2, 64)], generated=4)
+    assert [k.split("|")[1] for k in kinds] == ["linear_attention", "linear_attention", "sliding_attention"]
+    for r in results:
+        assert r.kv_by_layer["prefill"][:2] == (25_600 * r.batch,) * 2
+        assert r.kv_by_layer["decode"][:2] == (30_720 * r.batch,) * 2
+        assert r.kv_by_layer["prefill"][2] == 64 * 10 * 256 * 2 * 2 * r.batch
+
+
 def _synthetic_profile() -> MemoryProfile:
     """A hand-written profile: 3 layers of one kind.
     inference prefill: KV 100 B per token per layer; activations 1,000 B + 50 B per sequence (the

@@ -333,3 +333,40 @@ def test_mxfp4_weights_do_not_start_below_ampere_whatever_the_memory():
                              compute_capability=compute_capability(get_gpu("v100-32gb"))).starts
     # A bf16 model has no such gate on V100 (vLLM casts to fp16 there).
     assert V.capability_problem("bf16", 70) == "" and V.capability_problem("awq", 70) and not V.capability_problem("awq", 75)
+
+
+GEMMA3_4B = {  # google/gemma-3-4b-it's config.json dimensions
+    "model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "mm_tokens_per_image": 256, "torch_dtype": "bfloat16",
+    "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 262208, "sliding_window": 1024,
+                    "max_position_embeddings": 131072, "query_pre_attn_scalar": 256},
+    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                      "num_attention_heads": 16, "image_size": 896, "patch_size": 14},
+}
+
+
+def test_encoder_profile_batch_follows_the_multimodal_budget():
+    from calculator.spec import model_spec_from_config
+
+    gemma = model_spec_from_config("google/gemma-3-4b-it", GEMMA3_4B)
+    s = V.resolved_settings(V.VllmSettings(version="0.19", max_model_len=8192), gpu_total_bytes=79 * GiB, gpu_name="NVIDIA H100 80GB HBM3")
+    enc = V.encoder_profile(gemma, s, compute_bytes=2)
+    # vLLM 0.19.0 logged for gemma-3-4b/12b/27b on an H100: "Encoder cache will be initialized with a budget of
+    # 8192 tokens, and profiled with 32 image items" (llm-d-planner logs): 8192 // 256 tokens per image.
+    assert enc is not None and (enc.budget, enc.items, enc.tokens_per_item, enc.patches_per_item) == (8192, 32, 256, 64 * 64)
+    # SigLIP over 32 x 4096 patches: (2 x 1152 + max(4 x 1152, 2 x 4304)) x 2 B per patch; the 32 x 256 embeddings
+    # of the text width stay cached through the text run.
+    assert enc.peak_bytes == 32 * 4096 * 2 * (2 * 1152 + 2 * 4304)
+    assert enc.output_bytes == 32 * 256 * 2560 * 2
+    text_only = replace(gemma, raw_config={k: v for k, v in GEMMA3_4B.items() if k != "vision_config"})
+    assert V.activation_peak_bytes(gemma, s, compute_bytes=2) == enc.output_bytes + V.activation_peak_bytes(text_only, s, compute_bytes=2)
+    # A smaller budget profiles fewer images; an image larger than the budget raises the budget to one image.
+    small = replace(s, max_num_batched_tokens=2048, max_num_seqs=256)
+    assert V.encoder_profile(gemma, small, compute_bytes=2).items == 8
+    tiny = replace(s, max_num_batched_tokens=128)
+    assert (V.encoder_profile(gemma, tiny, compute_bytes=2).budget, V.encoder_profile(gemma, tiny, compute_bytes=2).items) == (256, 1)
+    # V0, text-only models and processors that size images at run time (no fixed image_size) are not profiled here.
+    assert V.encoder_profile(gemma, replace(s, version="0.7"), compute_bytes=2) is None
+    assert V.encoder_profile(text_only, s, compute_bytes=2) is None
+    dynamic = replace(gemma, raw_config={**GEMMA3_4B, "vision_config": {"hidden_size": 1280, "patch_size": 14, "spatial_merge_size": 2}})
+    assert V.encoder_profile(dynamic, s, compute_bytes=2) is None

@@ -142,6 +142,59 @@ def test_peft_method_parameter_counts_match_peft():
     assert memory.dora_saved_bytes_per_token(LLAMA, plan, compute_bytes=2) == 28 * 4096 * 6
 
 
+ALL_LINEAR = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+
+
+def test_oft_terms_match_peft_oft():
+    # peft 0.21.2 OFTConfig defaults: oft_block_size=32, r=0 -> in/32 blocks of 32 x 32, stored as 32 x 31 / 2 = 496 values each.
+    assert memory.peft_linear_targets(LLAMA, "all-linear") == ALL_LINEAR
+    # Per layer: six 3,072-wide inputs (q, k, v, o, gate, up) and down_proj's 8,192: 26,624 x 31 / 2 = 412,672 per layer.
+    assert memory.oft_params(LLAMA, ALL_LINEAR, block_size=32) == 28 * 412_672
+    # Index buffers rows/cols (int64) per adapted linear: 2 x 496 x 8 = 7,936 bytes, 7 x 28 of them.
+    assert memory.oft_buffer_bytes(LLAMA, ALL_LINEAR, block_size=32) == 7 * 28 * 7_936
+    # Each adapted linear's bmm saves its own fp32 copy of the input: 4 x 26,624 per layer per token.
+    assert memory.oft_saved_bytes_per_token(LLAMA, ALL_LINEAR, saved_bytes=4, copies_input=True) == 28 * 4 * 26_624
+    # bf16 adapters on a bf16 base: views of the distinct inputs, attention input h, MLP input h, down input I
+    # (o_proj's input is SDPA's saved output): 2 x (3072 + 3072 + 8192).
+    assert memory.oft_saved_bytes_per_token(LLAMA, ALL_LINEAR, saved_bytes=2, copies_input=False) == 28 * 2 * 14_336
+    assert memory.oft_saved_bytes_per_token(LLAMA, ALL_LINEAR, saved_bytes=2, copies_input=False, attention="eager") == 28 * 2 * 17_408
+    # Q, Q^2, Q^3 and R, each in x 32 elements, per adapted linear: fp32 4 x 4 x 26,624 x 32 per layer; 7 bf16 casts under autocast.
+    assert memory.oft_rotation_saved_bytes(LLAMA, ALL_LINEAR, block_size=32, adapter_bytes=4) == 28 * 16 * 26_624 * 32
+    assert memory.oft_rotation_saved_bytes(LLAMA, ALL_LINEAR, block_size=32, adapter_bytes=4, autocast_bytes=2) == 28 * 14 * 26_624 * 32
+    # peft's adjust_oft_parameters: 48 divides 3,072 (64 blocks) and stays; it does not divide 896 (Qwen2.5-0.5B), whose
+    # nearest divisor is 56 (8 above; 32 is 16 below); a block above the input becomes the whole input.
+    assert memory.oft_block_size(3072, 48) == 48 and memory.oft_block_size(896, 48) == 56 and memory.oft_block_size(896, 4096) == 896
+    assert memory.oft_block_size(30, 7) == 6  # 6 and 10 both divide 30; 7 - 6 = 1 < 10 - 7 = 3
+
+
+def test_vera_terms_match_peft_vera():
+    # peft 0.21.2 VeraConfig default r=256; lambda_b (out) + lambda_d (r) per adapted linear.
+    out = 3072 + 1024 + 1024 + 3072 + 8192 + 8192 + 3072  # q, k, v, o, gate, up, down
+    assert memory.vera_params(LLAMA, ALL_LINEAR, rank=256) == 28 * (out + 7 * 256)
+    # One shared vera_A [256, 8192] and vera_B [8192, 256] (largest adapted in and out), fp32 adapters.
+    assert memory.vera_projection_bytes(LLAMA, ALL_LINEAR, rank=256, adapter_bytes=4) == 4 * 256 * (8192 + 8192)
+    qv = frozenset({"q_proj", "v_proj"})
+    assert memory.vera_projection_bytes(LLAMA, qv, rank=256, adapter_bytes=4) == 4 * 256 * (3072 + 3072)
+    # Saved per token: x A^T (r) and (.) B^T (out) per adapted linear, no copy of x.
+    assert memory.vera_saved_bytes_per_token(LLAMA, ALL_LINEAR, rank=256, saved_bytes=4) == 28 * 4 * (7 * 256 + out)
+    # Under autocast each linear saves bf16 casts of its A and B slices: 2 x 256 x (in + out).
+    assert memory.vera_autocast_cast_bytes(LLAMA, qv, rank=256, compute_bytes=2) == 28 * 2 * 256 * ((3072 + 3072) + (3072 + 1024))
+
+
+def test_oft_and_vera_in_the_estimate():
+    base = dict(mode="lora", precision="bf16", context_length=512, batch_size=1, optimizer="adamw", fused_optimizer=True)
+    oft = estimate(LLAMA, Workload(peft_method="oft", **base))
+    vera = estimate(LLAMA, Workload(peft_method="vera", **base))
+    assert oft.trainable_params == 28 * 412_672
+    assert vera.trainable_params == 28 * (27_648 + 7 * 256)  # out features + 7 x r per layer
+    # Adapters: fp32 weights + grads + two AdamW states (16 bytes a parameter), plus OFT's index buffers / VeRA's projections.
+    assert oft.breakdown.adapters_bytes == 16 * 28 * 412_672 + 7 * 28 * 7_936
+    assert vera.breakdown.adapters_bytes == 16 * vera.trainable_params + 4 * 256 * 16_384
+    # A bigger OFT block: more parameters; a smaller VeRA rank: fewer.
+    assert estimate(LLAMA, Workload(peft_method="oft", oft_block_size=64, **base)).trainable_params > oft.trainable_params
+    assert estimate(LLAMA, Workload(peft_method="vera", vera_rank=16, **base)).trainable_params < vera.trainable_params
+
+
 def test_optimizer_in_backward_and_cpu_offload():
     base = Workload(mode="full", precision="bf16", context_length=512, optimizer="adamw", fused_optimizer=True)
     e = estimate(LLAMA, base)

@@ -389,6 +389,36 @@ def _cache_bytes(cache: Any) -> int:
     return _storage_bytes(*[t for layer in cache.layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))])
 
 
+def module_state_tensors(module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """Tensors `module` and its children hold as plain attributes (neither parameters nor buffers).
+
+    Some models keep their generation state there rather than in transformers' Cache: RecurrentGemma
+    (transformers 5.24, models/recurrent_gemma/modeling_recurrent_gemma.py) sets, per recurrent layer,
+    `RecurrentGemmaRecurrentBlock.conv1d_state` (batch x lru_width x (conv1d_width - 1), model dtype;
+    at prefill `nn.functional.pad(x_branch, (conv1d_width - seq_len - 1, 0))`, the last positions)
+    and `RecurrentGemmaRglru.recurrent_states` (batch x lru_width, fp32: "recurrent_states always
+    computed in full precision", `_setup_cache`), while its DynamicCache holds only the attention
+    layers' K/V. Like a cache they do not grow with the context."""
+    out = []
+    for m in module.modules():
+        for name, value in vars(m).items():
+            if isinstance(value, torch.Tensor) and not name.startswith("_"):
+                out.append((m, name, value))
+    return out
+
+
+def module_state_bytes(module: nn.Module, baseline: set[int]) -> int:
+    """Bytes of the state tensors (`module_state_tensors`) set since `baseline` (ids taken before the run)."""
+    return _storage_bytes(*[t for _, _, t in module_state_tensors(module) if id(t) not in baseline])
+
+
+def clear_module_state(module: nn.Module, baseline: set[int]) -> None:
+    """Drop state tensors set since `baseline`, as a fresh generate() starts without them."""
+    for m, name, t in module_state_tensors(module):
+        if id(t) not in baseline:
+            setattr(m, name, None)
+
+
 def _extend_cache(cache: Any, extra_tokens: int) -> None:
     """Append `extra_tokens` positions of K/V to every layer, as that many decode steps would."""
     for idx, layer in enumerate(cache.layers):
@@ -451,6 +481,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
             del out
             return {"resident": resident}
         prompt = w.prompt_tokens if w.generated_tokens else w.context_length
+        state_baseline = {id(t) for _, _, t in module_state_tensors(model)}
         tracker.reset_mod_stats()
         tracker.set_phase("prefill")
         inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
@@ -466,7 +497,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
             return next_step_inputs(model, next_logits, b)
 
         next_ids = greedy_step(inputs, cache)
-        kv_bytes = _cache_bytes(cache)
+        kv_bytes = _cache_bytes(cache) + module_state_bytes(model, state_baseline)
         decode_steps = w.generated_tokens - 1  # forward calls after prefill
         if decode_steps >= 1:
             for step in (1, decode_steps) if decode_steps >= 2 else (1,):
@@ -499,16 +530,65 @@ def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
     return names
 
 
-def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
-    from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
+def resolve_lora_targets(model: nn.Module, targets: str | list[str]) -> tuple[str | list[str], tuple[str, ...]]:
+    """(what to pass peft as `target_modules`, leaf names left out) so LoRA lands where peft 0.21 lets it.
 
-    if w.peft_method == "ia3":
+    peft resolves `"all-linear"` to every `nn.Linear`/`Conv1D` module except the output embedding
+    (peft/tuners/tuners_utils.py `_maybe_include_all_linear_layers`), then, module by module,
+    refuses LoRA on `out_proj` and `conv1d` of the model types it guards as Mamba-based (same file,
+    `_check_lora_target_modules_mamba`: falcon_h1, mamba, mamba2, falcon_mamba, nemotron_h), so
+    `get_peft_model(..., target_modules="all-linear")` raises on those models, after it has already
+    wrapped the modules before the refused one. This asks peft's own check for every resolved leaf
+    name first and returns the full module names it accepts (Mamba: in_proj, x_proj, dt_proj; Falcon-H1
+    also attention and MLP), the explicit list a user passes; unguarded models get `targets` back."""
+    from peft import LoraConfig
+    from peft.tuners import tuners_utils
+
+    check = getattr(tuners_utils, "_check_lora_target_modules_mamba", None)
+    if check is None:
+        return targets, ()
+    probe = LoraConfig(r=1, target_modules=targets)
+
+    def refused(leaf: str) -> bool:
+        try:
+            check(probe, model, leaf)
+        except ValueError:
+            return True
+        return False
+
+    if isinstance(targets, str):
+        if targets.lower() != "all-linear":
+            return targets, ()
+        resolved = tuners_utils._maybe_include_all_linear_layers(LoraConfig(r=1, target_modules="all-linear"), model).target_modules
+        names = sorted(resolved)
+    else:
+        names = list(targets)
+    dropped = sorted({n.rsplit(".", 1)[-1] for n in names if refused(n.rsplit(".", 1)[-1])})
+    if not dropped:
+        return targets, ()
+    return [n for n in names if n.rsplit(".", 1)[-1] not in dropped], tuple(dropped)
+
+
+def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]) -> nn.Module:
+    from peft import IA3Config, LoraConfig, OFTConfig, PromptTuningConfig, VeraConfig, get_peft_model
+
+    if w.peft_method == "oft":
+        # peft 0.21 OFTConfig defaults (Cayley-Neumann, 5 terms, no COFT, no block sharing, module_dropout=0) with r=0
+        # so that the block size decides the number of blocks.
+        lora_config = OFTConfig(task_type="CAUSAL_LM", r=0, oft_block_size=w.oft_block_size, target_modules=_lora_targets(spec, w))
+    elif w.peft_method == "vera":
+        lora_config = VeraConfig(task_type="CAUSAL_LM", r=w.vera_rank, target_modules=_lora_targets(spec, w))
+    elif w.peft_method == "ia3":
         lora_config = IA3Config(task_type="CAUSAL_LM")  # peft's default targets per model type (k, v, down_proj for Llama)
     elif w.peft_method == "prompt-tuning":
         lora_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=w.num_virtual_tokens)
     else:
+        targets, refused = resolve_lora_targets(model, _lora_targets(spec, w))
+        if refused:
+            notes.append(f"peft {_peft_version()} refuses LoRA on {', '.join(refused)} of {spec.model_type} models; the other "
+                         f"{w.lora_targets} modules were adapted ({len(targets)} modules).")
         lora_config = LoraConfig(
-            r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=_lora_targets(spec, w), bias="none",
+            r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=targets, bias="none",
             task_type="CAUSAL_LM", use_dora=w.peft_method == "dora",
         )
     autocast = w.adapter_precision == "fp32"
@@ -523,17 +603,28 @@ def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]
         raise TraceUnsupportedError(f"peft could not place {w.peft_method} adapters ({w.lora_targets}) on this architecture: {e}") from e
     wanted = _TORCH_DTYPES[w.adapter_precision]
     for name, module in peft_model.named_modules():
-        if name.endswith(("lora_A", "lora_B")):
+        if name.endswith(("lora_A", "lora_B", "oft_R", "vera_lambda_b", "vera_lambda_d")):
             _recreate_params(module, wanted)
     if w.peft_method in ("ia3", "prompt-tuning"):
         notes.append(f"peft {w.peft_method} with its default configuration ({w.num_virtual_tokens} virtual tokens)."
                      if w.peft_method == "prompt-tuning" else "peft IA3 with its default target modules.")
+        return peft_model
+    if w.peft_method in ("oft", "vera"):
+        size = f"block size {w.oft_block_size}" if w.peft_method == "oft" else f"r={w.vera_rank}"
+        notes.append(f"peft {w.peft_method.upper()} ({size}) on {w.lora_targets} with adapters in {w.adapter_precision}, "
+                     "its other settings at peft 0.21's defaults.")
         return peft_model
     notes.append(
         f"{'DoRA' if w.peft_method == 'dora' else 'LoRA'} r={w.lora_rank} on {w.lora_targets} with adapters in {w.adapter_precision}"
         f"{' (peft autocast_adapter_dtype=True)' if autocast else ''}; lora_dropout=0 (peft default)."
     )
     return peft_model
+
+
+def _peft_version() -> str:
+    import peft
+
+    return peft.__version__
 
 
 def _optimizer(w: Workload, params: list[nn.Parameter], notes: list[str]) -> torch.optim.Optimizer:

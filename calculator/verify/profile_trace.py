@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import re
 import time
 import warnings
 from collections import Counter
@@ -191,7 +190,20 @@ def _fake_errors() -> tuple[type[BaseException], ...]:
     return (DynamicOutputShapeException, DataDependentOutputException, UnsupportedOperatorException)
 
 
-def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, causal: bool, batch: int, length: int, generated: int) -> PointResult:
+def _with_module_state(per_cache_layer: tuple[int, ...], layers: nn.ModuleList | None, baseline: set[int]) -> tuple[int, ...]:
+    """Per decoder layer, the cache layer's bytes plus the state the layer keeps in its own modules
+    (`_harness.module_state_tensors`: RecurrentGemma's conv and RG-LRU states)."""
+    if layers is None:
+        return per_cache_layer
+    state = [_harness.module_state_bytes(layer, baseline) for layer in layers]
+    if not any(state):
+        return per_cache_layer
+    n = max(len(per_cache_layer), len(state))
+    return tuple((per_cache_layer[i] if i < len(per_cache_layer) else 0) + (state[i] if i < len(state) else 0) for i in range(n))
+
+
+def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, causal: bool, batch: int, length: int, generated: int,
+                     layers: nn.ModuleList | None = None) -> PointResult:
     """One generate(): prefill `length` tokens, then decode steps 1 and `generated` - 1 (cache grown between)."""
 
     with torch.no_grad(), tracker:
@@ -204,6 +216,7 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             tracker.set_phase(None)
             del out
             return PointResult(batch=batch, length=length, context=length, phases={"forward": _split(tracker, "forward", 0)})
+        baseline = {id(t) for _, _, t in _harness.module_state_tensors(model)}
         tracker.set_phase("prefill")
         inputs = _inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
@@ -219,7 +232,7 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
 
         next_ids = greedy_step(inputs)
         tracker.set_phase(None)
-        kv_prefill = cache_layer_bytes(cache)
+        kv_prefill = _with_module_state(cache_layer_bytes(cache), layers, baseline)
         steps = generated - 1
         for step in (1, steps) if steps >= 2 else (1,):
             if step == steps and step > 1:
@@ -227,8 +240,9 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             tracker.set_phase("decode")
             next_ids = greedy_step(next_ids)
             tracker.set_phase(None)
-        kv_decode = cache_layer_bytes(cache)
+        kv_decode = _with_module_state(cache_layer_bytes(cache), layers, baseline)
         windows = cache_layer_windows(cache)
+        _harness.clear_module_state(model, baseline)  # the next point starts as a fresh generate()
     phases = {"prefill": _split(tracker, "prefill", sum(kv_prefill)), "decode": _split(tracker, "decode", sum(kv_decode))}
     return PointResult(batch=batch, length=length, context=length + generated - 1, phases=phases,
                        kv_by_layer={"prefill": kv_prefill, "decode": kv_decode}, windows=windows)
@@ -319,12 +333,8 @@ def _grow_cache(cache: Any, extra: int) -> None:
         del k, v
 
 
-def _linear_names(model: nn.Module) -> list[str]:
-    """Leaf names of every nn.Linear except the output embedding: peft's `all-linear` spelled out
-    (peft refuses the shorthand on some architectures, e.g. Mamba)."""
-    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not out}
-    return sorted(names)
+def targets_label(targets: Any) -> str:
+    return targets if isinstance(targets, str) else "+".join(targets)
 
 
 def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, notes: list[str]) -> nn.Module:
@@ -339,21 +349,14 @@ def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, n
         with mock.patch.object(nn.Module, "to", _harness._module_to_on_fakes):
             return get_peft_model(model, cfg, autocast_adapter_dtype=adapter_dtype == "fp32")
 
+    targets, refused = _harness.resolve_lora_targets(model, wanted)
+    if refused:
+        notes.append(f"peft refuses LoRA on {', '.join(refused)} of this model type; the other {targets_label(wanted)} modules "
+                     "were adapted, as an explicit target_modules list does.")
     try:
-        peft_model = make(wanted)
-    except ValueError as first:
-        names = _linear_names(model)
-        # peft 0.21 refuses some modules of Mamba-based models by name and lists them
-        # ("Incompatible modules: {'out_proj', 'conv1d'}"): leave those out.
-        found = re.search(r"Incompatible modules: \{([^}]*)\}", str(first))
-        refused = set(re.findall(r"'([^']+)'", found.group(1))) if found else set()
-        names = [n for n in names if n not in refused]
-        notes.append(f"peft refused target_modules={wanted!r}; adapted every nn.Linear by name ({', '.join(names)})"
-                     + (f", except the ones peft refuses ({', '.join(sorted(refused))})." if refused else "."))
-        try:
-            peft_model = make(names)
-        except ValueError as again:
-            raise TraceUnsupportedError(f"peft could not place LoRA adapters on this architecture: {again}") from again
+        peft_model = make(targets)
+    except ValueError as e:
+        raise TraceUnsupportedError(f"peft could not place LoRA adapters on this architecture: {e}") from e
     dtype = _harness._TORCH_DTYPES[adapter_dtype]
     for name, module in peft_model.named_modules():
         if name.endswith(("lora_A", "lora_B")):
@@ -466,7 +469,7 @@ def run_points(
                         if seq2seq:
                             r = _seq2seq_point(model, tracker, vocab, b, s, generated)
                         else:
-                            r = _inference_point(model, tracker, vocab, causal, b, s, generated)
+                            r = _inference_point(model, tracker, vocab, causal, b, s, generated, layers)
                         results.append(dataclasses.replace(r, seconds=time.process_time() - t0))
                         if on_progress:
                             on_progress(f"inference b={b} s={s}")
