@@ -677,9 +677,12 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         notes.extend(_trainer_notes(w))
     if w.mode in ("lora", "qlora") and w.master_weights and w.precision != "fp32" and not fmt.is_quantized:
         # The headline says the precision picked; the frozen base is 4 bytes per parameter here (see _training_phases).
+        # Said in the sized trainer's own terms (HF Trainer when TRL cannot start: trainers.runnable_workload).
+        why, how = (("TRL SFTTrainer's default for a model id", "TRL model_init_kwargs={'dtype': ...}") if w.trainer in ("trl-sft", "unsloth")
+                    else ("from_pretrained(dtype=torch.float32)", "from_pretrained(dtype=...)"))
         notes.append(f"The frozen base weights are held in fp32 (4 bytes per parameter), not {w.precision}: the model is loaded in fp32 "
-                     f"(TRL SFTTrainer's default for a model id) and trained under {w.precision} autocast. Turn fp32 weights off "
-                     f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
+                     f"({why}) and trained under {w.precision} autocast. Turn fp32 weights off "
+                     f"(--no-master-weights; {how}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
     if w.mode in ("lora", "qlora") and fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4"):
