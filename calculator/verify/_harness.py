@@ -732,6 +732,34 @@ def _fold_in_place_as_on_cuda() -> Iterator[None]:
         yield
 
 
+def _selective_op_context() -> Any:
+    """torchtitan's op-level selective activation checkpointing policy (torchtitan
+    `torchtitan/models/llama3/infra/parallelize.py` at 81c1243, `_save_list` and `_custom_policy`;
+    `torchtitan/distributed/activation_checkpoint.py` `_apply_op_sac` keeps it at cfb9326): the outputs
+    of the ops in the save list are kept (MUST_SAVE), every other op is recomputed, and of the
+    `aten.mm` calls of one checkpointed forward the 2nd, 4th, ... are recomputed too. A fresh counter
+    per checkpointed call, as torchtitan's `selective_checkpointing_context_fn` builds one.
+    On CPU, SDPA runs `_scaled_dot_product_flash_attention_for_cpu`, which is not in torchtitan's
+    (CUDA) list; it is added here as the stand-in for `_scaled_dot_product_flash_attention`."""
+    from collections import defaultdict
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    save = {aten.mm.default, aten._scaled_dot_product_efficient_attention.default, aten._scaled_dot_product_flash_attention.default,
+            aten.max.default, aten._scaled_dot_product_flash_attention_for_cpu.default}
+    meta: dict[str, int] = defaultdict(int)
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        key = "recompute_mm_count" if ctx.is_recompute else "forward_mm_count"
+        if func == aten.mm.default:
+            meta[key] += 1
+        keep = func in save and not (func == aten.mm.default and meta[key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
 def _run_training(
     model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, compute_dtype: torch.dtype, master: bool, notes: list[str]
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -742,7 +770,12 @@ def _run_training(
     in two `with tracker:` blocks because entering re-bases MemTracker's peak.
     """
     model.train()
-    if w.gradient_checkpointing:
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": _selective_op_context})
+        notes.append("Gradient checkpointing: non-reentrant, one checkpoint per decoder layer, with torchtitan's op-level selective "
+                     "policy (torch.utils.checkpoint.create_selective_checkpoint_contexts): matmul outputs saved except every "
+                     "second, attention outputs saved; SDPA's CPU flash kernel stands in for CUDA's flash kernel in its save list.")
+    elif w.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         notes.append("Gradient checkpointing: non-reentrant, one checkpoint per decoder layer (transformers default).")
     fused_head = w.loss_impl == "fused-linear"
