@@ -445,22 +445,31 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     frozen = plan is not None
     extra = extra_total // layers
     extra -= memory.liger_kernel_savings_per_layer(spec, compute_bytes=c, norm_kernel=w.norm_kernel, mlp_kernel=w.mlp_kernel, frozen=frozen)
+    selective = 0
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        # LoRA's adapter matmuls return the adapter dtype, or the compute dtype under autocast (fp32 base: input_bytes 4).
+        lora = plan if plan is not None and plan.names else None
+        out_bytes = c if (input_bytes != c or plan is None) else plan.adapter_bytes
+        selective = memory.selective_op_saved_bytes_per_token(spec, compute_bytes=c, attention=w.attention, adapters=lora,
+                                                              adapter_out_bytes=out_bytes)
     act = memory.training_activation_bytes(
         spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing,
         checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
         head_saves_input=w.loss_impl in ("full", "chunked-output"), first_layer_input_grad=_first_layer_input_grad(w),
+        checkpointed_extra_per_layer=selective,
     )
     per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
                                                             residual_bytes=input_bytes) + extra)
     grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
-    recompute = per_layer + grads if w.gradient_checkpointing else 0
+    # The recomputed layer takes over the outputs its selective policy kept (torch's SAC cache hands them over, not copies).
+    recompute = per_layer + grads - b * s * selective if w.gradient_checkpointing else 0
     host = 0
     if w.activation_offload:
         h = spec.hidden_size
         head = b * s * ((4 * h + 4 + c * h) + (c * h if plan is None else 0))
         if w.gradient_checkpointing:
             kept = memory.checkpointed_layers(layers, w.checkpoint_every)
-            layer_bytes = b * s * input_bytes * h if kept == layers else per_layer
+            layer_bytes = b * s * (input_bytes * h + selective) if kept == layers else per_layer
         else:
             layer_bytes = per_layer
         act, host = memory.offloaded_activation_split(saved_bytes=act, per_layer_bytes=layer_bytes, layers=layers, head_bytes=head)
@@ -707,6 +716,11 @@ def _trainer_notes(w: Workload) -> list[str]:
     if w.norm_kernel == "liger" or w.mlp_kernel == "liger":
         notes.append("Liger RMSNorm / SwiGLU kernels are Triton (GPU only): their savings are analytic, not traced. "
                      "Liger's RoPE kernel works in place and changes no saved tensor here.")
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        notes.append("Selective op checkpointing (torchtitan selective_ac_option='op'): each checkpointed layer also keeps the output of "
+                     "every other matmul and of flash/efficient attention; traced for full fine-tuning and LoRA (ops of other PEFT "
+                     "methods are not counted). torchtitan and torchtune's per-layer option k wrap layers k, 2k, ... (counting from 1), "
+                     "transformers' every_n_layers wraps layers 0, k, 2k, ...; this sizes the latter.")
     if w.paged_optimizer:
         notes.append("Paged optimizer (bitsandbytes): states live in CUDA unified memory, counted on the GPU here; under memory pressure "
                      "they page to host RAM, and torch.cuda.max_memory_allocated does not count them.")

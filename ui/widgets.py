@@ -227,7 +227,7 @@ def trainer_inputs(page: PageState) -> None:
     """The trainer preset and every memory saver it sets, each adjustable (calculator/trainers.py
     cites the framework code of each default)."""
     from calculator.trainers import PRESETS
-    from calculator.workload import CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
+    from calculator.workload import CHECKPOINT_POLICIES, CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
 
     t1, t2 = st.columns([2, 5])
     t1.selectbox("Trainer", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
@@ -241,6 +241,9 @@ def trainer_inputs(page: PageState) -> None:
         s1.slider("Trained token fraction", min_value=0.01, max_value=1.0, step=0.01, key=page.key("trained_frac"),
                   help="Share of tokens with a label (completion-only / assistant-only loss); fused heads score only those.")
         s2.number_input("Checkpoint every k-th layer", min_value=1, max_value=1024, step=1, key=page.key("ckpt_every"))
+        s2.selectbox("Checkpointing policy", CHECKPOINT_POLICIES, key=page.key("ckpt_policy"), disabled=not page.get("grad_ckpt"),
+                     help="full: a checkpointed layer keeps only its input. selective-op: torchtitan's op-level selective AC, which "
+                          "also keeps every other matmul output and the attention output (less recompute, more memory).")
         s2.checkbox("Activation offloading to CPU", key=page.key("offload"))
         s2.selectbox("Packing", PACKINGS, key=page.key("packing"))
         s3.checkbox("Optimizer step in backward", key=page.key("opt_in_bwd"))
@@ -712,7 +715,9 @@ def vllm_terms_frame(b: Any) -> pd.DataFrame:
         ("Weights (this rank)", b.weights_bytes, f"TP {s.tensor_parallel_size}: linear layers, embeddings and LM head split"),
         ("Activation peak (profile)", b.activation_peak_bytes,
          f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
-         f"{b.sampler_bytes / GiB:.2f} GiB"),
+         f"{b.sampler_bytes / GiB:.2f} GiB"
+         + (f"; encoder profiled first: {b.encoder.items:,} images × {b.encoder.tokens_per_item:,} tokens "
+            f"({b.encoder.peak_bytes / GiB:.2f} GiB tower peak)" if getattr(b, "encoder", None) else "")),
         ("Non-torch (kernels, NCCL)", b.non_torch_bytes,
          "per GPU class and engine; NCCL channels connected during the profile, and its setup too when the version snapshots first"),
         ("NCCL setup outside the budget", b.nccl_outside_bytes, "allocated before the snapshot (0.19+): must fit next to the CUDA context"),
