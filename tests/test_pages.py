@@ -237,3 +237,17 @@ def test_memory_and_price_columns_show_two_decimals(path: str, columns: tuple[st
         cells = [c for c in shown[col] if c != "—"]
         assert cells and all(re.fullmatch(r"[\d,]+\.\d\d", c) for c in cells), (col, cells)
         assert frame.value[col].dtype.kind == "f"  # sortable numbers under the display
+
+
+def test_compare_says_which_trainer_a_fine_tuning_row_is_sized_for():
+    """Compare sized higgs-audio's LoRA row as HF Trainer (TRL cannot start on its two heads) with nothing saying so."""
+    at = run_page(COMPARE, mode="lora")
+    assert not at.exception
+    frame = at.dataframe[0].value.set_index("Compared")
+    assert frame.loc["higgs-audio-v2-generation-3B-base", "Trainer sized"] == "HF Trainer (chosen trainer cannot start)"
+    assert frame.loc["Llama-3.2-3B", "Trainer sized"] == "TRL SFTTrainer"
+    warnings = [w.value for w in at.warning if "fails at its first step" in w.value]
+    assert len(warnings) == 1 and warnings[0].startswith("higgs-audio-v2-generation-3B-base: TRL SFTTrainer fails")
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base").spec
+    peak = estimate(spec, preset_workload("hf-trainer", mode="lora", gradient_checkpointing=True, master_weights=True)).total_bytes
+    assert frame.loc["higgs-audio-v2-generation-3B-base", "Peak VRAM (GiB)"] == round(peak / GiB, 2)
