@@ -469,6 +469,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     fits: dict[str, ComponentFit] = {}
     checks: dict[str, float] = {}
     traced_kinds: set[str] = set()
+    traced: dict[int, int] = {}  # asked depth -> layers the traced copy had
     lora = {"rank": settings["lora_rank"], "targets": settings["lora_targets"], "adapter_precision": settings["adapter_precision"]}
     for mode in modes:
         act_obs: dict[str, list] = {}
@@ -486,6 +487,12 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
                 )
                 notes += [n for n in run_notes if n not in notes]
                 traced_kinds |= set(kinds)
+                if len(kinds) != depth:
+                    # The copy kept more layers than asked (a layer-count key cut_config does not know):
+                    # the label says what was traced, and equal depths cannot separate the layers.
+                    note = f"A {depth}-layer copy was asked for and transformers built {len(kinds)} layers."
+                    notes += [note] if note not in notes else []
+                traced.setdefault(depth, len(kinds))
                 counts = {k: kinds.count(k) for k in order}
                 for r in results:
                     fitted = (r.batch, r.length) in points
@@ -538,7 +545,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
         kinds=tuple((k, full_kinds.count(k)) for k in order),
         windows=tuple(windows.items()),
         fits=_fill_missing(fits, missing),
-        traced_depths=depths,
+        traced_depths=tuple(traced.get(d, d) for d in depths),
         points=tuple(points),
         check_error_pct=checks,
         seconds=time.monotonic() - started,
