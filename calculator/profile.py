@@ -219,8 +219,13 @@ def default_settings(*, precision: str = "bf16", attention: str = "sdpa", lora_r
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    """sha256 of the config as canonical JSON, provenance fields dropped."""
-    clean = {k: v for k, v in config.items() if k not in _IGNORED_KEYS}
+    """sha256 of the config as canonical JSON, provenance fields dropped. Keys a config.json leaves
+    out take its model type's class defaults where the inventories ship them
+    (`inventory.with_shipped_defaults`), so the diff-only file save_pretrained writes and the full
+    dict find the same profile."""
+    from .inventory import with_shipped_defaults
+
+    clean = {k: v for k, v in with_shipped_defaults(config).items() if k not in _IGNORED_KEYS}
     return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()
 
 
