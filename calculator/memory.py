@@ -447,6 +447,7 @@ def training_activation_bytes(
     extra_per_layer: int = 0,
     head_saves_input: bool = True,
     first_layer_input_grad: bool = True,
+    checkpointed_extra_per_layer: int = 0,
 ) -> int:
     """Saved activations of a whole forward pass, at the start of backward.
 
@@ -456,7 +457,9 @@ def training_activation_bytes(
     arXiv:1604.06174) a checkpointed layer keeps only its input (ch per token, or
     `layer_input_bytes` x h when the residual stream is fp32 under autocast); with
     `checkpoint_every` = k only every k-th layer is checkpointed (`checkpointed_layers`) and the
-    others keep everything. The layer recomputed during backward is `recompute_activation_bytes`.
+    others keep everything; a selective policy keeps `checkpointed_extra_per_layer` bytes per token
+    more in each checkpointed layer (`selective_op_saved_bytes_per_token`). The layer recomputed
+    during backward is `recompute_activation_bytes`.
 
     After the last layer: the final norm (its fp32 input, 1/rms, and the normalized tensor when its
     weight trains, in the residual dtype) and, when the LM head trains and an nn.Linear applies it
@@ -484,10 +487,51 @@ def training_activation_bytes(
         if rest:
             per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
                                                     residual_bytes=r) + extra_per_layer
-        return tokens * (kept * r * h + rest * per_layer + head_inputs)
+        return tokens * (kept * (r * h + checkpointed_extra_per_layer) + rest * per_layer + head_inputs)
     per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
                                             residual_bytes=r) + extra_per_layer
     return tokens * (layers * per_layer + head_inputs)
+
+
+# torchtitan's op-level selective activation checkpointing (`mode = "selective"`,
+# `selective_ac_option = "op"`): `_save_list` in torchtitan/models/llama3/infra/parallelize.py at
+# commit 81c1243 (aten.mm, SDPA flash / efficient attention, reduce_scatter, max), applied by
+# `_custom_policy` with "every second mm" recomputed; torchtitan/distributed/activation_checkpoint.py
+# `_apply_op_sac` keeps the same rule at commit cfb9326. torchtune 0.6 (`training/activations.py`,
+# commit 6ace7c2) offers only per-layer "selective" (every k-th block) beside "full".
+
+
+def selective_op_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int, attention: str, adapters: AdapterPlan | None = None,
+                                       adapter_out_bytes: int = 0) -> int:
+    """Bytes per token one decoder layer keeps under torchtitan's op-level selective checkpointing,
+    beyond its input (which full checkpointing keeps too).
+
+    The policy sees dispatched aten ops in execution order. An `nn.Linear` without bias on a
+    [batch, seq, in] input is one `aten.mm` (`linear` -> `matmul` folds the batch into rows); one
+    with a bias is `aten.addmm` (`_flatten_nd_linear`), which is not in the list and is recomputed.
+    peft's LoRA runs base, lora_A, lora_B (three mm, adapter outputs in `adapter_out_bytes`). Of the
+    layer's mm calls the odd ones (1st, 3rd, ...) keep their output: for a Llama layer q (cq), v
+    (c kv), gate (cI) and down (ch), not k, o, up. Flash / efficient SDPA keeps its output (cq) and
+    fp32 log-sum-exp (4 x heads); eager attention runs bmm and softmax, none of them kept. Linears
+    are taken in the module order of the layer (transformers declares them in execution order);
+    fused MoE experts run grouped matmuls, not mm, so only their router counts. Full-FT Llama-3.2-3B
+    layer in bf16: 2 x (3072 + 1024 + 8192 + 3072) + 2 x 3072 + 4 x 24 = 36,960 bytes (traced)."""
+    c = compute_bytes
+    layers = max(spec.num_hidden_layers, 1)
+    mm_outputs: list[int] = []
+    for g in spec.linears:
+        if g.role not in ("attention", "mlp", "router") or not g.is_nn_linear or g.count % layers:
+            continue
+        for _ in range(g.count // layers):
+            if not g.bias_params:
+                mm_outputs.append(c * g.out_features)
+            if adapters is not None and adapters.adapts(g):
+                width = adapters.rank * g.lora_rank_factor
+                mm_outputs += [adapter_out_bytes * width, adapter_out_bytes * g.out_features]
+    total = sum(size for i, size in enumerate(mm_outputs) if i % 2 == 0)
+    if attention != "eager":
+        total += c * spec.num_attention_heads * spec.head_dim + 4 * spec.num_attention_heads
+    return total
 
 
 def recompute_activation_bytes(
