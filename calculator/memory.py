@@ -223,11 +223,19 @@ def kv_cache_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, kv_bits: i
 
 
 def eager_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
-    """Bytes alive per attention score element in eager attention: the c-byte scores, their fp32
-    softmax and the c-byte probabilities (transformers `eager_attention_forward`: 2c + 4); gpt-oss
-    appends its sink column and keeps the softmax in bf16, so logits, shifted logits and
-    probabilities: 3c (traced, benchmarks/results/calibration-notes.md item 3)."""
-    return 3 * compute_bytes if spec.model_type == "gpt_oss" else 2 * compute_bytes + 4
+    """Bytes alive per attention score element in eager attention without grad: the c-byte masked
+    scores, and `softmax(scores, dtype=torch.float32)`'s fp32 cast of them and its fp32 output
+    (transformers `eager_attention_forward`: c + 8; traced on 2-layer Llama / Gemma 2 copies at
+    3 x 1,536, the peak sits at that softmax); gpt-oss appends its sink column and keeps the
+    softmax in bf16, so logits, shifted logits and probabilities: 3c (traced,
+    benchmarks/results/calibration-notes.md item 3)."""
+    return 3 * compute_bytes if spec.model_type == "gpt_oss" else compute_bytes + 8
+
+
+def eager_saved_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
+    """Bytes eager attention saves for backward per score element: the fp32 softmax output and the
+    c-byte probabilities the value matmul saves (c + 4); gpt-oss's bf16 softmax and probabilities: 2c."""
+    return 2 * compute_bytes if spec.model_type == "gpt_oss" else compute_bytes + 4
 
 
 def audio_positions(audio_token_share: float, seq_len: int) -> int:
@@ -249,8 +257,9 @@ def prefill_transient_bytes(
       once activated) -> c(4h + 3I); plain GELU MLPs c(4h + 2I);
     - MoE: transformers 5 runs experts with `grouped_mm`: every token is replicated top_k times and
       for all pairs the gathered input (h), gate_up output (2I), act(gate) (I) and product (I) are
-      alive -> 4ch + experts x (c + 4) router logits + top_k x c(h + 4I) (Mixtral: 278,576 B/token,
-      traced 279 KB);
+      alive, or, where the experts are narrow (Qwen3-MoE: I = 768 < 3h/4), the 4 h-wide copies
+      after the down projection -> 4ch + experts x (c + 4) router logits + top_k x c max(h + 4I, 4h)
+      (Mixtral: 278,576 B/token, traced 279 KB);
     - attention: hidden states + q and output (4ch + 2cq); eager also materializes the
       heads x seq scores (`eager_score_bytes` each) and K/V repeated to all heads;
     - RMSNorm: residual + fp32 upcast + fp32 square/product (ch + 12h).
@@ -270,7 +279,12 @@ def prefill_transient_bytes(
     q = spec.num_attention_heads * spec.head_dim
     tokens = batch_size * seq_len
     if spec.is_moe:
-        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * c * (h + 4 * spec.moe_intermediate_size)
+        # Per token-expert pair the larger of: gathered input + gate_up output + act + product
+        # (h + 4I), and after the down projection the gathered input, the down output, the
+        # routing-weighted copy and its un-permuted copy (4h; `weighted_out[inv_perm]` while the
+        # others are still referenced, transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`).
+        pair = max(h + 4 * spec.moe_intermediate_size, 4 * h)
+        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * c * pair
         if spec.num_shared_experts:
             mlp += 3 * c * spec.num_shared_experts * spec.moe_intermediate_size
     else:
@@ -288,10 +302,26 @@ def prefill_transient_bytes(
         mlp_total = tokens * 4 * c * h + routed * mlp_inference_elements(spec) * c * spec.intermediate_size
         total = max(mlp_total, tokens * attn, tokens * norm) + batch_size * n_audio * c * h
     if attention == "eager":
-        # scores, softmax and probabilities per head and key; K/V repeated to every head.
-        total += tokens * spec.num_attention_heads * seq_len * eager_score_bytes(spec, c) + tokens * 2 * c * q
-        total += batch_size * seq_len * seq_len * c  # additive causal mask
+        total = max(total, eager_attention_transient_bytes(spec, batch_size=batch_size, seq_len=seq_len, compute_bytes=c))
     return total
+
+
+def eager_attention_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int) -> int:
+    """What is alive at eager attention's softmax over `seq_len` new tokens (no grad), a moment of
+    its own: the MLP's transients do not exist then. Per token: the hidden states the loop holds
+    (`inputs_embeds`, residual, normed input: 3ch), the rotated queries (cq), heads x seq scores at
+    `eager_score_bytes` each, and K/V repeated to every head (`repeat_kv`, 2cq) where heads share
+    K/V (GQA; with as many K/V heads as heads it returns its input). Plus one additive mask of
+    batch x seq x seq per kind of layer (transformers builds a full and a sliding mask when both
+    kinds exist). Traced (2-layer copies, 3 x 1,536): Llama-2-7B dims 527,360 B/token, Gemma-2-2B
+    155,136 B/token, both as summed here from the live tensors at the peak."""
+    c = compute_bytes
+    heads = spec.num_attention_heads
+    q = heads * spec.head_dim
+    repeated = 2 * c * q if spec.num_key_value_heads and heads // spec.num_key_value_heads > 1 else 0
+    per_token = 3 * c * spec.hidden_size + c * q + heads * seq_len * eager_score_bytes(spec, c) + repeated
+    masks = max(len({k for k in spec.layer_types if k in ("full", "sliding")}), 1)
+    return batch_size * seq_len * per_token + masks * batch_size * seq_len * seq_len * c
 
 
 def generation_logits_bytes(spec: ModelSpec, *, batch_size: int, compute_bytes: int) -> int:
@@ -425,7 +455,7 @@ def layer_saved_bytes_per_token(
 
     # Attention core.
     if attention == "eager":
-        total += c * (3 * q) + heads * seq_len * (eager_score_bytes(spec, c) - c)
+        total += c * (3 * q) + heads * seq_len * eager_saved_score_bytes(spec, c)
         if spec.attn_logit_softcapping:
             # `scores = tanh(scores / cap) * cap` (Gemma2 eager_attention_forward): tanh saves its c-byte output.
             total += heads * seq_len * c
