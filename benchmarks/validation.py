@@ -113,6 +113,7 @@ SETTINGS: dict[str, RowSetting] = {
         workload=W(
             mode="qlora",
             precision="int4",
+            trainer="torchtune",  # no peft: no prepare_model_for_kbit_training upcast (calculator.trainers.kbit_upcast)
             batch_size=2,
             context_length=512,
             gradient_checkpointing=True,
@@ -287,7 +288,7 @@ SETTINGS: dict[str, RowSetting] = {
     ),
     "M055": RowSetting(
         model="meta-llama/Llama-3.2-3B-Instruct",
-        workload=W(mode="qlora", precision="int4", batch_size=2, context_length=4096, lora_rank=64, lora_targets="attention+mlp",
+        workload=W(mode="qlora", precision="int4", trainer="torchtune", batch_size=2, context_length=4096, lora_rank=64, lora_targets="attention+mlp",
                    adapter_precision="bf16", fused_optimizer=True, loss_impl="chunked-output", compile_loss=True,
                    gradient_checkpointing=True, activation_offload=True),
         measure="allocated",

@@ -20,6 +20,7 @@ from .units import PRECISIONS, format_bytes, format_count
 from .workload import (
     ATTENTION_IMPLS,
     CACHE_IMPLEMENTATIONS,
+    CHECKPOINT_POLICIES,
     CPU_OFFLOADS,
     KERNELS,
     LORA_TARGETS,
@@ -99,6 +100,9 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="gradient (activation) checkpointing per decoder layer (default: the trainer's; TRL on)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="checkpoint every k-th decoder layer only (transformers every_n_layers)")
+    p.add_argument("--checkpoint-policy", choices=CHECKPOINT_POLICIES, default=None,
+                   help="what a checkpointed layer keeps: full (its input only) or selective-op (torchtitan's op-level selective AC: "
+                        "every other matmul output and the attention output too)")
     p.add_argument("--master-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="fp32 weights under bf16/fp16 autocast (HF Trainer/TRL on a model loaded in fp32: TRL's default for a model id; "
                         "--no-master-weights = model_init_kwargs={'dtype': 'bfloat16'})")
@@ -115,9 +119,14 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-offload", choices=CPU_OFFLOADS, default=None, help="ZeRO/FSDP CPU offload: optimizer states (and parameters) in host RAM")
     p.add_argument("--peft-method", choices=PEFT_METHODS, default=None, help="adapter method for lora/qlora modes (default lora)")
     p.add_argument("--virtual-tokens", type=_positive_int, default=None, help="prompt tuning: virtual tokens (default 20)")
+    p.add_argument("--oft-block-size", type=_positive_int, default=None, help="OFT: orthogonal block size (peft default 32)")
+    p.add_argument("--vera-rank", type=_positive_int, default=None, help="VeRA: rank of the shared random projections (peft default 256)")
     p.add_argument("--packing", choices=PACKINGS, default=None, help="padded batches (to the longest in the batch), packed rows, or padding-free")
     p.add_argument("--sample-lengths", type=_lengths, default=None, metavar="N,N,...",
                    help="dataset sequence lengths in tokens (comma-separated) for padded / padding-free batches")
+    p.add_argument("--sample-lengths-file", default=None, metavar="PATH",
+                   help="a file of dataset sequence lengths (one per line, comma-separated or a JSON list; up to 1 MB), "
+                   "summarised as 32 quantiles (calculator/lengths.py)")
     p.add_argument("--norm-kernel", choices=KERNELS, default=None, help="RMSNorm kernel: torch or liger")
     p.add_argument("--mlp-kernel", choices=KERNELS, default=None, help="SwiGLU kernel: torch or liger")
     p.add_argument("--lora-rank", type=_positive_int, default=None, help="LoRA rank r (default: the trainer's; 16)")
@@ -173,6 +182,9 @@ def _refuse_ignored_flags(args: argparse.Namespace) -> None:
     if given and args.runtime != "vllm":
         raise InvalidWorkloadError(f"{', '.join(given)} {'is a vLLM flag' if len(given) == 1 else 'are vLLM flags'}: "
                                    "add --runtime vllm (the transformers runtime has no such setting).")
+    for name, flag, method in (("oft_block_size", "--oft-block-size", "oft"), ("vera_rank", "--vera-rank", "vera")):
+        if getattr(args, name, None) is not None and args.peft_method != method:
+            raise InvalidWorkloadError(f"{flag} sizes {method.upper()} adapters: add --peft-method {method} (with --mode lora or qlora).")
     if args.trainer not in (None, "custom") and args.mode == "inference":
         raise InvalidWorkloadError(f"--trainer {args.trainer} sets up a training loop; inference has none: add --mode lora, qlora or full, "
                                    "or leave out --trainer.")
@@ -203,11 +215,32 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=num_gpus, parallelism=args.parallelism,
         audio_token_share=args.audio_share, stack=args.stack, speech_codec=args.speech_codec,
         loss_impl=args.loss, loss_chunks=args.loss_chunks, compile_loss=args.compile_loss, trained_token_fraction=args.trained_fraction,
-        checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
+        checkpoint_every=args.checkpoint_every, checkpoint_policy=args.checkpoint_policy, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
         cpu_offload=args.cpu_offload, peft_method=args.peft_method, num_virtual_tokens=args.virtual_tokens, packing=args.packing,
-        sample_lengths=args.sample_lengths, norm_kernel=args.norm_kernel, mlp_kernel=args.mlp_kernel,
+        oft_block_size=args.oft_block_size, vera_rank=args.vera_rank,
+        sample_lengths=_sample_lengths(args), norm_kernel=args.norm_kernel, mlp_kernel=args.mlp_kernel,
     )
+
+
+def _sample_lengths(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """--sample-lengths as given, or --sample-lengths-file read (bounded) and summarised."""
+    path = getattr(args, "sample_lengths_file", None)
+    if path is None:
+        return args.sample_lengths
+    from .lengths import MAX_TEXT_CHARS, parse_lengths, summarise_lengths
+
+    if args.sample_lengths is not None:
+        raise InvalidWorkloadError("give --sample-lengths or --sample-lengths-file, not both.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TEXT_CHARS + 1)
+    except OSError as exc:
+        raise InvalidWorkloadError(f"--sample-lengths-file: cannot read {path!r} ({exc.strerror or exc}).") from exc
+    lengths = parse_lengths(data.decode("utf-8", errors="replace"))
+    if not lengths:
+        raise InvalidWorkloadError(f"--sample-lengths-file: {path!r} holds no lengths.")
+    return summarise_lengths(lengths)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -240,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _text_report(data: dict[str, Any]) -> str:
     lines = [
         f"{data['model']}  ({format_count(data['params'])} parameters, {data['params_source']})",
+        f"counted from: {data['counted_from']}",
         f"workload: {data['workload']['mode']}, {data['workload']['precision']} ({data['workload']['weight_format']}), "
         f"context {data['workload']['context_length']:,}, batch {data['workload']['batch_size']}, {data['workload']['num_gpus']} GPU(s)",
         f"peak VRAM{' per GPU' if data['per_gpu'] else ''}: {format_bytes(data['total_bytes'], 'GiB', 2)} on the device "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from . import memory, parallelism, speech
+from . import allocator, memory, parallelism, speech, trainers
 from .errors import InvalidWorkloadError
 from .quantization import WeightFormat, weight_format
 from .spec import ModelSpec
@@ -37,10 +37,23 @@ from .workload import Workload
 CUDA_CONTEXT_BYTES = 500 * MiB
 # The caching allocator reserves more than it hands out (block rounding, fragmentation). The
 # torchtune QLoRA tutorial logs 13.96 GB allocated vs 13.98 GB reserved after loading (validation
-# M035, +0.1%); in training the churn of activations makes it larger. Assumed +2% for inference,
-# +5% for training; the validation benchmark reports the residual on reserved-memory rows.
+# M035, +0.1%), and its e2e tutorial 6.21 GiB vs 6.27 GiB (M040, +1.0%); in training the churn of
+# activations makes it larger. Assumed +2% for inference, +5% for training at fixed shapes (an
+# assumption, not a measurement: the allocator model in calculator/allocator.py replays a
+# fixed-shape step at well under 1%, so the 5% stands for what it does not model: cuBLAS/cuDNN
+# workspaces, the optimizer's foreach chunks, stream-ordered frees). With a length distribution
+# the replayed excess over the fixed-shape replay is added (`_variable_length_reserve`).
 RESERVED_FRACTION_INFERENCE = 0.02
 RESERVED_FRACTION_TRAINING = 0.05
+# Steps of the length distribution replayed before the peak step (the batch with the longest
+# sequences). Reserved memory only grows, so a long run reaches its reserve after many mixed
+# steps; the peak step is replayed last, after the others, as it meets them in a long run. With 16
+# the figure is within 0.1 GiB of 64 steps' for every distribution of
+# benchmarks/results/allocator_reserve.txt (8 steps were 5 GiB off on one), at ~2x the time of 8.
+VARIABLE_LENGTH_STEPS = 16
+# The least card the steps fit is searched to 1/16 of its range (the allocated peak to the peak of
+# partly used segments): 6 replays; the benchmark's `capped` column is the same search at 2 MiB.
+REPLAY_HALVINGS = 4
 
 
 EAGER_FALLBACK_NOTE = (
@@ -156,9 +169,9 @@ def _kv_bits(workload: Workload, fmt: WeightFormat) -> int:
     return BITS_PER_ELEMENT[workload.kv_cache_precision or fmt.compute_precision]
 
 
-def _with_overhead(b: Breakdown, *, training: bool, context_bytes: int = CUDA_CONTEXT_BYTES) -> Breakdown:
+def _with_overhead(b: Breakdown, *, training: bool, context_bytes: int = CUDA_CONTEXT_BYTES, variable_reserve: int = 0) -> Breakdown:
     fraction = RESERVED_FRACTION_TRAINING if training else RESERVED_FRACTION_INFERENCE
-    return replace(b, allocator_reserve_bytes=int(b.torch_allocated_bytes * fraction), cuda_context_bytes=context_bytes)
+    return replace(b, allocator_reserve_bytes=int(b.torch_allocated_bytes * fraction) + variable_reserve, cuda_context_bytes=context_bytes)
 
 
 def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: int) -> dict[str, Breakdown]:
@@ -293,6 +306,115 @@ def _training_shape(w: Workload) -> tuple[int, int]:
     return b, max(1, -(-sum(longest) // b))
 
 
+def _step_shapes(w: Workload) -> tuple[tuple[int, int], ...]:
+    """(batch, sequence length) of the training steps replayed through the allocator: batches of
+    `batch_size` sequences drawn from `sample_lengths` (a fixed seed, so the answer is repeatable),
+    padded to their longest (padded) or concatenated into one row (padding-free), then the peak
+    step (`_training_shape`). Packed rows, or no distribution, are one shape."""
+    import random
+
+    peak = _training_shape(w)
+    if not w.sample_lengths or w.packing == "packed":
+        return (peak,)
+    lengths = sorted(min(n, w.context_length) for n in w.sample_lengths)  # the order given does not matter
+    rng = random.Random(13)
+    shapes = []
+    for _ in range(VARIABLE_LENGTH_STEPS):
+        batch = [rng.choice(lengths) for _ in range(w.batch_size)]
+        shapes.append((w.batch_size, max(batch)) if w.packing == "padded" else (1, sum(batch)))
+    return (*shapes, peak)
+
+
+def _replayed_step(spec: ModelSpec, w: Workload, *, b: int, s: int, c: int, layers: int, loss: int,
+                   plan: memory.AdapterPlan | None, input_bytes: int) -> allocator.StepTensors:
+    """One training step's tensors at (b, s) for the allocator replay: a layer's saved set split
+    into tensors of the MLP's and the hidden width (`allocator.split_per_token`), its backward
+    gradient buffers likewise, the loss buffers, and (full fine-tuning) each layer's weight
+    gradients. Sizes are the estimate's own terms; which tensor is which does not matter to the
+    allocator, only their sizes and order."""
+    tokens = b * s
+    h = spec.hidden_size
+    inter = spec.moe_intermediate_size * max(spec.num_experts_per_tok, 1) if spec.is_moe else spec.intermediate_size
+    # The MLP-wide tensors (up to three: gate, up, act) and one tensor with the rest: the wide ones
+    # decide which cached blocks fit, and one tensor per width keeps the replay fast.
+    widths = [(inter * c, 3)]
+    per_token = memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan)
+    layer_set = tuple(tokens * x for x in allocator.split_per_token(per_token, widths))
+    back = memory.layer_backward_transient_bytes(spec, tokens=1, compute_bytes=c, residual_bytes=input_bytes)
+    back_set = tuple(tokens * x for x in allocator.split_per_token(back, widths))
+    grads: tuple[int, ...] = ()
+    if plan is None:
+        all_layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+        grads = tuple(g.in_features * g.out_features * c for g in spec.linears if g.role != "head"
+                      for _ in range(max(g.count // all_layers, 1)))
+    chunks = w.loss_chunks if w.loss_impl == "chunked-output" else 1
+    head = (loss // chunks,) * chunks if loss else ()
+    if w.gradient_checkpointing:
+        return allocator.StepTensors(layers=layers, saved=(tokens * h * input_bytes,), head=head, recompute=layer_set,
+                                     backward_temp=back_set, grads=grads)
+    return allocator.StepTensors(layers=layers, saved=layer_set, head=head, backward_temp=back_set, grads=grads)
+
+
+def _variable_length_reserve(spec: ModelSpec, w: Workload, *, c: int, plan: memory.AdapterPlan | None, input_bytes: int,
+                             head_weight_bytes: int) -> tuple[int, int]:
+    """(needed, cached): bytes the caching allocator holds beyond the fixed-shape reserve when
+    batches change shape, from the replay of `_step_shapes` against a replay at the peak shape
+    (the fixed-shape state repeats from the second step on, so two steps stand for it).
+
+    `needed` is the growth of the least device memory the steps run in (`smallest_capacity`: on
+    a failed cudaMalloc the allocator frees every wholly free cached segment and retries,
+    `release_cached_blocks`), rounded up to 1/2^REPLAY_HALVINGS of the range it is searched in.
+    `cached` is the growth of `max_memory_reserved` on a card with room to spare, where nothing
+    is ever released. Both 0 without a length distribution."""
+    shapes = _step_shapes(w)
+    if len(set(shapes)) == 1:
+        return 0, 0
+    layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+
+    def step(b: int, s: int) -> allocator.StepTensors:
+        loss = _loss_bytes(spec, w, tokens=b * s, c=c, hidden_bytes=input_bytes, head_weight_bytes=head_weight_bytes)
+        return _replayed_step(spec, w, b=b, s=s, c=c, layers=layers, loss=loss, plan=plan, input_bytes=input_bytes)
+
+    varied_steps = tuple(step(b, s) for b, s in shapes)
+    varied = allocator.replay_steps(varied_steps)
+    fixed = allocator.replay_steps((step(*shapes[-1]),) * 2)
+    capacity = allocator.capacity_for_steps(varied_steps, max_halvings=REPLAY_HALVINGS)
+    needed = (capacity - varied.peak_allocated_bytes) - (fixed.peak_in_use_bytes - fixed.peak_allocated_bytes)
+    cached = varied.reserve_bytes - fixed.reserve_bytes
+    return max(needed, 0), max(cached, 0)
+
+
+def _training_reserve(spec: ModelSpec, w: Workload, fmt: WeightFormat) -> tuple[int, int]:
+    """`_variable_length_reserve` with the step's dtypes and adapters as `_training_phases` sizes them."""
+    if not w.sample_lengths or w.packing == "packed":
+        return 0, 0
+    c = _compute_bytes(fmt)
+    fp32_weights = w.master_weights and w.precision != "fp32" and not fmt.is_quantized
+    input_bytes = 4 if fp32_weights else c
+    plan = None
+    if w.mode in ("lora", "qlora"):
+        names = memory.lora_target_names(spec, w.lora_targets) if w.peft_method in ("lora", "dora") else frozenset()
+        plan = memory.AdapterPlan(names=names, rank=w.lora_rank, adapter_bytes=4 if w.adapter_precision == "fp32" else 2,
+                                  input_copy_bytes=c if fp32_weights else 0)
+    return _variable_length_reserve(spec, w, c=c, plan=plan, input_bytes=input_bytes, head_weight_bytes=input_bytes)
+
+
+def _allocator_note(w: Workload, peak: Breakdown, variable: int, cached: int) -> str:
+    lengths = sorted(min(n, w.context_length) for n in w.sample_lengths)
+    share = peak.allocator_reserve_bytes / max(peak.torch_allocated_bytes, 1)
+    batches = "padded to their longest sequence" if w.packing == "padded" else "concatenated padding-free"
+    return (f"Allocator cache: batches of {lengths[0]:,}-{lengths[-1]:,} tokens ({batches}) change shape every step, and PyTorch's "
+            f"caching allocator carves each shape out of the segments earlier shapes left. Replaying {VARIABLE_LENGTH_STEPS} such steps "
+            f"and then the longest one through a model of the allocator (calculator/allocator.py), on a card just large enough "
+            f"(cached free segments released when a cudaMalloc fails), needs {format_bytes(variable, 'GiB', 2)} more than one "
+            "fixed shape does, so the allocator cache is "
+            f"{format_bytes(peak.allocator_reserve_bytes, 'GiB', 2)} ({share:.1%} of allocated; 5% at fixed shapes). On a card with room "
+            f"to spare nothing is given back without torch.cuda.empty_cache(), and max_memory_reserved climbs "
+            f"{format_bytes(cached, 'GiB', 2)} above the fixed-shape figure instead; a fuller card frees those cached segments when a "
+            "cudaMalloc fails. Packed rows keep one shape; PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is PyTorch's remedy for "
+            "the slivers (not modelled here).")
+
+
 def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_bytes: int, head_weight_bytes: int) -> int:
     """The loss term the trainer's loss implementation leaves alive (see `memory`)."""
     head_trainable = w.mode == "full"
@@ -307,6 +429,14 @@ def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_byt
     return memory.loss_buffer_bytes(spec, batch_size=1, seq_len=tokens, compute_bytes=c, keep_logits=w.keep_logits)
 
 
+def _first_layer_input_grad(w: Workload) -> bool:
+    """Whether the first decoder layer's input requires grad. With a frozen embedding (PEFT) only
+    `enable_input_require_grads` makes it so, and TRL 1.16 (`sft_trainer.py`), transformers'
+    Trainer and peft's k-bit preparation call it only with gradient checkpointing; prompt tuning
+    feeds trainable virtual-token embeddings."""
+    return w.mode == "full" or w.gradient_checkpointing or w.peft_method == "prompt-tuning"
+
+
 def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, *, b: int, s: int, c: int, input_bytes: int,
                  extra_total: int) -> tuple[int, int, int]:
     """(saved activations at the start of backward on the GPU, the recomputed layer, host bytes
@@ -315,20 +445,31 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     frozen = plan is not None
     extra = extra_total // layers
     extra -= memory.liger_kernel_savings_per_layer(spec, compute_bytes=c, norm_kernel=w.norm_kernel, mlp_kernel=w.mlp_kernel, frozen=frozen)
+    selective = 0
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        # LoRA's adapter matmuls return the adapter dtype, or the compute dtype under autocast (fp32 base: input_bytes 4).
+        lora = plan if plan is not None and plan.names else None
+        out_bytes = c if (input_bytes != c or plan is None) else plan.adapter_bytes
+        selective = memory.selective_op_saved_bytes_per_token(spec, compute_bytes=c, attention=w.attention, adapters=lora,
+                                                              adapter_out_bytes=out_bytes)
     act = memory.training_activation_bytes(
         spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing,
         checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
+        head_saves_input=w.loss_impl in ("full", "chunked-output"), first_layer_input_grad=_first_layer_input_grad(w),
+        checkpointed_extra_per_layer=selective,
     )
-    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan) + extra)
+    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
+                                                            residual_bytes=input_bytes) + extra)
     grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
-    recompute = per_layer + grads if w.gradient_checkpointing else 0
+    # The recomputed layer takes over the outputs its selective policy kept (torch's SAC cache hands them over, not copies).
+    recompute = per_layer + grads - b * s * selective if w.gradient_checkpointing else 0
     host = 0
     if w.activation_offload:
         h = spec.hidden_size
         head = b * s * ((4 * h + 4 + c * h) + (c * h if plan is None else 0))
         if w.gradient_checkpointing:
             kept = memory.checkpointed_layers(layers, w.checkpoint_every)
-            layer_bytes = b * s * input_bytes * h if kept == layers else per_layer
+            layer_bytes = b * s * (input_bytes * h + selective) if kept == layers else per_layer
         else:
             layer_bytes = per_layer
         act, host = memory.offloaded_activation_split(saved_bytes=act, per_layer_bytes=layer_bytes, layers=layers, head_bytes=head)
@@ -394,9 +535,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
             phases["layer recompute"] = Breakdown(weights_bytes=live_weights, optimizer_bytes=optimizer, master_weights_bytes=master,
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
         return phases, params, host_act
-    # LoRA / QLoRA (and DoRA, IA3, prompt tuning): frozen base, trainable adapters.
-    if fmt.name == "bnb-int8":
-        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of an LLM.int8 base
+    # LoRA / QLoRA (and DoRA, IA3, prompt tuning, OFT, VeRA): frozen base, trainable adapters.
+    if fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4") and trainers.kbit_upcast(w.trainer):
+        weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of a bitsandbytes base
     adapter_elem_bytes = 4 if w.adapter_precision == "fp32" else 2
     cast = 0
     if fp32_weights:
@@ -404,7 +545,8 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         # bf16 autocast each matmul casts its weight (frozen weights are not in autocast's cache).
         weights = memory.weight_bytes(spec, weight_format(spec, replace(w, precision="fp32")))
         # (the LM head is cast chunk by chunk in TRL's fused loss, and counted with the saved casts for full logits)
-        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c
+        # Without checkpointing every cast was made in the forward and saved (`casts` below): backward makes none.
+        cast = max((g.in_features * g.out_features for g in spec.linears if g.role != "head"), default=0) * c if w.gradient_checkpointing else 0
     method = w.peft_method
     names = memory.lora_target_names(spec, w.lora_targets) if method in ("lora", "dora") else frozenset()
     plan = memory.AdapterPlan(names=names, rank=w.lora_rank, adapter_bytes=adapter_elem_bytes)
@@ -413,7 +555,24 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     act_plan = replace(plan, input_copy_bytes=c) if fp32_weights else plan
     extra_total = 0
     transient = 0
-    if method == "lora":
+    fixed_saved = 0  # saved for backward whatever the token count (OFT's rotations, VeRA's autocast casts), whole model
+    adapter_buffers = 0
+    saved_bytes = c if fp32_weights else adapter_elem_bytes  # dtype of what OFT / VeRA save: autocast's, else the adapters'
+    if method in ("oft", "vera"):
+        targets = memory.peft_linear_targets(spec, w.lora_targets)
+    if method == "oft":
+        adapter_params = memory.oft_params(spec, targets, block_size=w.oft_block_size)
+        adapter_buffers = memory.oft_buffer_bytes(spec, targets, block_size=w.oft_block_size)
+        extra_total = memory.oft_saved_bytes_per_token(spec, targets, saved_bytes=saved_bytes,
+                                                       copies_input=fp32_weights or adapter_elem_bytes != c, attention=w.attention)
+        fixed_saved = memory.oft_rotation_saved_bytes(spec, targets, block_size=w.oft_block_size, adapter_bytes=adapter_elem_bytes,
+                                                      autocast_bytes=c if fp32_weights else 0)
+    elif method == "vera":
+        adapter_params = memory.vera_params(spec, targets, rank=w.vera_rank)
+        adapter_buffers = memory.vera_projection_bytes(spec, targets, rank=w.vera_rank, adapter_bytes=adapter_elem_bytes)
+        extra_total = memory.vera_saved_bytes_per_token(spec, targets, rank=w.vera_rank, saved_bytes=saved_bytes)
+        fixed_saved = memory.vera_autocast_cast_bytes(spec, targets, rank=w.vera_rank, compute_bytes=c) if fp32_weights else 0
+    elif method == "lora":
         adapter_params = memory.lora_params(spec, plan)
     elif method == "dora":
         adapter_params = memory.lora_params(spec, plan) + memory.dora_extra_params(spec, plan)
@@ -425,7 +584,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     else:  # prompt tuning: num_virtual_tokens x hidden embedding
         adapter_params = w.num_virtual_tokens * spec.hidden_size
     states = memory.optimizer_state_bytes(optimizer=w.optimizer, trainable_params=adapter_params, state_bytes=adapter_elem_bytes)
-    adapters = adapter_params * adapter_elem_bytes * 2 + states  # weights + grads + optimizer states
+    adapters = adapter_params * adapter_elem_bytes * 2 + states + adapter_buffers  # weights + grads + optimizer states (+ buffers)
     temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
         optimizer=w.optimizer, trainable_params=adapter_params, param_bytes=adapter_elem_bytes, largest_param=0)
     act, recompute, host_act = _activations(spec, w, act_plan, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=extra_total)
@@ -438,11 +597,17 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
         if method == "lora" else (0, 0, 0)
     act += merged_layer if w.gradient_checkpointing else merged_all
     recompute += merged_layer if w.gradient_checkpointing else 0
+    layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
+    kept = layers - (memory.checkpointed_layers(layers, w.checkpoint_every) if w.gradient_checkpointing else 0)
+    if fixed_saved:
+        # Per layer, like its other saved tensors: kept by the layers not checkpointed, rebuilt in the one recomputed.
+        act += fixed_saved * kept // layers
+        recompute += fixed_saved // layers if w.gradient_checkpointing else 0
     if fp32_weights:
-        layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
-        kept = layers - (memory.checkpointed_layers(layers, w.checkpoint_every) if w.gradient_checkpointing else 0)
+        # OFT's skew vectors and VeRA's scaling vectors enter no matmul, so autocast casts none of them (their casts are above).
+        cast_adapters = 0 if method in ("oft", "vera") else adapter_params
         casts = memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=kept, full_logits=w.loss_impl == "full",
-                                                  adapter_params=adapter_params)
+                                                  adapter_params=cast_adapters, first_layer_input_grad=_first_layer_input_grad(w))
         act += casts
         if w.gradient_checkpointing:
             recompute += memory.autocast_weight_cast_bytes(spec, compute_bytes=c, layers_kept=1, full_logits=False, adapter_params=0)
@@ -512,16 +677,22 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         notes.extend(_trainer_notes(w))
     if w.mode in ("lora", "qlora") and w.master_weights and w.precision != "fp32" and not fmt.is_quantized:
         # The headline says the precision picked; the frozen base is 4 bytes per parameter here (see _training_phases).
+        # Said in the sized trainer's own terms (HF Trainer when TRL cannot start: trainers.runnable_workload).
+        why, how = (("TRL SFTTrainer's default for a model id", "TRL model_init_kwargs={'dtype': ...}") if w.trainer in ("trl-sft", "unsloth")
+                    else ("from_pretrained(dtype=torch.float32)", "from_pretrained(dtype=...)"))
         notes.append(f"The frozen base weights are held in fp32 (4 bytes per parameter), not {w.precision}: the model is loaded in fp32 "
-                     f"(TRL SFTTrainer's default for a model id) and trained under {w.precision} autocast. Turn fp32 weights off "
-                     f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
+                     f"({why}) and trained under {w.precision} autocast. Turn fp32 weights off "
+                     f"(--no-master-weights; {how}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
-    if w.mode in ("lora", "qlora") and fmt.name == "bnb-int8":
-        notes.append(
-            "LoRA on an 8-bit base: LLM.int8 weights, with peft's prepare_model_for_kbit_training casting the other "
-            "16-bit parameters (embeddings, norms, LM head) to fp32; activations are counted in the compute dtype."
-        )
+    if w.mode in ("lora", "qlora") and fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4"):
+        base = "LoRA on an 8-bit base: LLM.int8 weights" if fmt.name == "bnb-int8" else f"QLoRA on a 4-bit {fmt.name[4:].upper()} base"
+        if trainers.kbit_upcast(w.trainer):
+            notes.append(f"{base}, with peft's prepare_model_for_kbit_training casting the other 16-bit parameters "
+                         "(embeddings, norms, LM head) to fp32; activations are counted in the compute dtype.")
+        else:
+            notes.append(f"{base}; {trainers.get_preset(w.trainer).label} does not call peft's prepare_model_for_kbit_training, "
+                         "so the unquantized parameters (embeddings, norms, LM head) stay in the compute dtype.")
     if w.mode in ("lora", "qlora") and w.adapter_precision == "fp32":
         notes.append("Adapters in fp32 (peft's default autocast_adapter_dtype=True) save an fp32 copy of each adapted layer's input.")
     if strategy not in ("none", "tp"):
@@ -545,6 +716,11 @@ def _trainer_notes(w: Workload) -> list[str]:
     if w.norm_kernel == "liger" or w.mlp_kernel == "liger":
         notes.append("Liger RMSNorm / SwiGLU kernels are Triton (GPU only): their savings are analytic, not traced. "
                      "Liger's RoPE kernel works in place and changes no saved tensor here.")
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        notes.append("Selective op checkpointing (torchtitan selective_ac_option='op'): each checkpointed layer also keeps the output of "
+                     "every other matmul and of flash/efficient attention; traced for full fine-tuning and LoRA (ops of other PEFT "
+                     "methods are not counted). torchtitan and torchtune's per-layer option k wrap layers k, 2k, ... (counting from 1), "
+                     "transformers' every_n_layers wraps layers 0, k, 2k, ...; this sizes the latter.")
     if w.paged_optimizer:
         notes.append("Paged optimizer (bitsandbytes): states live in CUDA unified memory, counted on the GPU here; under memory pressure "
                      "they page to host RAM, and torch.cuda.max_memory_allocated does not count them.")
@@ -577,12 +753,11 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
     host_act = 0
     trainer_problem = ""
     if workload.is_training:
-        from .trainers import lm_head_problem
+        from .trainers import runnable_workload
 
-        trainer_problem = lm_head_problem(spec, workload.trainer)
-        if trainer_problem and workload.loss_impl != "full":
-            # The trainer cannot start on this model; size the loop that can (full logits) and say so.
-            workload = replace(workload, loss_impl="full", notes=(trainer_problem, *workload.notes))
+        # The trainer cannot start on this model: size the run that does (HF Trainer, same settings,
+        # full logits), and say so (`trainer_problem`; `workload.trainer` names what was sized).
+        workload, trainer_problem = runnable_workload(spec, workload)
     if workload.runtime == "vllm":
         phases = {"serving": vllm_breakdown(spec, workload, fmt, weights)}
     elif workload.is_training:
@@ -644,12 +819,17 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         sharded = offloaded
     peak_phase = max(sharded, key=lambda name: sharded[name].torch_allocated_bytes)
     peak = sharded[peak_phase]
+    allocator_notes: tuple[str, ...] = ()
     if workload.runtime == "vllm":
         from .serving import vllm_overhead
 
         peak = vllm_overhead(peak, workload, spec, fmt)
     else:
-        peak = _with_overhead(peak, training=workload.is_training, context_bytes=STACKS[workload.stack].context_bytes(CUDA_CONTEXT_BYTES))
+        variable, cached = _training_reserve(spec, workload, fmt) if workload.is_training else (0, 0)
+        peak = _with_overhead(peak, training=workload.is_training, context_bytes=STACKS[workload.stack].context_bytes(CUDA_CONTEXT_BYTES),
+                              variable_reserve=variable)
+        if workload.is_training and workload.sample_lengths and workload.packing != "packed":
+            allocator_notes = (_allocator_note(workload, peak, variable, cached),)
     return Estimate(
         spec=spec,
         workload=workload,
@@ -661,7 +841,7 @@ def estimate(spec: ModelSpec, workload: Workload) -> Estimate:
         parallelism=strategy,
         trainable_params=trainable,
         kv_bytes_per_token=kv_per_token,
-        notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec)
+        notes=_notes(spec, workload, fmt, strategy) + profile_notes + _speech_notes(spec, workload, fmt, codec) + allocator_notes
         + ((stack.note(tuple_kv_counted=tuple_kv_counted),) if workload.runtime == "transformers" else ()),
         host_bytes=host_bytes,
         trainer_problem=trainer_problem,

@@ -229,6 +229,24 @@ def with_extra_gpus(extra: Iterable[Mapping[str, Any]], gpus: Sequence[GPU] | No
     return tuple(base)
 
 
+# CUDA compute capability (major x 10 + minor) by the catalog's `architecture` column: NVIDIA,
+# "CUDA GPUs - Compute Capability" (developer.nvidia.com/cuda-gpus): V100 7.0; T4 7.5; A100 (GA100)
+# 8.0; A10/A40/RTX A-series/RTX 30 (GA10x) 8.6; Ada 8.9; Hopper 9.0; B200/GB200 10.0; RTX 50 and
+# RTX PRO Blackwell (GB20x) 12.0. First match wins (the chip-named rows before the family).
+_COMPUTE_CAPABILITY: tuple[tuple[str, int], ...] = (
+    ("Volta", 70), ("Turing", 75), ("Ampere (GA100)", 80), ("Ampere", 86), ("Ada", 89), ("Hopper", 90),
+    ("Blackwell (GB20", 120), ("Blackwell", 100),
+)
+
+
+def compute_capability(gpu: GPU) -> int | None:
+    """`gpu`'s CUDA compute capability as vLLM compares it (`DeviceCapability.to_int()`: 70 for
+    7.0), or None for a non-NVIDIA part or an architecture not in the table."""
+    if gpu.vendor != "NVIDIA":
+        return None
+    return next((cc for prefix, cc in _COMPUTE_CAPABILITY if gpu.architecture.startswith(prefix)), None)
+
+
 # --------------------------------------------------------------------------------------------
 # Precision support
 # --------------------------------------------------------------------------------------------

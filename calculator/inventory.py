@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -36,6 +36,8 @@ from .errors import MalformedConfigError, UnsupportedArchitectureError
 
 TensorKind = Literal["linear", "fused_expert", "embedding", "norm", "conv", "bias", "other"]
 INSTALL_HINT = "pip install -r requirements-dev.txt"
+# How to enable the torch path where only requirements.txt is installed (README, "Deploy on Streamlit Community Cloud").
+ENABLE_HINT = f"{INSTALL_HINT}; on Streamlit Community Cloud add torch, transformers and peft to requirements.txt"
 INVENTORY_PACKAGE = "calculator.data.inventories"
 SCHEMA_VERSION = 1
 
@@ -99,6 +101,10 @@ class ModelInventory:
     is_encoder_decoder: bool
     is_causal_lm: bool
     dims: Mapping[str, Any] = field(default_factory=dict)
+    # Leaf names peft refuses to adapt in this model type (Mamba-based: out_proj, conv1d); all-linear leaves them out.
+    lora_refused: tuple[str, ...] = ()
+    # Where it was read from: "" when built here, else the shipped file (not serialised).
+    source: str = ""
 
     def params_by_tower(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -122,6 +128,7 @@ class ModelInventory:
             "is_encoder_decoder": self.is_encoder_decoder, "is_causal_lm": self.is_causal_lm,
             "dims": dict(self.dims), "tied": [list(t) for t in self.tied],
             "params": [_group_json(g) for g in self.params], "buffers": [_group_json(g) for g in self.buffers],
+            **({"lora_refused": list(self.lora_refused)} if self.lora_refused else {}),
         }
 
     @classmethod
@@ -137,11 +144,17 @@ class ModelInventory:
             dims=dict(data.get("dims") or {}), tied=tuple(tuple(t) for t in data.get("tied") or ()),
             params=tuple(_group_from_json(g) for g in data["params"]),
             buffers=tuple(_group_from_json(g) for g in data.get("buffers") or ()),
+            lora_refused=tuple(str(n) for n in data.get("lora_refused") or ()),
         )
 
 
+_GROUP_DEFAULTS = {"tower": "text", "in_features": 0, "out_features": 0, "experts": 0, "has_bias": False, "nn_linear": False,
+                   "lora": None, "lora_rank_factor": 1, "role": "other"}
+
+
 def _group_json(g: TensorGroup) -> dict[str, Any]:
-    d = {k: getattr(g, k) for k in TensorGroup.__slots__}
+    """A group as JSON, fields at their dataclass default left out (shipped files stay small)."""
+    d = {k: getattr(g, k) for k in TensorGroup.__slots__ if k not in _GROUP_DEFAULTS or getattr(g, k) != _GROUP_DEFAULTS[k]}
     d["shape"] = list(g.shape)
     return d
 
@@ -172,21 +185,44 @@ def config_key(config: Mapping[str, Any]) -> str:
 
 
 @cache
-def _shipped_index() -> dict[str, str]:
+def _shipped_index() -> dict[str, dict[str, str]]:
+    """config_key -> {"file", "transformers", "peft"} of the inventories shipped with the package
+    (made by `python benchmarks/make_inventories.py`)."""
     try:
         text = resources.files(INVENTORY_PACKAGE).joinpath("index.json").read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError):
+    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
         return {}
-    return dict(json.loads(text))
+    return dict(json.loads(text).get("inventories", {}))
+
+
+def _installed_version(name: str) -> str | None:
+    """The installed version of a distribution from its metadata (no import), None if absent."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name).split("+")[0]
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def shipped_inventory(config: Mapping[str, Any]) -> ModelInventory | None:
-    """The inventory shipped for exactly this config (same shape-relevant keys), if any."""
-    name = _shipped_index().get(config_key(config))
-    if name is None:
+    """The inventory shipped for exactly this config (same shape-relevant keys), if any.
+
+    Keyed by `config_key` (a config that differs in any shape key misses) and by the transformers
+    and peft versions it was counted with: where another transformers or peft is installed, the
+    shipped answer may be stale (classes and peft's target rules change between releases), so
+    None is returned and the inventory is built from the installed classes instead."""
+    entry = _shipped_index().get(config_key(config))
+    if entry is None:
         return None
+    if transformers_available():
+        stale = _installed_version("transformers") != entry.get("transformers") or (_installed_version("peft") or "") != (entry.get("peft") or "")
+        if stale:
+            return None
+    name = entry["file"]
     data = json.loads(resources.files(INVENTORY_PACKAGE).joinpath(name).read_text(encoding="utf-8"))
-    return ModelInventory.from_json(data)
+    inv = ModelInventory.from_json(data)
+    return replace(inv, source=f"calculator/data/inventories/{name}")
 
 
 def inventory_for(config: Mapping[str, Any], *, model_id: str = "") -> ModelInventory:
@@ -196,8 +232,8 @@ def inventory_for(config: Mapping[str, Any], *, model_id: str = "") -> ModelInve
         return shipped
     if not transformers_available():
         raise UnsupportedArchitectureError(
-            f"{model_id or 'this model'}: model_type {config.get('model_type')!r} has no analytic formula here, and counting it "
-            f"from transformers' own model needs torch + transformers ({INSTALL_HINT})."
+            f"{model_id or 'this model'}: model_type {config.get('model_type')!r} has no analytic formula here and no inventory of "
+            f"this config ships with the calculator; counting it from transformers' own model needs torch + transformers ({ENABLE_HINT})."
         )
     return build_inventory(config, model_id=model_id)
 
@@ -521,7 +557,7 @@ def build_inventory(config: Mapping[str, Any], *, model_id: str = "", dtype: str
                     g["kind"] = "bias"
                     g["bias_of_linear"] = True
 
-    lora, peft_version = _peft_all_linear(model)
+    lora, peft_version, lora_refused = _peft_all_linear(model)
     params: list[TensorGroup] = []
     for g in groups.values():
         role = _role(g["name"], g["kind"], g["tower"], g["out_features"], num_experts, g["is_head"])
@@ -554,7 +590,7 @@ def build_inventory(config: Mapping[str, Any], *, model_id: str = "", dtype: str
         tie_word_embeddings=bool(tied) and output_emb is not None and any(a.endswith(_pattern_leaf(output_emb, model)) for a, _ in tied),
         supports_sdpa=text_attn == "sdpa", attn_implementation=text_attn,
         is_encoder_decoder=bool(getattr(hf_cfg, "is_encoder_decoder", False)), is_causal_lm=generative,
-        dims=dims,
+        dims=dims, lora_refused=lora_refused,
     )
 
 
@@ -585,7 +621,7 @@ def _expert_in_out(shape: tuple[int, ...], hidden: int, attr: str) -> tuple[int,
     return a, b
 
 
-def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str | None]:
+def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str | None, tuple[str, ...]]:
     """Which (module, parameter) peft 0.21's `target_modules="all-linear"` adapts, with the rank
     factor peft gives it (2 for a fused gate_up projection). Runs peft on the meta model; the
     adapters it creates are meta tensors too. None when peft is not installed or refuses."""
@@ -594,20 +630,25 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
         from peft import LoraConfig, get_peft_model
         from peft.tuners.lora.layer import LoraLayer
     except ImportError:
-        return None, None
+        return None, None, ()
     import contextlib
     import io
     import warnings
 
     import torch
 
+    from .verify._harness import resolve_lora_targets
+
     base_modules = {id(m): m for m in model.modules()}
     try:
+        # Mamba-based model types: peft refuses out_proj / conv1d and so the shorthand itself;
+        # the modules it accepts are what an explicit all-linear list adapts (resolve_lora_targets).
+        targets, refused = resolve_lora_targets(model, "all-linear")
         with warnings.catch_warnings(), torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            peft_model = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules="all-linear"))
-    except Exception:  # peft refuses some architectures (Mamba): no all-linear answer
-        return {}, peft.__version__
+            peft_model = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules=targets))
+    except Exception:  # peft refuses the architecture outright: no all-linear answer
+        return {}, peft.__version__, ()
     hits: dict[tuple[int, str], int] = {}
     for module in peft_model.modules():
         if not isinstance(module, LoraLayer) or "default" not in getattr(module, "lora_A", {}):
@@ -620,7 +661,7 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
         factor = max(1, rank_out // max(1, experts))
         if id(base) in base_modules:
             hits[(id(base), pname)] = factor
-    return hits, peft.__version__
+    return hits, peft.__version__, refused
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,7 +710,15 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
     raw_types = d.get("layer_types")
     layer_types = _layer_types_from_names(raw_types, layers, d) if inv.is_causal_lm or inv.is_encoder_decoder else ()
     towers = {t: n for t, n in inv.params_by_tower().items() if t != "text" and n}
-    notes = [f"Counted from transformers {inv.transformers_version}'s {inv.class_name} built on the meta device (exact parameter inventory)."]
+    if inv.source:
+        notes = [f"Counted from the inventory shipped with the calculator ({inv.source}: transformers {inv.transformers_version}'s "
+                 f"{inv.class_name} built on the meta device, exact parameter inventory)."]
+    else:
+        notes = [f"Counted from transformers {inv.transformers_version}'s {inv.class_name} built on the meta device (exact parameter inventory)."]
+    if inv.lora_refused:
+        notes.append(f"peft {inv.peft_version} refuses LoRA on {', '.join(inv.lora_refused)} of {inv.model_type} models "
+                     "(peft/tuners/tuners_utils.py `_check_lora_target_modules_mamba`), so target_modules='all-linear' raises there; "
+                     "all-linear is counted as every other linear layer, the explicit list peft accepts.")
     if towers:
         notes.append("Includes " + ", ".join(f"the {t} tower ({n / 1e6:,.1f}M parameters)" if t != "projector" else
                                              f"the projector ({n / 1e6:,.1f}M)" for t, n in sorted(towers.items())) + ".")
@@ -716,8 +765,8 @@ def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:
     if shipped is None and not transformers_available():
         inner = f" (language model {nested!r})" if nested and nested != top else ""
         raise UnsupportedArchitectureError(
-            f"{model_id}: model_type {top!r}{inner} has no analytic formula here; counting it from transformers' own "
-            f"model needs torch + transformers ({INSTALL_HINT})."
+            f"{model_id}: model_type {top!r}{inner} has no analytic formula here and no inventory or trace profile of this config "
+            f"ships with the calculator; both are made from transformers' own model, which needs torch + transformers ({ENABLE_HINT})."
         )
     if shipped is None:
         _check_dimensions(config, model_id)

@@ -124,6 +124,8 @@ _SANDWICH_NORM_FAMILIES = frozenset({"gemma2", "gemma3_text", "gemma3"})
 _ATTENTION_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "query", "key", "value", "attention.output.dense",
                               "out_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "encoder.q", "encoder.k",
                               "encoder.v", "encoder.o", "decoder.q", "decoder.k", "decoder.v", "decoder.o"})
+# Attention output projections: their input is the attention output (saved by SDPA / flash already).
+_ATTENTION_OUTPUT_NAMES = frozenset({"o_proj", "out_proj", "attention.output.dense", "encoder.o", "decoder.o", "dense"})
 _QV_NAMES = frozenset({"q_proj", "v_proj", "query", "value", "q_b_proj", "kv_b_proj", "encoder.q", "encoder.v", "decoder.q", "decoder.v"})
 
 
@@ -408,6 +410,26 @@ def lora_params(spec: ModelSpec, plan: AdapterPlan) -> int:
     return sum(g.count * plan.rank * g.lora_rank_factor * (g.in_features + g.out_features) for g in spec.linears if plan.adapts(g))
 
 
+def stream_readers(spec: ModelSpec) -> tuple[int, int]:
+    """(attention, MLP) linears per layer that read the normalized residual stream: q, k, v (or one
+    fused qkv) and gate, up (or one fused gate_up / fc). The attention output projection (the last
+    attention linear, writing back to the stream) and down_proj read other tensors. Counted from
+    the model's own linears; under autocast each reader casts its input separately."""
+    layers = max(spec.num_hidden_layers, 1)
+    attn, mlp = _stream_reader_groups(spec)
+    return max(sum(g.count // layers for g in attn), 1), max(sum(g.count // layers for g in mlp), 1)
+
+
+def _stream_reader_groups(spec: ModelSpec) -> tuple[list[LinearGroup], list[LinearGroup]]:
+    h = spec.hidden_size
+    layers = max(spec.num_hidden_layers, 1)
+    per_layer = [g for g in spec.linears if g.count % layers == 0 and g.is_nn_linear]
+    attn = [g for g in per_layer if g.role == "attention"]
+    if attn and attn[-1].out_features == h:
+        attn = attn[:-1]
+    return [g for g in attn if g.in_features == h], [g for g in per_layer if g.role == "mlp" and g.in_features == h]
+
+
 def layer_saved_bytes_per_token(
     spec: ModelSpec,
     *,
@@ -415,6 +437,7 @@ def layer_saved_bytes_per_token(
     seq_len: int,
     attention: str,
     adapters: AdapterPlan | None,
+    residual_bytes: int | None = None,
 ) -> int:
     """Bytes one decoder layer saves for backward per token (training, no checkpointing).
 
@@ -433,6 +456,15 @@ def layer_saved_bytes_per_token(
       adapter when that is fp32, peft `_cast_input_dtype`) plus the r-wide lora_A output.
     For a Llama-3.2-3B layer (h 3072, q 3072, kv 1024, I 8192, 24 heads) in full bf16 training:
     16h + 6q + 4kv + 8I + 4·heads = 137,312 bytes per token.
+
+    `residual_bytes` = 4 is an fp32 residual stream: fp32 weights under bf16/fp16 autocast (TRL's
+    default of loading a model id in fp32). Then RMSNorm's `.to(input_dtype)` is a no-op, so the
+    normalized tensor the trainable weight multiplies is fp32 (4h, not ch), and autocast casts
+    that fp32 output to c bytes separately for every linear that reads it: autocast's cast cache
+    holds only leaf tensors that require grad (parameters; PyTorch `aten/src/ATen/autocast_mode.cpp`
+    `cached_cast`: `arg.is_leaf() && arg.requires_grad()`), so q, k and v (gate and up) each save
+    their own c-byte copy of the input for their weight gradients (FakeTensor trace of TRL's step on
+    a 2-layer Qwen2.5-0.5B, full, checkpointing off: per layer 4 fp32 and 7 c-byte h-wide tensors).
     """
     c = compute_bytes
     h = spec.hidden_size
@@ -446,8 +478,9 @@ def layer_saved_bytes_per_token(
     layernorm = spec.layer_norm
     per_layer_linears = [g for g in spec.linears if g.role in ("attention", "mlp") and g.count % max(spec.num_hidden_layers, 1) == 0]
 
+    r = residual_bytes or c
     # Norms.
-    norm = (c * h + 8) if layernorm else (4 * h + 4 + (0 if frozen else c * h))
+    norm = (c * h + 8) if layernorm else (4 * h + 4 + (0 if frozen else r * h))
     norms = 4 if spec.model_type in _SANDWICH_NORM_FAMILIES else 2
     total = norms * norm
     if spec.model_type in _QK_NORM_FAMILIES:
@@ -481,10 +514,11 @@ def layer_saved_bytes_per_token(
         # its output in [batch, seq, heads, head_dim] order, so `transpose(1, 2).contiguous()` is a
         # view and o_proj saves the storage SDPA already saved (traced: 6,141 B/token/layer = cq
         # over-counted before); eager's output is a fresh copy.
-        total += c * h + (c * q if attention == "eager" else 0)
+        attn_readers, mlp_readers = (1, 1) if r == c else stream_readers(spec)
+        total += attn_readers * c * h + (c * q if attention == "eager" else 0)
         if not spec.is_moe:
-            # MLP input (shared by gate/up), down_proj input (unless the activation already keeps it)
-            total += c * h + c * inter * (mlp_saved_elements(spec, frozen=False) - mlp_saved_elements(spec, frozen=True))
+            # MLP input (shared by gate/up, or cast per linear), down_proj input (unless the activation already keeps it)
+            total += mlp_readers * c * h + c * inter * (mlp_saved_elements(spec, frozen=False) - mlp_saved_elements(spec, frozen=True))
         else:
             total += c * h  # router input
     else:
@@ -500,7 +534,8 @@ def layer_saved_bytes_per_token(
             elif g.in_features not in seen_inputs:
                 total += c * g.in_features  # the shared input tensor is kept alive
                 seen_inputs.add(g.in_features)
-            total += per_layer * adapters.adapter_bytes * adapters.rank  # lora_A output, saved by lora_B
+            # lora_A output, saved by lora_B: in the compute dtype when autocast runs lora_A.
+            total += per_layer * (adapters.input_copy_bytes or adapters.adapter_bytes) * adapters.rank
 
     # Dropout masks (1 byte per element) where the config trains with dropout (BERT, GPT-2).
     raw = spec.raw_config
@@ -525,6 +560,9 @@ def training_activation_bytes(
     checkpoint_every: int = 1,
     layer_input_bytes: int | None = None,
     extra_per_layer: int = 0,
+    head_saves_input: bool = True,
+    first_layer_input_grad: bool = True,
+    checkpointed_extra_per_layer: int = 0,
 ) -> int:
     """Saved activations of a whole forward pass, at the start of backward.
 
@@ -534,22 +572,81 @@ def training_activation_bytes(
     arXiv:1604.06174) a checkpointed layer keeps only its input (ch per token, or
     `layer_input_bytes` x h when the residual stream is fp32 under autocast); with
     `checkpoint_every` = k only every k-th layer is checkpointed (`checkpointed_layers`) and the
-    others keep everything. The layer recomputed during backward is `recompute_activation_bytes`.
+    others keep everything; a selective policy keeps `checkpointed_extra_per_layer` bytes per token
+    more in each checkpointed layer (`selective_op_saved_bytes_per_token`). The layer recomputed
+    during backward is `recompute_activation_bytes`.
+
+    After the last layer: the final norm (its fp32 input, 1/rms, and the normalized tensor when its
+    weight trains, in the residual dtype) and, when the LM head trains and an nn.Linear applies it
+    (`head_saves_input`: full logits or chunked output, not a fused head, which keeps its own copy
+    in the loss term), the head's c-byte input. A frozen norm weight or head saves neither (the
+    multiply needs only the weight for the input gradient).
+    `first_layer_input_grad=False`: the embedding is frozen and nothing makes its output require
+    grad (PEFT without gradient checkpointing: TRL 1.16 `sft_trainer.py` and transformers call
+    `enable_input_require_grads` only with checkpointing), so the first layer's input norm saves
+    nothing (traced: 2-layer Llama-3.2-3B / Qwen2.5-0.5B LoRA steps keep 3 of 4 layer norms' inputs).
     """
     tokens = batch_size * seq_len
     c = compute_bytes
     h = spec.hidden_size
+    r = layer_input_bytes or c
     layers = spec.num_hidden_layers + spec.num_encoder_layers
-    head_inputs = (4 * h + 4 + c * h) + (c * h if adapters is None else 0)  # final norm + lm_head input
+    frozen = adapters is not None
+    head_inputs = 4 * h + 4 + (0 if frozen else r * h) + (c * h if head_saves_input and not frozen else 0)
+    if not first_layer_input_grad and layers:
+        head_inputs -= (c * h + 8) if spec.layer_norm else 4 * h + 4
     if gradient_checkpointing:
         kept = checkpointed_layers(layers, checkpoint_every)
         rest = layers - kept
         per_layer = 0
         if rest:
-            per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters) + extra_per_layer
-        return tokens * (kept * (layer_input_bytes or c) * h + rest * per_layer + head_inputs)
-    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters) + extra_per_layer
+            per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
+                                                    residual_bytes=r) + extra_per_layer
+        return tokens * (kept * (r * h + checkpointed_extra_per_layer) + rest * per_layer + head_inputs)
+    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
+                                            residual_bytes=r) + extra_per_layer
     return tokens * (layers * per_layer + head_inputs)
+
+
+# torchtitan's op-level selective activation checkpointing (`mode = "selective"`,
+# `selective_ac_option = "op"`): `_save_list` in torchtitan/models/llama3/infra/parallelize.py at
+# commit 81c1243 (aten.mm, SDPA flash / efficient attention, reduce_scatter, max), applied by
+# `_custom_policy` with "every second mm" recomputed; torchtitan/distributed/activation_checkpoint.py
+# `_apply_op_sac` keeps the same rule at commit cfb9326. torchtune 0.6 (`training/activations.py`,
+# commit 6ace7c2) offers only per-layer "selective" (every k-th block) beside "full".
+
+
+def selective_op_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int, attention: str, adapters: AdapterPlan | None = None,
+                                       adapter_out_bytes: int = 0) -> int:
+    """Bytes per token one decoder layer keeps under torchtitan's op-level selective checkpointing,
+    beyond its input (which full checkpointing keeps too).
+
+    The policy sees dispatched aten ops in execution order. An `nn.Linear` without bias on a
+    [batch, seq, in] input is one `aten.mm` (`linear` -> `matmul` folds the batch into rows); one
+    with a bias is `aten.addmm` (`_flatten_nd_linear`), which is not in the list and is recomputed.
+    peft's LoRA runs base, lora_A, lora_B (three mm, adapter outputs in `adapter_out_bytes`). Of the
+    layer's mm calls the odd ones (1st, 3rd, ...) keep their output: for a Llama layer q (cq), v
+    (c kv), gate (cI) and down (ch), not k, o, up. Flash / efficient SDPA keeps its output (cq) and
+    fp32 log-sum-exp (4 x heads); eager attention runs bmm and softmax, none of them kept. Linears
+    are taken in the module order of the layer (transformers declares them in execution order);
+    fused MoE experts run grouped matmuls, not mm, so only their router counts. Full-FT Llama-3.2-3B
+    layer in bf16: 2 x (3072 + 1024 + 8192 + 3072) + 2 x 3072 + 4 x 24 = 36,960 bytes (traced)."""
+    c = compute_bytes
+    layers = max(spec.num_hidden_layers, 1)
+    mm_outputs: list[int] = []
+    for g in spec.linears:
+        if g.role not in ("attention", "mlp", "router") or not g.is_nn_linear or g.count % layers:
+            continue
+        for _ in range(g.count // layers):
+            if not g.bias_params:
+                mm_outputs.append(c * g.out_features)
+            if adapters is not None and adapters.adapts(g):
+                width = adapters.rank * g.lora_rank_factor
+                mm_outputs += [adapter_out_bytes * width, adapter_out_bytes * g.out_features]
+    total = sum(size for i, size in enumerate(mm_outputs) if i % 2 == 0)
+    if attention != "eager":
+        total += c * spec.num_attention_heads * spec.head_dim + 4 * spec.num_attention_heads
+    return total
 
 
 def recompute_activation_bytes(
@@ -755,15 +852,21 @@ def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_byte
     return tokens * (3 * compute_bytes * inter + 5 * r * spec.hidden_size // 2)
 
 
-def autocast_weight_cast_bytes(spec: ModelSpec, *, compute_bytes: int, layers_kept: int, full_logits: bool, adapter_params: int) -> int:
+def autocast_weight_cast_bytes(spec: ModelSpec, *, compute_bytes: int, layers_kept: int, full_logits: bool, adapter_params: int,
+                               first_layer_input_grad: bool = True) -> int:
     """A frozen fp32 base under bf16/fp16 autocast (TRL's default of loading a model id in fp32,
     with LoRA): every linear casts its weight to the compute dtype, and the matmul saves that cast
     copy for the input gradient, so it lives until backward. Per layer that is all its linear
     weights in c bytes, for each layer not checkpointed (`layers_kept`); the LM head's cast too
     when the full logits are computed, and the adapters' own casts (traced with saved-tensor
-    hooks on transformers 5.24 + peft 0.21: the bf16 copies of q/k/v/o/gate/up/down are saved)."""
+    hooks on transformers 5.24 + peft 0.21: the bf16 copies of q/k/v/o/gate/up/down are saved).
+    `first_layer_input_grad=False` (frozen embedding, no `enable_input_require_grads`): the first
+    layer's q/k/v read a tensor that needs no gradient, so their matmuls save no weight copy
+    (traced: 2-layer Llama-3.2-3B LoRA, checkpointing off, keeps 3 of 4 q/o casts and 2 of 4 k/v)."""
     layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
     body = sum(g.weight_params for g in spec.linears if g.role != "head")
+    if not first_layer_input_grad and layers_kept == layers:
+        body -= sum(g.in_features * g.out_features for g in _stream_reader_groups(spec)[0])
     head = spec.vocab_size * spec.hidden_size if spec.is_causal_lm and full_logits else 0
     return compute_bytes * (body * layers_kept // layers + head + adapter_params)
 
@@ -815,6 +918,138 @@ def ia3_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int) -> int:
         elif _leaf(g) in IA3_DEFAULT_TARGETS:
             total += g.count * compute_bytes * g.out_features
     return total
+
+
+def peft_linear_targets(spec: ModelSpec, targets: str) -> frozenset[str]:
+    """Module names peft's OFT and VeRA adapt for `targets`: the LoRA choice restricted to
+    `nn.Linear` modules. Both tuners wrap only `nn.Linear` / `Conv1D` (peft 0.21.2
+    `tuners/oft/model.py` `_create_new_module`, `tuners/vera/model.py` `_get_tuner_layer_class`), and
+    "all-linear" is `_maybe_include_all_linear_layers`, which lists linear modules only: fused 3-D
+    experts, which LoRA reaches through parameter targeting, get no adapter."""
+    nn_linear = {g.name for g in spec.linears if g.is_nn_linear}
+    return frozenset(n for n in lora_target_names(spec, targets) if n in nn_linear)
+
+
+def _adapted(spec: ModelSpec, names: frozenset[str]) -> list[LinearGroup]:
+    return [g for g in spec.linears if g.name in names]
+
+
+def oft_block_size(in_features: int, block_size: int) -> int:
+    """The block size peft's OFT uses on a layer with `in_features` inputs: the requested one when it
+    divides the input, else the nearest divisor (peft 0.21.2 `tuners/oft/layer.py`
+    `OFTLayer.adjust_oft_parameters`, ties to the smaller; the whole input when larger than it)."""
+    if in_features % block_size == 0 and block_size <= in_features:
+        return block_size
+    if block_size >= in_features:
+        return in_features
+    higher = block_size
+    while higher <= in_features and in_features % higher != 0:
+        higher += 1
+    lower = block_size
+    while lower > 1 and in_features % lower != 0:
+        lower -= 1
+    return lower if block_size - lower <= higher - block_size else higher
+
+
+def oft_params(spec: ModelSpec, names: frozenset[str], *, block_size: int) -> int:
+    """OFT's trainable parameters (Qiu et al. 2023, arXiv:2306.07280; peft 0.21.2 `OFTRotationModule`):
+    per adapted linear, in/b blocks, each a skew-symmetric b x b matrix stored as its b(b-1)/2
+    upper-triangle entries (`weight` of shape [r, n_elements]): in x (b - 1) / 2 values."""
+    total = 0
+    for g in _adapted(spec, names):
+        b = oft_block_size(g.in_features, block_size)
+        total += g.count * (g.in_features // b) * (b * (b - 1) // 2)
+    return total
+
+
+def oft_buffer_bytes(spec: ModelSpec, names: frozenset[str], *, block_size: int) -> int:
+    """OFT's index buffers: each `OFTRotationModule` registers `rows` and `cols` =
+    `torch.triu_indices(b, b, 1)`, int64, 2 x b(b-1)/2 x 8 bytes (peft 0.21.2 `tuners/oft/layer.py`)."""
+    total = 0
+    for g in _adapted(spec, names):
+        b = oft_block_size(g.in_features, block_size)
+        total += g.count * 2 * (b * (b - 1) // 2) * 8
+    return total
+
+
+def oft_saved_bytes_per_token(spec: ModelSpec, names: frozenset[str], *, saved_bytes: int, copies_input: bool, attention: str = "sdpa") -> int:
+    """What OFT saves per token over the whole model. peft 0.21.2 `OFTRotationModule.forward` rotates
+    the layer input, not the weight: the input cast to the adapter dtype is reshaped to [.., in/b, b]
+    and `einsum("...rk,rkc->...rc")` with the rotation blocks runs as a bmm over the block index,
+    which saves its operand; the frozen base linear then saves nothing of the rotated input.
+    `copies_input` (the input is cast first: fp32 adapters on a bf16/fp16 base, or any base under
+    autocast, whose bmm casts it): the bmm saves a permuted contiguous copy of its own, one per
+    adapted linear, in x `saved_bytes`. Otherwise (adapters in the input's dtype) it saves a view of
+    the layer's input, so each distinct input tensor is kept once: the attention input (shared by
+    q, k, v), the MLP input (shared by gate and up), the down projection's input; the attention
+    output projection's input is the SDPA output, already saved by attention (eager's is a fresh
+    copy). Traced with saved-tensor hooks (peft 0.21.2, torch 2.13): a [96, tokens, 32] fp32 copy
+    for a 3,072-wide input; on a 2-layer Llama-3.2-3B with bf16 adapters 2 x (h + h + I) per token."""
+    groups = _adapted(spec, names)
+    if copies_input:
+        return sum(g.count * g.in_features * saved_bytes for g in groups)
+    inputs: dict[tuple[str, int, bool], int] = {}
+    for g in groups:
+        output_proj = g.role == "attention" and (_leaf(g) in _ATTENTION_OUTPUT_NAMES or g.name in _ATTENTION_OUTPUT_NAMES)
+        if output_proj and attention != "eager":
+            continue
+        key = (g.role, g.in_features, output_proj)
+        inputs[key] = max(inputs.get(key, 0), g.count)
+    return sum(count * width * saved_bytes for (_, width, _), count in inputs.items())
+
+
+def oft_rotation_saved_bytes(spec: ModelSpec, names: frozenset[str], *, block_size: int, adapter_bytes: int, autocast_bytes: int = 0) -> int:
+    """OFT's rotation matrices saved for backward, whole model, independent of tokens. Every forward
+    rebuilds each layer's blocks with the Cayley-Neumann series (peft 0.21.2 `_cayley_batch`,
+    `use_cayley_neumann=True`, `num_cayley_neumann_terms=5`): R = I + 2Q + 2Q^2 + 2Q^3 + Q^4 from the
+    skew matrix Q, with three bmm. Saved: Q, Q^2, Q^3 (by the bmm) and R (by the einsum), each
+    [in/b, b, b] = in x b elements, in the adapter dtype: 4 x a x in x b per adapted linear. Under
+    autocast (`autocast_bytes` = c: an fp32 base trained under bf16/fp16 autocast) every bmm casts its
+    operands and saves the casts: Q four times (twice in Q.Q), Q^2, Q^3 and R: 7 x c x in x b.
+    Traced with saved-tensor hooks on one 3,072-wide linear (b = 32): four [96, 32, 32] fp32
+    tensors, seven bf16 under autocast."""
+    total = 0
+    for g in _adapted(spec, names):
+        b = oft_block_size(g.in_features, block_size)
+        total += g.count * g.in_features * b * (7 * autocast_bytes if autocast_bytes else 4 * adapter_bytes)
+    return total
+
+
+def vera_params(spec: ModelSpec, names: frozenset[str], *, rank: int) -> int:
+    """VeRA's trainable vectors (Kopiczko et al. 2024, arXiv:2310.11454; peft 0.21.2
+    `tuners/vera/layer.py` `VeraLayer.update_layer`): `vera_lambda_b` (out_features) and
+    `vera_lambda_d` (r) per adapted linear."""
+    return sum(g.count * (g.out_features + rank) for g in _adapted(spec, names))
+
+
+def vera_projection_bytes(spec: ModelSpec, names: frozenset[str], *, rank: int, adapter_bytes: int) -> int:
+    """VeRA's shared frozen random projections: one `vera_A` [r, max in] and one `vera_B` [max out, r]
+    for the whole model, sized by the largest adapted input and output (peft 0.21.2
+    `tuners/vera/model.py` `_find_dim`, `_init_vera_A_vera_B`), buffers in the adapter dtype (cast to
+    the base dtype on placement, then to fp32 by `autocast_adapter_dtype`, peft `cast_adapter_dtype`).
+    Every layer slices them (`vera_A[:, :in]`, a view)."""
+    groups = _adapted(spec, names)
+    if not groups:
+        return 0
+    return adapter_bytes * rank * (max(g.in_features for g in groups) + max(g.out_features for g in groups))
+
+
+def vera_saved_bytes_per_token(spec: ModelSpec, names: frozenset[str], *, rank: int, saved_bytes: int) -> int:
+    """What VeRA saves per token over the whole model. peft 0.21.2 `Linear.forward` computes
+    `lambda_b * F.linear(lambda_d * F.linear(x, A), B)` on the input cast to the adapter dtype: the
+    two products with the trainable vectors save their other operand, the r-wide `x A^T` and the
+    out-wide `(...) B^T`; the linears with the frozen A, B save only A and B (no copy of x):
+    (r + out) x `saved_bytes` per adapted linear (the adapter dtype; the compute dtype under autocast,
+    where F.linear returns it). Traced with saved-tensor hooks: [tokens, 256] and [tokens, 3072] fp32."""
+    return sum(g.count * (rank + g.out_features) * saved_bytes for g in _adapted(spec, names))
+
+
+def vera_autocast_cast_bytes(spec: ModelSpec, names: frozenset[str], *, rank: int, compute_bytes: int) -> int:
+    """VeRA under autocast (fp32 base, bf16/fp16 compute): each adapted linear's two F.linear cast its
+    slice of the frozen projections to the compute dtype and save the cast for the input gradient
+    (autocast caches only casts of leaves that require grad): c x r x (in + out) per adapted linear,
+    whole model (traced with saved-tensor hooks: bf16 [3072, 256] and [256, 3072] per layer)."""
+    return sum(g.count * compute_bytes * rank * (g.in_features + g.out_features) for g in _adapted(spec, names))
 
 
 def cpu_offload_split(*, weights: int, optimizer: int, master: int, gradients: int, offload: str, layer_param_bytes: int) -> dict[str, int]:

@@ -11,7 +11,9 @@ from typing import Any
 
 from .errors import InvalidWorkloadError
 from .estimate import Estimate, component_labels, estimate
+from .gpus import compute_capability
 from .pricing import GPUConfiguration, PriceBook, cheapest_fit, load_prices, price_book, rank_configurations
+from .profile import counted_from
 from .serving import ServingCapacity, vllm_capacity
 from .spec import ModelSpec
 from .throughput import ThroughputEstimate, estimate_configuration
@@ -91,15 +93,18 @@ def _vllm_fits(
     import re
 
     from .pricing import _rank_key
-    from .vllm import vllm_budget
+    from .quantization import weight_format
+    from .vllm import capability_problem, vllm_budget
 
+    fmt_name = weight_format(spec, workload).name
     out = []
     for c in ranking:
         if not c.tensor_parallel_ok:
             out.append(c)
             continue
         b = vllm_budget(spec, replace(workload, num_gpus=c.count, parallelism="auto"), gpu_usable_bytes=c.gpu.usable_bytes,
-                        gpu_name=c.gpu.name, nvlink=c.gpu.nvlink == "yes", datacenter=c.gpu.segment.startswith("datacenter"))
+                        gpu_name=c.gpu.name, nvlink=c.gpu.nvlink == "yes", datacenter=c.gpu.segment.startswith("datacenter"),
+                        compute_capability=compute_capability(c.gpu))
         fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
         if fits:
             # What `vllm serve` takes on this card (nvidia-smi while serving): its gpu_memory_utilization share,
@@ -108,7 +113,9 @@ def _vllm_fits(
             taken = b.requested_bytes + (0 if b.cudagraphs_in_budget else b.cudagraph_bytes) + b.nccl_outside_bytes
             c = replace(c, per_gpu_required_bytes=taken, utilisation=taken / c.gpu.usable_bytes)
         if fits == c.fits:
-            out.append(c)
+            # A card too old for the weights' kernels says that first, whatever the memory says.
+            too_old = not b.starts and capability_problem(fmt_name, compute_capability(c.gpu), c.gpu.name)
+            out.append(replace(c, reason="; ".join(x for x in (too_old, c.reason) if x)) if too_old else c)
             continue
         if fits:  # drop the estimate's "needs X GiB per GPU ... over)." and keep the notes after it
             out.append(replace(c, fits=True, reason=re.sub(r"^needs [^)]*\)\.\s*", "", c.reason)))
@@ -119,9 +126,22 @@ def _vllm_fits(
     return out
 
 
-# The table users know from GPU guide pages: rows are precisions, columns are modes.
-TABLE_PRECISIONS: tuple[str, ...] = ("fp16", "int8", "int4")
+# The table users know from GPU guide pages: rows are precisions, columns are modes. FP16 and BF16
+# store 2 bytes per value and every term of the engine counts them alike, so they share one row,
+# computed at the page's 16-bit choice (`table_precisions`); FP32 is plain fp32 weights (no autocast),
+# FP8 per-channel fp8 weights (fbgemm-fp8 / torchao float8 weight-only, calculator/quantization.py).
+TABLE_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "fp8", "int8", "int4")
+# The rows of "What fits on my GPU?" (`advisor.fit_limits`): each cell is a search over context and
+# batch, so it keeps the three rows GPU guide pages show.
+FIT_PRECISIONS: tuple[str, ...] = ("fp16", "int8", "int4")
 TABLE_MODES: tuple[str, ...] = ("inference", "lora", "qlora", "full")
+SIXTEEN_BIT: tuple[str, ...] = ("fp16", "bf16")
+
+
+def table_precisions(selected: str) -> tuple[str, ...]:
+    """The table's rows for a view at `selected` precision: the 16-bit row is BF16 when that is the
+    selection (same bytes as FP16; the row then is exactly the selection), else FP16."""
+    return tuple("bf16" if p == "fp16" and selected == "bf16" else p for p in TABLE_PRECISIONS)
 
 
 def table_cell_absent(precision: str, mode: str) -> str | None:
@@ -129,12 +149,12 @@ def table_cell_absent(precision: str, mode: str) -> str | None:
 
     A cell computes exactly its precision and mode, or says why not: it never shows the number of
     another cell (the 8-bit QLoRA cell once showed the 4-bit NF4 figure)."""
-    if mode == "full" and precision != "fp16":
-        return "full fine-tuning updates every weight, which needs 16-bit storage"
-    if mode == "qlora" and precision == "fp16":
-        return "QLoRA trains on a quantized base; on 16-bit weights it is LoRA"
-    if mode == "qlora" and precision == "int8":
-        return "QLoRA's base is 4-bit NF4 (Dettmers et al. 2023); LoRA on an 8-bit base is the INT8 · LoRA cell"
+    if mode == "full" and precision not in ("fp32", *SIXTEEN_BIT):
+        return "full fine-tuning updates every weight, which needs 16- or 32-bit storage"
+    if mode == "qlora" and precision in ("fp32", *SIXTEEN_BIT):
+        return "QLoRA trains on a quantized base; on 16- or 32-bit weights it is LoRA"
+    if mode == "qlora" and precision in ("int8", "fp8"):
+        return "QLoRA's base is 4-bit NF4 (Dettmers et al. 2023); LoRA on an 8-bit base is that row's LoRA cell"
     if mode == "lora" and precision == "int4":
         return "LoRA on a 4-bit base is QLoRA (the INT4 · QLoRA cell)"
     return None
@@ -170,7 +190,7 @@ def _trainer_settings_for_mode(workload: Workload, mode: str) -> dict[str, Any]:
 def precision_mode_table(spec: ModelSpec, workload: Workload) -> list[dict[str, Any]]:
     """Device peak per GPU for each precision x mode, with everything else as in `workload`."""
     rows = []
-    for precision in TABLE_PRECISIONS:
+    for precision in table_precisions(workload.precision):
         row: dict[str, Any] = {"precision": precision}
         for mode in TABLE_MODES:
             cell = table_workload(workload, precision, mode)
@@ -229,6 +249,7 @@ def serving_for(plan: Plan, config: GPUConfiguration) -> ServingCapacity | None:
     return vllm_capacity(
         plan.estimate.spec, replace(w, num_gpus=config.count, parallelism="auto"), gpu_bytes=config.gpu.usable_bytes,
         gpu_name=config.gpu.name, nvlink=config.gpu.nvlink == "yes", datacenter=config.gpu.segment.startswith("datacenter"),
+        compute_capability=compute_capability(config.gpu),
     )
 
 
@@ -244,6 +265,7 @@ def estimate_to_dict(plan: Plan, *, ranking_limit: int = 20) -> dict[str, Any]:
         "model_type": spec.model_type,
         "params": spec.num_params,
         "params_source": spec.param_source,
+        "counted_from": counted_from(spec),
         "active_params": spec.active_params if spec.is_moe else spec.num_params,
         "trainable_params": est.trainable_params,
         "workload": {
@@ -289,10 +311,12 @@ def _trainer_dict(est: Any) -> dict[str, Any]:
     return {
         "name": w.trainer, "problem": est.trainer_problem or None, "loss": w.loss_impl, "loss_chunks": w.loss_chunks,
         "trained_token_fraction": w.trained_token_fraction, "gradient_checkpointing": w.gradient_checkpointing,
-        "checkpoint_every": w.checkpoint_every, "activation_offload": w.activation_offload, "optimizer": w.optimizer,
+        "checkpoint_every": w.checkpoint_every, "checkpoint_policy": w.checkpoint_policy, "activation_offload": w.activation_offload, "optimizer": w.optimizer,
         "fused_optimizer": w.fused_optimizer, "paged_optimizer": w.paged_optimizer, "optimizer_in_backward": w.optimizer_in_backward,
         "fp32_weights": w.master_weights, "cpu_offload": w.cpu_offload, "peft_method": w.peft_method if w.mode in ("lora", "qlora") else None,
         "adapter_precision": w.adapter_precision if w.mode in ("lora", "qlora") else None, "lora_targets": w.lora_targets,
+        "oft_block_size": w.oft_block_size if w.mode in ("lora", "qlora") and w.peft_method == "oft" else None,
+        "vera_rank": w.vera_rank if w.mode in ("lora", "qlora") and w.peft_method == "vera" else None,
         "packing": w.packing, "norm_kernel": w.norm_kernel, "mlp_kernel": w.mlp_kernel,
     }
 

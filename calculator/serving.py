@@ -137,13 +137,18 @@ class ServingCapacity:
 
 def vllm_capacity(
     spec: ModelSpec, w: Workload, *, gpu_bytes: int, gpu_name: str = "", nvlink: bool = True, datacenter: bool = True,
-    advise: bool = True,
+    advise: bool = True, compute_capability: int | None = None,
 ) -> ServingCapacity:
     """K/V pool, concurrency and the start-up answer on `w.num_gpus` GPUs of `gpu_bytes` each
     (nvidia-smi total). Sequences = KV blocks // blocks per request of `context_length`;
     context = KV blocks / batch in whole blocks. `fix` is the smallest flag change when it does
     not start (`startup_fix`)."""
-    b = engine.vllm_budget(spec, w, gpu_usable_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink, datacenter=datacenter)
+    b = engine.vllm_budget(spec, w, gpu_usable_bytes=gpu_bytes, gpu_name=gpu_name, nvlink=nvlink, datacenter=datacenter,
+                           compute_capability=compute_capability)
+    # A GPU too old for the weights' kernels has no flag that makes it start: no fix is offered.
+    from .quantization import weight_format
+
+    advise = advise and not engine.capability_problem(weight_format(spec, w).name, compute_capability)
     per_block = b.kv_bytes_per_block
     per_request = engine.kv_blocks_per_request(spec, b.settings)
     per_seq = math.ceil(per_request) * per_block

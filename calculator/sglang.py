@@ -128,7 +128,11 @@ def sglang_budget(
     weights = vllm_engine.sharded_weight_bytes(spec, fmt, tp)
     total = vllm_engine.cuda_total_bytes(gpu_usable_bytes)
     settings = vllm_engine.VllmSettings(tensor_parallel_size=tp, max_model_len=w.context_length)
-    nccl = vllm_engine.non_torch_bytes(settings, nvlink=nvlink, datacenter=datacenter) if tp > 1 else 0
+    # What the distributed setup allocates before `pre_model_load_memory` is measured; with a
+    # lazy-connect NCCL (>= 2.22, which SGLang 0.5.23's torch pin ships) the channel buffers come
+    # later, at the first collectives, out of the 1 - mem_fraction_static share.
+    del datacenter  # the kernels loaded at the first forward also come out of that share
+    nccl = vllm_engine.nccl_init_bytes(settings, nvlink=nvlink)
     pre = total - vllm_engine.CUDA_CONTEXT_BYTES - nccl
     pool = int(pre - weights - pre * (1 - mfs))
     kv_bits = 8 if w.kv_cache_precision in ("fp8", "int8") else BITS_PER_ELEMENT[fmt.compute_precision]

@@ -59,6 +59,10 @@ TRAINERS: tuple[TrainerName, ...] = ("custom", "trl-sft", "hf-trainer", "torchtu
 DEFAULT_TRAINER: TrainerName = "trl-sft"
 
 
+# TrainerPreset fields that describe the framework rather than set a `Workload` field.
+NOT_WORKLOAD_FIELDS = frozenset({"name", "label", "source", "max_length", "needs_lm_head", "kbit_upcast"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainerPreset:
     """The memory-relevant defaults of one training loop. Each field is a `Workload` field name
@@ -85,10 +89,14 @@ class TrainerPreset:
     packing: str
     max_length: int | None  # the trainer's truncation length (a note when the context exceeds it)
     needs_lm_head: bool  # the fused head multiplies `lm_head.weight` directly
+    # Whether the loop runs peft's `prepare_model_for_kbit_training` on a bitsandbytes base, which
+    # casts every 16-bit parameter that is not quantized (embeddings, norms, LM head) to fp32
+    # (peft 0.21.2 `peft/utils/other.py`). A framework fact, not a setting: see `kbit_upcast`.
+    kbit_upcast: bool = False
 
     def settings(self) -> dict[str, Any]:
         """The `Workload` fields this preset decides."""
-        skip = {"name", "label", "source", "max_length", "needs_lm_head"}
+        skip = NOT_WORKLOAD_FIELDS
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         out["trainer"] = self.name
         return out
@@ -102,7 +110,7 @@ PRESETS: dict[str, TrainerPreset] = {
         gradient_checkpointing=False, checkpoint_every=1, activation_offload=False, loss_impl="full", loss_chunks=8,
         optimizer="adamw", fused_optimizer=False, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
         adapter_precision="fp32", lora_rank=16, lora_targets="all-linear", norm_kernel="torch", mlp_kernel="torch",
-        packing="padded", max_length=None, needs_lm_head=False,
+        packing="padded", max_length=None, needs_lm_head=False, kbit_upcast=True,
     ),
     "trl-sft": TrainerPreset(
         name="trl-sft", label="TRL SFTTrainer", source="trl 1.16.0 sft_config.py / base_config.py / sft_trainer.py",
@@ -116,7 +124,7 @@ PRESETS: dict[str, TrainerPreset] = {
         gradient_checkpointing=False, checkpoint_every=1, activation_offload=False, loss_impl="full", loss_chunks=8,
         optimizer="adamw", fused_optimizer=True, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
         adapter_precision="fp32", lora_rank=16, lora_targets="all-linear", norm_kernel="torch", mlp_kernel="torch",
-        packing="padded", max_length=None, needs_lm_head=False,
+        packing="padded", max_length=None, needs_lm_head=False, kbit_upcast=True,
     ),
     "torchtune": TrainerPreset(
         name="torchtune", label="torchtune recipe", source="torchtune v0.6.1 recipes/configs/llama3_2/3B_{full,lora}_single_device.yaml",
@@ -137,7 +145,7 @@ PRESETS: dict[str, TrainerPreset] = {
         gradient_checkpointing=True, checkpoint_every=1, activation_offload=False, loss_impl="fused-linear-liger", loss_chunks=8,
         optimizer="adamw-8bit", fused_optimizer=False, paged_optimizer=False, optimizer_in_backward=False, master_weights=False,
         adapter_precision="fp32", lora_rank=16, lora_targets="all-linear", norm_kernel="liger", mlp_kernel="liger",
-        packing="packed", max_length=None, needs_lm_head=True,
+        packing="packed", max_length=None, needs_lm_head=True, kbit_upcast=True,
     ),
 }
 
@@ -146,6 +154,24 @@ PRESETS: dict[str, TrainerPreset] = {
 _MODE_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("torchtune", "full"): {"optimizer": "adamw-8bit", "paged_optimizer": True, "optimizer_in_backward": True},
 }
+
+
+def kbit_upcast(trainer: str) -> bool:
+    """Whether `trainer` prepares a bitsandbytes (LLM.int8 / NF4) base with peft's
+    `prepare_model_for_kbit_training`, upcasting its unquantized 16-bit parameters to fp32.
+
+    - TRL 1.16 `SFTTrainer` does not (`trl/trainer/sft_trainer.py`: for a quantized model it only
+      casts the trainable adapter parameters to bf16, and calls `enable_input_require_grads` with
+      gradient checkpointing; `prepare_model_for_kbit_training` appears only in
+      `trl/experimental/` trainers), so neither does Unsloth on top of it (its own
+      `prepare_model_for_kbit_training`, `unsloth/models/_utils.py`, touches only the LoRA
+      parameters). torchtune does not use peft.
+    - A plain loop or an HF `Trainer` script following peft's QLoRA recipe calls it before
+      `get_peft_model` (peft docs, developer_guides/quantization), and axolotl's loader does for
+      LoRA/QLoRA on a k-bit base (`src/axolotl/loaders/model.py`
+      `ModelLoader._prepare_model_for_quantization`)."""
+    preset = PRESETS.get(trainer)
+    return bool(preset and preset.kbit_upcast)
 
 
 def get_preset(name: str) -> TrainerPreset:
@@ -176,6 +202,29 @@ def preset_workload(trainer: str, **explicit: Any) -> Any:
     return Workload(**(settings | given | {"trainer": trainer}))
 
 
+# The trainer sized when the chosen one cannot start on a model (its fused LM-head loss needs one
+# `lm_head.weight`): HF Trainer (transformers 5.24.0 `Trainer.compute_loss`) takes the model's own loss
+# from the full logits, and every other setting a preset fills is one of its options too
+# (`TrainingArguments.gradient_checkpointing`, `bf16`/`fp16` autocast over a model loaded in fp32,
+# `optim`, peft's adapters), so the same settings with the full-logits loss are a run that starts.
+FALLBACK_TRAINER: TrainerName = "hf-trainer"
+
+# Whether the framework has a setting that turns its fused head off (read from its code).
+_NO_SWITCH: dict[str, str] = {
+    # trl 1.16.0 trainer/sft_trainer.py: `__init__` calls `add_fused_lm_head` unconditionally, and
+    # `compute_loss` runs `model(**inputs, fused_lm_head=True)` on every step; with `compute_loss_func`
+    # or `label_smoothing_factor` the loss comes from the full logits but the fused forward still runs
+    # (under no_grad) for the token metrics. `use_liger_kernel` does not replace it (it forces
+    # `fused_linear_cross_entropy` off). `loss_type` takes only "nll" and "dft", both fused.
+    "trl-sft": "No SFTConfig setting turns the fused head off in TRL 1.16 (SFTTrainer adds it at construction and runs it on "
+    "every step, even with compute_loss_func or label smoothing, for its token metrics).",
+    # unsloth models/llama.py patches its fused cross-entropy into the causal-LM forward over `lm_head`.
+    "unsloth": "Unsloth patches its fused cross-entropy into the model's forward over that one weight.",
+    # axolotl src/axolotl/integrations/liger/args.py: `liger_fused_linear_cross_entropy` (default on in the example).
+    "axolotl-liger": "axolotl's `liger_fused_linear_cross_entropy: false` turns the fused loss off (the HF Trainer run below).",
+}
+
+
 def lm_head_problem(spec: Any, trainer: str) -> str:
     """Why `trainer`'s fused LM-head loss cannot run on this model ('' when it can).
 
@@ -190,7 +239,31 @@ def lm_head_problem(spec: Any, trainer: str) -> str:
     if len(heads) == 1 or (not heads and spec.tie_word_embeddings):
         return ""
     shown = f"{len(heads)} output heads ({', '.join(heads)})" if heads else "no output layer"
+    fallback = PRESETS[FALLBACK_TRAINER].label
     return (
-        f"{preset.label} computes the loss from one `lm_head.weight` (a fused LM head); this model has {shown}, "
-        "so the trainer fails at its first step. Pick the HF Trainer or a custom loop (full logits), which this estimate then sizes."
-    )
+        f"{preset.label} fails at its first step on this model: its fused LM-head loss multiplies one `lm_head.weight`, "
+        f"and this model has {shown}. {_NO_SWITCH.get(trainer, '')} "
+        f"Sized instead: {fallback} with the same settings, the loss taken from the full logits (trainer={FALLBACK_TRAINER})."
+    ).replace("  ", " ")
+
+
+def runnable_workload(spec: Any, workload: Any) -> tuple[Any, str]:
+    """(the workload that is sized, why the chosen trainer cannot start or ''). When the trainer's
+    fused head cannot run on `spec`, the run that does start is `FALLBACK_TRAINER` with the same
+    settings and the full-logits loss; a link or CLI call naming that trainer with those settings
+    gives the same figures (tests/test_trainers.py)."""
+    from dataclasses import replace
+
+    problem = lm_head_problem(spec, workload.trainer) if workload.is_training else ""
+    if not problem:
+        return workload, ""
+    return replace(workload, trainer=FALLBACK_TRAINER, loss_impl="full", notes=(problem, *workload.notes)), problem
+
+
+def switch_settings(workload: Any) -> dict[str, Any]:
+    """The `Workload` fields that, with `trainer=FALLBACK_TRAINER`, reproduce `workload`'s sized run:
+    every preset-decided setting as it is, and the full-logits loss (one click on the page, one
+    `--trainer hf-trainer ...` call in the CLI)."""
+    skip = NOT_WORKLOAD_FIELDS
+    out = {f.name: getattr(workload, f.name) for f in fields(TrainerPreset) if f.name not in skip}
+    return out | {"trainer": FALLBACK_TRAINER, "loss_impl": "full"}

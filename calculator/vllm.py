@@ -75,6 +75,22 @@ class VllmVersion:
     # outside the budget (0.19+: "Initialize the distributed environment BEFORE taking memory
     # snapshot", v1/worker/gpu_worker.py), where they must fit next to the CUDA context.
     nccl_in_budget: bool = False
+    # The NCCL the wheel's torch pin ships connects its channels lazily, at the first collective of
+    # each size class (NCCL >= 2.22: `NCCL_RUNTIME_CONNECT=1` by default), which is the profile's
+    # forward: those buffers land in the profiled non-torch term whatever the snapshot order.
+    nccl_lazy_connect: bool = True
+    # Non-torch growth during the profile at TP=1 on a datacenter card (kernels, cuBLASLt / attention
+    # workspaces loaded by the first forward): `NON_TORCH_TP1_BYTES_V0` or `NON_TORCH_TP1_BYTES_V1`.
+    non_torch_tp1_bytes: int = 0
+    # The sampler's Triton top-k/top-p keeps one fp32 scratch row per SM over the vocabulary in a
+    # module cache (`_TRITON_BUFFER_CACHE`, `apply_top_k_top_p_triton`,
+    # vllm/v1/sample/ops/topk_topp_triton.py, 0.19.0 and 0.33.0), allocated during the dummy sampler run.
+    sampler_scratch_rows: int = 0
+    # Fused-MoE workspaces come from the worker's persistent `WorkspaceManager`
+    # (vllm/v1/worker/workspace.py, `current_workspace_manager().get_simultaneous` in
+    # `FusedMoEModularKernel._allocate_buffers`, 0.19.0 and 0.33.0): the profile forward grows it
+    # and it stays allocated while the sampler runs.
+    moe_workspace_persists: bool = False
 
 
 # `torch.sort` of a (rows x vocab) fp32 tensor on CUDA (ATen's segmented radix sort,
@@ -82,6 +98,18 @@ class VllmVersion:
 # returns, the int64 iota of input indices it sorts as values (8 B), and cub's double buffer of
 # keys and values (4 + 8 B): 32 B per element while it runs.
 SORT_BYTES_PER_ELEMENT = 4 + 8 + 8 + 4 + 8
+
+# Non-torch growth at TP=1 on an 80 GB datacenter card. V0: 0.16 GiB (Llama-3.2-11B-Vision on an
+# H100, vllm-project/vllm PR #12126; Llama-2-7B on an H100, kubernetes-sigs/
+# gateway-api-inference-extension PR #550). V1 0.19.0: 0.25 GiB for Llama-3.1-8B on an H100 SXM
+# (jgchn/llm-d-planner accuracy logs, the `fit` rows of benchmarks/data/vllm_startup_logs.csv;
+# 0.24-0.27 GiB over 20 other models there, 0.46 for Granite). The V1 figure is assumed for
+# 0.10, 0.32 and 0.33 (same `memory_profiling` code; no log found).
+NON_TORCH_TP1_BYTES_V0 = 160 * MiB
+NON_TORCH_TP1_BYTES_V1 = 256 * MiB
+# `num_compute_units` is the GPU's SM count; 132 (H100 SXM) is used for every card (A100 108,
+# RTX 4090 128: +-20 MiB on a 128K vocabulary at 1,024 profiled requests).
+TRITON_SAMPLER_SCRATCH_ROWS = 132
 
 VLLM_VERSIONS: dict[str, VllmVersion] = {
     "0.33": VllmVersion(
@@ -94,6 +122,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         sampler_bytes_per_logit=14,
         cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.33.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
+        non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V1, sampler_scratch_rows=TRITON_SAMPLER_SCRATCH_ROWS, moe_workspace_persists=True,
     ),
     "0.32": VllmVersion(
         name="0.32", released="2026-10", engine="v1",
@@ -102,6 +131,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         sampler_bytes_per_logit=14,
         cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.32.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
+        non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V1, sampler_scratch_rows=TRITON_SAMPLER_SCRATCH_ROWS, moe_workspace_persists=True,
     ),
     "0.19": VllmVersion(
         name="0.19", released="2026-04", engine="v1",
@@ -112,6 +142,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         sampler_bytes_per_logit=14,
         cudagraphs_in_budget=False, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.19.0: envs.py, v1/worker/gpu_worker.py, v1/sample/ops/topk_topp_sampler.py, config/vllm.py",
+        non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V1, sampler_scratch_rows=TRITON_SAMPLER_SCRATCH_ROWS, moe_workspace_persists=True,
     ),
     "0.10": VllmVersion(
         name="0.10", released="2025-09", engine="v1",
@@ -121,7 +152,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         sampler_bytes_per_logit=2 + 4 + SORT_BYTES_PER_ELEMENT,
         cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
         source="vllm 0.10.2: v1/worker/gpu_worker.py determine_available_memory, utils/__init__.py memory_profiling",
-        nccl_in_budget=True,
+        nccl_in_budget=True, non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V1,
     ),
     "0.7": VllmVersion(
         name="0.7", released="2025-02", engine="v0",
@@ -134,7 +165,8 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         cudagraphs_in_budget=False, capture_grid="8", full_and_piecewise=False,
         source="vllm 0.7.3: worker/worker.py determine_num_available_blocks, worker/model_runner.py profile_run",
         sampler_on_every_rank=False,
-        nccl_in_budget=True,
+        # torch 2.5.1 (0.7.3's pin) ships NCCL 2.21.5, which connects every channel at init.
+        nccl_in_budget=True, nccl_lazy_connect=False, non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V0,
     ),
 }
 CURRENT_VLLM_VERSION = "0.33"
@@ -151,22 +183,32 @@ CUDA_TOTAL_RESERVED_BYTES = 434 * MiB
 # vLLM's budget, but it must be free: the snapshot's free memory must cover the budget). Same
 # assumption as the transformers path (`estimate.CUDA_CONTEXT_BYTES`).
 CUDA_CONTEXT_BYTES = 500 * MiB
-# Non-torch memory at TP=1: kernels and handles loaded while profiling (Triton/inductor,
-# FlashAttention, cuBLASLt). Start-up logs on one GPU: H100 0.16 GiB (Llama-3.2-11B-Vision,
-# vllm-project/vllm PR #12126); 8 GB consumer cards 0.03 and 0.04 GiB (#13882, #12529); a 24 GB
-# card 0.02 GiB (V1). Datacenter parts load larger kernel sets (FlashAttention 3 / cuBLASLt
-# workspaces for Hopper), so the two classes get their own figure.
-NON_TORCH_TP1_BYTES = 160 * MiB
+# Non-torch memory at TP=1 on consumer cards: 8 GB cards log 0.03 and 0.04 GiB under V0
+# (vllm-project/vllm #13882, #12529); a 24 GB card 0.02 GiB under V1. Datacenter cards:
+# `VllmVersion.non_torch_tp1_bytes`.
 NON_TORCH_TP1_BYTES_CONSUMER = 40 * MiB
-# Tensor parallelism adds NCCL channel buffers and vLLM's custom all-reduce IPC buffers, allocated
-# by cudaMalloc outside PyTorch. Each rank keeps buffers per channel for its ring/tree neighbours,
-# so the amount per rank depends on the channel count (the link), not on the number of ranks.
-# NVLink/NVSwitch parts run up to 32 channels: Llama-3-8B on H100 grew from 1.79 GiB non-torch at
-# TP=1 to 3.58 GiB at TP=2 (vllm-project/vllm PR #10511, vLLM 0.6.5; its TP=1 figure also counted
-# the allocator's cache, fixed by PR #11809, but the +1.79 GiB is the TP term). PCIe consumer
-# cards run few channels: 2x RTX 4090 logged 0.25 GiB at TP=2 (vllm-project/vllm#13061), 0.21 GiB
-# above the consumer TP=1 figure. Only TP=2 logs were found; larger TP is assumed the same per rank.
-NCCL_BYTES_NVLINK = 1833 * MiB
+# Tensor parallelism adds NCCL channel buffers, vLLM's custom all-reduce IPC buffers and (0.11+ on
+# Hopper) torch symmetric-memory all-reduce buffers, all allocated outside PyTorch's caching
+# allocator. Each rank keeps buffers per channel for its ring/tree neighbours (and NVLS buffers on
+# NVSwitch systems), so the amount per rank depends on the link, barely on the number of ranks.
+# Two parts, because NCCL >= 2.22 connects lazily (`VllmVersion.nccl_lazy_connect`):
+# - set up with the communicators in `init_distributed_environment` ("init"): before 0.19's
+#   snapshot it is outside the budget, before 0.10.2's and V0's snapshot inside it;
+# - connected at the first large collective, i.e. the profile's forward ("lazy"): always in the
+#   profiled non-torch term.
+# NVLink / NVSwitch (H100 SXM, vLLM 0.19.0 with NCCL 2.27.5, Llama-3.1-8B, jgchn/llm-d-planner
+# logs): the worker's init snapshot holds 0.51 GiB at TP=1 and 1.51 / 1.53 GiB at TP=2 / 4 (init
+# = 1.00 / 1.02 GiB); the profile's non-torch increase is 0.25 / 2.07 / 2.13 GiB at TP=1 / 2 / 4
+# (lazy = 1.82 / 1.88 GiB). TP=8 is assumed as TP=4 (no log).
+NCCL_INIT_BYTES_NVLINK = 1024 * MiB
+NCCL_LAZY_BYTES_NVLINK: dict[int, int] = {2: 1864 * MiB, 4: 1925 * MiB}
+# NCCL 2.21 (V0, eager connect): everything at init. Llama-3-8B on an H100 grew from 1.79 GiB
+# non-torch at TP=1 to 3.58 GiB at TP=2 (vllm-project/vllm PR #10511, vLLM 0.6.5; its TP=1 figure
+# also counted the allocator's cache, fixed by PR #11809, but the +1.79 GiB is the TP term).
+NCCL_EAGER_BYTES_NVLINK = 1833 * MiB
+# PCIe consumer cards run few channels and no NVLS: 2x RTX 4090 logged 0.25 GiB at TP=2 under V0
+# (vllm-project/vllm#13061), 0.21 GiB above the consumer TP=1 figure. With lazy connect the same
+# total is assumed to arrive during the profile (no PCIe log of a lazy-connect NCCL was found).
 NCCL_BYTES_PCIE = 215 * MiB
 # CUDA-graph pool: vLLM's estimate is the first (largest) capture plus, per further graph, the
 # second capture's cost (at least 1 MiB; `profile_cudagraph_memory`, gpu_model_runner.py 0.33.0).
@@ -178,6 +220,25 @@ NCCL_BYTES_PCIE = 215 * MiB
 CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH = 256 * 1024
 
 KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+
+# The lowest CUDA compute capability each quantization method's kernels run on: vLLM refuses to
+# start below it (`vllm/config/vllm.py` `_get_quantization_config`: "The quantization method {q} is
+# not supported for the current GPU. Minimum capability: {n}. Current capability: {m}."), keyed by
+# `WeightFormat.name`. Read in vllm-project/vllm: `Mxfp4Config.get_min_capability` returns 80
+# (model_executor/layers/quantization/mxfp4.py; MXFP4 MoE runs through Marlin, Triton or FlashInfer
+# kernels, none below Ampere); `AWQConfig.get_min_capability` returns 75 ("The AWQ kernel only
+# supports Turing or newer GPUs", quantization/awq.py).
+MIN_CAPABILITY: dict[str, int] = {"mxfp4": 80, "awq": 75}
+
+
+def capability_problem(fmt_name: str, capability: int | None, gpu_name: str = "") -> str:
+    """Why vLLM refuses `fmt_name` weights on a GPU of `capability` ('' when it does not, or when
+    the capability is unknown)."""
+    need = MIN_CAPABILITY.get(fmt_name)
+    if need is None or capability is None or capability >= need:
+        return ""
+    on = f"{gpu_name} (compute capability {capability / 10:.1f})" if gpu_name else f"compute capability {capability / 10:.1f}"
+    return f"vLLM refuses {fmt_name} weights on {on}: its {fmt_name} kernels need compute capability {need / 10:.1f} or newer"
 
 
 def vllm_version(name: str | None) -> VllmVersion:
@@ -266,9 +327,8 @@ def forward_activation_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int
     vLLM's decoder layers (e.g. `LlamaDecoderLayer`, vllm/model_executor/models/llama.py) keep the
     residual and the normed input (2h) and the layer output (h), replicated on every rank; the
     column-parallel projections split over TP: attention holds qkv (q + 2kv) and its output q,
-    the MLP holds gate_up (2I) and SiluAndMul's output (I); fused MoE holds top_k copies of the
-    gate_up and activation outputs (`fused_experts` workspaces) and fp32 router logits. The
-    larger block, times tokens. So only the intermediate part shrinks with TP, not the whole.
+    the MLP holds gate_up (2I) and SiluAndMul's output (I); fused MoE holds its workspaces
+    (`moe_workspace_bytes`) and fp32 router logits. The larger block, times tokens. So only the intermediate part shrinks with TP, not the whole.
     """
     c = compute_bytes
     h = spec.hidden_size
@@ -281,34 +341,139 @@ def forward_activation_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int
         attn_split = 2 * q + kv
     attn = c * 3 * h + -(-c * attn_split // tp) + c * kv
     if spec.is_moe:
-        inter = spec.num_experts_per_tok * 3 * spec.moe_intermediate_size + 3 * spec.num_shared_experts * spec.moe_intermediate_size
-        mlp = c * 3 * h + -(-c * inter // tp) + 4 * spec.num_experts
-    else:
-        mlp = c * 3 * h + -(-c * 3 * spec.intermediate_size // tp)
+        # The routed experts' workspaces (`moe_workspace_bytes`), the shared experts' gate_up and
+        # activation, fp32 router logits.
+        shared = 3 * spec.num_shared_experts * spec.moe_intermediate_size
+        per_token = c * 3 * h + -(-c * shared // tp) + 4 * spec.num_experts
+        return max(tokens * attn, tokens * per_token + moe_workspace_bytes(spec, tokens=tokens, compute_bytes=c, tp=tp))
+    mlp = c * 3 * h + -(-c * 3 * spec.intermediate_size // tp)
     return tokens * max(attn, mlp)
+
+
+def moe_workspace_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int, tp: int) -> int:
+    """The fused-MoE workspaces of one forward over `tokens` tokens on a TP rank (none for dense
+    models). `TritonExperts.workspace_shapes` (vllm/model_executor/layers/fused_moe/fused_moe.py
+    0.19.0, experts/triton_moe.py 0.33.0): workspace1 (M, top_k, max(N / 2, K)) shared with the
+    (M, K) output, and workspace2 (M, top_k, max(N, K)), with N = 2 x moe_intermediate / TP (the
+    gate_up shard) and K = hidden; in the activation dtype, each rounded up to 256 B
+    (`WorkspaceManager.get_simultaneous`)."""
+    if not spec.is_moe:
+        return 0
+    k = spec.hidden_size
+    n = 2 * -(-spec.moe_intermediate_size // tp)
+    topk = spec.num_experts_per_tok
+    ws1 = max(tokens * topk * max(n // 2, k), tokens * k) * compute_bytes
+    ws2 = tokens * topk * max(n, k) * compute_bytes
+    return -(-ws1 // 256) * 256 + -(-ws2 // 256) * 256
 
 
 def sampler_bytes(spec: ModelSpec, *, requests: int, version: VllmVersion) -> int:
     """The sampler's peak over the profiled requests: one row of logits per request over the
     whole vocabulary (gathered on every rank: `LogitsProcessor._gather_logits`), times the
-    version's bytes per element (`VllmVersion.sampler_bytes_per_logit`). Not divided by TP."""
-    return requests * spec.vocab_size * version.sampler_bytes_per_logit
+    version's bytes per element (`VllmVersion.sampler_bytes_per_logit`), plus the Triton
+    top-k/top-p scratch rows (`VllmVersion.sampler_scratch_rows`). Not divided by TP."""
+    scratch = min(requests, version.sampler_scratch_rows) * spec.vocab_size * 4
+    return requests * spec.vocab_size * version.sampler_bytes_per_logit + scratch
+
+
+# `limit_mm_per_prompt`'s default per modality (`MultiModalConfig`, vllm/config/multimodal.py 0.33.0: 999).
+MM_LIMIT_PER_PROMPT = 999
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncoderProfile:
+    """The multimodal encoder run V1's `profile_run` makes before the text dummy run."""
+
+    tokens_per_item: int  # placeholder tokens one image takes in the prompt (max feature size)
+    items: int  # images profiled in one batch
+    budget: int  # encoder budget in tokens (the log's "Encoder cache will be initialized with a budget of ...")
+    patches_per_item: int  # vision-tower tokens per image, before any pooling / merging
+    peak_bytes: int  # the vision tower's forward peak over all items
+    output_bytes: int  # the embeddings kept in the encoder cache through the text dummy run
+
+
+def _vision_tokens_per_item(spec: ModelSpec) -> tuple[int, int] | None:
+    """(prompt tokens, tower patches) of one image at the processor's maximum size, where the
+    config fixes them: Gemma 3's `mm_tokens_per_image` (pooled from (image_size / patch_size)^2
+    patches, `Gemma3ProcessingInfo.get_num_image_tokens` without pan-and-scan, the default), or
+    one token per patch for LLaVA-style towers (`LlavaProcessingInfo`, CLS dropped by the default
+    feature select strategy). Dynamic-resolution processors (Qwen2-VL, Pixtral, ...) size images from
+    processor settings the config does not hold: None."""
+    cfg = spec.raw_config
+    vision = cfg.get("vision_config") if isinstance(cfg, dict) else None
+    if not isinstance(vision, dict):
+        return None
+    size, patch = vision.get("image_size"), vision.get("patch_size")
+    if not (isinstance(size, int) and isinstance(patch, int) and patch > 0 and size >= patch):
+        return None
+    patches = (size // patch) ** 2
+    pooled = cfg.get("mm_tokens_per_image")
+    if isinstance(pooled, int) and pooled > 0:
+        return pooled, patches
+    if cfg.get("model_type") == "llava":
+        return patches, patches
+    return None
+
+
+def encoder_profile(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> EncoderProfile | None:
+    """The encoder profile of a vision-language model under V1 (None for text-only models, V0,
+    and processors whose image size the config does not fix).
+
+    `MultiModalBudget` (vllm/multimodal/encoder_budget.py) and `compute_mm_encoder_budget`
+    (vllm/v1/core/encoder_cache_manager.py), alike in 0.19.0 and 0.33.0: budget =
+    min(max(max_num_batched_tokens, tokens per item), max(encoder_cache_size =
+    max_num_batched_tokens, tokens per item)); items = max(1, min(budget // tokens per item,
+    max_num_seqs x max(1, min(limit_mm_per_prompt, max_model_len // tokens per item)))).
+    `GPUModelRunner.profile_run` runs `embed_multimodal` on that batch and keeps the outputs in
+    `encoder_cache` until the text dummy run and the sampler are done.
+    The tower's forward (a ViT layer: residual and normed input 2h, then the larger of
+    attention's qkv + output 4h and the MLP's fc1 + activation 2I, per patch; memory-efficient
+    attention holds no score matrix; the projections split over TP as vLLM's tower layers are
+    column/row parallel) over all items' patches is this calculator's sizing."""
+    if vllm_version(s.version).engine != "v1":
+        return None
+    found = _vision_tokens_per_item(spec)
+    if found is None:
+        return None
+    tokens_per_item, patches = found
+    assert s.max_num_batched_tokens is not None and s.max_num_seqs is not None
+    budget = max(s.max_num_batched_tokens, tokens_per_item)
+    per_prompt = max(1, min(MM_LIMIT_PER_PROMPT, s.max_model_len // tokens_per_item))
+    items = max(1, min(budget // tokens_per_item, s.max_num_seqs * per_prompt))
+    vision = spec.raw_config["vision_config"]
+    hv = int(vision.get("hidden_size", 0) or 0)
+    iv = int(vision.get("intermediate_size", 4 * hv) or 0)
+    c = compute_bytes
+    n = items * patches
+    tp = s.tensor_parallel_size
+    peak = n * c * (2 * hv + max(-(-4 * hv // tp), -(-2 * iv // tp)))
+    output = items * tokens_per_item * spec.hidden_size * c
+    return EncoderProfile(tokens_per_item=tokens_per_item, items=items, budget=budget, patches_per_item=patches,
+                          peak_bytes=peak, output_bytes=output)
 
 
 def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, rank: int = 0) -> int:
     """The profile's PyTorch peak increase on TP rank `rank`: the forward's peak, or the sampler's
     with the forward's hidden states still referenced, whichever is larger (they run one after the
     other). Under V0 only rank 0 samples; the others hold their vocabulary shard of the logits.
-    Rank 0 binds the KV cache (the engine takes the fewest blocks over the workers)."""
+    Rank 0 binds the KV cache (the engine takes the fewest blocks over the workers). A
+    vision-language model's encoder profile (`encoder_profile`) runs before both."""
     version = vllm_version(s.version)
     assert s.max_num_batched_tokens is not None
     tokens = s.max_num_batched_tokens
     tp = s.tensor_parallel_size
     forward = forward_activation_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp)
     hidden = tokens * spec.hidden_size * compute_bytes
+    # The persistent MoE workspace (`VllmVersion.moe_workspace_persists`) is still held while the sampler runs.
+    kept = moe_workspace_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp) if version.moe_workspace_persists else 0
     if rank and not version.sampler_on_every_rank:
         return forward + profile_requests(s) * -(-spec.vocab_size // tp) * compute_bytes
-    return max(forward, hidden + sampler_bytes(spec, requests=profile_requests(s), version=version))
+    text = max(forward, kept + hidden + sampler_bytes(spec, requests=profile_requests(s), version=version))
+    # Vision-language models: the encoder runs first; its outputs stay cached through the text run.
+    enc = encoder_profile(spec, s, compute_bytes=compute_bytes)
+    if enc is None:
+        return text
+    return max(enc.peak_bytes + enc.output_bytes, enc.output_bytes + text)
 
 
 def capture_sizes(s: VllmSettings) -> tuple[int, ...]:
@@ -355,19 +520,45 @@ def cudagraph_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> 
     return first + cudagraph_count(s) * layers * CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH
 
 
-def nccl_bytes(s: VllmSettings, *, nvlink: bool) -> int:
-    """NCCL channel and custom all-reduce buffers per rank (none at TP=1; more over NVLink)."""
+def nccl_init_bytes(s: VllmSettings, *, nvlink: bool) -> int:
+    """Per-rank bytes the distributed setup allocates outside PyTorch before the first collective
+    (none at TP=1): communicators, custom all-reduce buffers, and with eager-connect NCCL every channel."""
     if s.tensor_parallel_size <= 1:
         return 0
-    return NCCL_BYTES_NVLINK if nvlink else NCCL_BYTES_PCIE
+    if not vllm_version(s.version).nccl_lazy_connect:
+        return NCCL_EAGER_BYTES_NVLINK if nvlink else NCCL_BYTES_PCIE
+    return NCCL_INIT_BYTES_NVLINK if nvlink else 0
+
+
+def nccl_lazy_bytes(s: VllmSettings, *, nvlink: bool) -> int:
+    """Per-rank NCCL buffers connected at the profile's first large collective (lazy connect)."""
+    tp = s.tensor_parallel_size
+    if tp <= 1 or not vllm_version(s.version).nccl_lazy_connect:
+        return 0
+    if not nvlink:
+        return NCCL_BYTES_PCIE
+    return NCCL_LAZY_BYTES_NVLINK[2 if tp < 4 else 4]
+
+
+def nccl_bytes(s: VllmSettings, *, nvlink: bool) -> int:
+    """All of a rank's NCCL / all-reduce buffers (init + lazy)."""
+    return nccl_init_bytes(s, nvlink=nvlink) + nccl_lazy_bytes(s, nvlink=nvlink)
+
+
+def nccl_outside_budget_bytes(s: VllmSettings, *, nvlink: bool) -> int:
+    """NCCL bytes set up before the version's snapshot (0.19+), which must fit next to the CUDA context."""
+    return 0 if vllm_version(s.version).nccl_in_budget else nccl_init_bytes(s, nvlink=nvlink)
 
 
 def non_torch_bytes(s: VllmSettings, *, nvlink: bool, datacenter: bool = True) -> int:
     """Memory outside PyTorch that grows from the snapshot to the end of profiling (vLLM's
-    non-torch term): kernels at TP=1 (by GPU class), plus the NCCL buffers where the version takes
-    its snapshot before the distributed setup (`VllmVersion.nccl_in_budget`)."""
-    base = NON_TORCH_TP1_BYTES if datacenter else NON_TORCH_TP1_BYTES_CONSUMER
-    return base + (nccl_bytes(s, nvlink=nvlink) if vllm_version(s.version).nccl_in_budget else 0)
+    non-torch term): kernels at TP=1 (by GPU class and engine), the NCCL buffers connected during
+    the profile, and the init-time NCCL buffers where the version snapshots before the distributed
+    setup (`VllmVersion.nccl_in_budget`)."""
+    version = vllm_version(s.version)
+    base = version.non_torch_tp1_bytes if datacenter else NON_TORCH_TP1_BYTES_CONSUMER
+    inside = nccl_lazy_bytes(s, nvlink=nvlink) + (nccl_init_bytes(s, nvlink=nvlink) if version.nccl_in_budget else 0)
+    return base + inside
 
 
 def kv_bytes_per_block(spec: ModelSpec, s: VllmSettings, *, kv_bits: int) -> int:
@@ -430,6 +621,7 @@ class VllmBudget:
     starts: bool
     reason: str  # why it does not start ('' when it does)
     max_model_len_that_fits: int  # the longest max_model_len the KV cache holds (0: none; max_model_len when it starts)
+    encoder: EncoderProfile | None = None  # the multimodal encoder profile inside the activation peak (V1 vision-language models)
 
     @property
     def non_kv_bytes(self) -> int:
@@ -453,11 +645,12 @@ def cuda_total_bytes(usable_bytes: int) -> int:
 
 def vllm_budget(
     spec: ModelSpec, w: Workload, *, gpu_usable_bytes: int, gpu_name: str = "", nvlink: bool = True,
-    datacenter: bool = True, settings: VllmSettings | None = None, rank: int = 0,
+    datacenter: bool = True, settings: VllmSettings | None = None, rank: int = 0, compute_capability: int | None = None,
 ) -> VllmBudget:
     """The start-up budget of `w` (vLLM flags read from it, `VllmSettings.from_workload`) on GPUs
     whose nvidia-smi total is `gpu_usable_bytes`, `w.num_gpus` of them tensor parallel, as TP rank
-    `rank` sees it (rank 0, the default, is the one that binds the KV cache)."""
+    `rank` sees it (rank 0, the default, is the one that binds the KV cache). With the GPU's
+    `compute_capability`, weights whose kernels need a newer GPU (`MIN_CAPABILITY`) do not start."""
     from .quantization import weight_format
 
     s0 = settings or VllmSettings.from_workload(w)
@@ -484,11 +677,13 @@ def vllm_budget(
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
     # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
     fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
-    reason = ""
+    reason = capability_problem(fmt.name, compute_capability, gpu_name)
     headroom = total - requested
-    before_snapshot = CUDA_CONTEXT_BYTES + (0 if version.nccl_in_budget else nccl_bytes(s, nvlink=nvlink))
+    before_snapshot = CUDA_CONTEXT_BYTES + nccl_outside_budget_bytes(s, nvlink=nvlink)
     outside = before_snapshot + (0 if in_budget else graphs)
-    if total - before_snapshot < requested:
+    if reason:
+        pass  # the engine's config check refuses before any memory is profiled
+    elif total - before_snapshot < requested:
         what = "the CUDA context" if before_snapshot == CUDA_CONTEXT_BYTES else "the CUDA context and NCCL buffers"
         reason = (f"free memory at start-up ({(total - before_snapshot) / GiB:.2f} GiB after {what}) is less than "
                   f"gpu_memory_utilization x total ({requested / GiB:.2f} GiB)")
@@ -507,6 +702,7 @@ def vllm_budget(
         nccl_outside_bytes=before_snapshot - CUDA_CONTEXT_BYTES,
         available_kv_bytes=available, kv_bytes_per_block=per_block, num_blocks=blocks, kv_tokens=kv_tokens,
         max_concurrency=concurrency, starts=not reason, reason=reason, max_model_len_that_fits=fits_len,
+        encoder=encoder_profile(spec, s, compute_bytes=c),
     )
 
 

@@ -33,8 +33,13 @@ LORA_TARGETS: tuple[LoraTargets, ...] = ("all-linear", "attention", "attention+m
 TRAINER_NAMES: tuple[str, ...] = ("custom", "trl-sft", "hf-trainer", "torchtune", "unsloth", "axolotl-liger")
 LossImpl = Literal["full", "chunked-output", "fused-linear", "fused-linear-liger"]
 LOSS_IMPLS: tuple[LossImpl, ...] = ("full", "chunked-output", "fused-linear", "fused-linear-liger")
-PeftMethod = Literal["lora", "dora", "ia3", "prompt-tuning"]
-PEFT_METHODS: tuple[PeftMethod, ...] = ("lora", "dora", "ia3", "prompt-tuning")
+PeftMethod = Literal["lora", "dora", "ia3", "prompt-tuning", "oft", "vera"]
+PEFT_METHODS: tuple[PeftMethod, ...] = ("lora", "dora", "ia3", "prompt-tuning", "oft", "vera")
+# What a checkpointed layer keeps: "full" = only its input (transformers gradient_checkpointing, torchtune
+# enable_activation_checkpointing, torchtitan mode="full"); "selective-op" = torchtitan's op-level selective AC
+# (mode="selective", selective_ac_option="op"): also the outputs of matmuls (every other one) and attention.
+CheckpointPolicy = Literal["full", "selective-op"]
+CHECKPOINT_POLICIES: tuple[CheckpointPolicy, ...] = ("full", "selective-op")
 Packing = Literal["padded", "packed", "padding-free"]
 PACKINGS: tuple[Packing, ...] = ("padded", "packed", "padding-free")
 CpuOffload = Literal["none", "optimizer", "optimizer+params"]
@@ -97,6 +102,7 @@ class Workload:
     compile_loss: bool = False  # torch.compile of the chunked loss (torchtune compile=True): saves only the bf16 chunks
     trained_token_fraction: float = 1.0  # share of tokens whose label is not -100 (completion/assistant-only loss)
     checkpoint_every: int = 1  # with gradient checkpointing: every k-th decoder layer (transformers `every_n_layers`)
+    checkpoint_policy: CheckpointPolicy = "full"  # with gradient checkpointing: what each checkpointed layer keeps (CHECKPOINT_POLICIES)
     activation_offload: bool = False  # saved activations held in pinned host memory (torchtune / TRL / Unsloth)
     optimizer_in_backward: bool = False  # each parameter stepped as its gradient is ready (torchtune optimizer_in_bwd)
     fused_optimizer: bool = False  # AdamW(fused=True): no parameter-sized temporary in the step
@@ -104,6 +110,8 @@ class Workload:
     cpu_offload: CpuOffload = "none"  # DeepSpeed ZeRO-Offload / FSDP CPU offload of optimizer states (and parameters)
     peft_method: PeftMethod = "lora"  # for mode lora/qlora
     num_virtual_tokens: int = 20  # prompt tuning
+    oft_block_size: int = 32  # OFT: size of each orthogonal block (peft 0.21 OFTConfig default oft_block_size=32, r=0)
+    vera_rank: int = 256  # VeRA: rank of the shared random projections (peft 0.21 VeraConfig default r=256)
     norm_kernel: str = "torch"  # "liger": Liger RMSNorm saves its input and 1/rms only
     mlp_kernel: str = "torch"  # "liger": Liger SwiGLU saves gate and up, recomputes the activation
     packing: Packing = "padded"
@@ -138,6 +146,8 @@ def validate_workload(w: Workload) -> None:
     bounded("loss chunks", w.loss_chunks, 1, 1 << 16)
     bounded("checkpoint every", w.checkpoint_every, 1, 1 << 16)
     bounded("virtual tokens", w.num_virtual_tokens, 1, 1 << 16)
+    bounded("OFT block size", w.oft_block_size, 1, MAX_LORA_RANK)
+    bounded("VeRA rank", w.vera_rank, 1, MAX_LORA_RANK)
     if not isinstance(w.trained_token_fraction, (int, float)) or not 0.0 < w.trained_token_fraction <= 1.0:
         raise InvalidWorkloadError(f"trained token fraction must be above 0 and at most 1; got {w.trained_token_fraction!r}.")
     if not isinstance(w.sample_lengths, tuple) or len(w.sample_lengths) > MAX_SAMPLE_LENGTHS:
@@ -159,6 +169,7 @@ def validate_workload(w: Workload) -> None:
         "loss": (w.loss_impl, LOSS_IMPLS),
         "PEFT method": (w.peft_method, PEFT_METHODS),
         "packing": (w.packing, PACKINGS),
+        "checkpoint policy": (w.checkpoint_policy, CHECKPOINT_POLICIES),
         "CPU offload": (w.cpu_offload, CPU_OFFLOADS),
         "norm kernel": (w.norm_kernel, KERNELS),
         "MLP kernel": (w.mlp_kernel, KERNELS),

@@ -49,8 +49,7 @@ with results:
     st.subheader(f"{spec.model_id}")
     facts = loaders.model_facts(resolved)
     widgets.model_facts(resolved, facts)
-    if est.trainer_problem:
-        st.error(est.trainer_problem, icon=":material/error:")
+    widgets.trainer_problem_box(page, est)
     widgets.headline(resolved, est, plan.cheapest)
     if est.host_bytes:
         st.caption(f":material/memory: Host RAM for offloaded tensors: {widgets.both_units(est.host_bytes)} (besides the GPU peak).")
@@ -63,7 +62,8 @@ with results:
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(figures.breakdown_figure(est.breakdown, labels=component_labels(workload.runtime)), key="chart_breakdown", theme=None)
-        st.dataframe(widgets.breakdown_table(est), hide_index=True, column_config={"What it is": st.column_config.TextColumn(width="large")})
+        st.dataframe(widgets.fixed_decimals(widgets.breakdown_table(est)), hide_index=True,
+                     column_config={"What it is": st.column_config.TextColumn(width="large")})
     with right:
         st.markdown(text.MEMORY_KINDS)
         st.table(widgets.memory_kinds_table(est))
@@ -90,13 +90,12 @@ with results:
     shown = [c for c in plan.ranking if c.fits] if only_fit else plan.ranking
     margin = f" + {values['headroom']}% headroom" if values["headroom"] else ""
     st.caption(f"1, 2, 4 and 8 GPUs of each kind, cheapest first; fit = peak per GPU{margin} ≤ usable memory (nvidia-smi total). {prices.note}")
-    g1, g2 = st.columns([2, 3])
-    with g1:
-        st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking", theme=None)
-    with g2:
-        st.dataframe(widgets.ranking_frame(shown, plan=plan), hide_index=True, height=560)
-        st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
-                   "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
+    # Chart above the table, each full width: side by side at 1280 px the chart's bar labels were cut
+    # ("$0.13/hr · 81% us") and the table showed five of its columns.
+    st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking", theme=None)
+    st.dataframe(widgets.fixed_decimals(widgets.ranking_frame(shown, plan=plan)), hide_index=True, height=560)
+    st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
+               "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
 
     if workload.runtime == "vllm":
         st.header("Will `vllm serve` start?")
@@ -131,7 +130,7 @@ with results:
     st.dataframe(widgets.fit_limits_frame(limits, context=workload.context_length, batch=workload.batch_size), hide_index=True)
 
     st.header("Export and share")
-    e1, e2, e3 = st.columns([1, 1, 4])
+    e1, e2, e3 = st.columns([1.5, 1.5, 4])  # [1, 1, 4] cut "Download JSON" to "Download J…" at 1280 px
     stem = spec.model_id.replace("/", "__")
     export = with_model_identity(v.export, source=resolved.source, revision=resolved.revision, sha=resolved.sha,
                                  facts=facts.as_dict() if facts else None)

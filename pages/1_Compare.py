@@ -42,8 +42,13 @@ def _add_model(model_id: str) -> None:
         st.session_state[page.key("models")] = (*current, model_id)[:8]
 
 
-st.selectbox("Trainer (fine-tuning rows)", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
+t1, t2 = st.columns([2, 3])
+t1.selectbox("Trainer (fine-tuning rows)", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
              help="Fine-tuning rows use this trainer's defaults (calculator/trainers.py); inference rows ignore it.")
+t2.text_input("Sample lengths, tokens (fine-tuning rows)", key=page.key("lengths"), on_change=widgets.summarise_lengths_box,
+              args=(page.key("lengths"),), placeholder="e.g. 180, 420, 760, 1900 (empty: all as long as the context)",
+              help="The dataset's sequence lengths (or a sample): padded batches pad to the batch's longest, and the allocator "
+              "reserve grows as shapes change. Kept as at most 32 quantiles (calculator/lengths.py).")
 if what == "models":
     chosen = tuple(page.get("models"))
     options = list(dict.fromkeys([*catalog_model_ids(), *chosen]))
@@ -81,7 +86,7 @@ for model_id, label, setting in jobs:
         with st.spinner(f"Looking up {model_id}…"):
             resolved = loaders.resolve(model_id)
         values = {p.name: p.default for p in MAIN_PARAMS} | setting | {"context": page.get("context"), "batch": page.get("batch"),
-                                                                    "trainer": page.get("trainer")}
+                                                                    "trainer": page.get("trainer"), "lengths": page.get("lengths")}
         values, _ = reconcile_main(values)
         v = loaders.view(resolved, main_workload(values), headroom_pct=0, prices=prices)
     except CalculatorError as exc:
@@ -101,6 +106,7 @@ table = pd.DataFrame([
         "Parameters": format_count(r.estimate.spec.num_params),
         "Precision": text.PRECISION_LABELS[r.estimate.workload.precision],
         "Mode": text.MODE_LABELS[r.estimate.workload.mode],
+        "Trainer sized": widgets.trainer_sized_label(r.estimate),
         "Peak VRAM (GiB)": round(r.estimate.total_bytes / GiB, 2),
         "Peak VRAM (GB)": round(r.estimate.total_bytes / GB, 2),
         "Weights (GiB)": round(r.estimate.breakdown.weights_bytes / GiB, 2),
@@ -110,7 +116,10 @@ table = pd.DataFrame([
     }
     for r in rows
 ])
-st.dataframe(table, hide_index=True)
+st.dataframe(widgets.fixed_decimals(table), hide_index=True)
+# A row whose trainer cannot start on its model is sized as the run that does; say which and why, once per model.
+for r in {r.estimate.spec.model_id: r for r in rows if r.estimate.trainer_problem}.values():
+    st.warning(f"{r.label}: {r.estimate.trainer_problem}", icon=":material/warning:")
 st.plotly_chart(figures.compare_figure([{"label": r.label, "breakdown": r.estimate.breakdown} for r in rows]), key="chart_compare", theme=None)
 
 if what == "models" and first_spec is not None:

@@ -81,13 +81,13 @@ for gpu in setup.gpus:
     })
 st.header("GPU catalog")
 st.caption(f"{len(rows)} of {len(setup.gpus)} GPUs. Usable memory is what nvidia-smi reports as total (the fit check uses it), not the marketed size.")
-st.dataframe(pd.DataFrame(rows), hide_index=True, height=min(38 * (len(rows) + 1) + 4, 720))
+st.dataframe(widgets.fixed_decimals(pd.DataFrame(rows)), hide_index=True, height=min(38 * (len(rows) + 1) + 4, 720))
 
 # --- your rates -------------------------------------------------------------------------------
 st.header("Your negotiated prices")
 st.caption("Your $/GPU-hour for a GPU joins the ranking as the provider “Your rate” on every page, and is kept in the link (rates=…).")
 by_id = {g.id: g for g in setup.gpus}
-r1, r2, r3, r4 = st.columns([3, 2, 1, 1])
+r1, r2, r3, r4 = st.columns([2.6, 2, 1.2, 1.4])  # [3, 2, 1, 1] cut "Clear my rates" at 1280 px
 r1.selectbox("GPU for your rate", list(by_id), key="gpus.rate_gpu", format_func=lambda i: by_id[i].name)
 r2.number_input("Your price (USD per GPU-hour)", min_value=0.01, max_value=999.0, value=1.0, step=0.05, key="gpus.rate_usd")
 
@@ -147,11 +147,11 @@ chosen = by_id[page.get("gpu")]
 quotes = [q for q in current_prices(load_prices()) if q.gpu_id == chosen.id]
 st.caption(f"{chosen.name}: {chosen.usable_note}. Spec source: {chosen.source or 'n/a'} (confidence: {chosen.confidence}).")
 if quotes:
-    st.dataframe(pd.DataFrame([
+    st.dataframe(widgets.fixed_decimals(pd.DataFrame([
         {"Provider": q.provider, "$/GPU-hr": q.usd_per_gpu_hour, "GPUs per instance": q.gpus_per_instance, "Instance": q.instance, "As of": q.as_of,
          "Confidence": q.confidence, "Rule": q.basis, "Source": q.source}
         for q in sorted(quotes, key=lambda q: q.usd_per_gpu_hour)
-    ]), hide_index=True)
+    ])), hide_index=True)
 else:
     st.info(f"No bundled price for {chosen.name}: enter your rate above to rank it by cost.")
 issues = data_issues(setup.gpus)

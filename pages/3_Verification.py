@@ -37,7 +37,7 @@ st.markdown(
 )
 widgets.show_notes(url_notes, fixes)
 
-c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
+c1, c2, c3, c4, c5 = st.columns([2.6, 1.6, 1.1, 1.1, 1])  # [3, 1, 1, 1, 1] cut "Inference" to "Inferenc" at 1280 px
 c1.text_input("Model id (Hugging Face)", key=page.key("model"))
 c2.selectbox("Mode", ("inference", "lora", "qlora", "full"), key=page.key("mode"), format_func=text.MODE_LABELS.get)
 c3.selectbox("Precision", ("fp32", "bf16", "fp16", "fp8", "int8", "int4"), key=page.key("precision"), format_func=text.PRECISION_LABELS.get)
@@ -112,7 +112,7 @@ m1.metric("Estimate (PyTorch allocated)", format_bytes(data["total"]["estimate_b
 m2.metric("Trace peak" if measured == "trace" else "max_memory_allocated", format_bytes(data["total"]["measured_bytes"], "GiB", 2))
 err = data["total"]["error_pct"]
 m3.metric("Error", "n/a" if err is None else f"{err:+.1f}%", help="(estimate - measured) / measured; positive = the estimate is higher.")
-st.dataframe(pd.DataFrame(comparison_table(data)), hide_index=True)
+st.dataframe(widgets.fixed_decimals(pd.DataFrame(comparison_table(data)), digits=3), hide_index=True)
 st.caption(
     "Groups: weights = parameters + buffers (LoRA adapters included); activations = KV cache + activations + logits/loss, "
     "which the trace files as activations + temporaries + inputs; gradients; optimizer states (with the step's temporary). "

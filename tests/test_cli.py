@@ -104,3 +104,28 @@ def test_vllm_ranking_reports_capacity():
     # One 8,192-token sequence needs 512 blocks x 16 tokens x 131,072 B = 1 GiB of K/V.
     assert fit["vllm_kv_pool_bytes"] // 2**30 == fit["vllm_max_concurrent_sequences"]
     assert data["breakdown_labels"]["allocator_reserve"].startswith("Left free")
+
+
+def test_oft_and_vera_flags_reach_the_estimate_and_its_json():
+    # OFT block 32 on all-linear Llama-3.2-3B: 28 layers x 26,624 inputs x 31 / 2 (tests/test_trainers.py derives it).
+    out = run_cli("estimate", "meta-llama/Llama-3.2-3B", "--mode", "lora", "--precision", "bf16", "--peft-method", "oft",
+                  "--oft-block-size", "32", "--json", "--offline")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["trainable_params"] == 28 * 412_672
+    assert data["trainer"]["peft_method"] == "oft" and data["trainer"]["oft_block_size"] == 32 and data["trainer"]["vera_rank"] is None
+    vera = json.loads(run_cli("estimate", "meta-llama/Llama-3.2-3B", "--mode", "lora", "--precision", "bf16", "--peft-method", "vera",
+                              "--vera-rank", "64", "--json", "--offline").stdout)
+    assert vera["trainer"]["vera_rank"] == 64 and vera["inputs"]["vera_rank"] == 64
+    # A size for a method not chosen would change nothing: refused in one line.
+    bad = run_cli("estimate", "meta-llama/Llama-3.2-3B", "--mode", "lora", "--vera-rank", "64", "--offline")
+    assert bad.returncode != 0 and "--peft-method vera" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoint_policy_flag():
+    args = ("estimate", "meta-llama/Llama-3.2-3B", "--mode", "full", "--precision", "bf16", "--context", "1024", "--json", "--offline")
+    full = json.loads(run_cli(*args, "--grad-checkpointing").stdout)
+    sac = json.loads(run_cli(*args, "--grad-checkpointing", "--checkpoint-policy", "selective-op").stdout)
+    assert sac["trainer"]["checkpoint_policy"] == "selective-op" and full["trainer"]["checkpoint_policy"] == "full"
+    # Each checkpointed layer keeps more (tests/test_trainers.py derives how much); the peak cannot fall.
+    assert sac["total_bytes"] >= full["total_bytes"] and any("Selective op checkpointing" in n for n in sac["notes"])

@@ -130,3 +130,14 @@ def test_interconnect_notes():
     assert interconnect_note(get_gpu("rtx-4090"), 2).startswith("PCIe only: tensor parallel over PCIe is slow")
     assert interconnect_note(get_gpu("h100-sxm"), 8).startswith("NVLink between all 8 GPUs")
     assert "pairs only" in interconnect_note(get_gpu("rtx-a6000"), 4)
+
+
+def test_compute_capability_from_the_architecture():
+    """NVIDIA's CUDA compute capability table: V100 7.0, T4 7.5, A100 8.0, GA10x 8.6, Ada 8.9, Hopper 9.0,
+    B200 10.0, GB20x 12.0; AMD and Intel parts have none."""
+    from calculator.gpus import compute_capability
+
+    expected = {"v100-32gb": 70, "t4": 75, "a100-80gb-sxm": 80, "a10": 86, "rtx-3090": 86, "l4": 89, "rtx-4090": 89,
+                "h100-sxm": 90, "b200": 100, "rtx-5090": 120, "rtx-pro-6000-blackwell": 120, "mi300x": None, "gaudi3": None}
+    assert {g: compute_capability(get_gpu(g)) for g in expected} == expected
+    assert all(compute_capability(g) is not None for g in load_gpus() if g.vendor == "NVIDIA")

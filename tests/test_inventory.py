@@ -144,6 +144,31 @@ def test_lora_all_linear_is_what_peft_adapts(model_type):
     assert memory.lora_params(analytic, analytic_plan) == memory.lora_params(spec, plan)
 
 
+@pytest.mark.parametrize("model_type", ["mamba2", "falcon_h1"])
+def test_lora_all_linear_on_mamba_based_models_adapts_what_peft_accepts(model_type):
+    """peft 0.21 raises on target_modules="all-linear" for Mamba-based model types: it refuses
+    LoRA on out_proj and conv1d (peft/tuners/tuners_utils.py `_check_lora_target_modules_mamba`).
+    The estimate counts all-linear as every other linear layer, and a FakeTensor LoRA step that
+    passes peft that explicit list trains exactly as many parameters."""
+    from calculator.estimate import estimate
+    from calculator.verify import trace_workload
+    from calculator.workload import Workload
+
+    config = {**inventory.hf_config({"model_type": model_type}).to_dict(), "num_hidden_layers": 2}
+    config.pop("layer_types", None)
+    spec = model_spec_from_config(model_type, config)
+    assert {g.name.rsplit(".", 1)[-1] for g in spec.linears if g.lora_all_linear is False} >= {"out_proj"}
+    assert any("refuses LoRA on out_proj" in n for n in spec.notes)
+    w = Workload(mode="lora", precision="bf16", context_length=64, batch_size=1, lora_rank=8)
+    traced = trace_workload(config, w, model_id=model_type, max_seconds=120)
+    assert estimate(spec, w).trainable_params == traced.trainable_params
+    if model_type == "mamba2":
+        # Only in_proj is adapted: 2 layers x r=8 x (4,096 in + 18,560 out), where in_proj's out is
+        # 2 x 8,192 (x and z) + 2 x 8 groups x 128 state (B, C) + 128 heads (dt).
+        assert traced.trainable_params == 2 * 8 * (4096 + 2 * 8192 + 2 * 8 * 128 + 128) == 362_496
+    assert any("refuses LoRA on out_proj" in n for n in traced.notes)
+
+
 def test_architecture_data_matches_installed_transformers():
     import json
     from importlib import resources

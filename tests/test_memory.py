@@ -235,7 +235,8 @@ def test_qlora_uses_double_quantized_nf4():
     s = spec("meta-llama/Llama-3.1-8B")
     est = estimate(s, Workload(mode="qlora", precision="int4"))
     assert est.weight_format.name == "bnb-nf4" and est.weight_format.double_quant
-    assert est.breakdown.weights_bytes < 6 * GiB
+    # The NF4 base itself; a custom loop adds peft's fp32 upcast of the unquantized parameters on top (test_kbit_prepare.py).
+    assert memory.weight_bytes(s, est.weight_format) < 6 * GiB
 
 
 def test_tensor_parallel_splits_weights_and_kv():

@@ -73,6 +73,19 @@ def test_calculator_page_file_runs_on_its_own():
     assert at.query_params["mode"] == "lora"
 
 
+def test_calculator_link_with_oft_vera_and_selective_checkpointing():
+    # A link naming peft's OFT (block 64) or VeRA (rank 64) and the selective policy fills their widgets and survives rerun.
+    at = run_page(CALCULATOR, model="meta-llama/Llama-3.2-3B", mode="lora", precision="bf16", peft="oft", oft_block="64",
+                  grad_ckpt="1", ckpt_policy="selective-op")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="main.peft").value == "oft" and at.number_input(key="main.oft_block").value == 64
+    assert not at.number_input(key="main.oft_block").disabled and at.number_input(key="main.vera_rank").disabled
+    assert at.selectbox(key="main.ckpt_policy").value == "selective-op"
+    assert at.query_params["oft_block"] == "64" and at.query_params["ckpt_policy"] == "selective-op"
+    vera = run_page(CALCULATOR, model="meta-llama/Llama-3.2-3B", mode="lora", peft="vera", vera_rank="64")
+    assert not vera.exception and not vera.error and vera.number_input(key="main.vera_rank").value == 64
+
+
 # --- Compare ------------------------------------------------------------------------------------
 
 
@@ -194,3 +207,47 @@ def test_live_prices_fall_back_to_bundled_with_a_note(monkeypatch):
     assert at.toggle(key="gpus.live").value is True
     assert any("bundled price snapshot" in c.value for c in at.caption)
     assert at.query_params["live"] == "1"
+
+
+# --- number formatting ----------------------------------------------------------------------------
+
+
+def _display_values(element):
+    """What the grid shows (the Styler's display values), not the numbers under it."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(element.proto.arrow_data.styler.display_values).read_pandas()
+
+
+@pytest.mark.parametrize(("path", "columns"), [
+    (CALCULATOR, ("GiB", "GB")),
+    (COMPARE, ("Peak VRAM (GiB)", "Peak VRAM (GB)", "Weights (GiB)", "KV cache (GiB)", "$/hr")),
+    (GPUS, ("Usable (GiB, nvidia-smi)", "Cheapest $/GPU-hr")),
+])
+def test_memory_and_price_columns_show_two_decimals(path: str, columns: tuple[str, ...]):
+    """The breakdown showed "0.3" GB beside "0.47" (the grid trims trailing zeros): every memory and price cell now
+    carries two decimals, while the value under it stays a number."""
+    import re
+
+    at = run_page(path)
+    assert not at.exception
+    frame = next(d for d in at.dataframe if set(columns) <= set(d.value.columns))
+    shown = _display_values(frame)
+    for col in columns:
+        cells = [c for c in shown[col] if c != "—"]
+        assert cells and all(re.fullmatch(r"[\d,]+\.\d\d", c) for c in cells), (col, cells)
+        assert frame.value[col].dtype.kind == "f"  # sortable numbers under the display
+
+
+def test_compare_says_which_trainer_a_fine_tuning_row_is_sized_for():
+    """Compare sized higgs-audio's LoRA row as HF Trainer (TRL cannot start on its two heads) with nothing saying so."""
+    at = run_page(COMPARE, mode="lora")
+    assert not at.exception
+    frame = at.dataframe[0].value.set_index("Compared")
+    assert frame.loc["higgs-audio-v2-generation-3B-base", "Trainer sized"] == "HF Trainer (chosen trainer cannot start)"
+    assert frame.loc["Llama-3.2-3B", "Trainer sized"] == "TRL SFTTrainer"
+    warnings = [w.value for w in at.warning if "fails at its first step" in w.value]
+    assert len(warnings) == 1 and warnings[0].startswith("higgs-audio-v2-generation-3B-base: TRL SFTTrainer fails")
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base").spec
+    peak = estimate(spec, preset_workload("hf-trainer", mode="lora", gradient_checkpointing=True, master_weights=True)).total_bytes
+    assert frame.loc["higgs-audio-v2-generation-3B-base", "Peak VRAM (GiB)"] == round(peak / GiB, 2)

@@ -83,7 +83,9 @@ def test_forward_profile_splits_only_the_intermediate_dims(llama8):
 
 def test_sampler_term_per_version(llama8):
     # One row of full-vocabulary logits per profiled request (min(max_num_seqs, tokens)).
-    assert V.sampler_bytes(llama8, requests=1024, version=V.vllm_version("0.33")) == 1024 * 128_256 * 14
+    # 0.19+ also keeps the Triton top-k/top-p scratch: one fp32 row per SM (132 assumed) over the vocabulary.
+    assert V.sampler_bytes(llama8, requests=1024, version=V.vllm_version("0.33")) == 1024 * 128_256 * 14 + 132 * 128_256 * 4
+    assert V.sampler_bytes(llama8, requests=64, version=V.vllm_version("0.19")) == 64 * 128_256 * 14 + 64 * 128_256 * 4
     # The full-vocabulary sort of 0.10.2 and V0: logits 2 + fp32 copy 4 + torch.sort's 32 = 38 B.
     assert V.sampler_bytes(llama8, requests=1024, version=V.vllm_version("0.10")) == 1024 * 128_256 * 38
     assert V.sampler_bytes(llama8, requests=256, version=V.vllm_version("0.7")) == 256 * 128_256 * 38
@@ -265,11 +267,120 @@ def test_encoder_only_models_start_without_a_kv_cache():
     assert b.starts and b.kv_tokens == 0 and b.max_concurrency == 256  # max_num_seqs on a 24 GB card
 
 
-def test_nccl_sits_inside_the_budget_before_0_19_and_outside_from_it(llama8):
-    # 0.10.2 snapshots the device before the distributed setup, so NCCL is in the non-torch term;
-    # 0.19+ sets NCCL up first ("Initialize the distributed environment BEFORE taking memory snapshot").
+def test_nccl_init_and_lazy_parts_by_snapshot_order_and_nccl(llama8):
+    # NCCL >= 2.22 (0.10.2 and later) connects channels at the first large collective, inside the
+    # profile; what the distributed setup allocates up front is inside 0.10.2's budget (snapshot
+    # first) and outside 0.19+'s ("Initialize the distributed environment BEFORE taking memory
+    # snapshot"). V0's NCCL 2.21 connects everything at init, inside its budget.
     w = Workload(precision="bf16", runtime="vllm", context_length=8192, num_gpus=2)
-    old = V.vllm_budget(llama8, replace(w, vllm_version="0.10"), gpu_usable_bytes=H100, nvlink=True)
-    new = V.vllm_budget(llama8, w, gpu_usable_bytes=H100, nvlink=True)
-    assert old.non_torch_bytes == V.NON_TORCH_TP1_BYTES + V.NCCL_BYTES_NVLINK and old.nccl_outside_bytes == 0
-    assert new.non_torch_bytes == V.NON_TORCH_TP1_BYTES and new.nccl_outside_bytes == V.NCCL_BYTES_NVLINK
+    v010 = V.vllm_budget(llama8, replace(w, vllm_version="0.10"), gpu_usable_bytes=H100, nvlink=True)
+    v019 = V.vllm_budget(llama8, replace(w, vllm_version="0.19"), gpu_usable_bytes=H100, nvlink=True)
+    v07 = V.vllm_budget(llama8, replace(w, vllm_version="0.7"), gpu_usable_bytes=H100, nvlink=True)
+    assert v010.non_torch_bytes == V.NON_TORCH_TP1_BYTES_V1 + V.NCCL_INIT_BYTES_NVLINK + 1864 * MiB and v010.nccl_outside_bytes == 0
+    assert v019.non_torch_bytes == V.NON_TORCH_TP1_BYTES_V1 + 1864 * MiB and v019.nccl_outside_bytes == V.NCCL_INIT_BYTES_NVLINK
+    assert v07.non_torch_bytes == V.NON_TORCH_TP1_BYTES_V0 + V.NCCL_EAGER_BYTES_NVLINK and v07.nccl_outside_bytes == 0
+    # The 0.19.0 H100 SXM logs: non-torch 2.07 GiB at TP=2, 2.13 at TP=4 (Llama-3.1-8B); 0.25 at TP=1.
+    assert round(v019.non_torch_bytes / GiB, 2) == 2.07
+    v019_tp4 = V.vllm_budget(llama8, replace(w, vllm_version="0.19", num_gpus=4), gpu_usable_bytes=H100, nvlink=True)
+    assert round(v019_tp4.non_torch_bytes / GiB, 2) == 2.13
+    # PCIe: the 215 MiB of the 2x RTX 4090 V0 log, at init under V0 and during the profile with lazy connect.
+    pcie = V.vllm_budget(llama8, replace(w, vllm_version="0.19"), gpu_usable_bytes=RTX4090, nvlink=False, datacenter=False)
+    assert pcie.non_torch_bytes == V.NON_TORCH_TP1_BYTES_CONSUMER + V.NCCL_BYTES_PCIE and pcie.nccl_outside_bytes == 0
+
+
+def test_moe_workspace_is_sized_from_the_triton_experts_shapes_and_kept_through_sampling():
+    # Qwen3-30B-A3B at 8192 tokens, TP=1: N = 2 x 768, K = 2048, top_k 8: workspace1 8192 x 8 x 2048
+    # and workspace2 8192 x 8 x 2048, bf16 = 512 MiB, held by the WorkspaceManager while the sampler runs.
+    qwen_moe = resolve_catalog("Qwen/Qwen3-30B-A3B").spec
+    assert V.moe_workspace_bytes(qwen_moe, tokens=8192, compute_bytes=2, tp=1) == 2 * 8192 * 8 * 2048 * 2
+    s19 = V.resolved_settings(V.VllmSettings(version="0.19", max_model_len=8192), gpu_total_bytes=79 * GiB, gpu_name="NVIDIA H100 80GB HBM3")
+    s10 = replace(s19, version="0.10")
+    a19 = V.activation_peak_bytes(qwen_moe, s19, compute_bytes=2)
+    sampler = V.sampler_bytes(qwen_moe, requests=1024, version=V.vllm_version("0.19"))
+    assert a19 == 512 * MiB + 8192 * 2048 * 2 + sampler
+    # vLLM 0.19.0 logged "torch peak memory increase: 2.68GiB" for this model on an H100 (llm-d-planner logs).
+    assert abs(a19 / GiB - 2.68) < 0.05
+    # Dense models have no workspace; 0.10.2 is not modelled as keeping it.
+    assert V.moe_workspace_bytes(resolve_catalog("meta-llama/Llama-3.1-8B").spec, tokens=8192, compute_bytes=2, tp=1) == 0
+    assert V.activation_peak_bytes(qwen_moe, s10, compute_bytes=2) == 8192 * 2048 * 2 + V.sampler_bytes(qwen_moe, requests=1024, version=V.vllm_version("0.10"))
+
+
+def test_mxfp4_weights_do_not_start_below_ampere_whatever_the_memory():
+    """gpt-oss-20b (MXFP4 experts) on V100 32GB: the memory fits, but vLLM's config check refuses the method below
+    compute capability 8.0 (`Mxfp4Config.get_min_capability` = 80, vllm/config/vllm.py `_get_quantization_config`).
+    The ranking said it starts on 1x V100 32GB and on T4s."""
+    from calculator.gpus import compute_capability, get_gpu
+    from calculator.report import build_plan, serving_for
+
+    spec = resolve_catalog("openai/gpt-oss-20b").spec
+    assert spec.quantization.method == "mxfp4"
+    w = Workload(runtime="vllm", precision="bf16")
+    plan = build_plan(spec, w)
+    by = {(c.gpu.id, c.count): c for c in plan.ranking}
+    for gpu_id in ("v100-32gb", "v100-16gb", "t4"):
+        for count in (1, 2):
+            c = by[(gpu_id, count)]
+            assert not c.fits and c.reason.startswith("vLLM refuses mxfp4 weights on"), (gpu_id, count)
+            served = serving_for(plan, c)
+            assert not served.starts and served.fix is None  # no flag makes an old GPU run the kernels
+    assert "V100 32GB (compute capability 7.0)" in by[("v100-32gb", 1)].reason and "need compute capability 8.0" in by[("v100-32gb", 1)].reason
+    # Ampere and newer start (A10 is 8.6, A100 8.0: both at or above 80).
+    assert by[("a100-80gb-sxm", 1)].fits and by[("a10", 1)].fits and serving_for(plan, by[("a10", 1)]).starts
+    # The same card size without the capability (an AMD part, or no GPU given) is the memory answer alone.
+    b = V.vllm_budget(spec, w, gpu_usable_bytes=get_gpu("v100-32gb").usable_bytes)
+    assert b.starts
+    assert not V.vllm_budget(spec, w, gpu_usable_bytes=get_gpu("v100-32gb").usable_bytes,
+                             compute_capability=compute_capability(get_gpu("v100-32gb"))).starts
+    # A bf16 model has no such gate on V100 (vLLM casts to fp16 there).
+    assert V.capability_problem("bf16", 70) == "" and V.capability_problem("awq", 70) and not V.capability_problem("awq", 75)
+
+
+GEMMA3_4B = {  # google/gemma-3-4b-it's config.json dimensions
+    "model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "mm_tokens_per_image": 256, "torch_dtype": "bfloat16",
+    "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 262208, "sliding_window": 1024,
+                    "max_position_embeddings": 131072, "query_pre_attn_scalar": 256},
+    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                      "num_attention_heads": 16, "image_size": 896, "patch_size": 14},
+}
+
+
+def test_encoder_profile_batch_follows_the_multimodal_budget():
+    from calculator.spec import model_spec_from_config
+
+    gemma = model_spec_from_config("google/gemma-3-4b-it", GEMMA3_4B)
+    s = V.resolved_settings(V.VllmSettings(version="0.19", max_model_len=8192), gpu_total_bytes=79 * GiB, gpu_name="NVIDIA H100 80GB HBM3")
+    enc = V.encoder_profile(gemma, s, compute_bytes=2)
+    # vLLM 0.19.0 logged for gemma-3-4b/12b/27b on an H100: "Encoder cache will be initialized with a budget of
+    # 8192 tokens, and profiled with 32 image items" (llm-d-planner logs): 8192 // 256 tokens per image.
+    assert enc is not None and (enc.budget, enc.items, enc.tokens_per_item, enc.patches_per_item) == (8192, 32, 256, 64 * 64)
+    # SigLIP over 32 x 4096 patches: (2 x 1152 + max(4 x 1152, 2 x 4304)) x 2 B per patch; the 32 x 256 embeddings
+    # of the text width stay cached through the text run.
+    assert enc.peak_bytes == 32 * 4096 * 2 * (2 * 1152 + 2 * 4304)
+    assert enc.output_bytes == 32 * 256 * 2560 * 2
+    text_only = replace(gemma, raw_config={k: v for k, v in GEMMA3_4B.items() if k != "vision_config"})
+    assert V.activation_peak_bytes(gemma, s, compute_bytes=2) == enc.output_bytes + V.activation_peak_bytes(text_only, s, compute_bytes=2)
+    # A smaller budget profiles fewer images; an image larger than the budget raises the budget to one image.
+    small = replace(s, max_num_batched_tokens=2048, max_num_seqs=256)
+    assert V.encoder_profile(gemma, small, compute_bytes=2).items == 8
+    tiny = replace(s, max_num_batched_tokens=128)
+    assert (V.encoder_profile(gemma, tiny, compute_bytes=2).budget, V.encoder_profile(gemma, tiny, compute_bytes=2).items) == (256, 1)
+    # V0, text-only models and processors that size images at run time (no fixed image_size) are not profiled here.
+    assert V.encoder_profile(gemma, replace(s, version="0.7"), compute_bytes=2) is None
+    assert V.encoder_profile(text_only, s, compute_bytes=2) is None
+    dynamic = replace(gemma, raw_config={**GEMMA3_4B, "vision_config": {"hidden_size": 1280, "patch_size": 14, "spatial_merge_size": 2}})
+    assert V.encoder_profile(dynamic, s, compute_bytes=2) is None
+
+
+def test_the_terms_table_names_the_encoder_profile():
+    from calculator.spec import model_spec_from_config
+    from ui.widgets import vllm_terms_frame
+
+    gemma = model_spec_from_config("google/gemma-3-4b-it", GEMMA3_4B)
+    b = V.vllm_budget(gemma, Workload(runtime="vllm", context_length=8192, vllm_version="0.19"), gpu_usable_bytes=H100,
+                      gpu_name="NVIDIA H100 80GB HBM3")
+    assert b.encoder is not None and b.encoder.items == 32
+    why = vllm_terms_frame(b).set_index("Term").loc["Activation peak (profile)"].iloc[-1]
+    assert "encoder profiled first: 32 images × 256 tokens" in why
+    text = V.vllm_budget(resolve_catalog("meta-llama/Llama-3.1-8B").spec, Workload(runtime="vllm"), gpu_usable_bytes=H100)
+    assert text.encoder is None and "encoder" not in vllm_terms_frame(text).set_index("Term").loc["Activation peak (profile)"].iloc[-1]

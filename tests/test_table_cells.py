@@ -48,7 +48,9 @@ def test_qlora_at_int8_is_an_8bit_base_not_nf4():
 def test_every_cell_is_its_own_workload_or_absent(spec):
     base = Workload()
     table = {row["precision"]: row for row in report.precision_mode_table(spec, base)}
-    absent = {("fp16", "qlora"), ("int8", "qlora"), ("int8", "full"), ("int4", "lora"), ("int4", "full")}
+    absent = {("fp32", "qlora"), ("fp16", "qlora"), ("fp8", "qlora"), ("fp8", "full"), ("int8", "qlora"), ("int8", "full"),
+              ("int4", "lora"), ("int4", "full")}
+    assert report.TABLE_PRECISIONS == ("fp32", "fp16", "fp8", "int8", "int4")
     for precision in report.TABLE_PRECISIONS:
         for mode in report.TABLE_MODES:
             cell = table[precision][mode]
@@ -57,8 +59,25 @@ def test_every_cell_is_its_own_workload_or_absent(spec):
             else:
                 assert report.table_cell_absent(precision, mode) is None
                 assert cell == estimate(spec, Workload(precision=precision, mode=mode)).total_bytes, (precision, mode)
-    values = [table[p][m] for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if table[p][m] is not None]
-    assert len(set(values)) == len(values)  # no cell repeats another's number
+    # Per-channel fp8 and LLM.int8 store the same bytes per linear (1 byte per weight + one fp32 scale per output row:
+    # quantization.py), so their inference cells agree; no other cell repeats another's number.
+    assert table["fp8"]["inference"] == table["int8"]["inference"]
+    values = [table[p][m] for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if table[p][m] is not None and (p, m) != ("fp8", "inference")]
+    assert len(set(values)) == len(values)
+    # FP32 holds 4 bytes per weight: every computed FP32 cell is above the 16-bit one.
+    assert all(table["fp32"][m] > table["fp16"][m] for m in ("inference", "lora", "full"))
+
+
+@pytest.mark.parametrize("selected", ["bf16", "fp16"])
+def test_the_16_bit_row_is_the_selected_16_bit_type_and_both_size_alike(selected):
+    """FP16 and BF16 share one row ("FP16 / BF16"): computed at the selection's 16-bit type, and equal in bytes."""
+    spec = resolve_model(DEFAULT_MODEL).spec
+    w = Workload(precision=selected)
+    table = {row["precision"]: row for row in report.precision_mode_table(spec, w)}
+    assert selected in table and ({"fp16", "bf16"} - {selected}).isdisjoint(table)
+    other = "fp16" if selected == "bf16" else "bf16"
+    for mode in ("inference", "lora", "full"):
+        assert table[selected][mode] == estimate(spec, Workload(precision=other, mode=mode)).total_bytes, mode
 
 
 def default_page_workload() -> Workload:
@@ -79,8 +98,15 @@ def test_main_page_table_shows_each_cell_and_the_reasons():
     assert frame.loc["INT8", "LoRA fine-tune"] == format_bytes(int8_lora) != format_bytes(int4_qlora)
     assert frame.loc["INT4", "QLoRA fine-tune"] == format_bytes(int4_qlora)
     assert frame.loc["INT8", "QLoRA fine-tune"] == frame.loc["INT4", "LoRA fine-tune"] == "—"
+    assert list(frame.index) == ["FP32", "FP16 / BF16", "FP8", "INT8", "INT4"]
+    fp32_full = estimate(spec, report.table_workload(page_workload, "fp32", "full")).total_bytes
+    fp8_inference = estimate(spec, report.table_workload(page_workload, "fp8", "inference")).total_bytes
+    assert frame.loc["FP32", "Full fine-tune"] == format_bytes(fp32_full) and frame.loc["FP8", "Inference"] == format_bytes(fp8_inference)
+    assert frame.loc["FP8", "Full fine-tune"] == frame.loc["FP32", "QLoRA fine-tune"] == "—"
     caption = " ".join(c.value for c in at.caption)
     assert "INT8 · QLoRA: QLoRA's base is 4-bit NF4" in caption and "INT4 · LoRA: LoRA on a 4-bit base is QLoRA" in caption
+    assert "FP8 · Full, INT8 · Full, INT4 · Full: full fine-tuning updates every weight" in caption
+    assert "FP16 and BF16 store 2 bytes per value and size alike: that row is computed at FP16" in caption
 
 
 def test_a_selection_on_a_dash_cell_says_what_the_headline_computes():

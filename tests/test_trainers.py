@@ -142,6 +142,86 @@ def test_peft_method_parameter_counts_match_peft():
     assert memory.dora_saved_bytes_per_token(LLAMA, plan, compute_bytes=2) == 28 * 4096 * 6
 
 
+ALL_LINEAR = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+
+
+def test_oft_terms_match_peft_oft():
+    # peft 0.21.2 OFTConfig defaults: oft_block_size=32, r=0 -> in/32 blocks of 32 x 32, stored as 32 x 31 / 2 = 496 values each.
+    assert memory.peft_linear_targets(LLAMA, "all-linear") == ALL_LINEAR
+    # Per layer: six 3,072-wide inputs (q, k, v, o, gate, up) and down_proj's 8,192: 26,624 x 31 / 2 = 412,672 per layer.
+    assert memory.oft_params(LLAMA, ALL_LINEAR, block_size=32) == 28 * 412_672
+    # Index buffers rows/cols (int64) per adapted linear: 2 x 496 x 8 = 7,936 bytes, 7 x 28 of them.
+    assert memory.oft_buffer_bytes(LLAMA, ALL_LINEAR, block_size=32) == 7 * 28 * 7_936
+    # Each adapted linear's bmm saves its own fp32 copy of the input: 4 x 26,624 per layer per token.
+    assert memory.oft_saved_bytes_per_token(LLAMA, ALL_LINEAR, saved_bytes=4, copies_input=True) == 28 * 4 * 26_624
+    # bf16 adapters on a bf16 base: views of the distinct inputs, attention input h, MLP input h, down input I
+    # (o_proj's input is SDPA's saved output): 2 x (3072 + 3072 + 8192).
+    assert memory.oft_saved_bytes_per_token(LLAMA, ALL_LINEAR, saved_bytes=2, copies_input=False) == 28 * 2 * 14_336
+    assert memory.oft_saved_bytes_per_token(LLAMA, ALL_LINEAR, saved_bytes=2, copies_input=False, attention="eager") == 28 * 2 * 17_408
+    # Q, Q^2, Q^3 and R, each in x 32 elements, per adapted linear: fp32 4 x 4 x 26,624 x 32 per layer; 7 bf16 casts under autocast.
+    assert memory.oft_rotation_saved_bytes(LLAMA, ALL_LINEAR, block_size=32, adapter_bytes=4) == 28 * 16 * 26_624 * 32
+    assert memory.oft_rotation_saved_bytes(LLAMA, ALL_LINEAR, block_size=32, adapter_bytes=4, autocast_bytes=2) == 28 * 14 * 26_624 * 32
+    # peft's adjust_oft_parameters: 48 divides 3,072 (64 blocks) and stays; it does not divide 896 (Qwen2.5-0.5B), whose
+    # nearest divisor is 56 (8 above; 32 is 16 below); a block above the input becomes the whole input.
+    assert memory.oft_block_size(3072, 48) == 48 and memory.oft_block_size(896, 48) == 56 and memory.oft_block_size(896, 4096) == 896
+    assert memory.oft_block_size(30, 7) == 6  # 6 and 10 both divide 30; 7 - 6 = 1 < 10 - 7 = 3
+
+
+def test_vera_terms_match_peft_vera():
+    # peft 0.21.2 VeraConfig default r=256; lambda_b (out) + lambda_d (r) per adapted linear.
+    out = 3072 + 1024 + 1024 + 3072 + 8192 + 8192 + 3072  # q, k, v, o, gate, up, down
+    assert memory.vera_params(LLAMA, ALL_LINEAR, rank=256) == 28 * (out + 7 * 256)
+    # One shared vera_A [256, 8192] and vera_B [8192, 256] (largest adapted in and out), fp32 adapters.
+    assert memory.vera_projection_bytes(LLAMA, ALL_LINEAR, rank=256, adapter_bytes=4) == 4 * 256 * (8192 + 8192)
+    qv = frozenset({"q_proj", "v_proj"})
+    assert memory.vera_projection_bytes(LLAMA, qv, rank=256, adapter_bytes=4) == 4 * 256 * (3072 + 3072)
+    # Saved per token: x A^T (r) and (.) B^T (out) per adapted linear, no copy of x.
+    assert memory.vera_saved_bytes_per_token(LLAMA, ALL_LINEAR, rank=256, saved_bytes=4) == 28 * 4 * (7 * 256 + out)
+    # Under autocast each linear saves bf16 casts of its A and B slices: 2 x 256 x (in + out).
+    assert memory.vera_autocast_cast_bytes(LLAMA, qv, rank=256, compute_bytes=2) == 28 * 2 * 256 * ((3072 + 3072) + (3072 + 1024))
+
+
+def test_oft_and_vera_in_the_estimate():
+    base = dict(mode="lora", precision="bf16", context_length=512, batch_size=1, optimizer="adamw", fused_optimizer=True)
+    oft = estimate(LLAMA, Workload(peft_method="oft", **base))
+    vera = estimate(LLAMA, Workload(peft_method="vera", **base))
+    assert oft.trainable_params == 28 * 412_672
+    assert vera.trainable_params == 28 * (27_648 + 7 * 256)  # out features + 7 x r per layer
+    # Adapters: fp32 weights + grads + two AdamW states (16 bytes a parameter), plus OFT's index buffers / VeRA's projections.
+    assert oft.breakdown.adapters_bytes == 16 * 28 * 412_672 + 7 * 28 * 7_936
+    assert vera.breakdown.adapters_bytes == 16 * vera.trainable_params + 4 * 256 * 16_384
+    # A bigger OFT block: more parameters; a smaller VeRA rank: fewer.
+    assert estimate(LLAMA, Workload(peft_method="oft", oft_block_size=64, **base)).trainable_params > oft.trainable_params
+    assert estimate(LLAMA, Workload(peft_method="vera", vera_rank=16, **base)).trainable_params < vera.trainable_params
+
+
+def test_selective_op_checkpointing_keeps_every_other_matmul_and_attention():
+    # torchtitan's op SAC (parallelize.py `_save_list`, "every second mm" recomputed). Llama layer, full fine-tune, bf16:
+    # mm order q, k, v, o, gate, up, down -> q, v, gate, down kept; SDPA output (c x 3072) + fp32 log-sum-exp (4 x 24 heads).
+    full = memory.selective_op_saved_bytes_per_token(LLAMA, compute_bytes=2, attention="sdpa")
+    assert full == 2 * (3072 + 1024 + 8192 + 3072) + 2 * 3072 + 4 * 24 == 36_960
+    # Eager attention runs bmm and softmax, neither in the list.
+    assert memory.selective_op_saved_bytes_per_token(LLAMA, compute_bytes=2, attention="eager") == 2 * (3072 + 1024 + 8192 + 3072)
+    # LoRA r=16 all-linear, fp32 adapters: 21 mm per layer (base, lora_A, lora_B each); the odd ones are q, q.B, k.A, v, v.B, o.A,
+    # gate, gate.B, up.A, down, down.B.
+    plan = memory.AdapterPlan(names=memory.lora_target_names(LLAMA, "all-linear"), rank=16, adapter_bytes=4)
+    lora = memory.selective_op_saved_bytes_per_token(LLAMA, compute_bytes=2, attention="sdpa", adapters=plan, adapter_out_bytes=4)
+    kept = 2 * 3072 + 4 * 3072 + 4 * 16 + 2 * 1024 + 4 * 1024 + 4 * 16 + 2 * 8192 + 4 * 8192 + 4 * 16 + 2 * 3072 + 4 * 3072
+    assert lora == kept + 2 * 3072 + 4 * 24 == 98_592
+    # Qwen2.5-0.5B: q, k, v carry a bias, so they run addmm (not in the list, not counted): o, gate, up, down -> o and up kept.
+    qwen = resolve_catalog("Qwen/Qwen2.5-0.5B").spec
+    assert memory.selective_op_saved_bytes_per_token(qwen, compute_bytes=2, attention="sdpa") == 2 * (896 + 4864) + 2 * 896 + 4 * 14
+    # In the estimate: each of the 28 checkpointed layers keeps that much more per token; the recomputed layer takes its own over.
+    base = dict(mode="full", precision="bf16", context_length=1024, batch_size=1, gradient_checkpointing=True, optimizer="adamw")
+    plain = estimate(LLAMA, Workload(**base))
+    sac = estimate(LLAMA, Workload(checkpoint_policy="selective-op", **base))
+    assert sac.phases["backward"] - plain.phases["backward"] == 28 * 1024 * 36_960
+    assert sac.phases["layer recompute"] - plain.phases["layer recompute"] == 27 * 1024 * 36_960
+    # Without checkpointing the policy has nothing to act on.
+    off = dict(base, gradient_checkpointing=False)
+    assert estimate(LLAMA, Workload(checkpoint_policy="selective-op", **off)).total_bytes == estimate(LLAMA, Workload(**off)).total_bytes
+
+
 def test_optimizer_in_backward_and_cpu_offload():
     base = Workload(mode="full", precision="bf16", context_length=512, optimizer="adamw", fused_optimizer=True)
     e = estimate(LLAMA, base)
@@ -180,7 +260,29 @@ def test_higgs_has_no_single_lm_head_so_trl_says_it_cannot_start():
     assert lm_head_problem(LLAMA, "trl-sft") == "" and lm_head_problem(HIGGS, "hf-trainer") == ""
     e = estimate(HIGGS, preset_workload("trl-sft", mode="lora", precision="bf16"))
     assert e.trainer_problem and e.trainer_problem in e.notes
-    assert e.workload.loss_impl == "full"  # sized as the loop that can run, and said so
+    # trl 1.16 sft_trainer.py runs the fused head on every step (loss_type is "nll" or "dft", both fused): no
+    # setting of TRL avoids it, and the message says so and names the run it sizes instead.
+    assert "No SFTConfig setting turns the fused head off" in e.trainer_problem and "trainer=hf-trainer" in e.trainer_problem
+    # Sized: HF Trainer with TRL's settings as they are (checkpointing, fp32 load + autocast, fused AdamW) and full logits.
+    assert e.workload.trainer == "hf-trainer" and e.workload.loss_impl == "full"
+    assert e.workload.gradient_checkpointing and e.workload.master_weights and e.workload.fused_optimizer
+
+
+def test_the_run_sized_instead_of_trl_is_what_naming_hf_trainer_gives():
+    """A link or CLI call naming HF Trainer with those settings reproduces the figures shown for TRL's default."""
+    from calculator.trainers import switch_settings
+
+    for mode in ("lora", "qlora", "full"):
+        precision = "int4" if mode == "qlora" else "bf16"
+        shown = estimate(HIGGS, preset_workload("trl-sft", mode=mode, precision=precision))
+        switched = preset_workload("hf-trainer", mode=mode, precision=precision,
+                                   **{k: v for k, v in switch_settings(shown.workload).items() if k != "trainer"})
+        again = estimate(HIGGS, switched)
+        assert again.trainer_problem == "" and again.total_bytes == shown.total_bytes, mode
+        assert again.breakdown == shown.breakdown, mode
+    # A model with one lm_head keeps TRL's own run: nothing is swapped.
+    e = estimate(LLAMA, preset_workload("trl-sft", mode="lora", precision="bf16"))
+    assert e.trainer_problem == "" and e.workload.trainer == "trl-sft" and e.workload.loss_impl == "fused-linear"
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +305,13 @@ def test_cli_assumes_trl_for_fine_tuning_and_explicit_flags_win(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["total_bytes"] == estimate(LLAMA, Workload(mode="lora", precision="bf16")).total_bytes  # the plain loop, unchanged
     assert main(["estimate", "bosonai/higgs-audio-v2-generation-3B-base", "--mode", "lora", "--offline", "--json"]) == 0
-    assert "fails at its first step" in json.loads(capsys.readouterr().out)["trainer"]["problem"]
+    trl = json.loads(capsys.readouterr().out)
+    assert "fails at its first step" in trl["trainer"]["problem"] and trl["trainer"]["name"] == "hf-trainer"
+    # The command the message points to (HF Trainer, TRL's settings kept) gives the same peak, with no problem.
+    assert main(["estimate", "bosonai/higgs-audio-v2-generation-3B-base", "--mode", "lora", "--offline", "--json",
+                 "--trainer", "hf-trainer", "--grad-checkpointing", "--master-weights"]) == 0
+    hf = json.loads(capsys.readouterr().out)
+    assert hf["trainer"]["problem"] is None and hf["total_bytes"] == trl["total_bytes"]
 
 
 def test_url_carries_only_what_differs_from_the_trainer():
@@ -266,3 +374,34 @@ def test_main_page_names_its_trainer_and_a_trainer_link_reproduces_it():
     at.query_params["mode"] = "lora"
     at.run()
     assert not at.exception and any("fails at its first step" in e.value for e in at.error)
+
+
+@pytest.mark.usefixtures("fresh_streamlit_caches")
+def test_lora_on_the_default_page_sizes_the_run_that_starts_and_one_click_switches_to_it():
+    """The seed model + LoRA under TRL's default: the red box says why TRL cannot start, the figures are HF
+    Trainer's with the same settings (said in the sentence), and the button switches the page to exactly that run."""
+    from streamlit.testing.v1 import AppTest
+
+    def peak(at):
+        return next(m.value for m in at.metric if m.label.startswith("Peak VRAM"))
+
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.query_params["mode"] = "lora"
+    at.run()
+    assert not at.exception and at.selectbox(key="main.trainer").value == "trl-sft"
+    shown = estimate(HIGGS, preset_workload("trl-sft", mode="lora", precision="fp16"))
+    assert peak(at) == f"{shown.total_bytes / 2**30:,.2f} GiB"
+    assert any("with **HF Trainer**" in m.value for m in at.markdown)
+    at.button(key="main.switch_trainer").click().run()
+    assert not at.exception and at.selectbox(key="main.trainer").value == "hf-trainer"
+    assert peak(at) == f"{shown.total_bytes / 2**30:,.2f} GiB" and not at.error  # the same run, now with nothing wrong
+    assert at.checkbox(key="main.grad_ckpt").value and at.checkbox(key="main.master_weights").value
+    link = {k: at.query_params[k] for k in at.query_params}
+    assert link["trainer"] in ("hf-trainer", ["hf-trainer"])
+    # The link the page now carries reproduces it on a fresh session.
+    again = AppTest.from_file("../app.py", default_timeout=60)
+    for k, v in link.items():
+        again.query_params[k] = v
+    again.run()
+    assert not again.exception and peak(again) == peak(at) and again.selectbox(key="main.trainer").value == "hf-trainer"
+    assert not again.error

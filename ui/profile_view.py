@@ -17,6 +17,8 @@ from calculator.errors import CalculatorError
 from calculator.profile import ProfileUnavailableError, cached_profile, get_profile, settings_for
 from calculator.units import GiB
 
+from .formatting import fixed_decimals
+
 PROFILE_SECONDS_HINT = "about 15-60 s for most decoders, a few minutes for Mamba-like models"
 
 
@@ -58,7 +60,7 @@ def analytic_vs_profile(spec: Any, workload: Any) -> None:
         data = compare(replace(spec, profile=None), workload, profile)
         if data["untraced"]:
             st.caption("Compared on the plain loop: a profile does not trace " + ", ".join(data["untraced"]) + ".")
-        st.dataframe(_table(data), hide_index=True)
+        st.dataframe(fixed_decimals(_table(data), digits=3), hide_index=True)
         checks = ", ".join(f"{k} {v:+.2f}%" for k, v in sorted(data["check_error_pct"].items()))
         st.caption(f"Peak phase: analytic {data['analytic_phase']}, profile {data['profile_phase']}. "
                    f"Traced depths {', '.join(map(str, data['traced_depths']))}; held-out check (profile vs trace): {checks or 'n/a'}.")

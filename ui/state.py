@@ -33,6 +33,7 @@ from calculator.vllm import CURRENT_VLLM_VERSION, VLLM_VERSIONS
 from calculator.workload import (
     ATTENTION_IMPLS,
     CACHE_IMPLEMENTATIONS,
+    CHECKPOINT_POLICIES,
     CPU_OFFLOADS,
     KERNELS,
     LORA_TARGETS,
@@ -50,7 +51,7 @@ from calculator.workload import (
     Workload,
 )
 
-ParamKind = Literal["choice", "int", "float", "bool", "str", "list"]
+ParamKind = Literal["choice", "int", "float", "bool", "str", "list", "lengths"]
 
 # A Hugging Face repo id (`org/name`, or a legacy bare `name`) with an optional `@revision`. The Hub
 # allows letters, digits, '-', '_', '.' (no '--' or '..', 96 characters per part); anything else
@@ -134,6 +135,8 @@ class Param:
                 good = good[:MAX_LIST_ITEMS]
                 note = (note + " " if note else "") + f"URL parameter {self.name}: only the first {MAX_LIST_ITEMS} are used."
             return tuple(good), note
+        if self.kind == "lengths":
+            return _parse_lengths_param(self, text, fallback)
         # str
         problem = self.check(text) if self.check else ""
         if problem:
@@ -163,6 +166,24 @@ class Param:
         if self.kind == "list":
             return ",".join(value)
         return str(value)
+
+
+def _parse_lengths_param(p: Param, text: str, fallback: Callable[..., tuple[Any, str]]) -> tuple[Any, str]:
+    """A `lengths=` link: at most MAX_LINK_CHARS of comma-separated token counts, kept as the
+    normalised summary text (sorted, at most MAX_SUMMARY_POINTS quantiles: calculator/lengths.py)."""
+    from calculator.errors import InvalidWorkloadError
+    from calculator.lengths import MAX_LINK_CHARS, MAX_SUMMARY_POINTS, format_lengths, parse_lengths, summarise_lengths
+
+    if len(text) > MAX_LINK_CHARS:
+        return fallback(f"{p.label} in a link are at most {MAX_LINK_CHARS} characters ({MAX_SUMMARY_POINTS} lengths)")
+    try:
+        lengths = parse_lengths(text, max_chars=MAX_LINK_CHARS)
+    except InvalidWorkloadError as exc:
+        return fallback(str(exc).rstrip("."))
+    summary = summarise_lengths(lengths)
+    note = "" if len(summary) == len(lengths) else (
+        f"URL parameter {p.name}: {len(lengths)} lengths summarised as {len(summary)} quantiles.")
+    return format_lengths(summary), note
 
 
 def _first(raw: str | Sequence[str]) -> str:
@@ -240,7 +261,12 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="norm_kernel", label="RMSNorm kernel", default=None, kind="choice", choices=KERNELS),
     Param(name="mlp_kernel", label="SwiGLU kernel", default=None, kind="choice", choices=KERNELS),
     Param(name="packing", label="packing", default=None, kind="choice", choices=PACKINGS),
+    # The dataset's sequence lengths (calculator/lengths.py): '' = every sequence is `context` long.
+    Param(name="lengths", label="sample lengths", default="", kind="lengths"),
     Param(name="peft", label="PEFT method", default="lora", kind="choice", choices=PEFT_METHODS),
+    Param(name="oft_block", label="OFT block size", default=32, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
+    Param(name="vera_rank", label="VeRA rank", default=256, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
+    Param(name="ckpt_policy", label="checkpointing policy", default="full", kind="choice", choices=CHECKPOINT_POLICIES),
     Param(name="cpu_offload", label="CPU offload (ZeRO/FSDP)", default="none", kind="choice", choices=CPU_OFFLOADS),
     Param(name="trained_frac", label="trained token fraction", default=1.0, kind="float", low=0.01, high=1.0),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
@@ -335,6 +361,13 @@ def reconcile_main(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     return v, notes
 
 
+def workload_lengths(text: str) -> tuple[int, ...]:
+    """The summarised lengths of an input box or link text (raises InvalidWorkloadError)."""
+    from calculator.lengths import parse_lengths, summarise_lengths
+
+    return summarise_lengths(parse_lengths(str(text or "")))
+
+
 def main_workload(values: Mapping[str, Any]) -> Workload:
     """The engine's workload for reconciled main-page values (raises InvalidWorkloadError if still invalid).
     Trainer-decided settings left at None take the trainer's values."""
@@ -343,6 +376,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         trainer=values["trainer"],
         loss_impl=values["loss"],
         checkpoint_every=int(values["ckpt_every"]),
+        checkpoint_policy=values.get("ckpt_policy", "full"),
         activation_offload=bool(values["offload"]),
         optimizer_in_backward=bool(values["opt_in_bwd"]),
         fused_optimizer=bool(values["fused_opt"]),
@@ -350,7 +384,10 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         norm_kernel=values["norm_kernel"],
         mlp_kernel=values["mlp_kernel"],
         packing=values["packing"],
+        sample_lengths=workload_lengths(values.get("lengths", "")),
         peft_method=values["peft"],
+        oft_block_size=int(values.get("oft_block", 32)),
+        vera_rank=int(values.get("vera_rank", 256)),
         cpu_offload=values["cpu_offload"],
         trained_token_fraction=float(values["trained_frac"]),
         mode=values["mode"],
@@ -483,6 +520,7 @@ COMPARE_PARAMS: tuple[Param, ...] = (
     Param(name="context", label="context length", default=4096, kind="int", low=1, high=MAX_CONTEXT_TOKENS),
     Param(name="batch", label="batch size", default=1, kind="int", low=1, high=MAX_BATCH_SIZE),
     Param(name="trainer", label="trainer", default=DEFAULT_TRAINER, kind="choice", choices=TRAINER_NAMES),
+    Param(name="lengths", label="sample lengths", default="", kind="lengths"),
 )
 
 

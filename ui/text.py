@@ -85,3 +85,6 @@ SOURCE_TEXT: dict[str, str] = {
 
 MODE_LABELS: dict[str, str] = {"inference": "Inference", "lora": "LoRA fine-tune", "qlora": "QLoRA fine-tune", "full": "Full fine-tune"}
 PRECISION_LABELS: dict[str, str] = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16", "fp8": "FP8", "int8": "INT8", "int4": "INT4"}
+# The precision x mode table's row names: FP16 and BF16 share a row (2 bytes per value either way;
+# calculator/report.py TABLE_PRECISIONS).
+TABLE_ROW_LABELS: dict[str, str] = PRECISION_LABELS | {"fp16": "FP16 / BF16", "bf16": "FP16 / BF16"}

@@ -26,11 +26,12 @@ from calculator.pricing import GPUConfiguration
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
 from calculator.stacks import STACK_NAMES, STACKS
-from calculator.trainers import DEFAULT_TRAINER
+from calculator.trainers import DEFAULT_TRAINER, PRESETS
 from calculator.units import GB, GiB, format_bytes, format_count
 from calculator.workload import ATTENTION_IMPLS, CACHE_IMPLEMENTATIONS, LORA_TARGETS, MODES, OPTIMIZERS, PARALLELISMS, QUANT_METHODS, Workload
 
 from . import loaders, text
+from .formatting import fixed_decimals
 from .state import (
     ADAPTER_PRECISIONS,
     GPU_COUNT_CHOICES,
@@ -226,7 +227,7 @@ def trainer_inputs(page: PageState) -> None:
     """The trainer preset and every memory saver it sets, each adjustable (calculator/trainers.py
     cites the framework code of each default)."""
     from calculator.trainers import PRESETS
-    from calculator.workload import CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
+    from calculator.workload import CHECKPOINT_POLICIES, CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
 
     t1, t2 = st.columns([2, 5])
     t1.selectbox("Trainer", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
@@ -240,15 +241,116 @@ def trainer_inputs(page: PageState) -> None:
         s1.slider("Trained token fraction", min_value=0.01, max_value=1.0, step=0.01, key=page.key("trained_frac"),
                   help="Share of tokens with a label (completion-only / assistant-only loss); fused heads score only those.")
         s2.number_input("Checkpoint every k-th layer", min_value=1, max_value=1024, step=1, key=page.key("ckpt_every"))
+        s2.selectbox("Checkpointing policy", CHECKPOINT_POLICIES, key=page.key("ckpt_policy"), disabled=not page.get("grad_ckpt"),
+                     help="full: a checkpointed layer keeps only its input. selective-op: torchtitan's op-level selective AC, which "
+                          "also keeps every other matmul output and the attention output (less recompute, more memory).")
         s2.checkbox("Activation offloading to CPU", key=page.key("offload"))
         s2.selectbox("Packing", PACKINGS, key=page.key("packing"))
         s3.checkbox("Optimizer step in backward", key=page.key("opt_in_bwd"))
         s3.checkbox("Fused AdamW", key=page.key("fused_opt"))
         s3.checkbox("Paged optimizer", key=page.key("paged_opt"))
         s3.selectbox("CPU offload (ZeRO/FSDP)", CPU_OFFLOADS, key=page.key("cpu_offload"))
-        s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=page.get("mode") not in ("lora", "qlora"))
+        adapters = page.get("mode") in ("lora", "qlora")
+        s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=not adapters,
+                     help="oft and vera adapt the modules chosen under LoRA targets (nn.Linear only); ia3 and prompt-tuning use peft's defaults.")
+        s4.number_input("OFT block size", min_value=1, max_value=4096, step=1, key=page.key("oft_block"),
+                        disabled=not adapters or page.get("peft") != "oft",
+                        help="peft OFTConfig(oft_block_size=...), default 32: each adapted input is rotated by in/32 orthogonal 32 x 32 blocks.")
+        s4.number_input("VeRA rank", min_value=1, max_value=4096, step=1, key=page.key("vera_rank"),
+                        disabled=not adapters or page.get("peft") != "vera",
+                        help="peft VeraConfig(r=...), default 256: rank of the shared frozen random projections.")
         s4.selectbox("RMSNorm kernel", KERNELS, key=page.key("norm_kernel"))
         s4.selectbox("SwiGLU kernel", KERNELS, key=page.key("mlp_kernel"))
+        lengths_input(page)
+
+
+def summarise_lengths_box(key: str) -> None:
+    """on_change of a lengths box: a pasted list becomes its summary (a link stays short). Text
+    that is not a list is left as typed; the page shows the library's message for it."""
+    import contextlib
+
+    from calculator.errors import InvalidWorkloadError
+    from calculator.lengths import format_lengths, parse_lengths, summarise_lengths
+
+    with contextlib.suppress(InvalidWorkloadError):
+        st.session_state[key] = format_lengths(summarise_lengths(parse_lengths(st.session_state.get(key) or "")))
+
+
+def _read_lengths_file(key: str, file_key: str) -> None:
+    """on_change of the upload: a text, CSV or JSON list of lengths, read up to MAX_TEXT_CHARS."""
+    from calculator.errors import InvalidWorkloadError
+    from calculator.lengths import MAX_TEXT_CHARS, format_lengths, parse_lengths, summarise_lengths
+
+    upload = st.session_state.get(file_key)
+    if upload is None:
+        return
+    data = upload.getvalue()[: MAX_TEXT_CHARS + 1]
+    try:
+        lengths = parse_lengths(data.decode("utf-8", errors="replace"))
+        st.session_state[key] = format_lengths(summarise_lengths(lengths))
+        st.session_state[f"{file_key}.error"] = ""
+    except InvalidWorkloadError as exc:
+        st.session_state[f"{file_key}.error"] = str(exc)
+
+
+def lengths_input(page: PageState) -> None:
+    """The dataset's sequence lengths: typed, pasted or uploaded, kept as their summary
+    (calculator/lengths.py), with what the page makes of them."""
+    from calculator.errors import InvalidWorkloadError
+    from calculator.lengths import MAX_SUMMARY_POINTS, describe_lengths, parse_lengths, summarise_lengths
+
+    key, file_key = page.key("lengths"), f"{page.page}.lengths_file"
+    l1, l2 = st.columns([3, 2])
+    l1.text_area(
+        "Sample lengths (tokens)", key=key, height=68, on_change=summarise_lengths_box, args=(key,),
+        placeholder="e.g. 180, 420, 760, 1900 (empty: every sequence is as long as the context)",
+        help="Your dataset's sequence lengths, or a sample of them (commas, spaces or new lines). Padded batches pad to the "
+        f"batch's longest; padding-free rows hold the batch's tokens; the allocator reserve grows as shapes change. Kept as "
+        f"{MAX_SUMMARY_POINTS} quantiles at most; lengths above the context are truncated to it.",
+    )
+    l2.file_uploader("…or upload a list (txt, csv, json)", type=["txt", "csv", "json"], key=file_key, on_change=_read_lengths_file,
+                     args=(key, file_key))
+    if st.session_state.get(f"{file_key}.error"):
+        l2.error(st.session_state[f"{file_key}.error"], icon=":material/error:")
+    try:
+        lengths = summarise_lengths(parse_lengths(page.get("lengths") or ""))
+    except InvalidWorkloadError as exc:
+        l1.error(str(exc), icon=":material/error:")
+        return
+    l1.caption(describe_lengths(lengths).capitalize() + ".")
+
+
+def trainer_problem_box(page: PageState, est: Estimate) -> None:
+    """The chosen trainer cannot start on this model (`calculator.trainers.runnable_workload`): say
+    so in red, with the run that is sized instead and one click that switches the page to it (the
+    same figures, with a link that names that trainer)."""
+    if not est.trainer_problem:
+        return
+    st.error(est.trainer_problem, icon=":material/error:")
+    st.button(f"Switch to {PRESETS[est.workload.trainer].label} with these settings", key="main.switch_trainer", type="primary",
+              on_click=_switch_trainer, args=(page, est.workload), icon=":material/swap_horiz:")
+
+
+def trainer_sized_label(est: Estimate) -> str:
+    """The trainer a fine-tuning figure is sized for ('—' for inference), with the reason when it is not
+    the one chosen (`Estimate.trainer_problem`)."""
+    w = est.workload
+    if not w.is_training:
+        return "—"
+    label = PRESETS[w.trainer].label if w.trainer in PRESETS else w.trainer
+    return f"{label} (chosen trainer cannot start)" if est.trainer_problem else label
+
+
+def _switch_trainer(page: PageState, sized: Workload) -> None:
+    """Set the page to the sized run: its trainer and each setting as sized (the preset follow in
+    `_follow_trainer` must not move them to the new trainer's defaults)."""
+    from calculator.trainers import switch_settings
+
+    settings = switch_settings(sized)
+    for name, field in TRAINER_KEYS.items():
+        page.set(name, settings[field])
+    page.set("trainer", settings["trainer"])
+    st.session_state[f"_trainer_basis.{page.page}"] = (settings["trainer"], sized.mode)
 
 
 def audio_share_input(page: PageState, spec: ModelSpec) -> None:
@@ -339,6 +441,10 @@ def resolve_model_input(ref: str) -> tuple[ResolvedModel | None, bool]:
 # --------------------------------------------------------------------------------------------
 
 
+# The longest metric value a quarter-width headline column shows whole on a 1280 px screen.
+SHORT_METRIC_CHARS = 10
+
+
 def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration | None) -> None:
     spec = est.spec
     b = est.breakdown
@@ -349,18 +455,20 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     c2.metric(f"Peak VRAM{per}", f"{b.total_bytes / GiB:,.2f} GiB", help="What nvidia-smi would show at the peak: tensors + allocator cache + CUDA context.")
     c2.caption(f"= **{b.total_bytes / GB:,.2f} GB** · peak during {est.peak_phase}")
     if cheapest is not None:
-        c3.metric("Cheapest GPU that fits", f"${cheapest.total_usd_per_hour:,.2f}/hr", help=cheapest.price_note or None)
+        c3.metric("Cheapest GPU", f"${cheapest.total_usd_per_hour:,.2f}/hr", help=f"The cheapest configuration that fits. {cheapest.price_note or ''}".strip())
         low = " · marketplace offer (low-confidence price)" if cheapest.price_confidence == "low" else ""
         c3.caption(f"**{cheapest.count}× {cheapest.gpu.name}** at {cheapest.cheapest_provider} · {cheapest.utilisation:.0%} of memory used{low}")
     else:
-        c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
+        c3.metric("Cheapest GPU", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
-    # The metric holds one short word (a quarter-width column shows ~14 characters: "safetensors (exact)" and
-    # "config arithmetic" were cut to "config arithme…"); the full wording leads the caption under it.
+    # The metric holds one short word (a quarter-width column shows ~14 characters at 1500 px and ~10 at
+    # 1280 px: "config arithmetic" was cut to "config arithme…", "catalog (exact)" to "catalog (ex…" on a
+    # 1280 x 720 projector); the full wording leads the caption under it.
     source = text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else "")
-    c4.metric("Counted from", source if len(source) <= 15 else source.split()[0],
+    short = len(source) <= SHORT_METRIC_CHARS
+    c4.metric("Counted from", source if short else source.split()[0],
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
-    detail = resolved.detail if len(source) <= 15 else f"{source} · {resolved.detail}"
+    detail = resolved.detail if short else f"{source} · {resolved.detail}"
     if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
         detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
     c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
@@ -410,7 +518,9 @@ def summary_sentence(est: Estimate, cheapest: GPUConfiguration | None) -> str:
     w = est.workload
     name = est.spec.model_id.split("/")[-1]
     doing = "run" if w.mode == "inference" else {"lora": "LoRA fine-tune", "qlora": "QLoRA fine-tune", "full": "fully fine-tune"}[w.mode]
-    s = (f"To {doing} **{name}** at **{text.PRECISION_LABELS[w.precision]}** with {w.context_length:,} tokens × batch {w.batch_size}, "
+    # A fine-tuning figure names the trainer it sizes (the one that starts, when the chosen one cannot).
+    by = f" with **{PRESETS[w.trainer].label}**" if w.is_training and w.trainer in PRESETS and w.trainer != "custom" else ""
+    s = (f"To {doing} **{name}**{by} at **{text.PRECISION_LABELS[w.precision]}** with {w.context_length:,} tokens × batch {w.batch_size}, "
          f"you need about **{both_units(est.total_bytes)}**{' per GPU on ' + str(est.num_gpus) + ' GPUs' if est.num_gpus > 1 else ''}.")
     if cheapest is not None:
         s += (f" The cheapest fit is **{cheapest.count}× {cheapest.gpu.name}** at about **${cheapest.total_usd_per_hour:,.2f}/hr** "
@@ -436,17 +546,18 @@ def breakdown_table(est: Estimate) -> pd.DataFrame:
 
 
 def memory_kinds_table(est: Estimate) -> pd.DataFrame:
+    """The three readings, named as the text beside it names them (the torch call names in a cell
+    pushed the numbers off the right edge of the narrow column at 1280 px)."""
     b = est.breakdown
     return pd.DataFrame([
-        {"Measured by": "torch.cuda.max_memory_allocated()", "Memory": both_units(b.torch_allocated_bytes)},
-        {"Measured by": "torch.cuda.max_memory_reserved()", "Memory": both_units(b.torch_reserved_bytes)},
-        {"Measured by": "nvidia-smi (the headline)", "Memory": both_units(b.total_bytes)},
-    ])
+        {"Reading": name, "GiB": f"{n / GiB:,.2f}", "GB": f"{n / GB:,.2f}"}
+        for name, n in (("Allocated", b.torch_allocated_bytes), ("Reserved", b.torch_reserved_bytes), ("nvidia-smi (headline)", b.total_bytes))
+    ]).set_index("Reading")
 
 
 def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame([
-        {"Precision": text.PRECISION_LABELS[row["precision"]], **{text.MODE_LABELS[m]: (format_bytes(row[m]) if row[m] is not None else "—")
+        {"Precision": text.TABLE_ROW_LABELS[row["precision"]], **{text.MODE_LABELS[m]: (format_bytes(row[m]) if row[m] is not None else "—")
                                                                     for m in ("inference", "lora", "qlora", "full")}}
         for row in table
     ])
@@ -454,34 +565,34 @@ def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def precision_mode_absent_note() -> str:
-    """What each — of the precision x mode table stands for, one reason per cell."""
-    reasons = [
-        f"{text.PRECISION_LABELS[p]} · {text.MODE_LABELS[m].split()[0]}: {why}"
-        for p in report.TABLE_PRECISIONS for m in report.TABLE_MODES if (why := report.table_cell_absent(p, m))
-    ]
+    """What each — of the precision x mode table stands for: each reason once, after the cells it explains."""
+    by_reason: dict[str, list[str]] = {}
+    for p in report.TABLE_PRECISIONS:
+        for m in report.TABLE_MODES:
+            if why := report.table_cell_absent(p, m):
+                by_reason.setdefault(why, []).append(f"{text.TABLE_ROW_LABELS[p]} · {text.MODE_LABELS[m].split()[0]}")
+    reasons = [f"{', '.join(cells)}: {why}" for why, cells in by_reason.items()]
     return "— marks a combination with no number of its own: " + "; ".join(reasons) + "."
 
 
 def precision_mode_caption(workload: Any) -> str:
     """The table's caption: what its cells hold and whether the selection is one of them. The cells
-    are sized for transformers at the table's precisions (`report.table_workload`), so a vLLM view or
-    a precision that is not a row has no highlighted cell, and the caption says so instead of
-    claiming one."""
+    are sized for transformers at the table's precisions (`report.table_workload`), so a vLLM view
+    has no highlighted cell, and the caption says so instead of claiming one. Every precision is a
+    row: the 16-bit one is computed at the selected 16-bit type (FP16 unless BF16 is picked)."""
     w = workload
     head = f"Peak VRAM per GPU (nvidia-smi) at {w.context_length:,} tokens × batch {w.batch_size}"
+    sixteen = "BF16" if w.precision == "bf16" else "FP16"
+    same = f"FP16 and BF16 store 2 bytes per value and size alike: that row is computed at {sixteen}."
     if w.runtime == "vllm":
         return (f"{head}, sized for transformers (fine-tuning has no vLLM), everything else as set above. Your vLLM selection is not a cell: "
-                f"its number is the headline above, which also counts vLLM's pre-allocated KV pool. {precision_mode_absent_note()}")
-    if w.precision not in report.TABLE_PRECISIONS:
-        label = text.PRECISION_LABELS.get(w.precision, w.precision)
-        return (f"{head}, everything else as set above. Your precision ({label}) is not a row here: its number is the headline above. "
-                f"{precision_mode_absent_note()}")
-    return f"{head}, everything else as set above. Your selection is highlighted. {precision_mode_absent_note()}"
+                f"its number is the headline above, which also counts vLLM's pre-allocated KV pool. {same} {precision_mode_absent_note()}")
+    return f"{head}, everything else as set above. Your selection is highlighted. {same} {precision_mode_absent_note()}"
 
 
 def selected_cell_note(precision: str, mode: str) -> str | None:
     """When the selected precision and mode land on a — cell, what the headline computes instead."""
-    if precision not in report.TABLE_PRECISIONS or not report.table_cell_absent(precision, mode):
+    if precision not in report.table_precisions(precision) or not report.table_cell_absent(precision, mode):
         return None
     base = {"int8": "an LLM.int8 (8-bit) base", "int4": "an NF4 (4-bit) base"}.get(precision)
     if mode in ("lora", "qlora") and base:
@@ -493,7 +604,7 @@ def selected_cell_note(precision: str, mode: str) -> str | None:
 def highlight_cell(frame: pd.DataFrame, precision: str, mode: str) -> Any:
     """A Styler with the selected precision x mode cell highlighted (no highlight when the
     selected precision is not a table row)."""
-    row, col = text.PRECISION_LABELS.get(precision), text.MODE_LABELS.get(mode)
+    row, col = text.TABLE_ROW_LABELS.get(precision), text.MODE_LABELS.get(mode)
 
     def style(df: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame("", index=df.index, columns=df.columns)
@@ -574,7 +685,7 @@ def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *
     first = (starting + closest)[:1]
     if first and (serving := report.serving_for(plan, first[0])) is not None and serving.budget is not None:
         with st.expander(f"Start-up budget term by term: {first[0].count}× {first[0].gpu.name}, per GPU", expanded=False):
-            st.dataframe(vllm_terms_frame(serving.budget), hide_index=True)
+            st.dataframe(fixed_decimals(vllm_terms_frame(serving.budget)), hide_index=True)
     for c in starting + closest:
         serving = report.serving_for(plan, c)
         if serving is None:
@@ -582,13 +693,13 @@ def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *
         if serving.starts:
             st.markdown(f"**{c.count}× {c.gpu.name}** starts: {serving.kv_tokens:,} KV tokens, "
                         f"{serving.max_concurrency:.2f}× concurrency at {context:,} tokens per request.")
-            st.code(serving.command, language="bash")
+            st.code(serving.command, language="bash", wrap_lines=True)  # unwrapped, --tensor-parallel-size ran off the edge at 1280 px
         else:
             st.markdown(f"**{c.count}× {c.gpu.name}** does not start: {serving.reason}.")
             if serving.fix is not None:
                 st.markdown(f"Smallest change: {serving.fix.description} → {serving.fix.kv_tokens:,} KV tokens, "
                             f"{serving.fix.max_concurrency:.2f}× concurrency.")
-                st.code(serving.fix.command, language="bash")
+                st.code(serving.fix.command, language="bash", wrap_lines=True)
 
 
 def _sglang_columns(plan: report.Plan | None, c: GPUConfiguration) -> dict[str, Any]:
@@ -614,9 +725,12 @@ def vllm_terms_frame(b: Any) -> pd.DataFrame:
         ("Weights (this rank)", b.weights_bytes, f"TP {s.tensor_parallel_size}: linear layers, embeddings and LM head split"),
         ("Activation peak (profile)", b.activation_peak_bytes,
          f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
-         f"{b.sampler_bytes / GiB:.2f} GiB"),
-        ("Non-torch (kernels; NCCL before 0.19)", b.non_torch_bytes, "per GPU class; NCCL inside it when the version snapshots first"),
-        ("NCCL buffers outside the budget", b.nccl_outside_bytes, "set up before the snapshot (0.19+): must fit next to the CUDA context"),
+         f"{b.sampler_bytes / GiB:.2f} GiB"
+         + (f"; encoder profiled first: {b.encoder.items:,} images × {b.encoder.tokens_per_item:,} tokens "
+            f"({b.encoder.peak_bytes / GiB:.2f} GiB tower peak)" if getattr(b, "encoder", None) else "")),
+        ("Non-torch (kernels, NCCL)", b.non_torch_bytes,
+         "per GPU class and engine; NCCL channels connected during the profile, and its setup too when the version snapshots first"),
+        ("NCCL setup outside the budget", b.nccl_outside_bytes, "allocated before the snapshot (0.19+): must fit next to the CUDA context"),
         ("CUDA graphs", b.cudagraph_bytes, "none (--enforce-eager)" if s.enforce_eager else graphs_where),
         ("KV cache available", b.available_kv_bytes, f"{b.num_blocks:,} blocks of 16 tokens → {b.kv_tokens:,} tokens"),
     ]
