@@ -73,6 +73,19 @@ def test_calculator_page_file_runs_on_its_own():
     assert at.query_params["mode"] == "lora"
 
 
+def test_calculator_link_with_oft_vera_and_selective_checkpointing():
+    # A link naming peft's OFT (block 64) or VeRA (rank 64) and the selective policy fills their widgets and survives rerun.
+    at = run_page(CALCULATOR, model="meta-llama/Llama-3.2-3B", mode="lora", precision="bf16", peft="oft", oft_block="64",
+                  grad_ckpt="1", ckpt_policy="selective-op")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="main.peft").value == "oft" and at.number_input(key="main.oft_block").value == 64
+    assert not at.number_input(key="main.oft_block").disabled and at.number_input(key="main.vera_rank").disabled
+    assert at.selectbox(key="main.ckpt_policy").value == "selective-op"
+    assert at.query_params["oft_block"] == "64" and at.query_params["ckpt_policy"] == "selective-op"
+    vera = run_page(CALCULATOR, model="meta-llama/Llama-3.2-3B", mode="lora", peft="vera", vera_rank="64")
+    assert not vera.exception and not vera.error and vera.number_input(key="main.vera_rank").value == 64
+
+
 # --- Compare ------------------------------------------------------------------------------------
 
 
