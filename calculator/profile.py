@@ -655,14 +655,16 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
     limit = _position_limit(config)
     longest = max(s for _, s in [*points, *([check] if check else [])])
     # The decode steps extend the cache past the prompt (MPT's ALiBi bias is built for max_seq_len
-    # positions and failed to broadcast at 2,048 + 3).
-    while limit and longest * scale + GENERATED_TOKENS > limit and scale > 1 / 256:
-        scale /= 2
+    # positions and failed to broadcast at 2,048 + 3). The longest point goes to the last multiple
+    # of 64 that leaves room for them (2,048 positions: 1,984), not to half of it: a workload just
+    # under the limit then stays inside the fitted range.
+    if limit and longest * scale + GENERATED_TOKENS > limit:
+        scale = min(scale, max((limit - GENERATED_TOKENS) // 64 * 64, 16) / longest)
     if scale == 1.0:
         return list(points), check, 1.0
 
     def shrink(p: tuple[int, int]) -> tuple[int, int]:
-        return p[0], max(int(p[1] * scale), 8)
+        return p[0], max(int(p[1] * scale) // 16 * 16, 8)
 
     return [shrink(p) for p in points], (shrink(check) if check else None), scale
 
