@@ -285,3 +285,82 @@ def test_cli_profile_shows_the_shipped_profile(capsys: pytest.CaptureFixture[str
     assert main(["profile", "meta-llama/Llama-3.2-3B", "--offline"]) == 0
     out = capsys.readouterr().out
     assert "28 x LlamaDecoderLayer (full_attention)" in out and "held-out point inference/prefill" in out
+
+
+def test_traced_depths_say_what_was_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that keeps more layers than asked (GPT-J's `n_layer` was once left uncut, so both
+    "2" and "3" were 28-layer traces) is labelled with the layers transformers built."""
+    pytest.importorskip("torch")
+    from calculator import profile
+    from calculator.verify import profile_trace
+    from calculator.verify.profile_trace import PointResult
+
+    monkeypatch.setattr(profile_trace, "layer_kinds", lambda cfg: ("L",) * 28)
+    monkeypatch.setattr(profile_trace, "versions", lambda: {})
+
+    def fake_run_points(cfg, *, mode, points, **_):
+        kinds = ("L",) * 28  # the cut did not take
+        return [PointResult(batch=b, length=s, context=s, phases={"forward": {"activations": 100 * b * s, "gradients": 0, "peak": 1}},
+                            seconds=0.01) for b, s in points], [], kinds
+
+    monkeypatch.setattr(profile_trace, "run_points", fake_run_points)
+    made = profile.make_profile({"model_type": "gptj", "n_layer": 28}, modes=("inference",))
+    assert made.traced_depths == (28, 28)
+    assert any("2-layer copy was asked for and transformers built 28 layers" in n for n in made.notes)
+
+
+def _points(fn) -> list:
+    """Point results of two depths (1 and 2 layers of kind "a") whose prefill activations are fn(b, s, n)."""
+    from types import SimpleNamespace
+
+    from calculator.profile import FIT_POINTS
+
+    runs = []
+    for n in (1, 2):
+        for b, s in FIT_POINTS:
+            y = fn(b, s, n)
+            r = SimpleNamespace(batch=b, length=s, context=s, kv_by_layer={},
+                                phases={"prefill": {"activations": y, "gradients": 0, "peak": y + 10**9}})
+            runs.append(({"a": n}, ("a",) * n, r))
+    return runs
+
+
+def test_linear_phase_is_checked_at_the_fourth_point_and_quadratic_one_is_fitted_exactly() -> None:
+    """Bytes linear in B x S: the 3-point linear fit predicts the fourth point exactly, so it is the
+    held-out check (0%) and per_token2 is 0. Eager attention's B x S^2 scores: the prediction misses,
+    and the phase gets the exact 4-term fit (no check of its own here)."""
+    from calculator.profile import _fit_mode
+
+    linear = _points(lambda b, s, n: 5_000 + 7 * b + n * (300 * b * s + 11))
+    fits, checks, quadratic = _fit_mode("inference", linear, ["a"], {}, [(1, 1024), (1, 2048), (2, 2048), (1, 4096)])
+    assert quadratic == set() and checks == {"inference/prefill": 0.0}
+    f = fits["inference/prefill/activations"]
+    assert f.per_kind[0][1].per_token2 == 0.0
+    assert round(f.at(3, 1536, {"a": 40})) == 5_000 + 21 + 40 * (300 * 3 * 1536 + 11)
+
+    eager = _points(lambda b, s, n: 5_000 + n * (300 * b * s + 2 * b * s * s))
+    fits, checks, quadratic = _fit_mode("inference", eager, ["a"], {}, [(1, 1024), (1, 2048), (2, 2048), (1, 4096)])
+    assert quadratic == {"prefill"} and checks == {}
+    assert fits["inference/prefill/activations"].at(3, 1536, {"a": 40}) == pytest.approx(5_000 + 40 * (300 * 3 * 1536 + 2 * 3 * 1536**2))
+
+
+@pytest.mark.trace
+def test_profile_points_and_decode_stay_within_alibi_positions() -> None:
+    """MptConfig() builds its ALiBi bias for max_seq_len = 2,048 positions: a prefill of 2,048 plus
+    three decode steps failed to broadcast. The points are shortened until the longest prompt plus
+    the generated tokens fits."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import warnings
+
+    from transformers import AutoConfig
+
+    from calculator.profile import GENERATED_TOKENS, make_profile
+    from calculator.verify.compare import cut_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = cut_config(AutoConfig.for_model("mpt").to_dict(), 2)
+    profile = make_profile(cfg, modes=("inference",), check_point=None)
+    assert max(s for _, s in profile.points) + GENERATED_TOKENS <= cfg["max_seq_len"] == 2048
+    assert "inference/decode/kv" in profile.fits

@@ -331,6 +331,16 @@ def trainer_problem_box(page: PageState, est: Estimate) -> None:
               on_click=_switch_trainer, args=(page, est.workload), icon=":material/swap_horiz:")
 
 
+def trainer_sized_label(est: Estimate) -> str:
+    """The trainer a fine-tuning figure is sized for ('—' for inference), with the reason when it is not
+    the one chosen (`Estimate.trainer_problem`)."""
+    w = est.workload
+    if not w.is_training:
+        return "—"
+    label = PRESETS[w.trainer].label if w.trainer in PRESETS else w.trainer
+    return f"{label} (chosen trainer cannot start)" if est.trainer_problem else label
+
+
 def _switch_trainer(page: PageState, sized: Workload) -> None:
     """Set the page to the sized run: its trainer and each setting as sized (the preset follow in
     `_follow_trainer` must not move them to the new trainer's defaults)."""

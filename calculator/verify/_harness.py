@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.util
 import time
 import warnings
@@ -452,6 +453,33 @@ def _generate_cache(model: nn.Module, w: Workload, notes: list[str]) -> Any:
     return QuantizedCache(backend="fp8", config=model.config)
 
 
+@functools.cache
+def tolerant_cache_class() -> type:
+    """transformers' DynamicCache, able to say its length when a sized-down copy kept only
+    linear-attention layers (Jamba's first four layers are Mamba, Qwen3-Next's and granite hybrids'
+    first ones are linear attention): `Cache.get_seq_length` reads it from the first attention layer
+    and raises when there is none (cache_utils.py, transformers 5.24). The full model always has
+    one; the copy answers with the tokens it has seen (`seen_tokens`, kept by the caller)."""
+    from transformers import DynamicCache
+
+    class _TolerantCache(DynamicCache):
+        seen_tokens = 0
+
+        def get_seq_length(self, layer_idx: int = 0) -> int:
+            try:
+                return super().get_seq_length(layer_idx)
+            except ValueError:
+                return self.seen_tokens
+
+        def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+            try:
+                return super().get_mask_sizes(query_length, layer_idx)
+            except ValueError:
+                return query_length + self.seen_tokens, 0
+
+    return _TolerantCache
+
+
 def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, notes: list[str]) -> dict[str, Any]:
     """Encoders: one forward. Decoders: what `generate()` does, with the longest decode step measured.
 
@@ -463,7 +491,6 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
     step for real. "decode" is the larger of the two; every decode step has the same activations,
     only the cache differs.
     """
-    from transformers import DynamicCache
 
     model.eval()
     model.requires_grad_(False)
@@ -486,12 +513,14 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         tracker.set_phase("prefill")
         inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
         tracker.mark_inputs(*inputs.values())
-        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else DynamicCache(config=model.config)
+        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else tolerant_cache_class()(config=model.config)
 
         def greedy_step(inputs, cache):
             """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
             copy of the last logits generate() makes, freed once the next token is picked."""
             out = model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
+            if hasattr(cache, "seen_tokens"):
+                cache.seen_tokens += next(iter(inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
             return next_step_inputs(model, next_logits, b)
@@ -506,6 +535,8 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
                         break  # preallocated: the last step holds what step 1 holds
                     tracker.set_phase(None)
                     _extend_cache(cache, decode_steps - 2)
+                    if hasattr(cache, "seen_tokens"):
+                        cache.seen_tokens += decode_steps - 2
                 tracker.reset_mod_stats()
                 tracker.set_phase("decode")
                 next_ids = greedy_step(next_ids, cache)
@@ -528,6 +559,30 @@ def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
         roles = ("mlp",)
     names = sorted({g.name.split(".")[-1] for g in spec.linears if g.role in roles and g.is_nn_linear})
     return names
+
+
+def tuple_returning_linears(model: nn.Module) -> list[str]:
+    """Full names of nn.Linear subclass modules whose forward returns more than a tensor (PhiMoE's and
+    Llama-4's routers return (logits, weights, experts), transformers 5.24). peft's LoRA wrapper adds
+    the adapter's output to the base layer's and crashed on them ('tuple' object has no attribute
+    'dtype'), so a run that works leaves them out (`exclude_modules`); both harnesses do."""
+    return sorted(name for name, m in model.named_modules()
+                  if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward and _returns_more_than_a_tensor(m))
+
+
+def _returns_more_than_a_tensor(module: nn.Module) -> bool:
+    """Run the module on one fake token: does its forward return something other than a tensor?"""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 1, module.in_features, dtype=module.weight.dtype, device=module.weight.device))
+    except Exception:  # a forward that cannot run alone: leave it to peft
+        return False
+    return not isinstance(out, torch.Tensor)
+
+
+def tuple_note(excluded: list[str]) -> str:
+    return (f"LoRA leaves out {len(excluded)} nn.Linear subclass module(s) whose forward returns a tuple (e.g. {excluded[0]}): "
+            "peft's LoRA wrapper cannot add an adapter to them.")
 
 
 def resolve_lora_targets(model: nn.Module, targets: str | list[str]) -> tuple[str | list[str], tuple[str, ...]]:
@@ -584,12 +639,15 @@ def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]
         lora_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=w.num_virtual_tokens)
     else:
         targets, refused = resolve_lora_targets(model, _lora_targets(spec, w))
+        excluded = tuple_returning_linears(model)
+        if excluded:
+            notes.append(tuple_note(excluded))
         if refused:
             notes.append(f"peft {_peft_version()} refuses LoRA on {', '.join(refused)} of {spec.model_type} models; the other "
                          f"{w.lora_targets} modules were adapted ({len(targets)} modules).")
         lora_config = LoraConfig(
             r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=targets, bias="none",
-            task_type="CAUSAL_LM", use_dora=w.peft_method == "dora",
+            task_type="CAUSAL_LM", use_dora=w.peft_method == "dora", exclude_modules=excluded or None,
         )
     autocast = w.adapter_precision == "fp32"
     from unittest import mock
