@@ -449,7 +449,8 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     host = 0
     if w.activation_offload:
         h = spec.hidden_size
-        head = b * s * ((4 * h + 4 + c * h) + (c * h if plan is None else 0))
+        head = b * s * memory.head_saved_bytes_per_token(spec, compute_bytes=c, residual_bytes=input_bytes, frozen=plan is not None,
+                                                         head_saves_input=w.loss_impl in ("full", "chunked-output"))
         if w.gradient_checkpointing:
             kept = memory.checkpointed_layers(layers, w.checkpoint_every)
             layer_bytes = b * s * input_bytes * h if kept == layers else per_layer
@@ -598,8 +599,10 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     # bitsandbytes MatMul4Bit.backward, and MatMul8bitLt.backward (`CB * SCB / 127`, bitsandbytes/autograd/_functions.py).
     dequant = memory.largest_linear_params(spec) * c if fmt.name in ("bnb-nf4", "bnb-fp4", "bnb-int8") else cast
     phases = {
-        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters, activations_bytes=act + dequant + max(0, merged_grad - loss),
-                              logits_bytes=loss),
+        # The loss's backward runs first, while every saved activation is alive and before any adapter has a gradient
+        # (TRL grid traces: gradients 0 at the peak); the gradients all exist only at the end, when the activations are gone.
+        "backward": Breakdown(weights_bytes=weights, adapters_bytes=adapters - adapter_params * adapter_elem_bytes,
+                              activations_bytes=act + dequant + max(0, merged_grad - loss), logits_bytes=loss),
     }
     if not w.optimizer_in_backward:
         phases["optimizer step"] = Breakdown(weights_bytes=weights, adapters_bytes=adapters + temp)

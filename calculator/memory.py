@@ -433,6 +433,14 @@ def layer_saved_bytes_per_token(
     return total
 
 
+def head_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int, residual_bytes: int, frozen: bool, head_saves_input: bool) -> int:
+    """What the final norm and the LM head save per token (see `training_activation_bytes`): the
+    norm's fp32 input and 1/rms, its normalized tensor when its weight trains (residual dtype), and
+    the head's c-byte input when a trainable head is an nn.Linear call (`head_saves_input`)."""
+    h = spec.hidden_size
+    return 4 * h + 4 + (0 if frozen else residual_bytes * h) + (compute_bytes * h if head_saves_input and not frozen else 0)
+
+
 def training_activation_bytes(
     spec: ModelSpec,
     *,
@@ -473,8 +481,8 @@ def training_activation_bytes(
     h = spec.hidden_size
     r = layer_input_bytes or c
     layers = spec.num_hidden_layers + spec.num_encoder_layers
-    frozen = adapters is not None
-    head_inputs = 4 * h + 4 + (0 if frozen else r * h) + (c * h if head_saves_input and not frozen else 0)
+    head_inputs = head_saved_bytes_per_token(spec, compute_bytes=c, residual_bytes=r, frozen=adapters is not None,
+                                             head_saves_input=head_saves_input)
     if not first_layer_input_grad and layers:
         head_inputs -= (c * h + 8) if spec.model_type in _LAYERNORM_FAMILIES else 4 * h + 4
     if gradient_checkpointing:

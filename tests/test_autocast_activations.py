@@ -68,3 +68,16 @@ def test_frozen_head_saves_no_input():
     # Full, full logits: + lm_head's saved input (2h).
     assert memory.training_activation_bytes(LLAMA, adapters=None, **kw) == 1000 * (per_layer_inputs + 4 * H + 4 + 4 * H)
 
+
+
+def test_lora_loss_backward_has_no_adapter_gradients_yet():
+    from calculator.estimate import estimate
+    from calculator.workload import Workload
+
+    w = Workload(mode="lora", precision="bf16", adapter_precision="bf16", context_length=2048, batch_size=4, optimizer="adamw",
+                 fused_optimizer=True)
+    e = estimate(LLAMA, w)
+    params = memory.lora_params(LLAMA, memory.AdapterPlan(names=memory.lora_target_names(LLAMA, "all-linear"), rank=16, adapter_bytes=2))
+    assert e.peak_phase == "backward" and e.trainable_params == params
+    # bf16 adapter weights (2) + two bf16 AdamW states (4); their gradients (2) come once the loss buffers are gone.
+    assert e.breakdown.adapters_bytes == 6 * params
