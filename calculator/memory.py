@@ -522,6 +522,17 @@ def loss_buffer_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute
     return tokens * spec.vocab_size * (12 + (compute_bytes if keep_logits else 0))
 
 
+def loss_forward_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int) -> int:
+    """transformers' causal-LM loss during the forward: the c-byte logits, their fp32 upcast
+    (`logits.float()`) and `log_softmax`'s fp32 output (saved for backward) at once: tokens x
+    vocab x (c + 8). Less than the backward's three fp32 tensors, but under fp32-weight autocast the
+    forward also holds autocast's cache of every weight cast (traced, 2-layer Llama-3.2-3B full
+    fine-tune with checkpointing: forward peak 18.1 GiB = master + states + all bf16 casts + this)."""
+    if not spec.is_causal_lm:
+        return 0
+    return tokens * spec.vocab_size * (compute_bytes + 8)
+
+
 # ---------------------------------------------------------------------------------------------
 # Gradients and optimizer
 # ---------------------------------------------------------------------------------------------
