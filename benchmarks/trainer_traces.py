@@ -123,7 +123,8 @@ def render(rows: list[dict], quick: bool, planned: int | None = None, rescored: 
         "",
         (f"Rows run: {len(rows)} of the {planned} planned (the CPU budget ran out; the rest were not traced). " if planned and planned > len(rows) else "")
         + f"Rows: {len(rows)}. |error| median **{statistics.median(errs):.2f}%**, worst **{max(errs):.2f}%**; "
-        f"within 3%: {sum(e <= 3 for e in errs)} of {len(rows)}.",
+        f"within 3%: {sum(e <= 3 for e in errs)} of {len(rows)}."
+        + ("" if any("TRL defaults" in r["setting"] for r in rows) else " TRL's defaults rows (LoRA and full) are in trainer_traces-defaults.md."),
         "",
         "| model | setting | estimate GiB | trace GiB | error | peak (engine / trace) |",
         "| --- | --- | ---: | ---: | ---: | --- |",
