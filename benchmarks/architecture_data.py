@@ -15,6 +15,12 @@ config, built on the meta device and read by calculator/inventory.py):
   units of hidden x intermediate (3: gated, 2: plain two-matrix MLP);
 - `norm_params_per_layer` / `final_norm_params`: norm parameters in units of hidden_size
   (RMSNorm 1 per norm, LayerNorm with bias 2, OLMo's non-parametric LayerNorm 0);
+- `attention_linears`: distinct linear weights of one attention block (4: q/k/v/o; 2: a fused
+  qkv projection and the output, as in GPT-2's c_attn, GPT-NeoX's query_key_value, Phi-3's
+  qkv_proj: one LoRA adapter and one saved input instead of three);
+- `norm_class`: the class of the decoder layers' norms ("LayerNorm" is torch's `nn.LayerNorm`,
+  whose fused kernel saves its c-byte input; the RMSNorm classes upcast to fp32 in Python), "" when
+  the layers' norms have no parameters;
 - `lora_experts` / `lora_router` / `gate_up_rank_factor`: what peft's all-linear adapts in the MoE
   block (peft's v4->v5 conversion table decides; read by running peft on the meta model).
 Re-run after upgrading transformers or peft; tests/test_inventory.py checks the file matches.
@@ -67,6 +73,7 @@ def layer_facts(model_type: str) -> dict[str, Any]:
     h = int(inv.dims.get("hidden_size") or 1)
     in_layer = [g for g in inv.params if ".*." in g.name and g.tower == "text"]
     dense_mlp = {g.name for g in in_layer if g.kind == "linear" and g.role == "mlp" and "shared" not in g.name}
+    attention = {g.name for g in in_layer if g.kind == "linear" and g.role == "attention"}
     norms = sum(g.numel for g in in_layer if g.kind == "norm" and g.numel % h == 0 and g.numel >= h)
     final = sum(g.numel for g in inv.params if ".*." not in g.name and g.kind == "norm")
     experts = [g for g in inv.params if g.role == "expert"]
@@ -77,10 +84,12 @@ def layer_facts(model_type: str) -> dict[str, Any]:
         "class": inv.class_name,
         "supports_sdpa": inv.supports_sdpa,
         "mlp_linears": len(dense_mlp) or None,
+        "attention_linears": len(attention) or None,
         # weight elements of the dense MLP in units of hidden x intermediate: 3 gated, 2 plain
         "mlp_matrices": round(mlp_weights / (h * inter)) if dense_mlp and inter else None,
         "norm_params_per_layer": norms // h,
         "final_norm_params": final // h,
+        "norm_class": min((g.module_class for g in in_layer if g.kind == "norm"), default=""),
     }
     if experts:
         facts["lora_experts"] = any(bool(g.lora) for g in experts)

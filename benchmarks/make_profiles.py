@@ -28,9 +28,10 @@ from calculator.profile import PROFILES_DIR, default_settings, kind_labels, make
 
 # Architectures people load from the Hub that the analytic families do not cover (issue 9's list).
 DEFAULT_TYPES = (
-    "phi", "phimoe", "falcon", "bloom", "mpt", "cohere2", "glm4", "nemotron", "olmoe", "granitemoe", "ernie4_5", "ernie4_5_moe",
-    "exaone4", "seed_oss", "qwen3_next", "mamba", "mamba2", "falcon_mamba", "jamba", "recurrent_gemma", "lfm2", "falcon_h1",
-    "granitemoehybrid", "modernbert", "deberta-v2", "smollm3", "starcoder2",
+    "phi", "phimoe", "falcon", "bloom", "mpt", "cohere", "cohere2", "glm4", "nemotron", "olmo", "olmoe", "granite", "granitemoe",
+    "dbrx", "ernie4_5", "ernie4_5_moe", "exaone4", "seed_oss", "qwen3_next", "mamba", "mamba2", "falcon_mamba", "jamba",
+    "recurrent_gemma", "lfm2", "falcon_h1", "granitemoehybrid", "bart", "deberta-v2", "modernbert", "whisper", "marian",
+    "mllama", "qwen2_vl", "qwen2_5_vl", "llava", "idefics3", "smolvlm", "gemma3", "smollm3", "starcoder2",
 )
 RESULTS = ROOT / "benchmarks" / "results" / "profiles.md"
 

@@ -243,28 +243,45 @@ def main(argv: list[str] | None = None) -> int:
 NOTES = """
 ## Notes
 
-- Logs found: six V0 start-up logs with enough settings to rebuild the run (vLLM issues #13061,
-  #13882, #12529 and PRs #10511, #12126; v0.6.5 to early 2025), which printed every term, and one
-  V1 log (vLLM 0.19.0, gpt-oss-20b on an A100, a blog post) that prints only the weights and the
-  KV cache at INFO level. V1 prints "torch peak memory increase ... non-torch forward increase
-  memory" only at DEBUG level and threads rarely state the model and GPU with it, so the V1
-  activation and non-torch terms (0.10, 0.19, 0.32, 0.33) are pinned to their code in
-  `tests/test_serving.py`, not to logs. Not done: a V1 log campaign on a GPU.
-- gpt-oss-20b's weights: vLLM 0.19 on an A100 holds 13.72 GiB against the checkpoint's 12.82 GiB
-  this calculator counts (-7 %): the MXFP4 Marlin path on sm80 repacks the experts; not modelled.
-- Activation peak in V0 is the sampler's (one row of logits per `max_num_seqs` request, a
-  full-vocabulary sort): the three V0 logs with a bundled model measure 38.2-39.2 B per
-  (request x vocabulary) element, which is what `SORT_BYTES_PER_ELEMENT` derives (so these rows
-  are also what the constant was checked against, not an independent test). The R1-Distill row
-  (131072 context, chunked prefill: 2048 profiled tokens) is independent.
-- Non-torch: the TP=1 figures (0.03-0.16 GiB) are what `NON_TORCH_TP1_BYTES*` were read from;
-  logs round to 0.01 GiB, so 0.03 means 25-35 MiB (+-17 %). The NCCL term comes from the only
-  TP=2 NVLink log (PR #10511), whose TP=1 non-torch (1.79 GiB) also counted the allocator's
-  unused reserve (measured before PR #11809): that pair is scored on its own line and is off by
-  the reserve. No TP >= 4 log was found: the NCCL term for TP 4/8 is an assumption.
-- KV available inherits the other terms' errors; where the weights are right it follows them.
-- The Qwen2.5-7B AWQ row weighs the model with the calculator's AWQ format (group 128) and the
-  4-bit row's weights error is that format's, not vLLM's.
+- Sources. 49 of the 59 rows are vLLM 0.19.0 DEBUG start-up logs from one H100 SXM campaign (jgchn/
+  llm-d-planner `accuracy/results/v0.19.0/logs`, also in llm-d-incubation/llm-d-planner): 34
+  models, TP 1/2/4, bf16/fp16/fp32, FP8 and INT8/INT4 checkpoints, fp8 KV, 2K-32K context. They
+  print every term (`torch peak memory increase`, `non-torch forward increase memory`, the init
+  snapshot's non-torch memory, `Graph capturing finished ... took`). The other rows are the V0
+  logs of vLLM issues and PRs (RTX 3090/4060/4090, 8 GB cards, H100; 0.6.4-0.8) and one V1 blog
+  post (A100). Pipeline-parallel runs of the campaign are left out (PP is not modelled); where the
+  campaign repeats a setting at 2K-16K context (the same 8,192-token profile) only 8K and 32K are
+  kept. Not used: llm-d/llm-d-benchmark's `empirical-vllm-memory-results.md` (no vLLM version
+  stated; its sampler-bound activation figures match the full-vocabulary sort of 0.10, but its TP=2
+  non-torch of 0.55 GiB matches no version modelled here).
+- `fit` marks the rows a constant was read from: the Llama-3.1-8B runs of the campaign (TP=1
+  non-torch base, NCCL setup and lazy-connect figures) and the V0 rows behind the V0 constants.
+  The held-out rows share the campaign's GPU and NCCL with the fit rows, so they test the model
+  across models, dtypes and TP, not across machines.
+- Non-torch. Under NCCL >= 2.22 (lazy connect) the 0.19.0 logs show two parts of the TP cost on an
+  NVSwitch H100: 1.00 GiB set up before the worker's snapshot (outside the budget in 0.19+), and
+  1.82-1.96 GiB connected during the profile's first collectives (inside it). V0's NCCL 2.21
+  connects everything at init (PR #10511: +1.79 GiB at TP=2). Misses: Granite (0.46 GiB logged at
+  TP=1 against 0.25) and the 8 GB card's 0.03 GiB line (+10 MiB, inside its 0.01 GiB print
+  step). No PCIe log of a lazy-connect NCCL was found: its split is assumed.
+- Activation. V1's sampler term (14 B per request x vocabulary element, from the code) plus the
+  Triton top-k/top-p scratch rows and, for MoE models, the persistent fused-MoE workspace (both
+  read in the 0.19.0 and 0.33.0 wheels) lands within 5 % on every sampler-bound row; the two V0
+  RTX 3090 rows (20K and 29K tokens in one batch) test the forward term instead (0 %). Remaining
+  misses: fp32 Llama (-14 %: the fp32 forward keeps more than modelled) and gpt-oss-20b at TP=2
+  (+11 %). Gemma 3's rows also carry the multimodal encoder profile (32 images of 256 tokens, as
+  the logs print): -5 %.
+- CUDA graphs (0.19.0 captures them after the KV cache): 256 KiB per layer per graph plus the
+  largest capture's forward; vLLM's own estimate in the same logs misses the actual pool by up to
+  +120 % (Llama-3.1-8B at TP=2: 1.69 GiB estimated, 0.76 taken).
+- KV available inherits the other terms' errors; where they are right it follows them (Qwen2.5-72B
+  at TP=2: 3.22 GiB against 3.04, with 67.8 GiB of weights on the card).
+- gpt-oss-20b's weights: vLLM holds 13.72 GiB on an A100 (0.19) and 7.01 GiB per rank at TP=2 on
+  an H100 against the checkpoint's 12.82 / 6.41 this calculator counts: the MXFP4 kernels repack
+  the experts; not modelled.
+- SGLang: no start-up log with a bundled model and its settings was found (threads print
+  `KV Cache is allocated` without the GPU or flags, or run patched branches), so
+  `calculator/sglang.py` is pinned to its code, not scored.
 """
 
 

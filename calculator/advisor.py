@@ -209,8 +209,12 @@ def _candidates(spec: ModelSpec, w: Workload, *, usable_bytes: int, headroom_fra
         add("chunked_loss", "Compute the loss in chunks without the full logits (TRL's fused LM head, loss_type='nll')",
             lambda: replace(w, loss_impl="fused-linear"))
     if w.mode == "lora" and w.master_weights and w.precision != "fp32":
-        add("bf16_base", f"Load the model in {w.precision} instead of fp32 (model_init_kwargs={{'dtype': 'bfloat16'}})",
-            lambda: replace(w, master_weights=False))
+        # Named in the dtype picked and the sized trainer's own option (HF Trainer when TRL cannot start on
+        # the model): "Load the model in fp16 ... {'dtype': 'bfloat16'}" contradicted itself.
+        dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(w.precision, w.precision)
+        trl = w.trainer in ("trl-sft", "unsloth") and not lm_head_problem(spec, w.trainer)
+        how = f"model_init_kwargs={{'dtype': '{dtype}'}}" if trl else f"from_pretrained(dtype=torch.{dtype})"
+        add("bf16_base", f"Load the model in {w.precision} instead of fp32 ({how})", lambda: replace(w, master_weights=False))
     if w.is_training and not w.gradient_checkpointing:
         add("gradient_checkpointing", "Turn on gradient checkpointing", lambda: replace(w, gradient_checkpointing=True))
     if w.is_training and not w.activation_offload:

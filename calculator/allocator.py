@@ -106,11 +106,12 @@ class _Block:
 class _Allocator:
     """The allocator's state during one replay (mutable; `replay` is the pure entry point)."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity_bytes: int | None = None) -> None:
+        self.capacity = capacity_bytes
         self.pools: dict[bool, list[tuple[int, int]]] = {True: [], False: []}  # (size, addr), sorted: the BlockPool set
         self.free_at: dict[int, _Block] = {}
         self.next_addr = 0
-        self.allocated = self.requested = self.reserved = 0
+        self.allocated = self.requested = self.reserved = self.peak_reserved = 0
         self.peak_allocated = self.peak_requested = 0
         self.segments = 0
         self.segment_bytes: list[int] = []  # size of each segment, by id
@@ -127,10 +128,15 @@ class _Allocator:
             block = self.free_at.pop(addr)
         else:
             seg = segment_size(size)
+            if self.capacity is not None and self.reserved + seg > self.capacity:
+                self._release_cached()
+                if self.reserved + seg > self.capacity:
+                    raise MemoryError(f"cudaMalloc of {seg:,} bytes fails with {self.reserved:,} of {self.capacity:,} reserved")
             # cudaMalloc: a fresh address range; segments are never adjacent for merging (prev/next stay None).
             block = _Block(self.next_addr, seg, small, self.segments)
             self.next_addr += seg + SMALL_BUFFER
             self.reserved += seg
+            self.peak_reserved = max(self.peak_reserved, self.reserved)
             self.segments += 1
             self.segment_bytes.append(seg)
             self.segment_live.append(0)
@@ -143,14 +149,18 @@ class _Allocator:
             block.size = size
             self._cache(rest)
         block.allocated = True
-        if self.segment_live[block.segment] == 0:
-            self.in_use += self.segment_bytes[block.segment]
-            self.peak_in_use = max(self.peak_in_use, self.in_use)
-        self.segment_live[block.segment] += 1
+        seg_id = block.segment
+        if self.segment_live[seg_id] == 0:
+            self.in_use += self.segment_bytes[seg_id]
+            if self.in_use > self.peak_in_use:
+                self.peak_in_use = self.in_use
+        self.segment_live[seg_id] += 1
         self.allocated += block.size
         self.requested += nbytes
-        self.peak_allocated = max(self.peak_allocated, self.allocated)
-        self.peak_requested = max(self.peak_requested, self.requested)
+        if self.allocated > self.peak_allocated:
+            self.peak_allocated = self.allocated
+        if self.requested > self.peak_requested:
+            self.peak_requested = self.requested
         return block, nbytes
 
     def free(self, block: _Block, nbytes: int) -> None:
@@ -175,6 +185,17 @@ class _Allocator:
                 block.size += neighbour.size
         self._cache(block)
 
+    def _release_cached(self) -> None:
+        """`release_cached_blocks` after a failed cudaMalloc: every cached block that is a whole
+        segment (not split) is cudaFree'd. (`release_available_cached_blocks`, tried first, frees
+        only blocks of at least max_split_size, so nothing with the default.)"""
+        for small in (True, False):
+            for size, addr in list(self.pools[small]):
+                block = self.free_at[addr]
+                if block.prev is None and block.next is None:
+                    self._uncache(block)
+                    self.reserved -= size
+
     def _cache(self, block: _Block) -> None:
         insort(self.pools[block.small], (block.size, block.addr))
         self.free_at[block.addr] = block
@@ -185,10 +206,12 @@ class _Allocator:
         del self.free_at[block.addr]
 
 
-def replay(events: Iterable[Event]) -> AllocatorStats:
+def replay(events: Iterable[Event], *, capacity_bytes: int | None = None) -> AllocatorStats:
     """Run an allocation / free stream through the allocator; (handle, n > 0) allocates n bytes,
-    (handle, 0) frees what that handle holds."""
-    a = _Allocator()
+    (handle, 0) frees what that handle holds. With `capacity_bytes` (the device's free memory) a
+    cudaMalloc that would pass it first releases the cached whole segments, as the allocator does,
+    and raises MemoryError (an out-of-memory error) if it still does not fit."""
+    a = _Allocator(capacity_bytes)
     live: dict[int, tuple[_Block, int]] = {}
     for handle, nbytes in events:
         if nbytes > 0:
@@ -196,7 +219,39 @@ def replay(events: Iterable[Event]) -> AllocatorStats:
         else:
             a.free(*live.pop(handle))
     return AllocatorStats(peak_allocated_bytes=a.peak_allocated, peak_requested_bytes=a.peak_requested,
-                          peak_reserved_bytes=a.reserved, peak_in_use_bytes=a.peak_in_use, segments=a.segments)
+                          peak_reserved_bytes=a.peak_reserved, peak_in_use_bytes=a.peak_in_use, segments=a.segments)
+
+
+def _runs_within(events: Sequence[Event], capacity_bytes: int) -> bool:
+    try:
+        replay(events, capacity_bytes=capacity_bytes)
+    except MemoryError:
+        return False
+    return True
+
+
+def smallest_capacity(events: Sequence[Event], *, resolution_bytes: int = ROUND_LARGE, max_halvings: int | None = None,
+                      unbounded: AllocatorStats | None = None) -> int:
+    """The least device memory (to `resolution_bytes`, at least 2 MiB) the stream runs in without
+    an out-of-memory error, releasing cached whole segments when a cudaMalloc fails: what a card
+    has to hold for it (rounded up). Searched between the allocated peak and the peak of segments
+    in use (or, when that is not enough, the unbounded reserve, which always is); `max_halvings`
+    coarsens the resolution to 1/2^k of that range, bounding the replays to k + 2."""
+    unbounded = unbounded or replay(events)  # the replay without a limit, when the caller has it already
+    low, high = unbounded.peak_allocated_bytes, unbounded.peak_in_use_bytes
+    if not _runs_within(events, high):
+        low, high = high, unbounded.peak_reserved_bytes
+    step = max(resolution_bytes, ROUND_LARGE)
+    if max_halvings is not None:
+        step = max(step, -(-(high - low) >> max_halvings))
+    lo, hi = low // step, -(-high // step)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _runs_within(events, mid * step):
+            hi = mid
+        else:
+            lo = mid + 1
+    return min(hi * step, unbounded.peak_reserved_bytes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +323,15 @@ def replay_steps(steps: tuple[StepTensors, ...]) -> AllocatorStats:
     for step in steps:
         events += step_events(step, first_handle=len(events))
     return replay(events)
+
+
+@lru_cache(maxsize=1024)
+def capacity_for_steps(steps: tuple[StepTensors, ...], *, max_halvings: int | None = None) -> int:
+    """`smallest_capacity` of consecutive training steps (cached like `replay_steps`)."""
+    events: list[Event] = []
+    for step in steps:
+        events += step_events(step, first_handle=len(events))
+    return smallest_capacity(events, max_halvings=max_halvings, unbounded=replay_steps(steps))
 
 
 def split_per_token(total_per_token: int, widths: Sequence[tuple[int, int]]) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from .units import PRECISIONS, format_bytes, format_count
 from .workload import (
     ATTENTION_IMPLS,
     CACHE_IMPLEMENTATIONS,
+    CHECKPOINT_POLICIES,
     CPU_OFFLOADS,
     KERNELS,
     LORA_TARGETS,
@@ -99,6 +100,9 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="gradient (activation) checkpointing per decoder layer (default: the trainer's; TRL on)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="checkpoint every k-th decoder layer only (transformers every_n_layers)")
+    p.add_argument("--checkpoint-policy", choices=CHECKPOINT_POLICIES, default=None,
+                   help="what a checkpointed layer keeps: full (its input only) or selective-op (torchtitan's op-level selective AC: "
+                        "every other matmul output and the attention output too)")
     p.add_argument("--master-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="fp32 weights under bf16/fp16 autocast (HF Trainer/TRL on a model loaded in fp32: TRL's default for a model id; "
                         "--no-master-weights = model_init_kwargs={'dtype': 'bfloat16'})")
@@ -211,7 +215,7 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=num_gpus, parallelism=args.parallelism,
         audio_token_share=args.audio_share, stack=args.stack, speech_codec=args.speech_codec,
         loss_impl=args.loss, loss_chunks=args.loss_chunks, compile_loss=args.compile_loss, trained_token_fraction=args.trained_fraction,
-        checkpoint_every=args.checkpoint_every, activation_offload=args.activation_offload,
+        checkpoint_every=args.checkpoint_every, checkpoint_policy=args.checkpoint_policy, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
         cpu_offload=args.cpu_offload, peft_method=args.peft_method, num_virtual_tokens=args.virtual_tokens, packing=args.packing,
         oft_block_size=args.oft_block_size, vera_rank=args.vera_rank,

@@ -47,10 +47,13 @@ RESERVED_FRACTION_INFERENCE = 0.02
 RESERVED_FRACTION_TRAINING = 0.05
 # Steps of the length distribution replayed before the peak step (the batch with the longest
 # sequences). Reserved memory only grows, so a long run reaches its reserve after many mixed
-# steps; the peak step is replayed last, after the others, as it meets them in a long run. 8 steps
-# keep a replay near 40 ms for a 28-layer model on this machine (the UI's sweeps replay each
-# point); benchmarks/results/allocator_reserve.txt shows how the reserve moves with more steps.
-VARIABLE_LENGTH_STEPS = 8
+# steps; the peak step is replayed last, after the others, as it meets them in a long run. With 16
+# the figure is within 0.1 GiB of 64 steps' for every distribution of
+# benchmarks/results/allocator_reserve.txt (8 steps were 5 GiB off on one), at ~2x the time of 8.
+VARIABLE_LENGTH_STEPS = 16
+# The least card the steps fit is searched to 1/16 of its range (the allocated peak to the peak of
+# partly used segments): 6 replays; the benchmark's `capped` column is the same search at 2 MiB.
+REPLAY_HALVINGS = 4
 
 
 EAGER_FALLBACK_NOTE = (
@@ -358,12 +361,13 @@ def _variable_length_reserve(spec: ModelSpec, w: Workload, *, c: int, plan: memo
     batches change shape, from the replay of `_step_shapes` against a replay at the peak shape
     (the fixed-shape state repeats from the second step on, so two steps stand for it).
 
-    `needed` is the growth of the most bytes in segments that hold a live block at once: a card
-    must hold those, since on a failed cudaMalloc the allocator frees every wholly free segment and
-    retries (`release_cached_blocks`). `cached` is the growth of `max_memory_reserved` on a card
-    with room to spare, where nothing is ever released. Both 0 without a length distribution."""
+    `needed` is the growth of the least device memory the steps run in (`smallest_capacity`: on
+    a failed cudaMalloc the allocator frees every wholly free cached segment and retries,
+    `release_cached_blocks`), rounded up to 1/2^REPLAY_HALVINGS of the range it is searched in.
+    `cached` is the growth of `max_memory_reserved` on a card with room to spare, where nothing
+    is ever released. Both 0 without a length distribution."""
     shapes = _step_shapes(w)
-    if len(shapes) == 1:
+    if len(set(shapes)) == 1:
         return 0, 0
     layers = max(spec.num_hidden_layers + spec.num_encoder_layers, 1)
 
@@ -371,9 +375,11 @@ def _variable_length_reserve(spec: ModelSpec, w: Workload, *, c: int, plan: memo
         loss = _loss_bytes(spec, w, tokens=b * s, c=c, hidden_bytes=input_bytes, head_weight_bytes=head_weight_bytes)
         return _replayed_step(spec, w, b=b, s=s, c=c, layers=layers, loss=loss, plan=plan, input_bytes=input_bytes)
 
-    varied = allocator.replay_steps(tuple(step(b, s) for b, s in shapes))
+    varied_steps = tuple(step(b, s) for b, s in shapes)
+    varied = allocator.replay_steps(varied_steps)
     fixed = allocator.replay_steps((step(*shapes[-1]),) * 2)
-    needed = (varied.peak_in_use_bytes - varied.peak_allocated_bytes) - (fixed.peak_in_use_bytes - fixed.peak_allocated_bytes)
+    capacity = allocator.capacity_for_steps(varied_steps, max_halvings=REPLAY_HALVINGS)
+    needed = (capacity - varied.peak_allocated_bytes) - (fixed.peak_in_use_bytes - fixed.peak_allocated_bytes)
     cached = varied.reserve_bytes - fixed.reserve_bytes
     return max(needed, 0), max(cached, 0)
 
@@ -399,12 +405,14 @@ def _allocator_note(w: Workload, peak: Breakdown, variable: int, cached: int) ->
     batches = "padded to their longest sequence" if w.packing == "padded" else "concatenated padding-free"
     return (f"Allocator cache: batches of {lengths[0]:,}-{lengths[-1]:,} tokens ({batches}) change shape every step, and PyTorch's "
             f"caching allocator carves each shape out of the segments earlier shapes left. Replaying {VARIABLE_LENGTH_STEPS} such steps "
-            f"and then the longest one through a model of the allocator (calculator/allocator.py) holds "
-            f"{format_bytes(variable, 'GiB', 2)} more in partly used segments than one fixed shape does, so the allocator cache is "
+            f"and then the longest one through a model of the allocator (calculator/allocator.py), on a card just large enough "
+            f"(cached free segments released when a cudaMalloc fails), needs {format_bytes(variable, 'GiB', 2)} more than one "
+            "fixed shape does, so the allocator cache is "
             f"{format_bytes(peak.allocator_reserve_bytes, 'GiB', 2)} ({share:.1%} of allocated; 5% at fixed shapes). On a card with room "
             f"to spare nothing is given back without torch.cuda.empty_cache(), and max_memory_reserved climbs "
             f"{format_bytes(cached, 'GiB', 2)} above the fixed-shape figure instead; a fuller card frees those cached segments when a "
-            "cudaMalloc fails. Packed rows, or PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, stay near the fixed-shape reserve.")
+            "cudaMalloc fails. Packed rows keep one shape; PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is PyTorch's remedy for "
+            "the slivers (not modelled here).")
 
 
 def _loss_bytes(spec: ModelSpec, w: Workload, *, tokens: int, c: int, hidden_bytes: int, head_weight_bytes: int) -> int:
@@ -437,15 +445,24 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     frozen = plan is not None
     extra = extra_total // layers
     extra -= memory.liger_kernel_savings_per_layer(spec, compute_bytes=c, norm_kernel=w.norm_kernel, mlp_kernel=w.mlp_kernel, frozen=frozen)
+    selective = 0
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        # LoRA's adapter matmuls return the adapter dtype, or the compute dtype under autocast (fp32 base: input_bytes 4).
+        lora = plan if plan is not None and plan.names else None
+        out_bytes = c if (input_bytes != c or plan is None) else plan.adapter_bytes
+        selective = memory.selective_op_saved_bytes_per_token(spec, compute_bytes=c, attention=w.attention, adapters=lora,
+                                                              adapter_out_bytes=out_bytes)
     act = memory.training_activation_bytes(
         spec, batch_size=b, seq_len=s, compute_bytes=c, attention=w.attention, adapters=plan, gradient_checkpointing=w.gradient_checkpointing,
         checkpoint_every=w.checkpoint_every, layer_input_bytes=input_bytes, extra_per_layer=extra,
         head_saves_input=w.loss_impl in ("full", "chunked-output"), first_layer_input_grad=_first_layer_input_grad(w),
+        checkpointed_extra_per_layer=selective,
     )
     per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
                                                             residual_bytes=input_bytes) + extra)
     grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
-    recompute = per_layer + grads if w.gradient_checkpointing else 0
+    # The recomputed layer takes over the outputs its selective policy kept (torch's SAC cache hands them over, not copies).
+    recompute = per_layer + grads - b * s * selective if w.gradient_checkpointing else 0
     host = 0
     if w.activation_offload:
         h = spec.hidden_size
@@ -453,7 +470,7 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
                                                          head_saves_input=w.loss_impl in ("full", "chunked-output"))
         if w.gradient_checkpointing:
             kept = memory.checkpointed_layers(layers, w.checkpoint_every)
-            layer_bytes = b * s * input_bytes * h if kept == layers else per_layer
+            layer_bytes = b * s * (input_bytes * h + selective) if kept == layers else per_layer
         else:
             layer_bytes = per_layer
         act, host = memory.offloaded_activation_split(saved_bytes=act, per_layer_bytes=layer_bytes, layers=layers, head_bytes=head)
@@ -685,9 +702,12 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
         notes.extend(_trainer_notes(w))
     if w.mode in ("lora", "qlora") and w.master_weights and w.precision != "fp32" and not fmt.is_quantized:
         # The headline says the precision picked; the frozen base is 4 bytes per parameter here (see _training_phases).
+        # Said in the sized trainer's own terms (HF Trainer when TRL cannot start: trainers.runnable_workload).
+        why, how = (("TRL SFTTrainer's default for a model id", "TRL model_init_kwargs={'dtype': ...}") if w.trainer in ("trl-sft", "unsloth")
+                    else ("from_pretrained(dtype=torch.float32)", "from_pretrained(dtype=...)"))
         notes.append(f"The frozen base weights are held in fp32 (4 bytes per parameter), not {w.precision}: the model is loaded in fp32 "
-                     f"(TRL SFTTrainer's default for a model id) and trained under {w.precision} autocast. Turn fp32 weights off "
-                     f"(--no-master-weights; TRL model_init_kwargs={{'dtype': ...}}) to load it in {w.precision}.")
+                     f"({why}) and trained under {w.precision} autocast. Turn fp32 weights off "
+                     f"(--no-master-weights; {how}) to load it in {w.precision}.")
     if w.is_training and not w.gradient_checkpointing:
         notes.append("Gradient checkpointing is off: activations dominate at long context; turning it on trades ~30% speed for most of them.")
     if w.mode in ("lora", "qlora") and fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4"):
@@ -721,6 +741,11 @@ def _trainer_notes(w: Workload) -> list[str]:
     if w.norm_kernel == "liger" or w.mlp_kernel == "liger":
         notes.append("Liger RMSNorm / SwiGLU kernels are Triton (GPU only): their savings are analytic, not traced. "
                      "Liger's RoPE kernel works in place and changes no saved tensor here.")
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        notes.append("Selective op checkpointing (torchtitan selective_ac_option='op'): each checkpointed layer also keeps the output of "
+                     "every other matmul and of flash/efficient attention; traced for full fine-tuning and LoRA (ops of other PEFT "
+                     "methods are not counted). torchtitan and torchtune's per-layer option k wrap layers k, 2k, ... (counting from 1), "
+                     "transformers' every_n_layers wraps layers 0, k, 2k, ...; this sizes the latter.")
     if w.paged_optimizer:
         notes.append("Paged optimizer (bitsandbytes): states live in CUDA unified memory, counted on the GPU here; under memory pressure "
                      "they page to host RAM, and torch.cuda.max_memory_allocated does not count them.")

@@ -30,14 +30,98 @@ from .quantization import WeightFormat, is_quantized_module, linear_weight_bytes
 from .spec import LinearGroup, ModelSpec
 from .units import BITS_PER_ELEMENT, bytes_for_bits
 
-# Families whose norms are LayerNorm with bias (save input + mean/rstd) and whose MLP is a plain
-# two-matrix GELU/ReLU MLP; all other supported families use RMSNorm (fp32 upcast) and gated MLPs.
-_LAYERNORM_FAMILIES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "gpt2", "gpt_bigcode", "gptj", "gpt_neox", "opt"})
+
+@dataclass(frozen=True, slots=True)
+class ActivationCost:
+    """What one of transformers' activation functions (`transformers.activations.ACT2FN`) costs per
+    element of its I-wide input, in tensors of the compute dtype.
+
+    `saves_input` / `saves_output`: autograd keeps the input (GELU, SiLU: their backward needs x) or
+    the output (ReLU, tanh, sigmoid: `threshold_backward` / `tanh_backward` read the result);
+    `extra_saved`: other I-wide intermediates it saves, which Python-formula activations create op
+    by op; `inference_peak`: I-wide tensors alive at once under no_grad, input and output included.
+    E.g. `gelu_new` (NewGELUActivation) is `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3)))`:
+    pow saves x, tanh its output, the last product both factors (0.5x and 1 + tanh): x + 3 more;
+    without grad, x, 0.5x and two temporaries of the chain are alive: 4. Built-in kernels (F.gelu,
+    F.silu) save x alone and hold x + output.
+    Measured with saved-tensor hooks and a storage tracker on transformers 5.24 / torch 2.13
+    (`python benchmarks/activation_costs.py`, benchmarks/results/activation_costs.txt).
+    """
+
+    saves_input: bool
+    saves_output: bool
+    extra_saved: int
+    inference_peak: int
+
+
+ACTIVATIONS: dict[str, ActivationCost] = {
+    "gelu": ActivationCost(True, False, 0, 2),
+    "gelu_10": ActivationCost(True, False, 1, 3),
+    "gelu_accurate": ActivationCost(True, False, 3, 4),
+    "gelu_fast": ActivationCost(True, False, 6, 5),
+    "gelu_new": ActivationCost(True, False, 3, 4),
+    "gelu_python": ActivationCost(False, False, 3, 4),
+    "gelu_python_tanh": ActivationCost(True, False, 3, 4),
+    "gelu_pytorch_tanh": ActivationCost(True, False, 0, 2),
+    "hardswish": ActivationCost(True, False, 0, 2),
+    "laplace": ActivationCost(False, False, 1, 4),
+    "leaky_relu": ActivationCost(True, False, 0, 2),
+    "linear": ActivationCost(False, False, 0, 1),
+    "mish": ActivationCost(True, False, 0, 2),
+    "quick_gelu": ActivationCost(True, False, 1, 3),
+    "relu": ActivationCost(False, True, 0, 2),
+    "relu2": ActivationCost(False, False, 1, 3),
+    "relu6": ActivationCost(True, False, 0, 2),
+    "sigmoid": ActivationCost(False, True, 0, 2),
+    "silu": ActivationCost(True, False, 0, 2),
+    "sqrtsoftplus": ActivationCost(True, True, 0, 3),
+    "swish": ActivationCost(True, False, 0, 2),
+    "tanh": ActivationCost(False, True, 0, 2),
+    "xielu": ActivationCost(True, False, 3, 5),
+}
+# An activation not in the table is costed as a built-in kernel that saves its input.
+_DEFAULT_ACTIVATION = ActivationCost(True, False, 0, 2)
+
+
+def activation_cost(name: str) -> ActivationCost:
+    return ACTIVATIONS.get(name, _DEFAULT_ACTIVATION)
+
+
+def mlp_saved_elements(spec: ModelSpec, *, frozen: bool) -> int:
+    """I-wide c-byte tensors a dense MLP saves for backward per token (the down projection's input
+    included only when its weight trains). Plain fc -> act -> fc: the activation's own saved
+    tensors; its output is the down projection's input, saved once (the same storage when the
+    activation keeps its output). Gated act(gate) x up: the activation's tensors, and the product
+    saves act(gate) and up; the down projection saves the product."""
+    a = activation_cost(spec.hidden_act)
+    own = int(a.saves_input) + a.extra_saved
+    if spec.gated_mlp and fused_gate_up(spec):
+        # gate and up are views of one 2I output, which the saved gate and up keep alive whole.
+        return 2 + a.extra_saved + 1 + (0 if frozen else 1)
+    if spec.gated_mlp:
+        return own + 2 + (0 if frozen else 1)
+    return own + (1 if (a.saves_output or not frozen) else 0)
+
+
+def mlp_inference_elements(spec: ModelSpec) -> int:
+    """I-wide tensors alive at once in a dense MLP under no_grad, per token: the activation's peak
+    (input and output included); gated, also act(gate), up and their product once the gate is freed.
+    E.g. GPT-2's gelu_new: 4 (the c_fc output, 0.5x and two temporaries of the formula); SwiGLU: 3."""
+    peak = activation_cost(spec.hidden_act).inference_peak
+    if spec.gated_mlp and fused_gate_up(spec):
+        # Phi-3's `gate, up = gate_up_proj(x).chunk(2)`: the 2I output stays alive through act and product.
+        return max(peak + 1, 4)
+    return max(peak, 3) if spec.gated_mlp else peak
+
+
+def fused_gate_up(spec: ModelSpec) -> bool:
+    """Whether the dense MLP computes gate and up with one linear (Phi-3, GLM `gate_up_proj`)."""
+    return any(g.role == "mlp" and g.is_nn_linear and g.name.endswith("gate_up_proj") for g in spec.linears)
 _QK_NORM_FAMILIES = frozenset({"qwen3", "qwen3_moe", "gemma3_text", "gemma3", "olmo2"})
 _SANDWICH_NORM_FAMILIES = frozenset({"gemma2", "gemma3_text", "gemma3"})
 
 # Adapter targets by name, as peft's `target_modules` would be written for each family.
-_ATTENTION_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value", "attention.output.dense",
+_ATTENTION_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "query", "key", "value", "attention.output.dense",
                               "out_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "encoder.q", "encoder.k",
                               "encoder.v", "encoder.o", "decoder.q", "decoder.k", "decoder.v", "decoder.o"})
 # Attention output projections: their input is the attention output (saved by SDPA / flash already).
@@ -141,11 +225,19 @@ def kv_cache_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, kv_bits: i
 
 
 def eager_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
-    """Bytes alive per attention score element in eager attention: the c-byte scores, their fp32
-    softmax and the c-byte probabilities (transformers `eager_attention_forward`: 2c + 4); gpt-oss
-    appends its sink column and keeps the softmax in bf16, so logits, shifted logits and
-    probabilities: 3c (traced, benchmarks/results/calibration-notes.md item 3)."""
-    return 3 * compute_bytes if spec.model_type == "gpt_oss" else 2 * compute_bytes + 4
+    """Bytes alive per attention score element in eager attention without grad: the c-byte masked
+    scores, and `softmax(scores, dtype=torch.float32)`'s fp32 cast of them and its fp32 output
+    (transformers `eager_attention_forward`: c + 8; traced on 2-layer Llama / Gemma 2 copies at
+    3 x 1,536, the peak sits at that softmax); gpt-oss appends its sink column and keeps the
+    softmax in bf16, so logits, shifted logits and probabilities: 3c (traced,
+    benchmarks/results/calibration-notes.md item 3)."""
+    return 3 * compute_bytes if spec.model_type == "gpt_oss" else compute_bytes + 8
+
+
+def eager_saved_score_bytes(spec: ModelSpec, compute_bytes: int) -> int:
+    """Bytes eager attention saves for backward per score element: the fp32 softmax output and the
+    c-byte probabilities the value matmul saves (c + 4); gpt-oss's bf16 softmax and probabilities: 2c."""
+    return 2 * compute_bytes if spec.model_type == "gpt_oss" else compute_bytes + 4
 
 
 def audio_positions(audio_token_share: float, seq_len: int) -> int:
@@ -167,8 +259,9 @@ def prefill_transient_bytes(
       once activated) -> c(4h + 3I); plain GELU MLPs c(4h + 2I);
     - MoE: transformers 5 runs experts with `grouped_mm`: every token is replicated top_k times and
       for all pairs the gathered input (h), gate_up output (2I), act(gate) (I) and product (I) are
-      alive -> 4ch + experts x (c + 4) router logits + top_k x c(h + 4I) (Mixtral: 278,576 B/token,
-      traced 279 KB);
+      alive, or, where the experts are narrow (Qwen3-MoE: I = 768 < 3h/4), the 4 h-wide copies
+      after the down projection -> 4ch + experts x (c + 4) router logits + top_k x c max(h + 4I, 4h)
+      (Mixtral: 278,576 B/token, traced 279 KB);
     - attention: hidden states + q and output (4ch + 2cq); eager also materializes the
       heads x seq scores (`eager_score_bytes` each) and K/V repeated to all heads;
     - RMSNorm: residual + fp32 upcast + fp32 square/product (ch + 12h).
@@ -188,13 +281,16 @@ def prefill_transient_bytes(
     q = spec.num_attention_heads * spec.head_dim
     tokens = batch_size * seq_len
     if spec.is_moe:
-        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * c * (h + 4 * spec.moe_intermediate_size)
+        # Per token-expert pair the larger of: gathered input + gate_up output + act + product
+        # (h + 4I), and after the down projection the gathered input, the down output, the
+        # routing-weighted copy and its un-permuted copy (4h; `weighted_out[inv_perm]` while the
+        # others are still referenced, transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`).
+        pair = max(h + 4 * spec.moe_intermediate_size, 4 * h)
+        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * c * pair
         if spec.num_shared_experts:
             mlp += 3 * c * spec.num_shared_experts * spec.moe_intermediate_size
-    elif spec.model_type in _LAYERNORM_FAMILIES:
-        mlp = c * (4 * h + 2 * spec.intermediate_size)
     else:
-        mlp = c * (4 * h + 3 * spec.intermediate_size)
+        mlp = c * (4 * h + mlp_inference_elements(spec) * spec.intermediate_size)
     attn = c * (4 * h + 2 * q)
     if spec.layer_types and spec.layer_types[0] == "mla":
         # Expanded per-head K and V of MLA (qk_nope + rope, v_head_dim) exist per layer in prefill.
@@ -205,14 +301,29 @@ def prefill_transient_bytes(
     if spec.dual_ffn and audio_token_share is not None and not spec.is_moe:
         n_audio = audio_positions(audio_token_share, seq_len)
         routed = batch_size * max(n_audio, seq_len - n_audio)
-        gated = 2 if spec.model_type in _LAYERNORM_FAMILIES else 3
-        mlp_total = tokens * 4 * c * h + routed * gated * c * spec.intermediate_size
+        mlp_total = tokens * 4 * c * h + routed * mlp_inference_elements(spec) * c * spec.intermediate_size
         total = max(mlp_total, tokens * attn, tokens * norm) + batch_size * n_audio * c * h
     if attention == "eager":
-        # scores, softmax and probabilities per head and key; K/V repeated to every head.
-        total += tokens * spec.num_attention_heads * seq_len * eager_score_bytes(spec, c) + tokens * 2 * c * q
-        total += batch_size * seq_len * seq_len * c  # additive causal mask
+        total = max(total, eager_attention_transient_bytes(spec, batch_size=batch_size, seq_len=seq_len, compute_bytes=c))
     return total
+
+
+def eager_attention_transient_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute_bytes: int) -> int:
+    """What is alive at eager attention's softmax over `seq_len` new tokens (no grad), a moment of
+    its own: the MLP's transients do not exist then. Per token: the hidden states the loop holds
+    (`inputs_embeds`, residual, normed input: 3ch), the rotated queries (cq), heads x seq scores at
+    `eager_score_bytes` each, and K/V repeated to every head (`repeat_kv`, 2cq) where heads share
+    K/V (GQA; with as many K/V heads as heads it returns its input). Plus one additive mask of
+    batch x seq x seq per kind of layer (transformers builds a full and a sliding mask when both
+    kinds exist). Traced (2-layer copies, 3 x 1,536): Llama-2-7B dims 527,360 B/token, Gemma-2-2B
+    155,136 B/token, both as summed here from the live tensors at the peak."""
+    c = compute_bytes
+    heads = spec.num_attention_heads
+    q = heads * spec.head_dim
+    repeated = 2 * c * q if spec.num_key_value_heads and heads // spec.num_key_value_heads > 1 else 0
+    per_token = 3 * c * spec.hidden_size + c * q + heads * seq_len * eager_score_bytes(spec, c) + repeated
+    masks = max(len({k for k in spec.layer_types if k in ("full", "sliding")}), 1)
+    return batch_size * seq_len * per_token + masks * batch_size * seq_len * seq_len * c
 
 
 def generation_logits_bytes(spec: ModelSpec, *, batch_size: int, compute_bytes: int) -> int:
@@ -364,7 +475,7 @@ def layer_saved_bytes_per_token(
         kv = heads * (spec.head_dim + spec.v_head_dim) // 2  # expanded K (qk dim) and V (v dim) per head
     inter = spec.moe_intermediate_size if spec.is_moe else spec.intermediate_size
     frozen = adapters is not None
-    layernorm = spec.model_type in _LAYERNORM_FAMILIES
+    layernorm = spec.layer_norm
     per_layer_linears = [g for g in spec.linears if g.role in ("attention", "mlp") and g.count % max(spec.num_hidden_layers, 1) == 0]
 
     r = residual_bytes or c
@@ -377,7 +488,10 @@ def layer_saved_bytes_per_token(
 
     # Attention core.
     if attention == "eager":
-        total += c * (3 * q) + heads * seq_len * (eager_score_bytes(spec, c) - c)
+        total += c * (3 * q) + heads * seq_len * eager_saved_score_bytes(spec, c)
+        if spec.attn_logit_softcapping:
+            # `scores = tanh(scores / cap) * cap` (Gemma2 eager_attention_forward): tanh saves its c-byte output.
+            total += heads * seq_len * c
     else:
         total += c * (q + 2 * kv) + c * q + 4 * heads
 
@@ -389,10 +503,10 @@ def layer_saved_bytes_per_token(
         if spec.num_shared_experts:
             shared = spec.num_shared_experts * inter
             total += 3 * c * shared + (0 if frozen else c * (h + shared))
-    elif layernorm:
-        total += c * inter  # GELU input
     else:
-        total += 3 * c * inter  # SiLU input, act(G), up
+        # The activation's saved tensors (ACTIVATIONS) and, gated, act(G) and up; the down
+        # projection's input is added with the other linear inputs below.
+        total += c * inter * mlp_saved_elements(spec, frozen=True)
 
     # Inputs saved for weight gradients (full) or adapter inputs (LoRA).
     if not frozen:
@@ -403,7 +517,8 @@ def layer_saved_bytes_per_token(
         attn_readers, mlp_readers = (1, 1) if r == c else stream_readers(spec)
         total += attn_readers * c * h + (c * q if attention == "eager" else 0)
         if not spec.is_moe:
-            total += mlp_readers * c * h + c * inter  # MLP input (shared by gate/up, or cast per linear), down_proj input
+            # MLP input (shared by gate/up, or cast per linear), down_proj input (unless the activation already keeps it)
+            total += mlp_readers * c * h + c * inter * (mlp_saved_elements(spec, frozen=False) - mlp_saved_elements(spec, frozen=True))
         else:
             total += c * h  # router input
     else:
@@ -455,6 +570,7 @@ def training_activation_bytes(
     extra_per_layer: int = 0,
     head_saves_input: bool = True,
     first_layer_input_grad: bool = True,
+    checkpointed_extra_per_layer: int = 0,
 ) -> int:
     """Saved activations of a whole forward pass, at the start of backward.
 
@@ -464,7 +580,9 @@ def training_activation_bytes(
     arXiv:1604.06174) a checkpointed layer keeps only its input (ch per token, or
     `layer_input_bytes` x h when the residual stream is fp32 under autocast); with
     `checkpoint_every` = k only every k-th layer is checkpointed (`checkpointed_layers`) and the
-    others keep everything. The layer recomputed during backward is `recompute_activation_bytes`.
+    others keep everything; a selective policy keeps `checkpointed_extra_per_layer` bytes per token
+    more in each checkpointed layer (`selective_op_saved_bytes_per_token`). The layer recomputed
+    during backward is `recompute_activation_bytes`.
 
     After the last layer: the final norm (its fp32 input, 1/rms, and the normalized tensor when its
     weight trains, in the residual dtype) and, when the LM head trains and an nn.Linear applies it
@@ -484,7 +602,7 @@ def training_activation_bytes(
     head_inputs = head_saved_bytes_per_token(spec, compute_bytes=c, residual_bytes=r, frozen=adapters is not None,
                                              head_saves_input=head_saves_input)
     if not first_layer_input_grad and layers:
-        head_inputs -= (c * h + 8) if spec.model_type in _LAYERNORM_FAMILIES else 4 * h + 4
+        head_inputs -= (c * h + 8) if spec.layer_norm else 4 * h + 4
     if gradient_checkpointing:
         kept = checkpointed_layers(layers, checkpoint_every)
         rest = layers - kept
@@ -492,10 +610,51 @@ def training_activation_bytes(
         if rest:
             per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
                                                     residual_bytes=r) + extra_per_layer
-        return tokens * (kept * r * h + rest * per_layer + head_inputs)
+        return tokens * (kept * (r * h + checkpointed_extra_per_layer) + rest * per_layer + head_inputs)
     per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
                                             residual_bytes=r) + extra_per_layer
     return tokens * (layers * per_layer + head_inputs)
+
+
+# torchtitan's op-level selective activation checkpointing (`mode = "selective"`,
+# `selective_ac_option = "op"`): `_save_list` in torchtitan/models/llama3/infra/parallelize.py at
+# commit 81c1243 (aten.mm, SDPA flash / efficient attention, reduce_scatter, max), applied by
+# `_custom_policy` with "every second mm" recomputed; torchtitan/distributed/activation_checkpoint.py
+# `_apply_op_sac` keeps the same rule at commit cfb9326. torchtune 0.6 (`training/activations.py`,
+# commit 6ace7c2) offers only per-layer "selective" (every k-th block) beside "full".
+
+
+def selective_op_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int, attention: str, adapters: AdapterPlan | None = None,
+                                       adapter_out_bytes: int = 0) -> int:
+    """Bytes per token one decoder layer keeps under torchtitan's op-level selective checkpointing,
+    beyond its input (which full checkpointing keeps too).
+
+    The policy sees dispatched aten ops in execution order. An `nn.Linear` without bias on a
+    [batch, seq, in] input is one `aten.mm` (`linear` -> `matmul` folds the batch into rows); one
+    with a bias is `aten.addmm` (`_flatten_nd_linear`), which is not in the list and is recomputed.
+    peft's LoRA runs base, lora_A, lora_B (three mm, adapter outputs in `adapter_out_bytes`). Of the
+    layer's mm calls the odd ones (1st, 3rd, ...) keep their output: for a Llama layer q (cq), v
+    (c kv), gate (cI) and down (ch), not k, o, up. Flash / efficient SDPA keeps its output (cq) and
+    fp32 log-sum-exp (4 x heads); eager attention runs bmm and softmax, none of them kept. Linears
+    are taken in the module order of the layer (transformers declares them in execution order);
+    fused MoE experts run grouped matmuls, not mm, so only their router counts. Full-FT Llama-3.2-3B
+    layer in bf16: 2 x (3072 + 1024 + 8192 + 3072) + 2 x 3072 + 4 x 24 = 36,960 bytes (traced)."""
+    c = compute_bytes
+    layers = max(spec.num_hidden_layers, 1)
+    mm_outputs: list[int] = []
+    for g in spec.linears:
+        if g.role not in ("attention", "mlp", "router") or not g.is_nn_linear or g.count % layers:
+            continue
+        for _ in range(g.count // layers):
+            if not g.bias_params:
+                mm_outputs.append(c * g.out_features)
+            if adapters is not None and adapters.adapts(g):
+                width = adapters.rank * g.lora_rank_factor
+                mm_outputs += [adapter_out_bytes * width, adapter_out_bytes * g.out_features]
+    total = sum(size for i, size in enumerate(mm_outputs) if i % 2 == 0)
+    if attention != "eager":
+        total += c * spec.num_attention_heads * spec.head_dim + 4 * spec.num_attention_heads
+    return total
 
 
 def recompute_activation_bytes(
@@ -514,12 +673,16 @@ def loss_buffer_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute
     transformers' `ForCausalLMLoss` upcasts logits to fp32; `_log_softmax_backward_data` then has
     the saved log-probabilities, the incoming gradient and its result live at once:
     3 x 4 bytes x batch x seq x vocab (traced, ../shared/TRACE-NOTES.md). A loop that keeps the
-    model `outputs` alive (`keep_logits`) adds the c-byte logits. Encoders have no LM loss here.
+    model `outputs` alive (`keep_logits`) adds the c-byte logits; a model that soft-caps its logits
+    (Gemma 2) keeps tanh's c-byte output too. Encoders have no LM loss here.
     """
     if not spec.is_causal_lm:
         return 0
     tokens = batch_size * seq_len
-    return tokens * spec.vocab_size * (12 + (compute_bytes if keep_logits else 0))
+    # Final logit soft-capping (Gemma2ForCausalLM.forward: `logits = tanh(logits / cap) * cap` before
+    # the loss): tanh saves its c-byte output until backward reaches it (traced, gemma2 2-layer copy).
+    softcap = compute_bytes if spec.final_logit_softcapping else 0
+    return tokens * spec.vocab_size * (12 + softcap + (compute_bytes if keep_logits else 0))
 
 
 def loss_forward_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int) -> int:
@@ -929,7 +1092,7 @@ def liger_kernel_savings_per_layer(spec: ModelSpec, *, compute_bytes: int, norm_
     `LigerRMSNormFunction` saves its c-byte input and fp32 1/rms instead of transformers' fp32
     upcast (and, with a trainable weight, the normalized tensor): 4h + (ch) - ch per norm;
     `LigerSiLUMulFunction` saves gate and up and recomputes SiLU in backward: one c x I fewer."""
-    if spec.model_type in _LAYERNORM_FAMILIES:
+    if spec.layer_norm or not spec.gated_mlp:
         return 0
     c, h = compute_bytes, spec.hidden_size
     saved = 0

@@ -13,7 +13,8 @@ component the bytes are fitted as
 (B batch, S tokens: the prompt in prefill and training, the cache length in decode; S^2 only
 matters where attention is eager). Memory of a step is a sum of tensors alive at one moment, each
 sized by these products, so the fit is exact while the peak stays at the same place; a point held
-out of the fit checks it (`check_error_pct`). The fit is then evaluated at the full depth (n_k
+out of the fit checks it (`check_error_pct`: the fourth point when the first three fit a linear
+model, else a fifth). The fit is then evaluated at the full depth (n_k
 of the whole model), batch and context.
 
 Components: "kv" is what transformers' cache holds (K/V, or the conv + recurrent state of
@@ -44,7 +45,9 @@ from .errors import CalculatorError
 
 PROFILE_FORMAT = 1
 # (batch, tokens) points of the fit: four, the number of terms per kind. Fake tensors cost the same
-# time at any size, so the points sit where users run (1k-4k tokens), not at toy sizes.
+# time at any size, so the points sit where users run (1k-4k tokens), not at toy sizes. When the
+# first three fit a linear model that predicts the fourth (`_fit_mode`), the fourth is the held-out
+# check and CHECK_POINT is not traced.
 FIT_POINTS: tuple[tuple[int, int], ...] = ((1, 1024), (1, 2048), (2, 2048), (1, 4096))
 CHECK_POINT: tuple[int, int] = (2, 3072)  # held out of the fit
 GENERATED_TOKENS = 4  # decode steps traced per point (steps 1 and 3; the cache grown in between)
@@ -219,8 +222,13 @@ def default_settings(*, precision: str = "bf16", attention: str = "sdpa", lora_r
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    """sha256 of the config as canonical JSON, provenance fields dropped."""
-    clean = {k: v for k, v in config.items() if k not in _IGNORED_KEYS}
+    """sha256 of the config as canonical JSON, provenance fields dropped. Keys a config.json leaves
+    out take its model type's class defaults where the inventories ship them
+    (`inventory.with_shipped_defaults`), so the diff-only file save_pretrained writes and the full
+    dict find the same profile."""
+    from .inventory import with_shipped_defaults
+
+    clean = {k: v for k, v in with_shipped_defaults(config).items() if k not in _IGNORED_KEYS}
     return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -398,20 +406,25 @@ _COLS = ("const", "per_seq", "per_token", "per_token2")
 _KV_COLS = ("per_seq", "per_token")
 
 
-def _fit_component(obs: list[tuple[dict[str, int], int, int, float]], order: Sequence[str]) -> ComponentFit:
-    """Least squares over observations (kind counts, batch, tokens, bytes)."""
+def _fit_component(obs: list[tuple[dict[str, int], int, int, float]], order: Sequence[str], cols: Sequence[str] = _COLS) -> ComponentFit:
+    """Least squares over observations (kind counts, batch, tokens, bytes) in the terms `cols`
+    (the others are 0)."""
     rows, ys = [], []
     for counts, b, s, y in obs:
-        f = _features(b, s, _COLS)
+        f = _features(b, s, cols)
         row = list(f)
         for k in order:
             row += [counts.get(k, 0) * v for v in f]
         rows.append(row)
         ys.append(y)
     x = _lstsq(rows, ys)
-    n = len(_COLS)
-    base = Terms(*x[:n])
-    per_kind = tuple((k, Terms(*x[n * (i + 1): n * (i + 2)])) for i, k in enumerate(order))
+    n = len(cols)
+
+    def terms(values: Sequence[float]) -> Terms:
+        return Terms(**dict(zip(cols, values, strict=True)))
+
+    base = terms(x[:n])
+    per_kind = tuple((k, terms(x[n * (i + 1): n * (i + 2)])) for i, k in enumerate(order))
     return ComponentFit(base=base, per_kind=per_kind)
 
 
@@ -429,6 +442,90 @@ def _fit_kv(obs: list[tuple[str, int, int, float]], order: Sequence[str], window
             x = _lstsq(rows, ys)
             per_kind.append((k, Terms(per_seq=x[0], per_token=x[1])))
     return ComponentFit(per_kind=tuple(per_kind))
+
+
+# A fit is taken as linear (no S^2 term) when the three-point linear fit predicts the fourth point
+# to this fraction of that phase's peak. Eager attention's [B, heads, S, S] scores are tens of % of
+# the peak at 4,096 tokens; one boolean [B, S, S] mask is 16 MiB (0.5% of a 3 GiB peak). Smaller
+# misses are a moving peak (the max of two linear terms), which neither fit follows: llama's
+# default prefill missed the fifth point by 0.012% with the quadratic fit (profile_speed_before.txt).
+# An S^2 term under 0.1% of the peak at 4,096 tokens stays under ~1% at 32k.
+LINEAR_TOLERANCE = 1e-3
+
+
+def _observations(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]], keep: Sequence[tuple[int, int]]
+                  ) -> tuple[dict[str, list], dict[str, list], dict[str, list]]:
+    """Per phase, the (kind counts, batch, tokens, bytes) observations of activations, gradients and (per layer) the cache."""
+    act: dict[str, list] = {}
+    grad: dict[str, list] = {}
+    kv: dict[str, list] = {}
+    keep = [tuple(p) for p in keep]
+    for counts, kinds, r in runs:
+        if (r.batch, r.length) not in keep:
+            continue
+        for phase, comp in r.phases.items():
+            s = r.context if phase == "decode" else r.length
+            act.setdefault(phase, []).append((counts, r.batch, s, float(comp["activations"])))
+            if mode != "inference":
+                grad.setdefault(phase, []).append((counts, r.batch, s, float(comp["gradients"])))
+        for phase, per_layer in r.kv_by_layer.items():
+            s = r.context if phase == "decode" else r.length
+            for kind, y in zip(kinds, per_layer, strict=False):
+                kv.setdefault(phase, []).append((kind, r.batch, s, float(y)))
+    return act, grad, kv
+
+
+def _phase_fits(mode: str, phase: str, obs: tuple[dict[str, list], dict[str, list], dict[str, list]], order: Sequence[str],
+                windows: Mapping[str, int], cols: Sequence[str]) -> dict[str, ComponentFit]:
+    act, grad, kv = obs
+    out = {}
+    if phase in act:
+        out[f"{mode}/{phase}/activations"] = _fit_component(act[phase], order, cols)
+    if phase in grad:
+        out[f"{mode}/{phase}/gradients"] = _fit_component(grad[phase], order, cols)
+    if phase in kv:
+        out[f"{mode}/{phase}/kv"] = _fit_kv(kv[phase], order, windows)
+    return out
+
+
+def _check(mode: str, phase: str, fits: Mapping[str, ComponentFit], counts: Mapping[str, int], r: Any, windows: Mapping[str, int]) -> float:
+    """(predicted - measured) / the phase's peak, in %, of one point result."""
+    comp = r.phases[phase]
+    s = r.context if phase == "decode" else r.length
+    measured = comp["activations"] + sum(r.kv_by_layer.get(phase, ())) + comp["gradients"]
+    predicted = sum(f.at(r.batch, s, counts, windows) for name in ("activations", "kv", "gradients")
+                    if (f := fits.get(f"{mode}/{phase}/{name}")) is not None)
+    return (predicted - measured) / max(comp["peak"], 1) * 100.0
+
+
+def _fit_mode(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]], order: Sequence[str], windows: Mapping[str, int],
+              points: Sequence[tuple[int, int]]) -> tuple[dict[str, ComponentFit], dict[str, float], set[str]]:
+    """The fits of one mode's phases, the held-out checks of the linear ones, and the quadratic phases.
+
+    With four points the four terms per kind are determined exactly (the quadratic fit). Per phase,
+    the three linear terms are first fitted on the first three points and the fourth is predicted:
+    within `LINEAR_TOLERANCE` of the phase's peak, the phase is linear (per_token2 = 0, refitted on
+    all four points) and the fourth point was its held-out check, so no fifth point is needed for
+    it. Otherwise the phase gets the quadratic fit on all four (and no check here)."""
+    phases = sorted({p for _, _, r in runs for p in r.phases})
+    everything = _observations(mode, runs, points)
+    if len(points) < 4:
+        return {k: v for p in phases for k, v in _phase_fits(mode, p, everything, order, windows, _COLS).items()}, {}, set(phases)
+    first = _observations(mode, runs, points[:3])
+    fourth = [(counts, r) for counts, _, r in runs if (r.batch, r.length) == tuple(points[3])]
+    fits: dict[str, ComponentFit] = {}
+    checks: dict[str, float] = {}
+    quadratic: set[str] = set()
+    for phase in phases:
+        trial = _phase_fits(mode, phase, first, order, windows, _COLS[:3])
+        errors = [_check(mode, phase, trial, counts, r, windows) for counts, r in fourth if phase in r.phases]
+        if errors and all(abs(e) <= LINEAR_TOLERANCE * 100.0 for e in errors):
+            fits.update(_phase_fits(mode, phase, everything, order, windows, _COLS[:3]))
+            checks[f"{mode}/{phase}"] = round(max(errors, key=abs), 3)
+        else:
+            fits.update(_phase_fits(mode, phase, everything, order, windows, _COLS))
+            quadratic.add(phase)
+    return fits, checks, quadratic
 
 
 def _short(kind: str) -> str:
@@ -465,67 +562,58 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     if scale < 1:
         notes.append(f"Traced at 1/{round(1 / scale)} of the usual lengths (up to {max(s for _, s in points):,} tokens): within the "
                      f"model's positions and {max_seconds:g} s (reference kernels that run token by token on CPU are slow).")
-    all_points = [*points, *([check_point] if check_point else [])]
     fits: dict[str, ComponentFit] = {}
     checks: dict[str, float] = {}
     traced_kinds: set[str] = set()
+    traced: dict[int, int] = {}  # asked depth -> layers the traced copy had
     lora = {"rank": settings["lora_rank"], "targets": settings["lora_targets"], "adapter_precision": settings["adapter_precision"]}
+
+    def trace(mode: str, pts: Sequence[tuple[int, int]]) -> list[tuple[dict[str, int], tuple[str, ...], Any]]:
+        """(kind counts, kinds, point result) of every depth's copy at `pts`."""
+        out = []
+        for depth in depths:
+            cut = sized_down_config(config, depth)
+            if on_progress:
+                on_progress(f"{mode}: tracing a {depth}-layer copy at {len(pts)} sizes")
+            results, run_notes, kinds = run_points(
+                cut, mode=mode, points=pts, generated=GENERATED_TOKENS, precision=settings["precision"],
+                attention=settings["attention"], lora=lora, deadline=deadline,
+            )
+            notes.extend(n for n in run_notes if n not in notes)
+            traced_kinds.update(kinds)
+            if len(kinds) != depth:
+                # The copy kept more layers than asked (a layer-count key cut_config does not know):
+                # the label says what was traced, and equal depths cannot separate the layers.
+                note = f"A {depth}-layer copy was asked for and transformers built {len(kinds)} layers."
+                notes.extend([note] if note not in notes else [])
+            traced.setdefault(depth, len(kinds))
+            counts = {k: kinds.count(k) for k in order}
+            for r in results:
+                for kind, window in zip(kinds, r.windows, strict=False):
+                    if window:
+                        windows[kind] = window
+            out += [(counts, kinds, r) for r in results]
+        return out
+
     for mode in modes:
-        act_obs: dict[str, list] = {}
-        grad_obs: dict[str, list] = {}
-        kv_obs: dict[str, list] = {}
-        held_out: list[tuple[dict[str, int], Any]] = []
         try:
-            for depth in depths:
-                cut = sized_down_config(config, depth)
-                if on_progress:
-                    on_progress(f"{mode}: tracing a {depth}-layer copy at {len(all_points)} sizes")
-                results, run_notes, kinds = run_points(
-                    cut, mode=mode, points=all_points, generated=GENERATED_TOKENS, precision=settings["precision"],
-                    attention=settings["attention"], lora=lora, deadline=deadline,
-                )
-                notes += [n for n in run_notes if n not in notes]
-                traced_kinds |= set(kinds)
-                counts = {k: kinds.count(k) for k in order}
-                for r in results:
-                    fitted = (r.batch, r.length) in points
-                    if not fitted:
-                        held_out.append((counts, r))
-                        continue
-                    for phase, comp in r.phases.items():
-                        s = r.context if phase == "decode" else r.length
-                        act_obs.setdefault(phase, []).append((counts, r.batch, s, float(comp["activations"])))
-                        if mode != "inference":
-                            grad_obs.setdefault(phase, []).append((counts, r.batch, s, float(comp["gradients"])))
-                    for kind, window in zip(kinds, r.windows, strict=False):
-                        if window:
-                            windows[kind] = window
-                    for phase, per_layer in r.kv_by_layer.items():
-                        s = r.context if phase == "decode" else r.length
-                        for kind, y in zip(kinds, per_layer, strict=False):
-                            kv_obs.setdefault(phase, []).append((kind, r.batch, s, float(y)))
+            runs = trace(mode, points)
+            mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points)
+            # Phases linear in B x S were checked at the fourth point; the others at a fifth, if asked.
+            held_out = trace(mode, [check_point]) if quadratic and check_point is not None else []
         except TraceUnsupportedError as e:
             if mode == "inference" or time.monotonic() > deadline:
                 raise
             notes.append(f"{mode} was not profiled: {e}")
             continue
-        for phase, obs in act_obs.items():
-            fits[f"{mode}/{phase}/activations"] = _fit_component(obs, order)
-        for phase, obs in grad_obs.items():
-            fits[f"{mode}/{phase}/gradients"] = _fit_component(obs, order)
-        for phase, obs in kv_obs.items():
-            fits[f"{mode}/{phase}/kv"] = _fit_kv(obs, order, windows)
-        for counts, r in held_out:
-            for phase, comp in r.phases.items():
-                s = r.context if phase == "decode" else r.length
-                measured = comp["activations"] + sum(r.kv_by_layer.get(phase, ())) + comp["gradients"]
-                predicted = 0.0
-                for name in ("activations", "kv", "gradients"):
-                    f = fits.get(f"{mode}/{phase}/{name}")
-                    if f is not None:
-                        predicted += f.at(r.batch, s, counts, windows)
-                if comp["peak"]:
-                    checks[f"{mode}/{phase}"] = round((predicted - measured) / comp["peak"] * 100.0, 3)
+        fits.update(mode_fits)
+        checks.update(linear_checks)
+        for counts, _, r in held_out:
+            for phase in quadratic & set(r.phases):
+                if r.phases[phase]["peak"]:
+                    err = round(_check(mode, phase, fits, counts, r, windows), 3)
+                    key = f"{mode}/{phase}"
+                    checks[key] = err if abs(err) >= abs(checks.get(key, 0.0)) else checks[key]
     missing = [k for k in order if k not in traced_kinds]
     if missing:
         notes.append(f"{len(missing)} layer kind(s) were not reached within {max_depth} traced layers; they take the mean of the traced kinds.")
@@ -538,7 +626,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
         kinds=tuple((k, full_kinds.count(k)) for k in order),
         windows=tuple(windows.items()),
         fits=_fill_missing(fits, missing),
-        traced_depths=depths,
+        traced_depths=tuple(traced.get(d, d) for d in depths),
         points=tuple(points),
         check_error_pct=checks,
         seconds=time.monotonic() - started,
@@ -553,8 +641,8 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
     give CPU seconds per token; the lengths are halved until the plan fits half the time budget."""
     from .verify.profile_trace import run_points
 
-    probe, _, _ = run_points(sized_down_config(config, depths[0]), mode="inference", points=[(1, 32), (1, 96)],
-                             deadline=time.monotonic() + max_seconds)
+    probe, _, _ = run_points(sized_down_config(config, depths[0]), mode="inference", points=[(1, 32), (1, 96)], generated=1,
+                             deadline=time.monotonic() + max_seconds)  # prefill only: the per-token cost
     per_token = max((probe[1].seconds - probe[0].seconds) / 64, 0.0) / max(depths[0], 1)
     weight = sum({"inference": 1.0}.get(m, 3.0) for m in modes)  # a training step costs ~3 forwards
     layers = sum(depths)
@@ -566,13 +654,17 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
     # max_seq_len and fails to broadcast; GPT-2 has 1,024 position embeddings).
     limit = _position_limit(config)
     longest = max(s for _, s in [*points, *([check] if check else [])])
-    while limit and longest * scale > limit and scale > 1 / 256:
-        scale /= 2
+    # The decode steps extend the cache past the prompt (MPT's ALiBi bias is built for max_seq_len
+    # positions and failed to broadcast at 2,048 + 3). The longest point goes to the last multiple
+    # of 64 that leaves room for them (2,048 positions: 1,984), not to half of it: a workload just
+    # under the limit then stays inside the fitted range.
+    if limit and longest * scale + GENERATED_TOKENS > limit:
+        scale = min(scale, max((limit - GENERATED_TOKENS) // 64 * 64, 16) / longest)
     if scale == 1.0:
         return list(points), check, 1.0
 
     def shrink(p: tuple[int, int]) -> tuple[int, int]:
-        return p[0], max(int(p[1] * scale), 8)
+        return p[0], max(int(p[1] * scale) // 16 * 16, 8)
 
     return [shrink(p) for p in points], (shrink(check) if check else None), scale
 
@@ -620,6 +712,7 @@ def settings_for(workload: Any) -> dict[str, Any]:
 # Workload settings a profile does not trace (it traces the plain loop: `Workload()`'s defaults).
 # Training: the memory savers and trainer options; inference: cache layouts other than DynamicCache.
 _TRAINING_UNTRACED = ("gradient_checkpointing", "master_weights", "loss_impl", "compile_loss", "trained_token_fraction", "checkpoint_every",
+                      "checkpoint_policy", "oft_block_size", "vera_rank",
                       "activation_offload", "optimizer_in_backward", "norm_kernel", "mlp_kernel", "packing", "sample_lengths", "peft_method",
                       "keep_logits")
 _INFERENCE_UNTRACED = ("cache_implementation",)

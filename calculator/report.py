@@ -311,7 +311,7 @@ def _trainer_dict(est: Any) -> dict[str, Any]:
     return {
         "name": w.trainer, "problem": est.trainer_problem or None, "loss": w.loss_impl, "loss_chunks": w.loss_chunks,
         "trained_token_fraction": w.trained_token_fraction, "gradient_checkpointing": w.gradient_checkpointing,
-        "checkpoint_every": w.checkpoint_every, "activation_offload": w.activation_offload, "optimizer": w.optimizer,
+        "checkpoint_every": w.checkpoint_every, "checkpoint_policy": w.checkpoint_policy, "activation_offload": w.activation_offload, "optimizer": w.optimizer,
         "fused_optimizer": w.fused_optimizer, "paged_optimizer": w.paged_optimizer, "optimizer_in_backward": w.optimizer_in_backward,
         "fp32_weights": w.master_weights, "cpu_offload": w.cpu_offload, "peft_method": w.peft_method if w.mode in ("lora", "qlora") else None,
         "adapter_precision": w.adapter_precision if w.mode in ("lora", "qlora") else None, "lora_targets": w.lora_targets,

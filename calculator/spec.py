@@ -123,6 +123,17 @@ class ModelSpec:
     # then falls back to eager attention, which materializes the seq x seq scores.
     supports_sdpa: bool = True
     checkpoint_dtype: str = "bf16"
+    # The dense MLP as transformers builds it: `hidden_act` is the ACT2FN key its MLP applies (what
+    # autograd saves depends on it, memory.ACTIVATIONS); `gated_mlp` act(gate) x up -> down (SwiGLU,
+    # GeGLU) or a plain fc -> act -> fc; `layer_norm` when the layers' norms are torch's
+    # nn.LayerNorm (a fused kernel saving its c-byte input) rather than an RMSNorm upcast to fp32.
+    hidden_act: str = "silu"
+    gated_mlp: bool = True
+    layer_norm: bool = False
+    # Logit soft-capping (`cap * tanh(x / cap)`, Gemma 2's config keys): on the final logits before
+    # the loss, and on the attention scores (eager attention).
+    final_logit_softcapping: float | None = None
+    attn_logit_softcapping: float | None = None
     # DualFFN (higgs-audio): every layer has a text FFN and an audio FFN; tokens are routed between
     # them by a mask of audio placeholder ids (Workload.audio_token_share says how many).
     dual_ffn: bool = False
@@ -357,6 +368,48 @@ _LLAMA_LIKE = {
 }
 
 
+# Config keys naming the MLP's activation, one per config class (transformers 5.24: `ACT2FN[config.
+# hidden_activation]` in Gemma2/3, `hidden_act` in Llama/Gemma/NeoX/BERT, `activation_function` in
+# GPT-2/GPT-J/OPT/BigCode, `dense_act_fn` in T5).
+_ACTIVATION_KEYS = ("hidden_activation", "hidden_act", "activation_function", "dense_act_fn")
+
+
+def mlp_activation(cfg: Mapping[str, Any], default: str = "silu") -> str:
+    """The activation transformers' MLP applies for this config: the config's own key, else the
+    config class's constructor default (architectures.json `defaults`)."""
+    facts = architecture_facts(str(cfg.get("model_type", ""))).get("defaults", {})
+    for source in (cfg, facts):
+        for key in _ACTIVATION_KEYS:
+            value = source.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return default
+
+
+def _positive(value: Any) -> float | None:
+    """A config number that switches a feature on when positive (None / 0 / false: off)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+
+def _torch_layer_norm(model_type: str, default: bool = False) -> bool:
+    """Whether the decoder layers' norms are torch's nn.LayerNorm (architectures.json `norm_class`)."""
+    cls = architecture_facts(model_type).get("norm_class")
+    return default if cls is None else cls == "LayerNorm"
+
+
+def _qkv_linears(model_type: str, *, h: int, q_dim: int, kv_dim: int, layers: int, bias: bool,
+                 names: tuple[str, str, str] = ("q_proj", "k_proj", "v_proj")) -> list[LinearGroup]:
+    """The q/k/v projections as transformers builds them: one fused `qkv_proj` (h -> q + 2 kv) where
+    its attention block has two linear weights (architectures.json `attention_linears`: GPT-2
+    c_attn, GPT-NeoX query_key_value, Phi-3 qkv_proj), else three. Parameters are the same; LoRA
+    places one adapter on the fused one (r x (h + q + 2kv)) and it saves one copy of its input."""
+    if architecture_facts(model_type).get("attention_linears") == 2:
+        return [LinearGroup(name="qkv_proj", in_features=h, out_features=q_dim + 2 * kv_dim, count=layers, role="attention", bias=bias)]
+    return [LinearGroup(name=names[0], in_features=h, out_features=q_dim, count=layers, role="attention", bias=bias),
+            LinearGroup(name=names[1], in_features=h, out_features=kv_dim, count=layers, role="attention", bias=bias),
+            LinearGroup(name=names[2], in_features=h, out_features=kv_dim, count=layers, role="attention", bias=bias)]
+
+
 def _layer_types(cfg: Mapping[str, Any], num_layers: int) -> tuple[AttentionKind, ...]:
     """Which layers keep a full cache and which a sliding window.
 
@@ -435,11 +488,11 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
     gated_mlp = facts.get("mlp_matrices") != 2
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
     linears: list[LinearGroup] = [
-        LinearGroup(name="q_proj", in_features=h, out_features=q_dim, count=layers, role="attention", bias=qkv_bias),
-        LinearGroup(name="k_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=qkv_bias),
-        LinearGroup(name="v_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=qkv_bias),
+        *_qkv_linears(model_type, h=h, q_dim=q_dim, kv_dim=kv_dim, layers=layers, bias=qkv_bias),
         LinearGroup(name="o_proj", in_features=q_dim, out_features=h, count=layers, role="attention", bias=o_bias),
     ]
+    # Phi-3 / GLM fuse gate and up into one linear (architectures.json: 2 MLP linears holding 3 matrices).
+    fused_gate_up = gated_mlp and facts.get("mlp_linears") == 2
     norms_per_layer = 2
     if model_type in {"gemma2", "gemma3_text", "gemma3"}:
         norms_per_layer = 4  # pre/post attention and pre/post feed-forward norms
@@ -493,11 +546,16 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
                     LinearGroup(name=f"{prefix}mlp.c_proj", in_features=inter, out_features=h, count=dense_layers, role="mlp", bias=mlp_bias),
                 ]
                 continue
-            linears += [
-                LinearGroup(name=f"{prefix}mlp.gate_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp", bias=mlp_bias),
-                LinearGroup(name=f"{prefix}mlp.up_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp", bias=mlp_bias),
-                LinearGroup(name=f"{prefix}mlp.down_proj", in_features=inter, out_features=h, count=dense_layers, role="mlp", bias=mlp_bias),
-            ]
+            if fused_gate_up:
+                linears.append(LinearGroup(name=f"{prefix}mlp.gate_up_proj", in_features=h, out_features=2 * inter, count=dense_layers,
+                                           role="mlp", bias=mlp_bias))
+            else:
+                linears += [
+                    LinearGroup(name=f"{prefix}mlp.gate_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp", bias=mlp_bias),
+                    LinearGroup(name=f"{prefix}mlp.up_proj", in_features=h, out_features=inter, count=dense_layers, role="mlp", bias=mlp_bias),
+                ]
+            linears.append(LinearGroup(name=f"{prefix}mlp.down_proj", in_features=inter, out_features=h, count=dense_layers, role="mlp",
+                                       bias=mlp_bias))
     if ffn_copies == 2:
         other += layers * 2 * h  # the audio FFN's own pre/post norms
 
@@ -540,6 +598,11 @@ def _llama_like(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         # read from a default build (architectures.json `supports_sdpa`).
         supports_sdpa=bool(facts.get("supports_sdpa", True)),
         checkpoint_dtype=checkpoint_dtype(cfg),
+        hidden_act=mlp_activation(cfg),
+        gated_mlp=gated_mlp,
+        final_logit_softcapping=_positive(cfg.get("final_logit_softcapping")),
+        attn_logit_softcapping=_positive(cfg.get("attn_logit_softcapping")),
+        layer_norm=_torch_layer_norm(model_type),
         dual_ffn=ffn_copies == 2,
         linears=tuple(linears),
         embedding_params=embedding,
@@ -656,6 +719,7 @@ def _bert(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         head_dim=h // heads, intermediate_size=inter, vocab_size=vocab, max_position_embeddings=max_pos,
         layer_types=(), is_causal_lm=False, tie_word_embeddings=True, checkpoint_dtype=checkpoint_dtype(cfg),
+        hidden_act=mlp_activation(cfg, "gelu"), gated_mlp=False, layer_norm=True,
         linears=linears, embedding_params=(vocab + max_pos + type_vocab) * h, other_params=other,
         notes=("Encoder-only: no KV cache and no generation; inference is one forward pass.",),
     )
@@ -722,9 +786,7 @@ def _gpt_classic(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
     kv_dim = kv_heads * head_dim
     bias = mt != "gptj"  # GPT-J attention projections have no bias; its MLP does
     linears = [
-        LinearGroup(name="q_proj", in_features=h, out_features=h, count=layers, role="attention", bias=bias),
-        LinearGroup(name="k_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=bias),
-        LinearGroup(name="v_proj", in_features=h, out_features=kv_dim, count=layers, role="attention", bias=bias),
+        *_qkv_linears(mt, h=h, q_dim=h, kv_dim=kv_dim, layers=layers, bias=bias),
         LinearGroup(name="out_proj", in_features=h, out_features=h, count=layers, role="attention", bias=bias),
         LinearGroup(name="fc_in", in_features=h, out_features=inter, count=layers, role="mlp", bias=True),
         LinearGroup(name="fc_out", in_features=inter, out_features=h, count=layers, role="mlp", bias=True),
@@ -752,6 +814,7 @@ def _gpt_classic(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
         head_dim=head_dim, intermediate_size=inter, vocab_size=vocab, max_position_embeddings=max_pos,
         layer_types=("full",) * layers, tie_word_embeddings=tie, checkpoint_dtype=checkpoint_dtype(cfg),
+        hidden_act=mlp_activation(cfg, "gelu_new"), gated_mlp=False, layer_norm=True,
         linears=tuple(linears), embedding_params=embedding, other_params=other,
     )
 

@@ -216,7 +216,7 @@ _NO_SWITCH: dict[str, str] = {
     # or `label_smoothing_factor` the loss comes from the full logits but the fused forward still runs
     # (under no_grad) for the token metrics. `use_liger_kernel` does not replace it (it forces
     # `fused_linear_cross_entropy` off). `loss_type` takes only "nll" and "dft", both fused.
-    "trl-sft": "No SFTConfig setting turns the fused head off in TRL 1.16 (SFTTrainer adds it in __init__ and runs it on "
+    "trl-sft": "No SFTConfig setting turns the fused head off in TRL 1.16 (SFTTrainer adds it at construction and runs it on "
     "every step, even with compute_loss_func or label smoothing, for its token metrics).",
     # unsloth models/llama.py patches its fused cross-entropy into the causal-LM forward over `lm_head`.
     "unsloth": "Unsloth patches its fused cross-entropy into the model's forward over that one weight.",

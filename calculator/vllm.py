@@ -621,6 +621,7 @@ class VllmBudget:
     starts: bool
     reason: str  # why it does not start ('' when it does)
     max_model_len_that_fits: int  # the longest max_model_len the KV cache holds (0: none; max_model_len when it starts)
+    encoder: EncoderProfile | None = None  # the multimodal encoder profile inside the activation peak (V1 vision-language models)
 
     @property
     def non_kv_bytes(self) -> int:
@@ -701,6 +702,7 @@ def vllm_budget(
         nccl_outside_bytes=before_snapshot - CUDA_CONTEXT_BYTES,
         available_kv_bytes=available, kv_bytes_per_block=per_block, num_blocks=blocks, kv_tokens=kv_tokens,
         max_concurrency=concurrency, starts=not reason, reason=reason, max_model_len_that_fits=fits_len,
+        encoder=encoder_profile(spec, s, compute_bytes=c),
     )
 
 

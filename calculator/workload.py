@@ -35,6 +35,11 @@ LossImpl = Literal["full", "chunked-output", "fused-linear", "fused-linear-liger
 LOSS_IMPLS: tuple[LossImpl, ...] = ("full", "chunked-output", "fused-linear", "fused-linear-liger")
 PeftMethod = Literal["lora", "dora", "ia3", "prompt-tuning", "oft", "vera"]
 PEFT_METHODS: tuple[PeftMethod, ...] = ("lora", "dora", "ia3", "prompt-tuning", "oft", "vera")
+# What a checkpointed layer keeps: "full" = only its input (transformers gradient_checkpointing, torchtune
+# enable_activation_checkpointing, torchtitan mode="full"); "selective-op" = torchtitan's op-level selective AC
+# (mode="selective", selective_ac_option="op"): also the outputs of matmuls (every other one) and attention.
+CheckpointPolicy = Literal["full", "selective-op"]
+CHECKPOINT_POLICIES: tuple[CheckpointPolicy, ...] = ("full", "selective-op")
 Packing = Literal["padded", "packed", "padding-free"]
 PACKINGS: tuple[Packing, ...] = ("padded", "packed", "padding-free")
 CpuOffload = Literal["none", "optimizer", "optimizer+params"]
@@ -97,6 +102,7 @@ class Workload:
     compile_loss: bool = False  # torch.compile of the chunked loss (torchtune compile=True): saves only the bf16 chunks
     trained_token_fraction: float = 1.0  # share of tokens whose label is not -100 (completion/assistant-only loss)
     checkpoint_every: int = 1  # with gradient checkpointing: every k-th decoder layer (transformers `every_n_layers`)
+    checkpoint_policy: CheckpointPolicy = "full"  # with gradient checkpointing: what each checkpointed layer keeps (CHECKPOINT_POLICIES)
     activation_offload: bool = False  # saved activations held in pinned host memory (torchtune / TRL / Unsloth)
     optimizer_in_backward: bool = False  # each parameter stepped as its gradient is ready (torchtune optimizer_in_bwd)
     fused_optimizer: bool = False  # AdamW(fused=True): no parameter-sized temporary in the step
@@ -163,6 +169,7 @@ def validate_workload(w: Workload) -> None:
         "loss": (w.loss_impl, LOSS_IMPLS),
         "PEFT method": (w.peft_method, PEFT_METHODS),
         "packing": (w.packing, PACKINGS),
+        "checkpoint policy": (w.checkpoint_policy, CHECKPOINT_POLICIES),
         "CPU offload": (w.cpu_offload, CPU_OFFLOADS),
         "norm kernel": (w.norm_kernel, KERNELS),
         "MLP kernel": (w.mlp_kernel, KERNELS),

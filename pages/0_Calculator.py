@@ -90,13 +90,12 @@ with results:
     shown = [c for c in plan.ranking if c.fits] if only_fit else plan.ranking
     margin = f" + {values['headroom']}% headroom" if values["headroom"] else ""
     st.caption(f"1, 2, 4 and 8 GPUs of each kind, cheapest first; fit = peak per GPU{margin} ≤ usable memory (nvidia-smi total). {prices.note}")
-    g1, g2 = st.columns([2, 3])
-    with g1:
-        st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking", theme=None)
-    with g2:
-        st.dataframe(widgets.fixed_decimals(widgets.ranking_frame(shown, plan=plan)), hide_index=True, height=560)
-        st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
-                   "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
+    # Chart above the table, each full width: side by side at 1280 px the chart's bar labels were cut
+    # ("$0.13/hr · 81% us") and the table showed five of its columns.
+    st.plotly_chart(figures.ranking_figure(shown), key="chart_ranking", theme=None)
+    st.dataframe(widgets.fixed_decimals(widgets.ranking_frame(shown, plan=plan)), hide_index=True, height=560)
+    st.caption("Speeds and $ per 1M output tokens are estimates: decode reads the active weights and the KV cache once per "
+               "token at a measured share of peak memory bandwidth (calculator/throughput.py states the sources).")
 
     if workload.runtime == "vllm":
         st.header("Will `vllm serve` start?")
@@ -131,7 +130,7 @@ with results:
     st.dataframe(widgets.fit_limits_frame(limits, context=workload.context_length, batch=workload.batch_size), hide_index=True)
 
     st.header("Export and share")
-    e1, e2, e3 = st.columns([1, 1, 4])
+    e1, e2, e3 = st.columns([1.5, 1.5, 4])  # [1, 1, 4] cut "Download JSON" to "Download J…" at 1280 px
     stem = spec.model_id.replace("/", "__")
     export = with_model_identity(v.export, source=resolved.source, revision=resolved.revision, sha=resolved.sha,
                                  facts=facts.as_dict() if facts else None)

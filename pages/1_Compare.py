@@ -106,6 +106,7 @@ table = pd.DataFrame([
         "Parameters": format_count(r.estimate.spec.num_params),
         "Precision": text.PRECISION_LABELS[r.estimate.workload.precision],
         "Mode": text.MODE_LABELS[r.estimate.workload.mode],
+        "Trainer sized": widgets.trainer_sized_label(r.estimate),
         "Peak VRAM (GiB)": round(r.estimate.total_bytes / GiB, 2),
         "Peak VRAM (GB)": round(r.estimate.total_bytes / GB, 2),
         "Weights (GiB)": round(r.estimate.breakdown.weights_bytes / GiB, 2),
@@ -116,6 +117,9 @@ table = pd.DataFrame([
     for r in rows
 ])
 st.dataframe(widgets.fixed_decimals(table), hide_index=True)
+# A row whose trainer cannot start on its model is sized as the run that does; say which and why, once per model.
+for r in {r.estimate.spec.model_id: r for r in rows if r.estimate.trainer_problem}.values():
+    st.warning(f"{r.label}: {r.estimate.trainer_problem}", icon=":material/warning:")
 st.plotly_chart(figures.compare_figure([{"label": r.label, "breakdown": r.estimate.breakdown} for r in rows]), key="chart_compare", theme=None)
 
 if what == "models" and first_spec is not None:

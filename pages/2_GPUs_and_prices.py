@@ -87,7 +87,7 @@ st.dataframe(widgets.fixed_decimals(pd.DataFrame(rows)), hide_index=True, height
 st.header("Your negotiated prices")
 st.caption("Your $/GPU-hour for a GPU joins the ranking as the provider “Your rate” on every page, and is kept in the link (rates=…).")
 by_id = {g.id: g for g in setup.gpus}
-r1, r2, r3, r4 = st.columns([3, 2, 1, 1])
+r1, r2, r3, r4 = st.columns([2.6, 2, 1.2, 1.4])  # [3, 2, 1, 1] cut "Clear my rates" at 1280 px
 r1.selectbox("GPU for your rate", list(by_id), key="gpus.rate_gpu", format_func=lambda i: by_id[i].name)
 r2.number_input("Your price (USD per GPU-hour)", min_value=0.01, max_value=999.0, value=1.0, step=0.05, key="gpus.rate_usd")
 

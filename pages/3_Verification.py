@@ -37,7 +37,7 @@ st.markdown(
 )
 widgets.show_notes(url_notes, fixes)
 
-c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
+c1, c2, c3, c4, c5 = st.columns([2.6, 1.6, 1.1, 1.1, 1])  # [3, 1, 1, 1, 1] cut "Inference" to "Inferenc" at 1280 px
 c1.text_input("Model id (Hugging Face)", key=page.key("model"))
 c2.selectbox("Mode", ("inference", "lora", "qlora", "full"), key=page.key("mode"), format_func=text.MODE_LABELS.get)
 c3.selectbox("Precision", ("fp32", "bf16", "fp16", "fp8", "int8", "int4"), key=page.key("precision"), format_func=text.PRECISION_LABELS.get)

@@ -62,7 +62,7 @@ def test_default_view_matches_engine():
     assert metric(at, "Parameters") == format_count(spec.num_params) == "5.77B"
     assert metric(at, "Peak VRAM") == peak_text(plan.estimate.total_bytes)
     assert metric(at, "Cheapest GPU") == f"${plan.cheapest.total_usd_per_hour:,.2f}/hr"
-    assert metric(at, "Counted from") == "catalog (exact)"
+    assert metric(at, "Counted from") == "catalog"
     assert at.text_input(key="main.model").value == DEFAULT_MODEL
     assert at.query_params["model"] == DEFAULT_MODEL
     assert at.query_params["context"] == "4096"

@@ -419,3 +419,51 @@ def test_stack_versions_from_a_link_change_the_peak_and_say_so(page: Any, app_se
     # The note names the stack (markdown shows its "<=" as "≤") and what it changes.
     expect(page.locator("[data-testid='stMain']")).to_contain_text(f"Stack: {STACKS['transformers-4.35'].label}.".replace("<=", "≤").replace(">=", "≥"))
     expect(page.locator("[data-testid='stMain']")).to_contain_text("a decode step holds the previous cache and the new one at once")
+
+
+# --------------------------------------------------------------------------------------------
+# A projector: 1280 x 720
+# --------------------------------------------------------------------------------------------
+
+PROJECTOR = {"width": 1280, "height": 720}
+# Elements whose text the page must show whole: a cut one has content wider than its box.
+_CUT_TEXT = """() => [...document.querySelectorAll(
+    "[data-testid='stMetricValue'] div, [data-testid='stMetricLabel'] p, [data-testid='stButton'] button p, " +
+    "[data-testid='stDownloadButton'] button p, [data-testid='stCode'] pre")]
+    .filter(e => e.offsetParent !== null)
+    .map(e => [e.innerText.slice(0, 60), e.scrollWidth > e.clientWidth + 1])"""
+# Plotly: the first chart's legend must start below its title.
+_LEGEND_UNDER_TITLE = """() => [...document.querySelectorAll("[data-testid='stPlotlyChart']")].map(chart => {
+    const title = chart.querySelector('.gtitle'), legend = chart.querySelector('.legend');
+    if (!title || !legend) return true;
+    return legend.getBoundingClientRect().top >= title.getBoundingClientRect().bottom - 1; })"""
+
+
+@pytest.mark.parametrize("query", ["mode=lora", "runtime=vllm"], ids=["lora", "vllm"])
+def test_projector_size_cuts_no_text_and_no_legend_runs_into_its_title(page: Any, app_server: StreamlitServer, query: str) -> None:
+    """At 1280 x 720 the headline read 'Cheapest GPU that …' and 'catalog (ex…', 'Download J…', the vllm serve
+    commands ran off the edge, and the breakdown's four-row legend ran into its title."""
+    page.set_viewport_size(PROJECTOR)
+    open_page(page, app_server.url("/", query))
+    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='stPlotlyChart'] .legend\").length >= 2")
+    assert page.locator(EXCEPTION).count() == 0
+    shown = page.evaluate(_CUT_TEXT)
+    assert len(shown) >= 6 and [text for text, cut in shown if cut] == []  # the 4 metrics and their labels at least
+    assert all(page.evaluate(_LEGEND_UNDER_TITLE))
+
+
+def test_trl_on_the_seed_model_switches_to_the_run_it_sized(page: Any, app_server: StreamlitServer) -> None:
+    """LoRA on the default page: the red box says TRL cannot start and the button switches the link to HF Trainer
+    with the same peak."""
+    from playwright.sync_api import expect
+
+    open_page(page, app_server.url("/", "mode=lora"))
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text("TRL SFTTrainer fails at its first step on this model")
+    peak = page.locator("[data-testid='stMetric']").filter(has_text="Peak VRAM").locator("[data-testid='stMetricValue']").inner_text()
+    page.get_by_role("button", name="Switch to HF Trainer with these settings").click()
+    wait_for_app(page)
+    expect(page).to_have_url(re.compile(r"trainer=hf-trainer"))
+    expect(main).not_to_contain_text("fails at its first step")
+    after = page.locator("[data-testid='stMetric']").filter(has_text="Peak VRAM").locator("[data-testid='stMetricValue']")
+    expect(after).to_have_text(peak)

@@ -120,3 +120,12 @@ def test_oft_and_vera_flags_reach_the_estimate_and_its_json():
     # A size for a method not chosen would change nothing: refused in one line.
     bad = run_cli("estimate", "meta-llama/Llama-3.2-3B", "--mode", "lora", "--vera-rank", "64", "--offline")
     assert bad.returncode != 0 and "--peft-method vera" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoint_policy_flag():
+    args = ("estimate", "meta-llama/Llama-3.2-3B", "--mode", "full", "--precision", "bf16", "--context", "1024", "--json", "--offline")
+    full = json.loads(run_cli(*args, "--grad-checkpointing").stdout)
+    sac = json.loads(run_cli(*args, "--grad-checkpointing", "--checkpoint-policy", "selective-op").stdout)
+    assert sac["trainer"]["checkpoint_policy"] == "selective-op" and full["trainer"]["checkpoint_policy"] == "full"
+    # Each checkpointed layer keeps more (tests/test_trainers.py derives how much); the peak cannot fall.
+    assert sac["total_bytes"] >= full["total_bytes"] and any("Selective op checkpointing" in n for n in sac["notes"])

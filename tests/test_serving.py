@@ -370,3 +370,17 @@ def test_encoder_profile_batch_follows_the_multimodal_budget():
     assert V.encoder_profile(text_only, s, compute_bytes=2) is None
     dynamic = replace(gemma, raw_config={**GEMMA3_4B, "vision_config": {"hidden_size": 1280, "patch_size": 14, "spatial_merge_size": 2}})
     assert V.encoder_profile(dynamic, s, compute_bytes=2) is None
+
+
+def test_the_terms_table_names_the_encoder_profile():
+    from calculator.spec import model_spec_from_config
+    from ui.widgets import vllm_terms_frame
+
+    gemma = model_spec_from_config("google/gemma-3-4b-it", GEMMA3_4B)
+    b = V.vllm_budget(gemma, Workload(runtime="vllm", context_length=8192, vllm_version="0.19"), gpu_usable_bytes=H100,
+                      gpu_name="NVIDIA H100 80GB HBM3")
+    assert b.encoder is not None and b.encoder.items == 32
+    why = vllm_terms_frame(b).set_index("Term").loc["Activation peak (profile)"].iloc[-1]
+    assert "encoder profiled first: 32 images × 256 tokens" in why
+    text = V.vllm_budget(resolve_catalog("meta-llama/Llama-3.1-8B").spec, Workload(runtime="vllm"), gpu_usable_bytes=H100)
+    assert text.encoder is None and "encoder" not in vllm_terms_frame(text).set_index("Term").loc["Activation peak (profile)"].iloc[-1]

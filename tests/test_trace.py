@@ -195,3 +195,36 @@ def test_full_size_llama_inference_traces_in_seconds() -> None:
 def test_untraceable_workloads_say_why(model_id: str, workload: Workload, words: str) -> None:
     with pytest.raises(TraceUnsupportedError, match=words):
         trace_workload(cut(model_id), workload, model_id=model_id)
+
+
+def _default_cut(model_type: str) -> dict:
+    import warnings
+
+    from transformers import AutoConfig
+
+    from calculator.verify.compare import cut_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cut_config(AutoConfig.for_model(model_type).to_dict(), 2)
+
+
+def test_lora_all_linear_leaves_out_routers_that_return_a_tuple() -> None:
+    """PhimoeTopKRouter (transformers 5.24) is an nn.Linear whose forward returns (logits, weights,
+    experts); peft's LoRA wrapper adds its output to that and crashed ('tuple' object has no
+    attribute 'dtype'). The router is left out; peft all-linear then adapts attention only on
+    PhimoeConfig() (hidden 4096, 32 heads, 8 KV heads x 128; the experts are fused 3-D parameters):
+    q,o 16 x (4096 + 4096), k,v 16 x (4096 + 1024), 2 layers = 851,968."""
+    r = trace_workload(_default_cut("phimoe"), Workload(mode="lora", precision="bf16", context_length=64), model_id="phimoe")
+    assert r.trainable_params == 851_968
+    assert any("forward returns a tuple" in n and "mlp.router" in n for n in r.notes)
+
+
+def test_hybrid_copy_whose_kept_layers_are_all_linear_attention_generates() -> None:
+    """GraniteMoeHybridConfig() cut to 2 layers keeps two Mamba layers and no attention layer;
+    transformers 5.24's `Cache.get_seq_length` reads the length from the first attention layer and
+    raised ValueError. The harness's cache answers with the tokens it has seen; the model's state
+    (conv + SSM per layer) does not grow, so the prefill and decode peaks differ by activations only."""
+    r = trace_workload(_default_cut("granitemoehybrid"), Workload(mode="inference", precision="bf16", context_length=128, generated_tokens=4),
+                       model_id="granitemoehybrid")
+    assert set(r.phase_peaks) == {"prefill", "decode"} and r.peak_bytes > 0

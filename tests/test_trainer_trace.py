@@ -79,3 +79,22 @@ def test_peft_oft_and_vera_under_trl_defaults_match_the_trace(method):
     w = preset_workload("trl-sft", mode="lora", precision="bf16", context_length=512, batch_size=2, peft_method=method)
     err, _ = _error(w)
     assert abs(err) < 3.0, err
+
+
+def test_selective_op_checkpointing_matches_the_trace():
+    # torch.utils.checkpoint with create_selective_checkpoint_contexts runs under the FakeTensor trace: the forward peak
+    # grows by exactly the kept matmul and attention outputs (2 layers x 512 tokens x 36,960 bytes, full fine-tune).
+    from calculator import memory
+    from calculator.verify.trace import trace_workload
+
+    base = dict(mode="full", precision="bf16", master_weights=False, context_length=256, batch_size=2, gradient_checkpointing=True)
+    peaks = [trace_workload(CONFIG, Workload(checkpoint_policy=p, **base), model_id="meta-llama/Llama-3.2-3B").phase_peaks["forward"]
+             for p in ("full", "selective-op")]
+    assert peaks[1] - peaks[0] == 2 * 512 * memory.selective_op_saved_bytes_per_token(SPEC, compute_bytes=2, attention="sdpa")
+    # LoRA (fp32 adapters, bf16 base) and TRL's defaults (fp32 base under autocast, fused head): the whole peak.
+    for w in (Workload(mode="lora", precision="bf16", context_length=512, batch_size=2, gradient_checkpointing=True,
+                       checkpoint_policy="selective-op"),
+              preset_workload("trl-sft", mode="lora", precision="bf16", context_length=512, batch_size=2, checkpoint_policy="selective-op")):
+        err, r = _error(w)
+        assert any("selective policy" in n for n in r.notes)
+        assert abs(err) < 3.0, (w.trainer, err)

@@ -196,6 +196,33 @@ def test_oft_and_vera_in_the_estimate():
     assert estimate(LLAMA, Workload(peft_method="vera", vera_rank=16, **base)).trainable_params < vera.trainable_params
 
 
+def test_selective_op_checkpointing_keeps_every_other_matmul_and_attention():
+    # torchtitan's op SAC (parallelize.py `_save_list`, "every second mm" recomputed). Llama layer, full fine-tune, bf16:
+    # mm order q, k, v, o, gate, up, down -> q, v, gate, down kept; SDPA output (c x 3072) + fp32 log-sum-exp (4 x 24 heads).
+    full = memory.selective_op_saved_bytes_per_token(LLAMA, compute_bytes=2, attention="sdpa")
+    assert full == 2 * (3072 + 1024 + 8192 + 3072) + 2 * 3072 + 4 * 24 == 36_960
+    # Eager attention runs bmm and softmax, neither in the list.
+    assert memory.selective_op_saved_bytes_per_token(LLAMA, compute_bytes=2, attention="eager") == 2 * (3072 + 1024 + 8192 + 3072)
+    # LoRA r=16 all-linear, fp32 adapters: 21 mm per layer (base, lora_A, lora_B each); the odd ones are q, q.B, k.A, v, v.B, o.A,
+    # gate, gate.B, up.A, down, down.B.
+    plan = memory.AdapterPlan(names=memory.lora_target_names(LLAMA, "all-linear"), rank=16, adapter_bytes=4)
+    lora = memory.selective_op_saved_bytes_per_token(LLAMA, compute_bytes=2, attention="sdpa", adapters=plan, adapter_out_bytes=4)
+    kept = 2 * 3072 + 4 * 3072 + 4 * 16 + 2 * 1024 + 4 * 1024 + 4 * 16 + 2 * 8192 + 4 * 8192 + 4 * 16 + 2 * 3072 + 4 * 3072
+    assert lora == kept + 2 * 3072 + 4 * 24 == 98_592
+    # Qwen2.5-0.5B: q, k, v carry a bias, so they run addmm (not in the list, not counted): o, gate, up, down -> o and up kept.
+    qwen = resolve_catalog("Qwen/Qwen2.5-0.5B").spec
+    assert memory.selective_op_saved_bytes_per_token(qwen, compute_bytes=2, attention="sdpa") == 2 * (896 + 4864) + 2 * 896 + 4 * 14
+    # In the estimate: each of the 28 checkpointed layers keeps that much more per token; the recomputed layer takes its own over.
+    base = dict(mode="full", precision="bf16", context_length=1024, batch_size=1, gradient_checkpointing=True, optimizer="adamw")
+    plain = estimate(LLAMA, Workload(**base))
+    sac = estimate(LLAMA, Workload(checkpoint_policy="selective-op", **base))
+    assert sac.phases["backward"] - plain.phases["backward"] == 28 * 1024 * 36_960
+    assert sac.phases["layer recompute"] - plain.phases["layer recompute"] == 27 * 1024 * 36_960
+    # Without checkpointing the policy has nothing to act on.
+    off = dict(base, gradient_checkpointing=False)
+    assert estimate(LLAMA, Workload(checkpoint_policy="selective-op", **off)).total_bytes == estimate(LLAMA, Workload(**off)).total_bytes
+
+
 def test_optimizer_in_backward_and_cpu_offload():
     base = Workload(mode="full", precision="bf16", context_length=512, optimizer="adamw", fused_optimizer=True)
     e = estimate(LLAMA, base)

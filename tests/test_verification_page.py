@@ -81,3 +81,14 @@ def test_bad_model_id_is_an_error_not_a_traceback() -> None:
     assert not at.exception
     assert at.error and "is not a Hugging Face model id" in at.error[0].value
     assert not at.button  # nothing to verify until the model loads
+
+
+def test_lora_under_trl_on_the_seed_model_traces_without_a_stack_trace() -> None:
+    """The seed model's LoRA trace under TRL's default was a stack trace (trl's fused head on its two heads)."""
+    pytest.importorskip("torch")
+    at = AppTest.from_file("../pages/3_Verification.py", default_timeout=400)
+    at.query_params.update({"mode": "lora", "context": "128"})
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("The measurement runs that loop too." in e.value for e in [*at.caption, *at.info, *at.warning, *at.markdown])

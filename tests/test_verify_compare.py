@@ -97,3 +97,18 @@ class TestTrace:
         assert data["level"] == "trace" and data["trace"]["peak_bytes"] > 0
         text = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300).stdout
         assert "estimate vs trace" in text and "total (torch allocated)" in text
+
+
+def test_a_trainer_that_cannot_start_is_not_traced_the_run_that_starts_is() -> None:
+    """Verification of the seed model + LoRA under TRL's default raised AttributeError ('NoneType' object has no attribute
+    'weight') out of trl's fused head (higgs-audio has no single lm_head): the page showed a stack trace. The trace now
+    runs what the estimate sizes, HF Trainer with the same settings, and says so."""
+    pytest.importorskip("torch")
+    from calculator.trainers import preset_workload
+
+    spec = resolve_model("bosonai/higgs-audio-v2-generation-3B-base").spec
+    w = preset_workload("trl-sft", mode="lora", context_length=128)
+    data = run_verification(spec, w, level="trace", layers=2, timeout=300)
+    assert data["trace"]["peak_bytes"] > 0
+    assert any("TRL SFTTrainer fails at its first step" in n and "The measurement runs that loop too." in n for n in data["notes"])
+    assert data["workload"]["trainer"] == "hf-trainer" and data["workload"]["loss_impl"] == "full"

@@ -50,3 +50,20 @@ def test_scores_per_term():
     assert len(close) >= 0.9 * len(nt)
     # "Will it start" agrees with every log that says.
     assert all(s.starts_estimate == s.starts_logged for s in scored if s.starts_logged is not None and s.row["spec_model"])
+
+
+def test_readme_quotes_the_report():
+    """The README's vLLM table carries the figures the scorer computes from the data set."""
+    scored = [vv.score_row(r) for r in rows()]
+    summary = {s["term"]: s for s in vv.summarize(scored)}
+    held = {s["term"]: s for s in vv.summarize(vv.held_out(scored))}
+    readme = (ROOT / "README.md").read_text()
+    labels = {"weights": "weights", "activation": "activation peak", "non_torch (current accounting)": "non-torch",
+              "kv_available": "KV available", "cudagraph": "CUDA graphs"}
+    for term, label in labels.items():
+        r, h = summary[term], held[term]
+        line = f"| {label} | {r['n']} | {r['median']:.0%} | {r['p90']:.0%} | {r['worst']:.0%} | {h['p90']:.0%} |"
+        assert line in readme, line
+    assert f"against {len(rows())} vLLM start-up logs" in readme
+    agree = sum(s.starts_estimate == s.starts_logged for s in scored if s.starts_logged is not None and s.row["spec_model"])
+    assert f"agrees with all {agree} logs that say" in readme

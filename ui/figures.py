@@ -86,14 +86,16 @@ def _figure(data: object = None) -> go.Figure:
 
 def _layout(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(
-        title={"text": title, "font": {"size": 20}, "y": 0.98, "yanchor": "top"},
+        title={"text": title, "font": {"size": 20}, "yref": "container", "y": 0.98, "yanchor": "top"},
         # Own template (plotly_white, pruned: `_TEMPLATE`) and explicit tick/axis sizes: pages pass
         # theme=None so Streamlit's theme does not shrink them back to 11 px (too small on a projector).
         font=FONT,
         height=height + 40,
-        # Room above the plot for the title and a two-row horizontal legend, so they never overlap.
+        # The legend hangs from just under the title (container coordinates: 44 px from the top) and
+        # the plot's top margin grows with its rows: at 1280 px the breakdown's 7 entries wrap to 4 rows,
+        # which, anchored on the plot's top edge, ran up into the title.
         margin={"l": 10, "r": 10, "t": 100, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
+        legend={"orientation": "h", "yref": "container", "yanchor": "top", "y": 1 - 44 / (height + 40), "xanchor": "left", "x": 0},
         hoverlabel={"font_size": 15},
     )
     fig.update_xaxes(tickfont={"size": 15}, title_font={"size": 16})

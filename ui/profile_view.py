@@ -19,7 +19,9 @@ from calculator.units import GiB
 
 from .formatting import fixed_decimals
 
-PROFILE_SECONDS_HINT = "about 15-60 s for most decoders, a few minutes for Mamba-like models"
+# CPU seconds of `make_profile` on default configs (benchmarks/results/profile_speed_after.txt: llama 11, phi 9,
+# qwen3_moe 11, gemma2 31, mamba2 19); wall time is longer on a busy machine.
+PROFILE_SECONDS_HINT = "about 10-30 s for most decoders, a minute or more for Mamba-like models"
 
 
 def _table(data: dict[str, Any]) -> pd.DataFrame:

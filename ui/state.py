@@ -33,6 +33,7 @@ from calculator.vllm import CURRENT_VLLM_VERSION, VLLM_VERSIONS
 from calculator.workload import (
     ATTENTION_IMPLS,
     CACHE_IMPLEMENTATIONS,
+    CHECKPOINT_POLICIES,
     CPU_OFFLOADS,
     KERNELS,
     LORA_TARGETS,
@@ -265,6 +266,7 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="peft", label="PEFT method", default="lora", kind="choice", choices=PEFT_METHODS),
     Param(name="oft_block", label="OFT block size", default=32, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
     Param(name="vera_rank", label="VeRA rank", default=256, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
+    Param(name="ckpt_policy", label="checkpointing policy", default="full", kind="choice", choices=CHECKPOINT_POLICIES),
     Param(name="cpu_offload", label="CPU offload (ZeRO/FSDP)", default="none", kind="choice", choices=CPU_OFFLOADS),
     Param(name="trained_frac", label="trained token fraction", default=1.0, kind="float", low=0.01, high=1.0),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
@@ -374,6 +376,7 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         trainer=values["trainer"],
         loss_impl=values["loss"],
         checkpoint_every=int(values["ckpt_every"]),
+        checkpoint_policy=values.get("ckpt_policy", "full"),
         activation_offload=bool(values["offload"]),
         optimizer_in_backward=bool(values["opt_in_bwd"]),
         fused_optimizer=bool(values["fused_opt"]),

@@ -227,7 +227,7 @@ def trainer_inputs(page: PageState) -> None:
     """The trainer preset and every memory saver it sets, each adjustable (calculator/trainers.py
     cites the framework code of each default)."""
     from calculator.trainers import PRESETS
-    from calculator.workload import CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
+    from calculator.workload import CHECKPOINT_POLICIES, CPU_OFFLOADS, KERNELS, LOSS_IMPLS, PACKINGS, PEFT_METHODS
 
     t1, t2 = st.columns([2, 5])
     t1.selectbox("Trainer", tuple(PRESETS), key=page.key("trainer"), format_func=lambda n: PRESETS[n].label,
@@ -241,6 +241,9 @@ def trainer_inputs(page: PageState) -> None:
         s1.slider("Trained token fraction", min_value=0.01, max_value=1.0, step=0.01, key=page.key("trained_frac"),
                   help="Share of tokens with a label (completion-only / assistant-only loss); fused heads score only those.")
         s2.number_input("Checkpoint every k-th layer", min_value=1, max_value=1024, step=1, key=page.key("ckpt_every"))
+        s2.selectbox("Checkpointing policy", CHECKPOINT_POLICIES, key=page.key("ckpt_policy"), disabled=not page.get("grad_ckpt"),
+                     help="full: a checkpointed layer keeps only its input. selective-op: torchtitan's op-level selective AC, which "
+                          "also keeps every other matmul output and the attention output (less recompute, more memory).")
         s2.checkbox("Activation offloading to CPU", key=page.key("offload"))
         s2.selectbox("Packing", PACKINGS, key=page.key("packing"))
         s3.checkbox("Optimizer step in backward", key=page.key("opt_in_bwd"))
@@ -326,6 +329,16 @@ def trainer_problem_box(page: PageState, est: Estimate) -> None:
     st.error(est.trainer_problem, icon=":material/error:")
     st.button(f"Switch to {PRESETS[est.workload.trainer].label} with these settings", key="main.switch_trainer", type="primary",
               on_click=_switch_trainer, args=(page, est.workload), icon=":material/swap_horiz:")
+
+
+def trainer_sized_label(est: Estimate) -> str:
+    """The trainer a fine-tuning figure is sized for ('—' for inference), with the reason when it is not
+    the one chosen (`Estimate.trainer_problem`)."""
+    w = est.workload
+    if not w.is_training:
+        return "—"
+    label = PRESETS[w.trainer].label if w.trainer in PRESETS else w.trainer
+    return f"{label} (chosen trainer cannot start)" if est.trainer_problem else label
 
 
 def _switch_trainer(page: PageState, sized: Workload) -> None:
@@ -428,6 +441,10 @@ def resolve_model_input(ref: str) -> tuple[ResolvedModel | None, bool]:
 # --------------------------------------------------------------------------------------------
 
 
+# The longest metric value a quarter-width headline column shows whole on a 1280 px screen.
+SHORT_METRIC_CHARS = 10
+
+
 def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration | None) -> None:
     spec = est.spec
     b = est.breakdown
@@ -438,18 +455,20 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
     c2.metric(f"Peak VRAM{per}", f"{b.total_bytes / GiB:,.2f} GiB", help="What nvidia-smi would show at the peak: tensors + allocator cache + CUDA context.")
     c2.caption(f"= **{b.total_bytes / GB:,.2f} GB** · peak during {est.peak_phase}")
     if cheapest is not None:
-        c3.metric("Cheapest GPU that fits", f"${cheapest.total_usd_per_hour:,.2f}/hr", help=cheapest.price_note or None)
+        c3.metric("Cheapest GPU", f"${cheapest.total_usd_per_hour:,.2f}/hr", help=f"The cheapest configuration that fits. {cheapest.price_note or ''}".strip())
         low = " · marketplace offer (low-confidence price)" if cheapest.price_confidence == "low" else ""
         c3.caption(f"**{cheapest.count}× {cheapest.gpu.name}** at {cheapest.cheapest_provider} · {cheapest.utilisation:.0%} of memory used{low}")
     else:
-        c3.metric("Cheapest GPU that fits", "none", help="No priced configuration of up to 8 GPUs fits.")
+        c3.metric("Cheapest GPU", "none", help="No priced configuration of up to 8 GPUs fits.")
         c3.caption("No priced 1–8 GPU configuration fits: see the suggestions under *What fits on my GPU?*")
-    # The metric holds one short word (a quarter-width column shows ~14 characters: "safetensors (exact)" and
-    # "config arithmetic" were cut to "config arithme…"); the full wording leads the caption under it.
+    # The metric holds one short word (a quarter-width column shows ~14 characters at 1500 px and ~10 at
+    # 1280 px: "config arithmetic" was cut to "config arithme…", "catalog (exact)" to "catalog (ex…" on a
+    # 1280 x 720 projector); the full wording leads the caption under it.
     source = text.SOURCE_TEXT.get(spec.param_source, spec.param_source) + (" + trace profile" if spec.profile is not None else "")
-    c4.metric("Counted from", source if len(source) <= 15 else source.split()[0],
+    short = len(source) <= SHORT_METRIC_CHARS
+    c4.metric("Counted from", source if short else source.split()[0],
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
-    detail = resolved.detail if len(source) <= 15 else f"{source} · {resolved.detail}"
+    detail = resolved.detail if short else f"{source} · {resolved.detail}"
     if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
         detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
     c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
@@ -527,12 +546,13 @@ def breakdown_table(est: Estimate) -> pd.DataFrame:
 
 
 def memory_kinds_table(est: Estimate) -> pd.DataFrame:
+    """The three readings, named as the text beside it names them (the torch call names in a cell
+    pushed the numbers off the right edge of the narrow column at 1280 px)."""
     b = est.breakdown
     return pd.DataFrame([
-        {"Measured by": "torch.cuda.max_memory_allocated()", "Memory": both_units(b.torch_allocated_bytes)},
-        {"Measured by": "torch.cuda.max_memory_reserved()", "Memory": both_units(b.torch_reserved_bytes)},
-        {"Measured by": "nvidia-smi (the headline)", "Memory": both_units(b.total_bytes)},
-    ])
+        {"Reading": name, "GiB": f"{n / GiB:,.2f}", "GB": f"{n / GB:,.2f}"}
+        for name, n in (("Allocated", b.torch_allocated_bytes), ("Reserved", b.torch_reserved_bytes), ("nvidia-smi (headline)", b.total_bytes))
+    ]).set_index("Reading")
 
 
 def precision_mode_frame(table: list[dict[str, Any]]) -> pd.DataFrame:
@@ -673,13 +693,13 @@ def vllm_start_section(plan: report.Plan, configs: Sequence[GPUConfiguration], *
         if serving.starts:
             st.markdown(f"**{c.count}× {c.gpu.name}** starts: {serving.kv_tokens:,} KV tokens, "
                         f"{serving.max_concurrency:.2f}× concurrency at {context:,} tokens per request.")
-            st.code(serving.command, language="bash")
+            st.code(serving.command, language="bash", wrap_lines=True)  # unwrapped, --tensor-parallel-size ran off the edge at 1280 px
         else:
             st.markdown(f"**{c.count}× {c.gpu.name}** does not start: {serving.reason}.")
             if serving.fix is not None:
                 st.markdown(f"Smallest change: {serving.fix.description} → {serving.fix.kv_tokens:,} KV tokens, "
                             f"{serving.fix.max_concurrency:.2f}× concurrency.")
-                st.code(serving.fix.command, language="bash")
+                st.code(serving.fix.command, language="bash", wrap_lines=True)
 
 
 def _sglang_columns(plan: report.Plan | None, c: GPUConfiguration) -> dict[str, Any]:
@@ -705,7 +725,9 @@ def vllm_terms_frame(b: Any) -> pd.DataFrame:
         ("Weights (this rank)", b.weights_bytes, f"TP {s.tensor_parallel_size}: linear layers, embeddings and LM head split"),
         ("Activation peak (profile)", b.activation_peak_bytes,
          f"{s.max_num_batched_tokens:,} tokens over {min(s.max_num_seqs, s.max_num_batched_tokens):,} requests; sampler "
-         f"{b.sampler_bytes / GiB:.2f} GiB"),
+         f"{b.sampler_bytes / GiB:.2f} GiB"
+         + (f"; encoder profiled first: {b.encoder.items:,} images × {b.encoder.tokens_per_item:,} tokens "
+            f"({b.encoder.peak_bytes / GiB:.2f} GiB tower peak)" if getattr(b, "encoder", None) else "")),
         ("Non-torch (kernels, NCCL)", b.non_torch_bytes,
          "per GPU class and engine; NCCL channels connected during the profile, and its setup too when the version snapshots first"),
         ("NCCL setup outside the budget", b.nccl_outside_bytes, "allocated before the snapshot (0.19+): must fit next to the CUDA context"),

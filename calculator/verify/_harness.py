@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.util
 import time
 import warnings
@@ -389,6 +390,36 @@ def _cache_bytes(cache: Any) -> int:
     return _storage_bytes(*[t for layer in cache.layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))])
 
 
+def module_state_tensors(module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """Tensors `module` and its children hold as plain attributes (neither parameters nor buffers).
+
+    Some models keep their generation state there rather than in transformers' Cache: RecurrentGemma
+    (transformers 5.24, models/recurrent_gemma/modeling_recurrent_gemma.py) sets, per recurrent layer,
+    `RecurrentGemmaRecurrentBlock.conv1d_state` (batch x lru_width x (conv1d_width - 1), model dtype;
+    at prefill `nn.functional.pad(x_branch, (conv1d_width - seq_len - 1, 0))`, the last positions)
+    and `RecurrentGemmaRglru.recurrent_states` (batch x lru_width, fp32: "recurrent_states always
+    computed in full precision", `_setup_cache`), while its DynamicCache holds only the attention
+    layers' K/V. Like a cache they do not grow with the context."""
+    out = []
+    for m in module.modules():
+        for name, value in vars(m).items():
+            if isinstance(value, torch.Tensor) and not name.startswith("_"):
+                out.append((m, name, value))
+    return out
+
+
+def module_state_bytes(module: nn.Module, baseline: set[int]) -> int:
+    """Bytes of the state tensors (`module_state_tensors`) set since `baseline` (ids taken before the run)."""
+    return _storage_bytes(*[t for _, _, t in module_state_tensors(module) if id(t) not in baseline])
+
+
+def clear_module_state(module: nn.Module, baseline: set[int]) -> None:
+    """Drop state tensors set since `baseline`, as a fresh generate() starts without them."""
+    for m, name, t in module_state_tensors(module):
+        if id(t) not in baseline:
+            setattr(m, name, None)
+
+
 def _extend_cache(cache: Any, extra_tokens: int) -> None:
     """Append `extra_tokens` positions of K/V to every layer, as that many decode steps would."""
     for idx, layer in enumerate(cache.layers):
@@ -422,6 +453,33 @@ def _generate_cache(model: nn.Module, w: Workload, notes: list[str]) -> Any:
     return QuantizedCache(backend="fp8", config=model.config)
 
 
+@functools.cache
+def tolerant_cache_class() -> type:
+    """transformers' DynamicCache, able to say its length when a sized-down copy kept only
+    linear-attention layers (Jamba's first four layers are Mamba, Qwen3-Next's and granite hybrids'
+    first ones are linear attention): `Cache.get_seq_length` reads it from the first attention layer
+    and raises when there is none (cache_utils.py, transformers 5.24). The full model always has
+    one; the copy answers with the tokens it has seen (`seen_tokens`, kept by the caller)."""
+    from transformers import DynamicCache
+
+    class _TolerantCache(DynamicCache):
+        seen_tokens = 0
+
+        def get_seq_length(self, layer_idx: int = 0) -> int:
+            try:
+                return super().get_seq_length(layer_idx)
+            except ValueError:
+                return self.seen_tokens
+
+        def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+            try:
+                return super().get_mask_sizes(query_length, layer_idx)
+            except ValueError:
+                return query_length + self.seen_tokens, 0
+
+    return _TolerantCache
+
+
 def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, notes: list[str]) -> dict[str, Any]:
     """Encoders: one forward. Decoders: what `generate()` does, with the longest decode step measured.
 
@@ -433,7 +491,6 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
     step for real. "decode" is the larger of the two; every decode step has the same activations,
     only the cache differs.
     """
-    from transformers import DynamicCache
 
     model.eval()
     model.requires_grad_(False)
@@ -451,22 +508,25 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
             del out
             return {"resident": resident}
         prompt = w.prompt_tokens if w.generated_tokens else w.context_length
+        state_baseline = {id(t) for _, _, t in module_state_tensors(model)}
         tracker.reset_mod_stats()
         tracker.set_phase("prefill")
         inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
         tracker.mark_inputs(*inputs.values())
-        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else DynamicCache(config=model.config)
+        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else tolerant_cache_class()(config=model.config)
 
         def greedy_step(inputs, cache):
             """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
             copy of the last logits generate() makes, freed once the next token is picked."""
             out = model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
+            if hasattr(cache, "seen_tokens"):
+                cache.seen_tokens += next(iter(inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
             return next_step_inputs(model, next_logits, b)
 
         next_ids = greedy_step(inputs, cache)
-        kv_bytes = _cache_bytes(cache)
+        kv_bytes = _cache_bytes(cache) + module_state_bytes(model, state_baseline)
         decode_steps = w.generated_tokens - 1  # forward calls after prefill
         if decode_steps >= 1:
             for step in (1, decode_steps) if decode_steps >= 2 else (1,):
@@ -475,6 +535,8 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
                         break  # preallocated: the last step holds what step 1 holds
                     tracker.set_phase(None)
                     _extend_cache(cache, decode_steps - 2)
+                    if hasattr(cache, "seen_tokens"):
+                        cache.seen_tokens += decode_steps - 2
                 tracker.reset_mod_stats()
                 tracker.set_phase("decode")
                 next_ids = greedy_step(next_ids, cache)
@@ -497,6 +559,30 @@ def _lora_targets(spec: ModelSpec, w: Workload) -> str | list[str]:
         roles = ("mlp",)
     names = sorted({g.name.split(".")[-1] for g in spec.linears if g.role in roles and g.is_nn_linear})
     return names
+
+
+def tuple_returning_linears(model: nn.Module) -> list[str]:
+    """Full names of nn.Linear subclass modules whose forward returns more than a tensor (PhiMoE's and
+    Llama-4's routers return (logits, weights, experts), transformers 5.24). peft's LoRA wrapper adds
+    the adapter's output to the base layer's and crashed on them ('tuple' object has no attribute
+    'dtype'), so a run that works leaves them out (`exclude_modules`); both harnesses do."""
+    return sorted(name for name, m in model.named_modules()
+                  if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward and _returns_more_than_a_tensor(m))
+
+
+def _returns_more_than_a_tensor(module: nn.Module) -> bool:
+    """Run the module on one fake token: does its forward return something other than a tensor?"""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 1, module.in_features, dtype=module.weight.dtype, device=module.weight.device))
+    except Exception:  # a forward that cannot run alone: leave it to peft
+        return False
+    return not isinstance(out, torch.Tensor)
+
+
+def tuple_note(excluded: list[str]) -> str:
+    return (f"LoRA leaves out {len(excluded)} nn.Linear subclass module(s) whose forward returns a tuple (e.g. {excluded[0]}): "
+            "peft's LoRA wrapper cannot add an adapter to them.")
 
 
 def resolve_lora_targets(model: nn.Module, targets: str | list[str]) -> tuple[str | list[str], tuple[str, ...]]:
@@ -553,12 +639,15 @@ def _apply_lora(model: nn.Module, spec: ModelSpec, w: Workload, notes: list[str]
         lora_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=w.num_virtual_tokens)
     else:
         targets, refused = resolve_lora_targets(model, _lora_targets(spec, w))
+        excluded = tuple_returning_linears(model)
+        if excluded:
+            notes.append(tuple_note(excluded))
         if refused:
             notes.append(f"peft {_peft_version()} refuses LoRA on {', '.join(refused)} of {spec.model_type} models; the other "
                          f"{w.lora_targets} modules were adapted ({len(targets)} modules).")
         lora_config = LoraConfig(
             r=w.lora_rank, lora_alpha=2 * w.lora_rank, lora_dropout=0.0, target_modules=targets, bias="none",
-            task_type="CAUSAL_LM", use_dora=w.peft_method == "dora",
+            task_type="CAUSAL_LM", use_dora=w.peft_method == "dora", exclude_modules=excluded or None,
         )
     autocast = w.adapter_precision == "fp32"
     from unittest import mock
@@ -643,6 +732,34 @@ def _fold_in_place_as_on_cuda() -> Iterator[None]:
         yield
 
 
+def _selective_op_context() -> Any:
+    """torchtitan's op-level selective activation checkpointing policy (torchtitan
+    `torchtitan/models/llama3/infra/parallelize.py` at 81c1243, `_save_list` and `_custom_policy`;
+    `torchtitan/distributed/activation_checkpoint.py` `_apply_op_sac` keeps it at cfb9326): the outputs
+    of the ops in the save list are kept (MUST_SAVE), every other op is recomputed, and of the
+    `aten.mm` calls of one checkpointed forward the 2nd, 4th, ... are recomputed too. A fresh counter
+    per checkpointed call, as torchtitan's `selective_checkpointing_context_fn` builds one.
+    On CPU, SDPA runs `_scaled_dot_product_flash_attention_for_cpu`, which is not in torchtitan's
+    (CUDA) list; it is added here as the stand-in for `_scaled_dot_product_flash_attention`."""
+    from collections import defaultdict
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    save = {aten.mm.default, aten._scaled_dot_product_efficient_attention.default, aten._scaled_dot_product_flash_attention.default,
+            aten.max.default, aten._scaled_dot_product_flash_attention_for_cpu.default}
+    meta: dict[str, int] = defaultdict(int)
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        key = "recompute_mm_count" if ctx.is_recompute else "forward_mm_count"
+        if func == aten.mm.default:
+            meta[key] += 1
+        keep = func in save and not (func == aten.mm.default and meta[key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
 def _run_training(
     model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, compute_dtype: torch.dtype, master: bool, notes: list[str]
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -653,7 +770,12 @@ def _run_training(
     in two `with tracker:` blocks because entering re-bases MemTracker's peak.
     """
     model.train()
-    if w.gradient_checkpointing:
+    if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": _selective_op_context})
+        notes.append("Gradient checkpointing: non-reentrant, one checkpoint per decoder layer, with torchtitan's op-level selective "
+                     "policy (torch.utils.checkpoint.create_selective_checkpoint_contexts): matmul outputs saved except every "
+                     "second, attention outputs saved; SDPA's CPU flash kernel stands in for CUDA's flash kernel in its save list.")
+    elif w.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         notes.append("Gradient checkpointing: non-reentrant, one checkpoint per decoder layer (transformers default).")
     fused_head = w.loss_impl == "fused-linear"

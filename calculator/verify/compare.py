@@ -207,6 +207,14 @@ def run_verification(
     full_est = estimate(spec, workload)
     run_spec, run_config = spec, dict(spec.raw_config)
     notes: list[str] = []
+    # A trainer that cannot start on the model (TRL's fused head on higgs-audio's two heads) is not run: its
+    # trace raised AttributeError ('NoneType' object has no attribute 'weight') out of trl's `_fused_forward`.
+    # The estimate sizes the run that starts (trainers.runnable_workload); the measurement runs that one too.
+    from ..trainers import runnable_workload
+
+    workload, trainer_problem = runnable_workload(spec, workload)
+    if trainer_problem:
+        notes.append(f"{trainer_problem} The measurement runs that loop too.")
     if layers is not None and layers < spec.num_hidden_layers:
         run_spec, run_config = sized_down_spec(spec, layers)
         notes.append(
