@@ -94,6 +94,11 @@ class VllmVersion:
     # Per-architecture capture-size overrides (`MAX_CAPTURE_SIZE_BY_ARCHITECTURE`), read in 0.19.0
     # and 0.33.0 (0.32 sits between them).
     capture_size_overrides: bool = False
+    # Default largest capture size on datacenter Blackwell (compute capability 10.x): 0.33.0's
+    # `VllmConfig._set_cudagraph_sizes` (vllm/config/vllm.py) uses "1024 if
+    # current_platform.is_device_capability_family(100) else 512"; 0.19.0 caps at 512 everywhere.
+    # 0.32 was not read: kept at 512.
+    blackwell_capture_max: int = 512
 
 
 # `torch.sort` of a (rows x vocab) fp32 tensor on CUDA (ATen's segmented radix sort,
@@ -116,7 +121,7 @@ TRITON_SAMPLER_SCRATCH_ROWS = 132
 
 VLLM_VERSIONS: dict[str, VllmVersion] = {
     "0.33": VllmVersion(
-        name="0.33", released="2026-11", engine="v1",
+        name="0.33", released="2026-11", engine="v1", blackwell_capture_max=1024,
         # `_dummy_sampler_run` (vllm/v1/worker/gpu_model_runner.py) samples with top-k and top-p set:
         # the model-dtype logits (2 B), the sampler's fp32 copy (4 B, `Sampler.forward`,
         # vllm/v1/sample/sampler.py), then the warm-up of `forward_native` (topk_topp_sampler.py):
@@ -539,11 +544,12 @@ def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: in
     return max(enc.peak_bytes + enc.output_bytes, enc.output_bytes + text)
 
 
-def capture_sizes(s: VllmSettings, spec: ModelSpec | None = None) -> tuple[int, ...]:
+def capture_sizes(s: VllmSettings, spec: ModelSpec | None = None, *, compute_capability: int | None = None) -> tuple[int, ...]:
     """Batch sizes vLLM captures CUDA graphs for (none under --enforce-eager).
 
     V1: the largest is min(2 x max_num_seqs, 512) (`max_cudagraph_capture_size`; 0.10.2
-    `SchedulerConfig.cuda_graph_sizes`), or the architecture's own override
+    `SchedulerConfig.cuda_graph_sizes`; 1024 instead of 512 on datacenter Blackwell where the
+    version says so, `VllmVersion.blackwell_capture_max`), or the architecture's own override
     (`MAX_CAPTURE_SIZE_BY_ARCHITECTURE`, `VllmVersion.capture_size_overrides`), never more than
     max_num_batched_tokens. V0: up to the first size >= max_num_seqs."""
     if s.enforce_eager:
@@ -551,7 +557,8 @@ def capture_sizes(s: VllmSettings, spec: ModelSpec | None = None) -> tuple[int, 
     version = vllm_version(s.version)
     assert s.max_num_seqs is not None and s.max_num_batched_tokens is not None
     override = MAX_CAPTURE_SIZE_BY_ARCHITECTURE.get(spec.architecture) if spec is not None and version.capture_size_overrides else None
-    top = min(override or min(2 * s.max_num_seqs, 512), s.max_num_batched_tokens)
+    default_max = version.blackwell_capture_max if compute_capability is not None and compute_capability // 10 == 10 else 512
+    top = min(override or min(2 * s.max_num_seqs, default_max), s.max_num_batched_tokens)
     if version.engine == "v0":
         # V0 (0.7.3 vllm/config.py, the `not envs.VLLM_USE_V1` branch of the capture-size setup):
         # [1, 2, 4] + multiples of 8 up to the first one >= max_num_seqs (at most 8192).
@@ -564,18 +571,19 @@ def capture_sizes(s: VllmSettings, spec: ModelSpec | None = None) -> tuple[int, 
     return tuple(sizes)
 
 
-def full_capture_sizes(s: VllmSettings, spec: ModelSpec | None = None) -> tuple[int, ...]:
+def full_capture_sizes(s: VllmSettings, spec: ModelSpec | None = None, *, compute_capability: int | None = None) -> tuple[int, ...]:
     """The FULL decode graphs (cudagraph_mode FULL_AND_PIECEWISE): the capture sizes up to max_num_seqs."""
     if not vllm_version(s.version).full_and_piecewise:
         return ()
     assert s.max_num_seqs is not None
-    return tuple(n for n in capture_sizes(s, spec) if n <= s.max_num_seqs)
+    return tuple(n for n in capture_sizes(s, spec, compute_capability=compute_capability) if n <= s.max_num_seqs)
 
 
-def cudagraph_count(s: VllmSettings, spec: ModelSpec | None = None) -> int:
+def cudagraph_count(s: VllmSettings, spec: ModelSpec | None = None, *, compute_capability: int | None = None) -> int:
     """Graphs captured: one PIECEWISE graph per capture size, plus (FULL_AND_PIECEWISE) one FULL
     decode graph per size up to max_num_seqs."""
-    return len(capture_sizes(s, spec)) + len(full_capture_sizes(s, spec))
+    cc = compute_capability
+    return len(capture_sizes(s, spec, compute_capability=cc)) + len(full_capture_sizes(s, spec, compute_capability=cc))
 
 
 def fa3_split_bytes(spec: ModelSpec, *, tokens: int, tp: int) -> int:
@@ -602,18 +610,19 @@ def cudagraph_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, com
     buffers, or the largest FULL decode capture's FA3 split scratch where there is one, whichever
     is larger) plus, per graph, the driver's instantiated graph (`CUDAGRAPH_BYTES_PER_GRAPH` and
     `CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH` per layer on this rank)."""
-    sizes = capture_sizes(s, spec)
+    cc = compute_capability
+    sizes = capture_sizes(s, spec, compute_capability=cc)
     if not sizes:
         return 0
     tp = s.tensor_parallel_size
     pool = forward_activation_bytes(spec, tokens=sizes[-1], compute_bytes=compute_bytes, tp=tp)
-    full = full_capture_sizes(s, spec)
+    full = full_capture_sizes(s, spec, compute_capability=cc)
     if full and uses_fa3_splits(s, compute_bytes=compute_bytes, compute_capability=compute_capability):
         pool = max(pool, fa3_split_bytes(spec, tokens=full[-1], tp=tp))
     layers = max(spec.num_hidden_layers, 1)
     moe_layers = (spec.num_moe_layers or layers) if spec.is_moe else 0
     per_graph = CUDAGRAPH_BYTES_PER_GRAPH + layers * CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH + moe_layers * CUDAGRAPH_BYTES_PER_MOE_LAYER_PER_GRAPH
-    return pool + cudagraph_count(s, spec) * per_graph
+    return pool + cudagraph_count(s, spec, compute_capability=cc) * per_graph
 
 
 def nccl_init_bytes(s: VllmSettings, *, nvlink: bool) -> int:

@@ -458,3 +458,17 @@ def test_mxfp4_experts_run_monolithic_on_hopper_so_no_workspace_stays_through_sa
     b = V.vllm_budget(oss, w, gpu_usable_bytes=int(79.19 * GiB) + V.CUDA_TOTAL_RESERVED_BYTES, gpu_name="NVIDIA H100 80GB HBM3",
                       compute_capability=90)
     assert abs(b.activation_peak_bytes / GiB - 2.87) < 0.05
+
+
+def test_datacenter_blackwell_captures_up_to_1024_from_0_33(llama8):
+    # 0.33.0 `VllmConfig._set_cudagraph_sizes`: "1024 if current_platform.is_device_capability_family(100)
+    # else 512"; 0.19.0: min(2 x max_num_seqs, 512) on every GPU. 1024 seqs: 3 + 31 + 49 = 83 sizes.
+    s33, s19 = _h100_defaults("0.33"), _h100_defaults("0.19")
+    assert V.capture_sizes(s33, llama8, compute_capability=100)[-1] == 1024
+    assert V.cudagraph_count(s33, llama8, compute_capability=100) == 166
+    assert V.capture_sizes(s33, llama8, compute_capability=90)[-1] == 512  # Hopper
+    assert V.capture_sizes(s33, llama8, compute_capability=120)[-1] == 512  # RTX 50 / RTX PRO (family 12)
+    assert V.capture_sizes(s19, llama8, compute_capability=100)[-1] == 512
+    # Still 2 x max_num_seqs below that.
+    assert V.capture_sizes(replace(s33, max_num_seqs=256), llama8, compute_capability=100)[-1] == 512
+    assert V.capture_sizes(replace(s33, max_num_seqs=128), llama8, compute_capability=100)[-1] == 256
