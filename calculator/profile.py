@@ -322,7 +322,7 @@ def get_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = 
 def save_profile(profile: MemoryProfile, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(profile.to_json(), indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(profile.to_json(), separators=(",", ":"), sort_keys=True) + "\n")  # compact: shipped files stay small
     tmp.replace(path)
 
 

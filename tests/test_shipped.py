@@ -118,7 +118,10 @@ def test_shipped_inventories_stay_small() -> None:
     files = list(INVENTORIES.glob("*.json"))
     assert len(files) > 30
     assert sum(f.stat().st_size for f in files) < 300_000
-    assert all("\n" not in f.read_text().rstrip("\n") for f in files if f.name != "index.json")  # compact JSON
+    assert all("\n" not in f.read_text().rstrip("\n") for f in files)  # compact JSON
+    profiles = list((ROOT / "calculator" / "data" / "profiles").glob("*.json"))
+    assert sum(f.stat().st_size for f in profiles) < 400_000
+    assert all("\n" not in f.read_text().rstrip("\n") for f in profiles)
 
 
 def test_a_shipped_inventory_is_not_used_with_another_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
