@@ -67,6 +67,7 @@ def main() -> int:
     index_path = OUT / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     entries: dict[str, dict] = dict(index.get("inventories", {}))
+    defaults: dict[str, dict] = dict(index.get("defaults", {}))
     for name, cfg in _configs(args.types, not args.no_catalog):
         key = config_key(cfg)
         try:
@@ -78,6 +79,8 @@ def main() -> int:
             continue
         path = OUT / f"{key}.json"
         path.write_text(json.dumps(inv.to_json(), separators=(",", ":"), sort_keys=True) + "\n")
+        if name.endswith("(transformers default)"):
+            defaults[inv.model_type] = cfg
         entries[key] = {"file": path.name, "model_type": inv.model_type, "source": name,
                         "transformers": inv.transformers_version, "peft": inv.peft_version or ""}
         print(f"{name}: {inv.class_name}, {inv.num_params:,} parameters, {path.stat().st_size:,} B -> {path.name}", flush=True)
@@ -85,8 +88,11 @@ def main() -> int:
         "_about": "Inventories shipped for the torch-free path: config_key -> file and the library versions it was counted with. "
                   "Made by `python benchmarks/make_inventories.py`; a config whose key is not here needs torch + transformers.",
         "inventories": dict(sorted(entries.items())),
+        # transformers' default config of each shipped model type: a config.json holding only its
+        # differences (what save_pretrained writes) is completed with these before it is keyed.
+        "defaults": dict(sorted(defaults.items())),
     }
-    index_path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    index_path.write_text(json.dumps(index, separators=(",", ":"), sort_keys=True) + "\n")
     total = sum(p.stat().st_size for p in OUT.glob("*.json"))
     print(json.dumps({"shipped": len(entries), "bytes": total}))
     return 0

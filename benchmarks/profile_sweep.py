@@ -174,7 +174,7 @@ def refresh(rows: list[dict]) -> int:
     import json
 
     from calculator.estimate import estimate
-    from calculator.profile import MemoryProfile
+    from calculator.profile import MemoryProfile, make_profile, save_profile
     from calculator.spec import model_spec_from_config
     from calculator.verify.compare import cut_config
 
@@ -182,10 +182,13 @@ def refresh(rows: list[dict]) -> int:
     done = 0
     for r in rows:
         path = profile_path(r["name"])
-        if r["status"] != "ok" or not path.exists() or r["name"] not in by_name:
+        if r["status"] != "ok" or r["name"] not in by_name:
             continue
         cfg = cut_config(config_of(by_name[r["name"]]), 2)
         spec = model_spec_from_config(r["name"], cfg)
+        if not path.exists():  # swept before profiles were kept: made again (no trace)
+            modes = tuple(x["mode"] for x in rows if x["name"] == r["name"])
+            save_profile(make_profile(cfg, modes=[m for m in MODES if m in modes], check_point=None, max_seconds=PROFILE_SECONDS), path)
         profile = MemoryProfile.from_json(json.loads(path.read_text()))
         w = workload(r["mode"], int(r["context"]))
         trace = int(r["trace_bytes"])

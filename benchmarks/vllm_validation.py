@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calculator import vllm as engine  # noqa: E402
-from calculator.gpus import load_gpus  # noqa: E402
+from calculator.gpus import compute_capability, load_gpus  # noqa: E402
 from calculator.resolve import resolve_catalog  # noqa: E402
 from calculator.spec import model_spec_from_config  # noqa: E402
 from calculator.units import GiB  # noqa: E402
@@ -106,11 +106,12 @@ def score_row(row: dict[str, str]) -> Scored:
     b = engine.vllm_budget(
         spec, w, gpu_usable_bytes=usable, gpu_name=gpu.name if gpu else "",
         nvlink=bool(gpu and gpu.nvlink == "yes"), datacenter=bool(gpu and gpu.segment.startswith("datacenter")),
-        rank=int(row["rank"] or 0),
+        rank=int(row["rank"] or 0), compute_capability=compute_capability(gpu) if gpu else None,
     )
     if int(row["rank"] or 0):  # "will it start" is rank 0's (the engine takes the fewest blocks over ranks)
         b0 = engine.vllm_budget(spec, w, gpu_usable_bytes=usable, gpu_name=gpu.name if gpu else "",
-                                nvlink=bool(gpu and gpu.nvlink == "yes"), datacenter=bool(gpu and gpu.segment.startswith("datacenter")))
+                                nvlink=bool(gpu and gpu.nvlink == "yes"), datacenter=bool(gpu and gpu.segment.startswith("datacenter")),
+                                compute_capability=compute_capability(gpu) if gpu else None)
         b = type(b)(**{**{f: getattr(b, f) for f in b.__dataclass_fields__}, "starts": b0.starts, "reason": b0.reason})
     est = {
         "weights": b.weights_bytes / GiB,
@@ -255,9 +256,11 @@ NOTES = """
   stated; its sampler-bound activation figures match the full-vocabulary sort of 0.10, but its TP=2
   non-torch of 0.55 GiB matches no version modelled here).
 - `fit` marks the rows a constant was read from: the Llama-3.1-8B runs of the campaign (TP=1
-  non-torch base, NCCL setup and lazy-connect figures) and the V0 rows behind the V0 constants.
-  The held-out rows share the campaign's GPU and NCCL with the fit rows, so they test the model
-  across models, dtypes and TP, not across machines.
+  non-torch base, NCCL setup and lazy-connect figures, the CUDA-graph per-graph and per-layer
+  costs, with the campaign's PP=2 / PP=4 runs, which are not rows), Mixtral-8x7B at TP=2 (the
+  CUDA-graph cost of a fused-MoE layer) and the V0 rows behind the V0 constants. The held-out rows
+  share the campaign's GPU and NCCL with the fit rows, so they test the model across models,
+  dtypes and TP, not across machines.
 - Non-torch. Under NCCL >= 2.22 (lazy connect) the 0.19.0 logs show two parts of the TP cost on an
   NVSwitch H100: 1.00 GiB set up before the worker's snapshot (outside the budget in 0.19+), and
   1.82-1.96 GiB connected during the profile's first collectives (inside it). V0's NCCL 2.21
@@ -267,13 +270,35 @@ NOTES = """
 - Activation. V1's sampler term (14 B per request x vocabulary element, from the code) plus the
   Triton top-k/top-p scratch rows and, for MoE models, the persistent fused-MoE workspace (both
   read in the 0.19.0 and 0.33.0 wheels) lands within 5 % on every sampler-bound row; the two V0
-  RTX 3090 rows (20K and 29K tokens in one batch) test the forward term instead (0 %). Remaining
-  misses: fp32 Llama (-14 %: the fp32 forward keeps more than modelled) and gpt-oss-20b at TP=2
-  (+11 %). Gemma 3's rows also carry the multimodal encoder profile (32 images of 256 tokens, as
+  RTX 3090 rows (20K and 29K tokens in one batch) test the forward term instead (0 %). gpt-oss's
+  MXFP4 experts run as a monolithic Triton kernel on Hopper (`OAITritonMxfp4ExpertsMonolithic`,
+  fused_moe/oracle/mxfp4.py), which takes nothing from the persistent workspace: -1 % (was +11 %
+  with the workspace kept). Remaining miss: fp32 Llama (-14 %). No code-level cause found: in fp32
+  the sampler's `logits.to(torch.float32)` is a no-op, which makes it smaller, not larger, and the
+  Triton attention fp32 falls back to preallocates only `seq_threshold_3D` rows of softmax
+  segments; the log fits a forward holding about 4 hidden-size vectors per token more than
+  modelled. Gemma 3's rows also carry the multimodal encoder profile (32 images of 256 tokens, as
   the logs print): -5 %.
-- CUDA graphs (0.19.0 captures them after the KV cache): 256 KiB per layer per graph plus the
-  largest capture's forward; vLLM's own estimate in the same logs misses the actual pool by up to
-  +120 % (Llama-3.1-8B at TP=2: 1.69 GiB estimated, 0.76 taken).
+- CUDA graphs (0.19.0 captures them after the KV cache; "Graph capturing finished ... took").
+  The pool is the largest transient of one capture. Outputs are weak references, so smaller sizes
+  reuse it, and PIECEWISE and FULL overlay each other. On Hopper in fp16/bf16 it is FA3's split-KV
+  scratch of the largest FULL decode graph: 32 splits x tokens x heads/TP x (head size + 1) x 4 B,
+  258 MiB for Llama-3.1-8B at 512 tokens. Each log's DEBUG "Estimated FULL CUDA graph memory"
+  first capture matches it within 2-14 MiB on every FA3 row but gpt-oss's, MLA included (latent rank 512:
+  522 MiB for DeepSeek-V2-Lite). On top of the pool comes a driver cost per graph: 1,316 KiB +
+  171 KiB per layer (+46 KiB per MoE layer). gpt-oss-20b captures up to 1,024 (its
+  `GptOssForCausalLMConfig` override: 83 + 83 graphs). Its remaining -17 %: its FULL first
+  capture is 8 MiB in the log (its sink attention does not split, so the pool is smaller than
+  modelled), while its MXFP4 MoE layers cost 0.31 MiB per graph against 0.22 modelled. The dense
+  rows that miss most are Llama at TP=4 (+8 %) and Qwen2.5-7B at TP=1 (-6 %). vLLM's own estimate
+  in the same logs misses the actual pool by up to +120 % (Llama-3.1-8B at TP=2: 1.69 GiB
+  estimated, 0.76 taken).
+- Non-torch: Granite 3.x (0.46 GiB at TP=1 on all three Granite text models, 0.25 for
+  granite-vision with the same language model). No cause was found in the logs: no other
+  backend or INFO / WARNING line differs from Llama's. One lead from the code: since 0.19.0,
+  `profile_cudagraph_memory` runs inside the `memory_profiling` block
+  (`Worker.determine_available_memory`), so anything its sample captures leave outside PyTorch
+  counts as non-torch.
 - KV available inherits the other terms' errors; where they are right it follows them (Qwen2.5-72B
   at TP=2: 3.22 GiB against 3.04, with 67.8 GiB of weights on the card).
 - gpt-oss-20b's weights: vLLM holds 13.72 GiB on an A100 (0.19) and 7.01 GiB per rank at TP=2 on

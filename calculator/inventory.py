@@ -175,13 +175,51 @@ def transformers_available() -> bool:
     return find_spec("torch") is not None and find_spec("transformers") is not None
 
 
+_KEY_IGNORED = frozenset({"_name_or_path", "transformers_version", "architectures", "auto_map", "torch_dtype", "dtype",
+                          "bos_token_id", "eos_token_id", "pad_token_id", "quantization_config", "use_cache"})
+
+
+def _with_defaults(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` over `defaults`, nested sub-configs merged key by key: what transformers' config class
+    does with a config.json (`save_pretrained` writes only the keys that differ from the class
+    defaults, `PreTrainedConfig.to_diff_dict`; loading fills the rest from the constructor)."""
+    out = {str(k): v for k, v in defaults.items()}
+    for key, value in config.items():
+        key = str(key)
+        base = out.get(key)
+        out[key] = _with_defaults(value, base) if isinstance(value, Mapping) and isinstance(base, Mapping) else value
+    return out
+
+
+def _clean(config: Mapping[str, Any]) -> dict[str, Any]:
+    # Keys as config.json spells them (a dict in memory may hold id2label's ints).
+    return {str(k): _clean(v) if isinstance(v, Mapping) else v for k, v in config.items() if k not in _KEY_IGNORED}
+
+
 def config_key(config: Mapping[str, Any]) -> str:
-    """A stable key of the parts of a config that shape the model (drops ids, dtype, names)."""
-    ignored = {"_name_or_path", "transformers_version", "architectures", "auto_map", "torch_dtype", "dtype",
-               "bos_token_id", "eos_token_id", "pad_token_id", "quantization_config", "use_cache"}
-    clean = {k: v for k, v in config.items() if k not in ignored}
-    blob = json.dumps(clean, sort_keys=True, default=str).encode()
+    """A stable key of the parts of a config that shape the model (drops ids, dtype, names, at
+    every level). Keys the config leaves out take the defaults of its model type's config class
+    where those ship with the inventories (index.json "defaults"), so a config.json written with
+    only its differences and the full dict of the same model share one key."""
+    full = with_shipped_defaults(config)
+    blob = json.dumps(_clean(full), sort_keys=True, default=str).encode()
     return f"{config.get('model_type', 'model')}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def with_shipped_defaults(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`config` completed with its model type's shipped class defaults (`_with_defaults`), or as it is."""
+    defaults = _shipped_defaults().get(str(config.get("model_type")))
+    return _with_defaults(config, defaults) if defaults else config
+
+
+@cache
+def _shipped_defaults() -> dict[str, dict[str, Any]]:
+    """model_type -> transformers' default config dict, shipped beside the inventories."""
+    try:
+        text = resources.files(INVENTORY_PACKAGE).joinpath("index.json").read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
+        return {}
+    return dict(json.loads(text).get("defaults", {}))
 
 
 @cache

@@ -222,8 +222,13 @@ def default_settings(*, precision: str = "bf16", attention: str = "sdpa", lora_r
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    """sha256 of the config as canonical JSON, provenance fields dropped."""
-    clean = {k: v for k, v in config.items() if k not in _IGNORED_KEYS}
+    """sha256 of the config as canonical JSON, provenance fields dropped. Keys a config.json leaves
+    out take its model type's class defaults where the inventories ship them
+    (`inventory.with_shipped_defaults`), so the diff-only file save_pretrained writes and the full
+    dict find the same profile."""
+    from .inventory import with_shipped_defaults
+
+    clean = {k: v for k, v in with_shipped_defaults(config).items() if k not in _IGNORED_KEYS}
     return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -317,7 +322,7 @@ def get_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None = 
 def save_profile(profile: MemoryProfile, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(profile.to_json(), indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(profile.to_json(), separators=(",", ":"), sort_keys=True) + "\n")  # compact: shipped files stay small
     tmp.replace(path)
 
 
@@ -560,6 +565,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     fits: dict[str, ComponentFit] = {}
     checks: dict[str, float] = {}
     traced_kinds: set[str] = set()
+    traced: dict[int, int] = {}  # asked depth -> layers the traced copy had
     lora = {"rank": settings["lora_rank"], "targets": settings["lora_targets"], "adapter_precision": settings["adapter_precision"]}
 
     def trace(mode: str, pts: Sequence[tuple[int, int]]) -> list[tuple[dict[str, int], tuple[str, ...], Any]]:
@@ -575,6 +581,12 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
             )
             notes.extend(n for n in run_notes if n not in notes)
             traced_kinds.update(kinds)
+            if len(kinds) != depth:
+                # The copy kept more layers than asked (a layer-count key cut_config does not know):
+                # the label says what was traced, and equal depths cannot separate the layers.
+                note = f"A {depth}-layer copy was asked for and transformers built {len(kinds)} layers."
+                notes.extend([note] if note not in notes else [])
+            traced.setdefault(depth, len(kinds))
             counts = {k: kinds.count(k) for k in order}
             for r in results:
                 for kind, window in zip(kinds, r.windows, strict=False):
@@ -614,7 +626,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
         kinds=tuple((k, full_kinds.count(k)) for k in order),
         windows=tuple(windows.items()),
         fits=_fill_missing(fits, missing),
-        traced_depths=depths,
+        traced_depths=tuple(traced.get(d, d) for d in depths),
         points=tuple(points),
         check_error_pct=checks,
         seconds=time.monotonic() - started,

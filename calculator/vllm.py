@@ -91,6 +91,14 @@ class VllmVersion:
     # `FusedMoEModularKernel._allocate_buffers`, 0.19.0 and 0.33.0): the profile forward grows it
     # and it stays allocated while the sampler runs.
     moe_workspace_persists: bool = False
+    # Per-architecture capture-size overrides (`MAX_CAPTURE_SIZE_BY_ARCHITECTURE`), read in 0.19.0
+    # and 0.33.0 (0.32 sits between them).
+    capture_size_overrides: bool = False
+    # Default largest capture size on datacenter Blackwell (compute capability 10.x): 0.33.0's
+    # `VllmConfig._set_cudagraph_sizes` (vllm/config/vllm.py) uses "1024 if
+    # current_platform.is_device_capability_family(100) else 512"; 0.19.0 caps at 512 everywhere.
+    # 0.32 was not read: kept at 512.
+    blackwell_capture_max: int = 512
 
 
 # `torch.sort` of a (rows x vocab) fp32 tensor on CUDA (ATen's segmented radix sort,
@@ -113,7 +121,7 @@ TRITON_SAMPLER_SCRATCH_ROWS = 132
 
 VLLM_VERSIONS: dict[str, VllmVersion] = {
     "0.33": VllmVersion(
-        name="0.33", released="2026-11", engine="v1",
+        name="0.33", released="2026-11", engine="v1", blackwell_capture_max=1024,
         # `_dummy_sampler_run` (vllm/v1/worker/gpu_model_runner.py) samples with top-k and top-p set:
         # the model-dtype logits (2 B), the sampler's fp32 copy (4 B, `Sampler.forward`,
         # vllm/v1/sample/sampler.py), then the warm-up of `forward_native` (topk_topp_sampler.py):
@@ -123,6 +131,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.33.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
         non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V1, sampler_scratch_rows=TRITON_SAMPLER_SCRATCH_ROWS, moe_workspace_persists=True,
+        capture_size_overrides=True,
     ),
     "0.32": VllmVersion(
         name="0.32", released="2026-10", engine="v1",
@@ -132,6 +141,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         cudagraphs_in_budget=True, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.32.0: v1/worker/gpu_worker.py determine_available_memory, utils/mem_utils.py memory_profiling",
         non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V1, sampler_scratch_rows=TRITON_SAMPLER_SCRATCH_ROWS, moe_workspace_persists=True,
+        capture_size_overrides=True,
     ),
     "0.19": VllmVersion(
         name="0.19", released="2026-04", engine="v1",
@@ -143,6 +153,7 @@ VLLM_VERSIONS: dict[str, VllmVersion] = {
         cudagraphs_in_budget=False, capture_grid="8+16", full_and_piecewise=True,
         source="vllm 0.19.0: envs.py, v1/worker/gpu_worker.py, v1/sample/ops/topk_topp_sampler.py, config/vllm.py",
         non_torch_tp1_bytes=NON_TORCH_TP1_BYTES_V1, sampler_scratch_rows=TRITON_SAMPLER_SCRATCH_ROWS, moe_workspace_persists=True,
+        capture_size_overrides=True,
     ),
     "0.10": VllmVersion(
         name="0.10", released="2025-09", engine="v1",
@@ -210,14 +221,50 @@ NCCL_EAGER_BYTES_NVLINK = 1833 * MiB
 # (vllm-project/vllm#13061), 0.21 GiB above the consumer TP=1 figure. With lazy connect the same
 # total is assumed to arrive during the profile (no PCIe log of a lazy-connect NCCL was found).
 NCCL_BYTES_PCIE = 215 * MiB
-# CUDA-graph pool: vLLM's estimate is the first (largest) capture plus, per further graph, the
-# second capture's cost (at least 1 MiB; `profile_cudagraph_memory`, gpu_model_runner.py 0.33.0).
-# A captured graph of a piecewise-compiled model holds one instantiated graph per layer piece, so
-# the per-graph cost grows with depth. Logs give 1.62 GiB for 51 PIECEWISE + 35 FULL graphs
-# (vllm-project/vllm PR #39559, a Qwen3.5 GGUF) and 0.14 GiB for 19 + 11 graphs
-# (aivrar/vllm-windows-build#4): 19 and 4.8 MiB per graph; the models' depths are not stated.
-# 256 KiB per layer per graph (8 MiB for 32 layers, 16 MiB for 64) is an assumption in that range.
-CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH = 256 * 1024
+# CUDA graphs. `GPUModelRunner.capture_model` (vllm/v1/worker/gpu_model_runner.py, 0.19.0 and
+# 0.33.0) captures every size, largest first, into one global graph pool
+# (`CUDAGraphWrapper.graph_pool = current_platform.get_global_graph_pool()`,
+# vllm/compilation/cuda_graph.py), and logs the drop of free device memory over the whole capture
+# ("Graph capturing finished in N secs, took X GiB"). So the term is
+# (a) the pool: the largest transient a single capture needs. Outputs are weak references
+#     (`entry.output = weak_ref_tensors(output)`), so later, smaller captures reuse the blocks of
+#     the first one. PIECEWISE and FULL graphs overlay each other in that pool ("FULL and PIECEWISE
+#     graphs share the global pool at runtime ... Take the max", `profile_cudagraph_memory`). A
+#     PIECEWISE graph holds the forward's buffers at its size; a FULL decode graph on FA3 also holds
+#     FlashAttention's split-KV scratch (`fa3_split_bytes`);
+# (b) per captured graph, what the driver keeps for the instantiated graph. vLLM's own estimate
+#     floors it at "at least 1 MiB per graph for driver overhead" (`profile_cudagraph_memory`). It
+#     grows with the kernels captured, i.e. with the layers. A PIECEWISE size is one graph per piece
+#     between attention layers (`PiecewiseBackend`, vllm/compilation/piecewise_backend.py); a FULL
+#     size is one graph over all of them. The logged per-graph costs are alike for both modes
+#     (DEBUG "Estimated PIECEWISE / FULL CUDA graph memory: ... per-graph").
+# Read from Llama-3.1-8B on an H100 SXM under 0.19.0 (jgchn/llm-d-planner accuracy logs, 102
+# graphs each): the pool is FA3's 258 MiB, and the capture took 0.91 / 0.65 / 0.51 GiB at 32 / 16 /
+# 8 layers per rank (TP=1, and PP=2 / 4, `tp1pp2dp1` / `tp1pp4dp1` logs), i.e. 6.61 / 4.00 / 2.59
+# MiB per graph. A least-squares line through those three: 1,316 KiB per graph + 171 KiB per
+# layer. The TP=1 run is a `fit` row of benchmarks/data/vllm_startup_logs.csv; the PP runs are not rows.
+CUDAGRAPH_BYTES_PER_GRAPH = 1316 * 1024
+CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH = 171 * 1024
+# A fused-MoE layer launches more kernels than a dense MLP: the router GEMM, top-k, the
+# `moe_align_block_size` sort, two grouped expert GEMMs and the weighted sum
+# (`FusedMoEModularKernel`, fused_moe/modular_kernel.py) for gate_up / act / down. Read from
+# Mixtral-8x7B at TP=2 (a `fit` row): 0.93 GiB over 102 graphs and 32 MoE layers past its 129 MiB
+# FA3 pool, i.e. 217 KiB per layer per graph against the dense 171. Qwen3-30B-A3B (48 MoE layers,
+# held out) gives 221.
+CUDAGRAPH_BYTES_PER_MOE_LAYER_PER_GRAPH = 46 * 1024
+# `AttentionConfig.flash_attn_max_num_splits_for_cuda_graph` (vllm/config/attention.py, 0.19.0 and
+# 0.33.0): with FULL graphs on FA3 the FlashAttention metadata builder fixes the split-KV count at
+# 32 "so that large enough intermediate buffers are pre-allocated during capture"
+# (`FlashAttentionMetadataBuilder.__init__`, v1/attention/backends/flash_attn.py; the same in
+# mla/flashattn_mla.py). The NOTE there: "intermediate buffers of size [num_splits, num_heads,
+# num_tokens, head_size] are allocated", fp32 (`out_accum`, and `softmax_lse_accum` without the
+# head size).
+FA3_MAX_NUM_SPLITS_FOR_CUDA_GRAPH = 32
+# Per-architecture capture-size overrides vLLM applies itself (`MODELS_CONFIG_MAP` ->
+# `verify_and_update_config`, vllm/model_executor/models/config.py, 0.19.0 and 0.33.0):
+# `GptOssForCausalLMConfig` raises max_cudagraph_capture_size to 1024 "for performance" (unless the
+# user set the capture sizes). The 0.19.0 gpt-oss-20b log prints "PIECEWISE=83 (largest=1024)".
+MAX_CAPTURE_SIZE_BY_ARCHITECTURE: dict[str, int] = {"GptOssForCausalLM": 1024}
 
 KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
@@ -229,6 +276,22 @@ KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 # kernels, none below Ampere); `AWQConfig.get_min_capability` returns 75 ("The AWQ kernel only
 # supports Turing or newer GPUs", quantization/awq.py).
 MIN_CAPABILITY: dict[str, int] = {"mxfp4": 80, "awq": 75}
+# The first release with each method (older ones stop at "Unknown quantization method"): MXFP4 came
+# with gpt-oss in 0.10.1 (vllm-project/vllm PR #22259; reports of the capability-80 refusal on SM75
+# start with it, vllm-project/vllm#22288 and #23203).
+QUANT_SINCE: dict[str, tuple[int, ...]] = {"mxfp4": (0, 10, 1)}
+
+
+def version_problem(fmt_name: str, version: VllmVersion) -> str:
+    """Why vLLM `version` cannot load `fmt_name` weights at all ('' when it can). A version row is
+    its last patch release (`VllmVersion.source`: 0.10 is 0.10.2, 0.7 is 0.7.3)."""
+    since = QUANT_SINCE.get(fmt_name)
+    if since is None:
+        return ""
+    have = tuple(int(x) for x in version.name.split("."))
+    if have[:2] >= since[:2]:  # a row is its minor's last patch, at or past `since`
+        return ""
+    return f"vLLM {version.name} has no {fmt_name} quantization (added in {'.'.join(map(str, since))}): pick a newer vLLM version"
 
 
 def capability_problem(fmt_name: str, capability: int | None, gpu_name: str = "") -> str:
@@ -452,7 +515,26 @@ def encoder_profile(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> 
                           peak_bytes=peak, output_bytes=output)
 
 
-def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, rank: int = 0) -> int:
+# MoE weight formats whose experts run as one monolithic kernel on some GPUs, outside the
+# `WorkspaceManager` (`FusedMoEKernelMonolithicImpl.apply`, fused_moe/modular_kernel.py, calls the
+# experts without `_allocate_buffers`; `triton_kernel_moe_forward` allocates its intermediates in
+# the call): MXFP4 prefers `OAITritonMxfp4ExpertsMonolithic` ("prefer Monolithic > Modular",
+# fused_moe/oracle/mxfp4.py, 0.19.0 and 0.33.0), which runs on compute capability 9.0 up to 11.0
+# (`_supports_current_device`, gpt_oss_triton_kernels_moe.py). Below that, MXFP4 goes through
+# Marlin, a modular kernel. Keyed by `WeightFormat.name`: (lowest, highest + 1) capability.
+MONOLITHIC_MOE_CAPABILITY: dict[str, tuple[int, int]] = {"mxfp4": (90, 110)}
+
+
+def moe_workspace_kept(version: VllmVersion, fmt_name: str, compute_capability: int | None) -> bool:
+    """Whether the profile's fused-MoE workspace stays allocated through the sampler
+    (`VllmVersion.moe_workspace_persists`), i.e. the experts are a modular kernel on this GPU."""
+    span = MONOLITHIC_MOE_CAPABILITY.get(fmt_name)
+    monolithic = span is not None and compute_capability is not None and span[0] <= compute_capability < span[1]
+    return version.moe_workspace_persists and not monolithic
+
+
+def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, rank: int = 0,
+                          workspace_kept: bool | None = None) -> int:
     """The profile's PyTorch peak increase on TP rank `rank`: the forward's peak, or the sampler's
     with the forward's hidden states still referenced, whichever is larger (they run one after the
     other). Under V0 only rank 0 samples; the others hold their vocabulary shard of the logits.
@@ -464,8 +546,10 @@ def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: in
     tp = s.tensor_parallel_size
     forward = forward_activation_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp)
     hidden = tokens * spec.hidden_size * compute_bytes
-    # The persistent MoE workspace (`VllmVersion.moe_workspace_persists`) is still held while the sampler runs.
-    kept = moe_workspace_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp) if version.moe_workspace_persists else 0
+    # The persistent MoE workspace (`moe_workspace_kept`) is still held while the sampler runs.
+    if workspace_kept is None:
+        workspace_kept = version.moe_workspace_persists
+    kept = moe_workspace_bytes(spec, tokens=tokens, compute_bytes=compute_bytes, tp=tp) if workspace_kept else 0
     if rank and not version.sampler_on_every_rank:
         return forward + profile_requests(s) * -(-spec.vocab_size // tp) * compute_bytes
     text = max(forward, kept + hidden + sampler_bytes(spec, requests=profile_requests(s), version=version))
@@ -476,17 +560,21 @@ def activation_peak_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: in
     return max(enc.peak_bytes + enc.output_bytes, enc.output_bytes + text)
 
 
-def capture_sizes(s: VllmSettings) -> tuple[int, ...]:
+def capture_sizes(s: VllmSettings, spec: ModelSpec | None = None, *, compute_capability: int | None = None) -> tuple[int, ...]:
     """Batch sizes vLLM captures CUDA graphs for (none under --enforce-eager).
 
     V1: the largest is min(2 x max_num_seqs, 512) (`max_cudagraph_capture_size`; 0.10.2
-    `SchedulerConfig.cuda_graph_sizes`), never more than max_num_batched_tokens. V0: up to the
-    first size >= max_num_seqs."""
+    `SchedulerConfig.cuda_graph_sizes`; 1024 instead of 512 on datacenter Blackwell where the
+    version says so, `VllmVersion.blackwell_capture_max`), or the architecture's own override
+    (`MAX_CAPTURE_SIZE_BY_ARCHITECTURE`, `VllmVersion.capture_size_overrides`), never more than
+    max_num_batched_tokens. V0: up to the first size >= max_num_seqs."""
     if s.enforce_eager:
         return ()
     version = vllm_version(s.version)
     assert s.max_num_seqs is not None and s.max_num_batched_tokens is not None
-    top = min(2 * s.max_num_seqs, 512, s.max_num_batched_tokens)
+    override = MAX_CAPTURE_SIZE_BY_ARCHITECTURE.get(spec.architecture) if spec is not None and version.capture_size_overrides else None
+    default_max = version.blackwell_capture_max if compute_capability is not None and compute_capability // 10 == 10 else 512
+    top = min(override or min(2 * s.max_num_seqs, default_max), s.max_num_batched_tokens)
     if version.engine == "v0":
         # V0 (0.7.3 vllm/config.py, the `not envs.VLLM_USE_V1` branch of the capture-size setup):
         # [1, 2, 4] + multiples of 8 up to the first one >= max_num_seqs (at most 8192).
@@ -499,25 +587,58 @@ def capture_sizes(s: VllmSettings) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def cudagraph_count(s: VllmSettings) -> int:
+def full_capture_sizes(s: VllmSettings, spec: ModelSpec | None = None, *, compute_capability: int | None = None) -> tuple[int, ...]:
+    """The FULL decode graphs (cudagraph_mode FULL_AND_PIECEWISE): the capture sizes up to max_num_seqs."""
+    if not vllm_version(s.version).full_and_piecewise:
+        return ()
+    assert s.max_num_seqs is not None
+    return tuple(n for n in capture_sizes(s, spec, compute_capability=compute_capability) if n <= s.max_num_seqs)
+
+
+def cudagraph_count(s: VllmSettings, spec: ModelSpec | None = None, *, compute_capability: int | None = None) -> int:
     """Graphs captured: one PIECEWISE graph per capture size, plus (FULL_AND_PIECEWISE) one FULL
     decode graph per size up to max_num_seqs."""
-    sizes = capture_sizes(s)
-    version = vllm_version(s.version)
-    assert s.max_num_seqs is not None
-    full = sum(1 for n in sizes if n <= s.max_num_seqs) if version.full_and_piecewise else 0
-    return len(sizes) + full
+    cc = compute_capability
+    return len(capture_sizes(s, spec, compute_capability=cc)) + len(full_capture_sizes(s, spec, compute_capability=cc))
 
 
-def cudagraph_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int) -> int:
-    """The CUDA-graph pool: the largest graph's forward buffers plus, for every graph, its
-    instantiated per-layer pieces (`CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH`)."""
-    sizes = capture_sizes(s)
+def fa3_split_bytes(spec: ModelSpec, *, tokens: int, tp: int) -> int:
+    """FlashAttention 3's split-KV scratch in a FULL decode graph of `tokens` requests on a TP rank:
+    `FA3_MAX_NUM_SPLITS_FOR_CUDA_GRAPH` x tokens x the rank's query heads
+    (`ModelConfig.get_num_attention_heads`: heads // TP) x (head size + 1) in fp32: the partial
+    outputs and their log-sum-exps. MLA decodes in the latent space (FLASH_ATTN_MLA), so its head
+    size is the latent rank."""
+    heads = spec.num_attention_heads // tp
+    size = spec.kv_lora_rank if spec.layer_types and spec.layer_types[0] == "mla" else spec.head_dim
+    return FA3_MAX_NUM_SPLITS_FOR_CUDA_GRAPH * tokens * heads * (size + 1) * 4
+
+
+def uses_fa3_splits(s: VllmSettings, *, compute_bytes: int, compute_capability: int | None) -> bool:
+    """Whether FULL decode graphs carry FA3's split scratch: FULL graphs are captured, the GPU is
+    Hopper (`get_flash_attn_version`, v1/attention/backends/fa_utils.py: FA3 on SM 9.x only), and
+    the model runs in fp16 / bf16 (`FlashAttentionBackend.supported_dtypes`; fp32 falls back to
+    Triton attention, as the fp32 Llama log prints)."""
+    return bool(full_capture_sizes(s)) and compute_capability is not None and compute_capability // 10 == 9 and compute_bytes == 2
+
+
+def cudagraph_bytes(spec: ModelSpec, s: VllmSettings, *, compute_bytes: int, compute_capability: int | None = None) -> int:
+    """The CUDA-graph memory the capture takes: the pool (the largest PIECEWISE capture's forward
+    buffers, or the largest FULL decode capture's FA3 split scratch where there is one, whichever
+    is larger) plus, per graph, the driver's instantiated graph (`CUDAGRAPH_BYTES_PER_GRAPH` and
+    `CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH` per layer on this rank)."""
+    cc = compute_capability
+    sizes = capture_sizes(s, spec, compute_capability=cc)
     if not sizes:
         return 0
-    first = forward_activation_bytes(spec, tokens=sizes[-1], compute_bytes=compute_bytes, tp=s.tensor_parallel_size)
+    tp = s.tensor_parallel_size
+    pool = forward_activation_bytes(spec, tokens=sizes[-1], compute_bytes=compute_bytes, tp=tp)
+    full = full_capture_sizes(s, spec, compute_capability=cc)
+    if full and uses_fa3_splits(s, compute_bytes=compute_bytes, compute_capability=compute_capability):
+        pool = max(pool, fa3_split_bytes(spec, tokens=full[-1], tp=tp))
     layers = max(spec.num_hidden_layers, 1)
-    return first + cudagraph_count(s) * layers * CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH
+    moe_layers = (spec.num_moe_layers or layers) if spec.is_moe else 0
+    per_graph = CUDAGRAPH_BYTES_PER_GRAPH + layers * CUDAGRAPH_BYTES_PER_LAYER_PER_GRAPH + moe_layers * CUDAGRAPH_BYTES_PER_MOE_LAYER_PER_GRAPH
+    return pool + cudagraph_count(s, spec, compute_capability=cc) * per_graph
 
 
 def nccl_init_bytes(s: VllmSettings, *, nvlink: bool) -> int:
@@ -663,10 +784,11 @@ def vllm_budget(
     kv_bits = 8 if s.kv_cache_dtype.startswith("fp8") else BITS_PER_ELEMENT[fmt.compute_precision]
     requested = math.ceil(total * s.gpu_memory_utilization)
     weights = sharded_weight_bytes(spec, fmt, tp)
-    act = activation_peak_bytes(spec, s, compute_bytes=c, rank=rank)
+    act = activation_peak_bytes(spec, s, compute_bytes=c, rank=rank,
+                                workspace_kept=moe_workspace_kept(version, fmt.name, compute_capability))
     sampler = sampler_bytes(spec, requests=profile_requests(s), version=version)
     non_torch = non_torch_bytes(s, nvlink=nvlink, datacenter=datacenter)
-    graphs = cudagraph_bytes(spec, s, compute_bytes=c)
+    graphs = cudagraph_bytes(spec, s, compute_bytes=c, compute_capability=compute_capability)
     in_budget = version.cudagraphs_in_budget
     available = requested - weights - act - non_torch - (graphs if in_budget else 0)
     per_block = kv_bytes_per_block(spec, s, kv_bits=kv_bits)
@@ -677,7 +799,7 @@ def vllm_budget(
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
     # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
     fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
-    reason = capability_problem(fmt.name, compute_capability, gpu_name)
+    reason = version_problem(fmt.name, version) or capability_problem(fmt.name, compute_capability, gpu_name)
     headroom = total - requested
     before_snapshot = CUDA_CONTEXT_BYTES + nccl_outside_budget_bytes(s, nvlink=nvlink)
     outside = before_snapshot + (0 if in_budget else graphs)

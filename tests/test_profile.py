@@ -287,6 +287,28 @@ def test_cli_profile_shows_the_shipped_profile(capsys: pytest.CaptureFixture[str
     assert "28 x LlamaDecoderLayer (full_attention)" in out and "held-out point inference/prefill" in out
 
 
+def test_traced_depths_say_what_was_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that keeps more layers than asked (GPT-J's `n_layer` was once left uncut, so both
+    "2" and "3" were 28-layer traces) is labelled with the layers transformers built."""
+    pytest.importorskip("torch")
+    from calculator import profile
+    from calculator.verify import profile_trace
+    from calculator.verify.profile_trace import PointResult
+
+    monkeypatch.setattr(profile_trace, "layer_kinds", lambda cfg: ("L",) * 28)
+    monkeypatch.setattr(profile_trace, "versions", lambda: {})
+
+    def fake_run_points(cfg, *, mode, points, **_):
+        kinds = ("L",) * 28  # the cut did not take
+        return [PointResult(batch=b, length=s, context=s, phases={"forward": {"activations": 100 * b * s, "gradients": 0, "peak": 1}},
+                            seconds=0.01) for b, s in points], [], kinds
+
+    monkeypatch.setattr(profile_trace, "run_points", fake_run_points)
+    made = profile.make_profile({"model_type": "gptj", "n_layer": 28}, modes=("inference",))
+    assert made.traced_depths == (28, 28)
+    assert any("2-layer copy was asked for and transformers built 28 layers" in n for n in made.notes)
+
+
 def _points(fn) -> list:
     """Point results of two depths (1 and 2 layers of kind "a") whose prefill activations are fn(b, s, n)."""
     from types import SimpleNamespace

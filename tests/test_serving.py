@@ -384,3 +384,105 @@ def test_the_terms_table_names_the_encoder_profile():
     assert "encoder profiled first: 32 images × 256 tokens" in why
     text = V.vllm_budget(resolve_catalog("meta-llama/Llama-3.1-8B").spec, Workload(runtime="vllm"), gpu_usable_bytes=H100)
     assert text.encoder is None and "encoder" not in vllm_terms_frame(text).set_index("Term").loc["Activation peak (profile)"].iloc[-1]
+
+
+def test_mxfp4_needs_a_vllm_that_has_it():
+    """vLLM 0.7.3 has no mxfp4 method (it came with gpt-oss in 0.10.1): gpt-oss-20b starts nowhere under it."""
+    from calculator.report import build_plan, serving_for
+
+    spec = resolve_catalog("openai/gpt-oss-20b").spec
+    plan = build_plan(spec, Workload(runtime="vllm", vllm_version="0.7"))
+    assert not any(c.fits for c in plan.ranking)
+    first = plan.ranking[0]
+    assert first.reason.startswith("vLLM 0.7 has no mxfp4 quantization (added in 0.10.1)")
+    assert serving_for(plan, first).fix is None
+    assert V.version_problem("mxfp4", V.vllm_version("0.10")) == "" and V.version_problem("bf16", V.vllm_version("0.7")) == ""
+    assert any(c.fits for c in build_plan(spec, Workload(runtime="vllm", vllm_version="0.10")).ranking)
+
+
+def _h100_defaults(version: str = "0.19", **kw) -> V.VllmSettings:
+    """`vllm serve` defaults on an H100 at 8K context, as the llm-d-planner 0.19.0 logs run it."""
+    return V.resolved_settings(V.VllmSettings(version=version, max_model_len=8192, **kw), gpu_total_bytes=int(79.19 * GiB),
+                               gpu_name="NVIDIA H100 80GB HBM3")
+
+
+def test_gpt_oss_captures_up_to_1024_as_its_architecture_config_asks():
+    # `GptOssForCausalLMConfig.verify_and_update_config` (model_executor/models/config.py, 0.19.0 and 0.33.0)
+    # sets max_cudagraph_capture_size = 1024: [1,2,4] + range(8,256,8) + range(256,1025,16) = 3 + 31 + 49 = 83,
+    # as the 0.19.0 log prints "PIECEWISE=83 (largest=1024), FULL=83 (largest=1024)".
+    oss = resolve_catalog("openai/gpt-oss-20b").spec
+    for version in ("0.19", "0.33"):
+        s = _h100_defaults(version, tensor_parallel_size=2)
+        sizes = V.capture_sizes(s, oss)
+        assert (len(sizes), sizes[-1], len(V.full_capture_sizes(s, oss)), V.cudagraph_count(s, oss)) == (83, 1024, 83, 166)
+    # Other architectures keep min(2 x max_num_seqs, 512): 51 + 51 graphs, as every other log of the campaign prints.
+    s = _h100_defaults()
+    assert (V.capture_sizes(s, resolve_catalog(LLAMA8).spec)[-1], V.cudagraph_count(s, resolve_catalog(LLAMA8).spec)) == (512, 102)
+    # Capped by max_num_batched_tokens (`min(max_num_tokens, max_cudagraph_capture_size)`, config/vllm.py).
+    assert V.capture_sizes(_h100_defaults(max_num_batched_tokens=768), oss)[-1] == 768
+
+
+def test_fa3_split_scratch_is_the_full_graph_pool_on_hopper(llama8):
+    # FlashAttentionMetadataBuilder (v1/attention/backends/flash_attn.py 0.19.0): FULL graphs on FA3 fix
+    # num_splits = 32 (`flash_attn_max_num_splits_for_cuda_graph`, config/attention.py); out_accum
+    # [32, tokens, heads, head_size] + lse [32, tokens, heads], fp32. Llama-3.1-8B at 512 decode tokens:
+    # 32 x 512 x 32 x (128 + 1) x 4 B = 258 MiB. The 0.19.0 logs' DEBUG line: "Estimated FULL CUDA graph
+    # memory: 260.00 MiB first-capture" at TP=1, 132 at TP=2, 70 at TP=4; Qwen2.5-7B (28 heads): 228.
+    assert V.fa3_split_bytes(llama8, tokens=512, tp=1) == 32 * 512 * 32 * 129 * 4 == 258 * MiB
+    assert V.fa3_split_bytes(llama8, tokens=512, tp=2) == 129 * MiB
+    assert V.fa3_split_bytes(resolve_catalog("Qwen/Qwen2.5-7B-Instruct").spec, tokens=512, tp=1) == 32 * 512 * 28 * 129 * 4
+    s = _h100_defaults()
+    assert V.uses_fa3_splits(s, compute_bytes=2, compute_capability=90)
+    # Not on Ampere (FA2: `get_flash_attn_version` picks 3 on SM 9.x only), not in fp32 (FlashAttention's
+    # supported_dtypes are fp16/bf16: the fp32 log runs TRITON_ATTN and logs a 4 MiB FULL first capture),
+    # not without FULL graphs (0.10.2 captures PIECEWISE only).
+    assert not V.uses_fa3_splits(s, compute_bytes=2, compute_capability=80)
+    assert not V.uses_fa3_splits(s, compute_bytes=4, compute_capability=90)
+    assert not V.uses_fa3_splits(_h100_defaults("0.10"), compute_bytes=2, compute_capability=90)
+
+
+def test_cuda_graph_memory_is_the_pool_plus_a_driver_cost_per_graph_and_layer(llama8):
+    # 102 graphs, pool = FA3's 258 MiB, per graph 1,316 KiB + 32 x 171 KiB: 0.91 GiB, the Llama-3.1-8B log's
+    # "Graph capturing finished in 6 secs, took 0.91 GiB" it was read from (with the PP=2 / PP=4 runs).
+    s = _h100_defaults()
+    b = V.cudagraph_bytes(llama8, s, compute_bytes=2, compute_capability=90)
+    assert b == 258 * MiB + 102 * (1316 + 32 * 171) * 1024
+    assert round(b / GiB, 2) == 0.91
+    # Without FA3 the pool is the largest PIECEWISE capture's forward (512 tokens).
+    pw = V.forward_activation_bytes(llama8, tokens=512, compute_bytes=2, tp=1)
+    assert V.cudagraph_bytes(llama8, s, compute_bytes=2, compute_capability=80) == pw + 102 * (1316 + 32 * 171) * 1024
+    # MoE layers cost 46 KiB more per graph (read from Mixtral-8x7B at TP=2); held out, Qwen3-30B-A3B's
+    # 48 MoE layers: 1.41 GiB logged.
+    qwen_moe = resolve_catalog("Qwen/Qwen3-30B-A3B").spec
+    q = V.cudagraph_bytes(qwen_moe, s, compute_bytes=2, compute_capability=90)
+    assert q == V.fa3_split_bytes(qwen_moe, tokens=512, tp=1) + 102 * (1316 + 48 * (171 + 46)) * 1024
+    assert abs(q / GiB - 1.41) < 0.03
+
+
+def test_mxfp4_experts_run_monolithic_on_hopper_so_no_workspace_stays_through_sampling():
+    # oracle/mxfp4.py (0.19.0, 0.33.0) prefers OAITritonMxfp4ExpertsMonolithic (SM 9.0-10.x), whose
+    # `FusedMoEKernelMonolithicImpl.apply` takes nothing from the WorkspaceManager: the gpt-oss-20b TP=2 log
+    # ("Using 'TRITON' Mxfp4 MoE backend") prints "torch peak memory increase: 2.87GiB".
+    oss = resolve_catalog("openai/gpt-oss-20b").spec
+    v19 = V.vllm_version("0.19")
+    assert not V.moe_workspace_kept(v19, "mxfp4", 90)
+    assert V.moe_workspace_kept(v19, "mxfp4", 80)  # Ampere: Marlin, a modular kernel
+    assert V.moe_workspace_kept(v19, "bf16", 90) and not V.moe_workspace_kept(V.vllm_version("0.10"), "bf16", 90)
+    w = Workload(runtime="vllm", context_length=8192, num_gpus=2, gpu_memory_utilization=0.9, vllm_version="0.19")
+    b = V.vllm_budget(oss, w, gpu_usable_bytes=int(79.19 * GiB) + V.CUDA_TOTAL_RESERVED_BYTES, gpu_name="NVIDIA H100 80GB HBM3",
+                      compute_capability=90)
+    assert abs(b.activation_peak_bytes / GiB - 2.87) < 0.05
+
+
+def test_datacenter_blackwell_captures_up_to_1024_from_0_33(llama8):
+    # 0.33.0 `VllmConfig._set_cudagraph_sizes`: "1024 if current_platform.is_device_capability_family(100)
+    # else 512"; 0.19.0: min(2 x max_num_seqs, 512) on every GPU. 1024 seqs: 3 + 31 + 49 = 83 sizes.
+    s33, s19 = _h100_defaults("0.33"), _h100_defaults("0.19")
+    assert V.capture_sizes(s33, llama8, compute_capability=100)[-1] == 1024
+    assert V.cudagraph_count(s33, llama8, compute_capability=100) == 166
+    assert V.capture_sizes(s33, llama8, compute_capability=90)[-1] == 512  # Hopper
+    assert V.capture_sizes(s33, llama8, compute_capability=120)[-1] == 512  # RTX 50 / RTX PRO (family 12)
+    assert V.capture_sizes(s19, llama8, compute_capability=100)[-1] == 512
+    # Still 2 x max_num_seqs below that.
+    assert V.capture_sizes(replace(s33, max_num_seqs=256), llama8, compute_capability=100)[-1] == 512
+    assert V.capture_sizes(replace(s33, max_num_seqs=128), llama8, compute_capability=100)[-1] == 256

@@ -68,8 +68,15 @@ def test_without_torch_a_shipped_architecture_is_answered_from_its_shipped_inven
     notes = " ".join(data["notes"])
     assert f"Counted from the inventory shipped with the calculator (calculator/data/inventories/{entry['file']}" in notes
     assert "from a trace profile shipped with the calculator (calculator/data/profiles/" in notes
-    text = _run_without_torch(cfg, tmp_path / "text")
+    # The config.json save_pretrained writes holds only the keys that differ from PhiConfig()'s
+    # defaults; completed with the shipped defaults it is the same model and finds the same files.
+    from transformers import PhiConfig
+
+    diff_only = json.loads(PhiConfig().to_json_string(use_diff=True))
+    assert len(diff_only) < len(cfg)
+    text = _run_without_torch(diff_only, tmp_path / "text")
     assert "counted from: transformers inventory (shipped) + trace profile (shipped)" in text.stdout
+    assert "(1.42B parameters, inventory)" in text.stdout
 
 
 def test_without_torch_an_unshipped_architecture_gets_one_line_saying_how_to_enable_it(tmp_path: Path) -> None:
@@ -111,7 +118,10 @@ def test_shipped_inventories_stay_small() -> None:
     files = list(INVENTORIES.glob("*.json"))
     assert len(files) > 30
     assert sum(f.stat().st_size for f in files) < 300_000
-    assert all("\n" not in f.read_text().rstrip("\n") for f in files if f.name != "index.json")  # compact JSON
+    assert all("\n" not in f.read_text().rstrip("\n") for f in files)  # compact JSON
+    profiles = list((ROOT / "calculator" / "data" / "profiles").glob("*.json"))
+    assert sum(f.stat().st_size for f in profiles) < 400_000
+    assert all("\n" not in f.read_text().rstrip("\n") for f in profiles)
 
 
 def test_a_shipped_inventory_is_not_used_with_another_transformers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -299,7 +299,9 @@ def test_without_torch_the_nested_model_is_named_as_typed(monkeypatch):
 
     monkeypatch.setattr(inventory, "transformers_available", lambda: False)
     with pytest.raises(UnsupportedArchitectureError) as err:
-        model_spec_from_config("meta-llama/Llama-3.2-11B-Vision", {"model_type": "mllama", "text_config": {"model_type": "mllama_text_model"}})
+        # 3 text layers: not the default MllamaConfig, whose inventory ships (calculator/data/inventories/).
+        model_spec_from_config("meta-llama/Llama-3.2-11B-Vision",
+                               {"model_type": "mllama", "text_config": {"model_type": "mllama_text_model", "num_hidden_layers": 3}})
     message = str(err.value)
     assert "\n" not in message and "'mllama'" in message and "'mllama_text_model'" in message
     assert "pip install -r requirements-dev.txt" in message

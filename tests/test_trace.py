@@ -228,3 +228,13 @@ def test_hybrid_copy_whose_kept_layers_are_all_linear_attention_generates() -> N
     r = trace_workload(_default_cut("granitemoehybrid"), Workload(mode="inference", precision="bf16", context_length=128, generated_tokens=4),
                        model_id="granitemoehybrid")
     assert set(r.phase_peaks) == {"prefill", "decode"} and r.peak_bytes > 0
+
+
+def test_vision_language_default_config_traces_the_class_its_auto_mapping_builds() -> None:
+    """LlavaConfig() names no architectures and LLaVA has no AutoModelForCausalLM class; the trace
+    builds LlavaForConditionalGeneration, as the inventory and the profile do, so its parameters
+    (vision tower and projector included) are the inventory's count of the same config."""
+    cfg = _default_cut("llava")
+    r = trace_workload(cfg, Workload(mode="inference", precision="bf16", context_length=64, generated_tokens=2), model_id="llava")
+    assert any("LlavaForConditionalGeneration" in n for n in r.notes)
+    assert r.num_params == model_spec_from_config("llava", cfg).config_num_params

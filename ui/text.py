@@ -61,7 +61,8 @@ FAQ: tuple[tuple[str, str], ...] = (
         "Exact counts come from the checkpoint's safetensors headers (or the bundled catalog, which records them). Without them the "
         "count is computed from config.json (layers × hidden size × …), which is usually within 1% of the real checkpoint. For an "
         "architecture without a formula here, transformers' own model class is built on the meta device (no weights) and every "
-        "parameter counted (“transformers inventory”; needs torch + transformers). The “Counted from” metric says which was used.",
+        "parameter counted (“transformers inventory”; needs torch + transformers, except for the configs whose inventory ships"
+        " with the calculator). The “Counted from” metric says which was used.",
     ),
     (
         "How accurate is this, and why add headroom?",

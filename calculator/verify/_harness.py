@@ -236,7 +236,20 @@ def _model_class(hf_config: Any, spec: ModelSpec, notes: list[str]) -> Any:
         if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
             notes.append(f"{arch} is not an AutoModelForCausalLM; traced as transformers.{arch}.")
             return cls
-    raise TraceUnsupportedError(f"transformers has no causal-LM class for model_type {hf_config.model_type!r}.")
+    # Default configs name no architectures: the class transformers' auto mappings build for the
+    # config (`inventory.model_class`, the one the inventory and the profile count and trace:
+    # LlavaForConditionalGeneration, Qwen2VLForConditionalGeneration, ...).
+    from ..inventory import model_class as inventory_class
+
+    try:
+        cls, generates = inventory_class(hf_config)
+    except Exception as e:
+        raise TraceUnsupportedError(f"transformers has no causal-LM class for model_type {hf_config.model_type!r}.") from e
+    if not generates:
+        raise TraceUnsupportedError(f"transformers has no causal-LM class for model_type {hf_config.model_type!r}.")
+    notes.append(f"{hf_config.model_type} has no AutoModelForCausalLM class; traced as transformers.{cls.__name__}, the class its auto "
+                 "mapping builds (text tokens only: no image or audio inputs).")
+    return cls
 
 
 @contextlib.contextmanager
