@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calculator.catalog import catalog_config, catalog_entries  # noqa: E402
-from calculator.profile import PROFILES_DIR, default_settings, kind_labels, make_profile, profile_key, save_profile  # noqa: E402
+from calculator.profile import MODES, PROFILES_DIR, default_settings, kind_labels, make_profile, profile_key, save_profile  # noqa: E402
 
 # Architectures people load from the Hub that the analytic families do not cover (issue 9's list).
 DEFAULT_TYPES = (
@@ -61,6 +61,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", default=None, help="catalog ids to profile, in this order (instead of the whole catalog)")
     parser.add_argument("--defaults", nargs="*", default=None, help=f"model types (none given: {', '.join(DEFAULT_TYPES)})")
     parser.add_argument("--max-seconds", type=float, default=240.0)
+    parser.add_argument("--modes", nargs="*", default=list(MODES),
+                        help="modes to trace (default all); a profile without a mode leaves it to the analytic formulas, and says so")
     args = parser.parse_args()
     if args.defaults == []:
         args.defaults = list(DEFAULT_TYPES)
@@ -91,7 +93,7 @@ def main() -> int:
             continue
         started = time.monotonic()
         try:
-            profile = make_profile(cfg, settings, max_seconds=args.max_seconds)
+            profile = make_profile(cfg, settings, max_seconds=args.max_seconds, modes=tuple(args.modes))
         except Exception as e:  # one architecture's failure is a row of the table, not the end of the run
             record(f"| {name} | failed | | | {type(e).__name__}: {str(e)[:150]} |")
             continue

@@ -298,7 +298,8 @@ SETTINGS: dict[str, RowSetting] = {
 
 # Rows deliberately not scored, and why (the reason is printed in the report).
 NOT_MODELLED = {
-    "M046": "sequence lengths unknown (unpacked alpaca, dynamic padding)",
+    "M046": "sequence lengths unknown (unpacked alpaca, dynamic padding): the peak is set by the batch's longest sample, "
+    "which the row does not give; with a length distribution (`sample_lengths`) it could be sized, but none is published for it",
     "M048": "torch.compile of the layers without activation checkpointing: what it saves only a compiled trace of the model shows (not modelled)",
     "M049": "as M048, with the chunked cross-entropy (the compiled layers' saved activations are not modelled)",
 }
@@ -314,10 +315,15 @@ WORST_ROWS = {
     "eagerly add 362 MiB to the context (pytorch/pytorch PR #86509; -24.3% / -9.1% on the current stack). M027 (seq 8) then "
     "lands at +5.2%; M028 is +14.4% because the activation growth from seq 8 to 512 (+0.31 GiB measured) is estimated as "
     "+0.46 GiB.",
-    "M054/M055": "torchtune's compiled LoRA/QLoRA rows: the engine keeps all eight bf16 logit chunks (1.96 GiB) into backward, as "
-    "the compiled chunked loss saves them (traced); weights + adapters + those chunks alone exceed the measured 8.5 GiB, so the "
-    "recipe must release or never hold part of them in a way not traced here (unexplained; the full-finetune rows M050-M052 are "
-    "within 2%).",
+    "M054/M055": "torchtune's compiled LoRA/QLoRA rows. The engine's peak is the loss's backward: weights + adapter weights and "
+    "AdamW states (0.54 GiB; no adapter gradient exists yet) + the eight bf16 logit chunks the compiled chunked loss saves "
+    "(1.96 GiB, traced) + one chunk's fp32 gradient and bf16 cast (0.73 GiB, traced with aot_eager) + offloading's GPU share "
+    "(0.19 GiB). Weights + adapters + the saved chunks alone are 5.98 + 0.54 + 1.96 = 8.48 GiB (measured 8.5) and, on the NF4 "
+    "base, 2.09 + 0.54 + 1.96 = 4.59 GiB (measured 4.6): the measured peaks hold no chunk gradient and almost no activations on "
+    "top, i.e. inductor's compiled backward writes each chunk's gradient without a new fp32/bf16 buffer (fused kernel, the "
+    "saved chunk released or reused) and the offloaded checkpoints leave ~nothing on the GPU. Inductor's buffer reuse is not "
+    "traceable on the CPU FakeTensor harness, so the term stays the traced one (not modelled; the full-finetune rows M050-M052, "
+    "whose peak is elsewhere, are within 2%).",
     "M014": "bitsandbytes' 4-bit default compute dtype was fp32 then: each matmul dequantized its weight to fp32 "
     "(the largest, 6144 x 24576, is 0.56 GiB), twice the fp16 temporary the engine sizes.",
     "M039": "torchtune's generate recipe compiles the model and keeps a static 8192-token cache plus its own causal "

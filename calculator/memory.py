@@ -548,6 +548,14 @@ def layer_saved_bytes_per_token(
     return total
 
 
+def head_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int, residual_bytes: int, frozen: bool, head_saves_input: bool) -> int:
+    """What the final norm and the LM head save per token (see `training_activation_bytes`): the
+    norm's fp32 input and 1/rms, its normalized tensor when its weight trains (residual dtype), and
+    the head's c-byte input when a trainable head is an nn.Linear call (`head_saves_input`)."""
+    h = spec.hidden_size
+    return 4 * h + 4 + (0 if frozen else residual_bytes * h) + (compute_bytes * h if head_saves_input and not frozen else 0)
+
+
 def training_activation_bytes(
     spec: ModelSpec,
     *,
@@ -591,8 +599,8 @@ def training_activation_bytes(
     h = spec.hidden_size
     r = layer_input_bytes or c
     layers = spec.num_hidden_layers + spec.num_encoder_layers
-    frozen = adapters is not None
-    head_inputs = 4 * h + 4 + (0 if frozen else r * h) + (c * h if head_saves_input and not frozen else 0)
+    head_inputs = head_saved_bytes_per_token(spec, compute_bytes=c, residual_bytes=r, frozen=adapters is not None,
+                                             head_saves_input=head_saves_input)
     if not first_layer_input_grad and layers:
         head_inputs -= (c * h + 8) if spec.layer_norm else 4 * h + 4
     if gradient_checkpointing:
@@ -675,6 +683,17 @@ def loss_buffer_bytes(spec: ModelSpec, *, batch_size: int, seq_len: int, compute
     # the loss): tanh saves its c-byte output until backward reaches it (traced, gemma2 2-layer copy).
     softcap = compute_bytes if spec.final_logit_softcapping else 0
     return tokens * spec.vocab_size * (12 + softcap + (compute_bytes if keep_logits else 0))
+
+
+def loss_forward_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int) -> int:
+    """transformers' causal-LM loss during the forward: the c-byte logits, their fp32 upcast
+    (`logits.float()`) and `log_softmax`'s fp32 output (saved for backward) at once: tokens x
+    vocab x (c + 8). Less than the backward's three fp32 tensors, but under fp32-weight autocast the
+    forward also holds autocast's cache of every weight cast (traced, 2-layer Llama-3.2-3B full
+    fine-tune with checkpointing: forward peak 18.1 GiB = master + states + all bf16 casts + this)."""
+    if not spec.is_causal_lm:
+        return 0
+    return tokens * spec.vocab_size * (compute_bytes + 8)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from calculator.estimate import Estimate, component_labels
 from calculator.facts import ModelFacts, facts_line, facts_provenance
 from calculator.gpus import GPU
 from calculator.pricing import GPUConfiguration
+from calculator.profile import counted_from
 from calculator.resolve import ResolvedModel
 from calculator.spec import ModelSpec
 from calculator.stacks import STACK_NAMES, STACKS
@@ -470,7 +471,8 @@ def headline(resolved: ResolvedModel, est: Estimate, cheapest: GPUConfiguration 
               help="Parameters: analytic formulas, the checkpoint, or transformers' inventory; activations/KV: analytic formulas or a trace profile.")
     detail = resolved.detail if short else f"{source} · {resolved.detail}"
     if spec.counted_by == "inventory":  # no analytic formula: transformers' own class was read (calculator/inventory.py)
-        detail = f"architecture: transformers inventory ({spec.architecture} on the meta device) · {detail}"
+        # counted_from names a shipped inventory / profile ("transformers inventory (shipped) + trace profile (shipped)").
+        detail = f"architecture: {counted_from(spec)} ({spec.architecture} on the meta device) · {detail}"
     c4.caption(f"{detail[:160]}{'…' if len(detail) > 160 else ''}")
 
 

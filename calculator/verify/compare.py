@@ -110,7 +110,9 @@ def engine_groups(est: Estimate) -> dict[str, int]:
     adapter_params_bytes = 0
     if est.workload.mode in ("lora", "qlora") and est.trainable_params:
         adapter_params_bytes = est.trainable_params * (4 if est.workload.adapter_precision == "fp32" else 2)
-    adapter_grads = adapter_params_bytes if b.adapters_bytes >= 2 * adapter_params_bytes else 0
+    # The PEFT "backward" phase is the loss's backward, before any adapter gradient exists (estimate._training_phases).
+    has_grads = est.peak_phase != "backward"
+    adapter_grads = adapter_params_bytes if has_grads and b.adapters_bytes >= 2 * adapter_params_bytes else 0
     adapter_states = max(b.adapters_bytes - adapter_params_bytes - adapter_grads, 0)
     return {
         "weights": b.weights_bytes + b.master_weights_bytes + min(adapter_params_bytes, b.adapters_bytes),
