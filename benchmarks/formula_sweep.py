@@ -139,7 +139,13 @@ def compare(mt: str, mode: str, cfg: dict, trace_row: dict) -> dict:
     spec = dataclasses.replace(model_spec_from_config(mt, cfg), profile=None)
     est = estimate(spec, workloads()[mode])
     peak = int(trace_row["peak_bytes"])
-    return {"model_type": mt, "mode": mode, "trace": peak, "estimate": est.torch_allocated_bytes,
+    note = ""
+    if spec.v_head_dim and spec.v_head_dim != spec.head_dim:
+        # ../shared/TRACE-NOTES.md: CPU SDPA falls back to its math kernel when the q/k head size differs from v's.
+        note = (f"CPU SDPA math path (q/k head {spec.head_dim} != v head {spec.v_head_dim}) materializes the scores; "
+                "a GPU's memory-efficient kernel does not")
+    return {"model_type": mt, "mode": mode, "trace": peak, "estimate": est.torch_allocated_bytes, "layers": spec.num_hidden_layers,
+            "trace_note": note,
             "err": (est.torch_allocated_bytes - peak) / peak * 100, "est_phase": est.peak_phase, "trace_phase": trace_row["peak_phase"],
             "est_groups": engine_groups(est), "trace_groups": json.loads(trace_row["groups"]), "attention": est.workload.attention}
 
@@ -165,12 +171,13 @@ def before_errors() -> dict[tuple[str, str], float]:
 def summary(rows: list[dict], failed: list[dict], ver: str) -> str:
     before = before_errors()
     lines = [
-        "# The analytic formulas alone vs a trace (2-layer copies of transformers' default configs)",
+        "# The analytic formulas alone vs a trace (copies of transformers' default configs cut to 2 layers)",
         "",
         f"Made by `python benchmarks/formula_sweep.py` ({ver}). Every model type `calculator/spec.py` builds with its own "
         "formulas; workload bf16, batch 3 x 1,536 tokens (inference generates 4 tokens), SDPA (eager where transformers has no "
         "SDPA for the class), LoRA r=16 all-linear with fp32 adapters, AdamW. Error = (estimate - trace) / trace of "
-        "PyTorch-allocated bytes, no trace profile.",
+        "PyTorch-allocated bytes, no trace profile. `cut_config` cuts `num_hidden_layers`; configs that name the depth "
+        "`n_layer` (GPT-2, GPT-J, GPT-BigCode) are traced and estimated at their full depth (the layers column).",
         "",
         "| mode | models | p50 abs err | p90 abs err | max abs err | within 5% | before: p50 / p90 / within 5% (same models) |",
         "|---|---|---|---|---|---|---|",
@@ -183,14 +190,14 @@ def summary(rows: list[dict], failed: list[dict], ver: str) -> str:
             lines.append(f"| {mode} | {len(errs)} | {_q(errs, 0.5):.2f}% | {_q(errs, 0.9):.2f}% | {max(errs):.2f}% | "
                          f"{sum(1 for e in errs if e <= 5)}/{len(errs)} | {was} |")
     lines += ["", "## Per model (GiB; components at each side's own peak: weights / activations / gradients / optimizer / logits)", "",
-              "| model_type | mode | attention | trace | estimate | error | before | trace phase | estimate phase | trace act+temp | "
-              "estimate act | estimate logits |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| model_type | layers | mode | attention | trace | estimate | error | before | trace phase | estimate phase | trace act+temp | "
+              "estimate act | estimate logits |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tg, eg = r["trace_groups"], r["est_groups"]
         t_act = tg.get("activations", 0) + tg.get("temporaries", 0)
         old = before.get((r["model_type"], r["mode"]))
         attention = r["attention"] + (f" ({r['note']})" if r.get("note") else "")
-        lines.append(f"| {r['model_type']} | {r['mode']} | {attention} | {_gib(r['trace'])} | {_gib(r['estimate'])} | "
+        lines.append(f"| {r['model_type']} | {r['layers']} | {r['mode']} | {attention} | {_gib(r['trace'])} | {_gib(r['estimate'])} | "
                      f"{r['err']:+.2f}% | {'' if old is None else f'{old:+.2f}%'} | {r['trace_phase']} | {r['est_phase']} | {_gib(t_act)} | "
                      f"{_gib(eg.get('activations', 0))} | {_gib(eg.get('logits', 0))} |")
     if failed:
@@ -231,7 +238,7 @@ def main() -> int:
                 continue
             run_cfg, note = as_on_gpu(cfg, mode)
             r = compare(mt, mode, run_cfg, t)
-            r["note"] = note
+            r["note"] = "; ".join(n for n in (note, r["trace_note"]) if n)
             rows.append(r)
             print(f"{mt:18s} {mode:9s} trace {_gib(r['trace'])} est {_gib(r['estimate'])} {r['err']:+7.2f}%  "
                   f"({r['trace_phase']} / {r['est_phase']})", flush=True)

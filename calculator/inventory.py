@@ -193,7 +193,23 @@ def _with_defaults(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
 
 def _clean(config: Mapping[str, Any]) -> dict[str, Any]:
     # Keys as config.json spells them (a dict in memory may hold id2label's ints).
-    return {str(k): _clean(v) if isinstance(v, Mapping) else v for k, v in config.items() if k not in _KEY_IGNORED}
+    return {str(k): _clean_value(v) for k, v in config.items() if k not in _KEY_IGNORED}
+
+
+def _clean_value(value: Any) -> Any:
+    """Values as the config class holds them: transformers 5 writes a non-finite float to
+    config.json as {"__float__": "Infinity"} (configuration_utils.py `_FLOAT_TAG_KEY`; Mamba2's
+    time_step_limit), and reads it back as the float."""
+    if isinstance(value, Mapping):
+        if set(value) == {"__float__"}:
+            try:
+                return float(value["__float__"])
+            except (TypeError, ValueError):
+                return value
+        return _clean(value)
+    if isinstance(value, list):
+        return [_clean_value(v) for v in value]
+    return value
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -206,10 +222,24 @@ def config_key(config: Mapping[str, Any]) -> str:
     return f"{config.get('model_type', 'model')}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
+def decode_float_tags(value: Any) -> Any:
+    """`value` with transformers' {"__float__": "Infinity"} tags read back as floats (see `_clean_value`)."""
+    if isinstance(value, Mapping):
+        if set(value) == {"__float__"}:
+            return _clean_value(value)
+        return {k: decode_float_tags(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_float_tags(v) for v in value]
+    return value
+
+
 def with_shipped_defaults(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`config` completed with its model type's shipped class defaults (`_with_defaults`), or as it is."""
+    """`config` completed with its model type's shipped class defaults (`_with_defaults`), or as it is;
+    non-finite floats as the config class holds them (`decode_float_tags`)."""
     defaults = _shipped_defaults().get(str(config.get("model_type")))
-    return _with_defaults(config, defaults) if defaults else config
+    if not defaults:
+        return config
+    return _with_defaults(decode_float_tags(config), defaults)
 
 
 @cache

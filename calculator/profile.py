@@ -370,9 +370,10 @@ def choose_depths(kinds: Sequence[str], max_depth: int = MAX_TRACE_DEPTH) -> tup
     return tuple(depths)
 
 
-# Layer-count keys `verify.compare.cut_config` does not cut: GPT-2/GPT-J's n_layer, encoder-decoder
+# Layer-count keys `verify.compare.cut_config` does not cut: GPT-2/GPT-J's n_layer, MPT's n_layers
+# (MptConfig maps num_hidden_layers to it; uncut, its profile traced 24 layers twice), encoder-decoder
 # stacks (BART/Marian/Whisper: encoder_layers/decoder_layers; T5: num_layers/num_decoder_layers).
-_EXTRA_DEPTH_KEYS = ("n_layer", "encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers")
+_EXTRA_DEPTH_KEYS = ("n_layer", "n_layers", "encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers")
 
 
 def sized_down_config(config: Mapping[str, Any], depth: int) -> dict[str, Any]:

@@ -148,7 +148,9 @@ def vllm_capacity(
     # A GPU too old for the weights' kernels has no flag that makes it start: no fix is offered.
     from .quantization import weight_format
 
-    advise = advise and not engine.capability_problem(weight_format(spec, w).name, compute_capability)
+    fmt_name = weight_format(spec, w).name
+    advise = advise and not (engine.capability_problem(fmt_name, compute_capability)
+                             or engine.version_problem(fmt_name, engine.vllm_version(w.vllm_version)))
     per_block = b.kv_bytes_per_block
     per_request = engine.kv_blocks_per_request(spec, b.settings)
     per_seq = math.ceil(per_request) * per_block

@@ -276,6 +276,22 @@ KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 # kernels, none below Ampere); `AWQConfig.get_min_capability` returns 75 ("The AWQ kernel only
 # supports Turing or newer GPUs", quantization/awq.py).
 MIN_CAPABILITY: dict[str, int] = {"mxfp4": 80, "awq": 75}
+# The first release with each method (older ones stop at "Unknown quantization method"): MXFP4 came
+# with gpt-oss in 0.10.1 (vllm-project/vllm PR #22259; reports of the capability-80 refusal on SM75
+# start with it, vllm-project/vllm#22288 and #23203).
+QUANT_SINCE: dict[str, tuple[int, ...]] = {"mxfp4": (0, 10, 1)}
+
+
+def version_problem(fmt_name: str, version: VllmVersion) -> str:
+    """Why vLLM `version` cannot load `fmt_name` weights at all ('' when it can). A version row is
+    its last patch release (`VllmVersion.source`: 0.10 is 0.10.2, 0.7 is 0.7.3)."""
+    since = QUANT_SINCE.get(fmt_name)
+    if since is None:
+        return ""
+    have = tuple(int(x) for x in version.name.split("."))
+    if have[:2] >= since[:2]:  # a row is its minor's last patch, at or past `since`
+        return ""
+    return f"vLLM {version.name} has no {fmt_name} quantization (added in {'.'.join(map(str, since))}): pick a newer vLLM version"
 
 
 def capability_problem(fmt_name: str, capability: int | None, gpu_name: str = "") -> str:
@@ -783,7 +799,7 @@ def vllm_budget(
     kv_tokens = int(concurrency * s.max_model_len) if per_request else 0
     # The longest max_model_len that fits (for the fix); a binary search, so only when one request does not fit.
     fits_len = _longest_len(spec, s, blocks) if concurrency < 1 else s.max_model_len
-    reason = capability_problem(fmt.name, compute_capability, gpu_name)
+    reason = version_problem(fmt.name, version) or capability_problem(fmt.name, compute_capability, gpu_name)
     headroom = total - requested
     before_snapshot = CUDA_CONTEXT_BYTES + nccl_outside_budget_bytes(s, nvlink=nvlink)
     outside = before_snapshot + (0 if in_budget else graphs)

@@ -106,4 +106,7 @@ def test_compare_page_trainer_link(trainer: str) -> None:
     at.query_params["trainer"] = trainer
     at.run()
     assert not at.exception
-    assert any("trainer" in w.value for w in at.warning) == (trainer not in ("unsloth", "custom"))
+    # The link's correction is a warning naming the trainer; the model's own "fails at its first step" (Unsloth's fused
+    # loss on higgs-audio's two heads, said under the Compare table) is not one.
+    corrections = [w.value for w in at.warning if "trainer" in w.value and "fails at its first step" not in w.value]
+    assert bool(corrections) == (trainer not in ("unsloth", "custom"))

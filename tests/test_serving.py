@@ -386,6 +386,20 @@ def test_the_terms_table_names_the_encoder_profile():
     assert text.encoder is None and "encoder" not in vllm_terms_frame(text).set_index("Term").loc["Activation peak (profile)"].iloc[-1]
 
 
+def test_mxfp4_needs_a_vllm_that_has_it():
+    """vLLM 0.7.3 has no mxfp4 method (it came with gpt-oss in 0.10.1): gpt-oss-20b starts nowhere under it."""
+    from calculator.report import build_plan, serving_for
+
+    spec = resolve_catalog("openai/gpt-oss-20b").spec
+    plan = build_plan(spec, Workload(runtime="vllm", vllm_version="0.7"))
+    assert not any(c.fits for c in plan.ranking)
+    first = plan.ranking[0]
+    assert first.reason.startswith("vLLM 0.7 has no mxfp4 quantization (added in 0.10.1)")
+    assert serving_for(plan, first).fix is None
+    assert V.version_problem("mxfp4", V.vllm_version("0.10")) == "" and V.version_problem("bf16", V.vllm_version("0.7")) == ""
+    assert any(c.fits for c in build_plan(spec, Workload(runtime="vllm", vllm_version="0.10")).ranking)
+
+
 def _h100_defaults(version: str = "0.19", **kw) -> V.VllmSettings:
     """`vllm serve` defaults on an H100 at 8K context, as the llm-d-planner 0.19.0 logs run it."""
     return V.resolved_settings(V.VllmSettings(version=version, max_model_len=8192, **kw), gpu_total_bytes=int(79.19 * GiB),

@@ -135,3 +135,19 @@ def test_a_shipped_inventory_is_not_used_with_another_transformers(monkeypatch: 
     monkeypatch.setattr(inventory, "transformers_available", lambda: False)
     assert shipped_inventory(cfg) is not None  # without torch the shipped answer stands
     assert INVENTORY_PACKAGE == "calculator.data.inventories"
+
+
+def test_every_shipped_default_is_found_from_the_config_json_transformers_writes() -> None:
+    """save_pretrained writes the keys that differ from the class defaults (`to_json_string(use_diff=True)`),
+    with non-finite floats tagged ({"__float__": "Infinity"}: Mamba2's time_step_limit); the full
+    file and the in-memory dict name the same model. All three find the shipped inventory."""
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig
+
+    index = _index()
+    for mt in sorted({e["model_type"] for e in index.values()}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = AutoConfig.for_model(mt)
+        for form in (json.loads(cfg.to_json_string(use_diff=True)), json.loads(cfg.to_json_string(use_diff=False)), cfg.to_dict()):
+            assert config_key(form) in index, mt
