@@ -238,3 +238,23 @@ def test_vision_language_default_config_traces_the_class_its_auto_mapping_builds
     r = trace_workload(cfg, Workload(mode="inference", precision="bf16", context_length=64, generated_tokens=2), model_id="llava")
     assert any("LlavaForConditionalGeneration" in n for n in r.notes)
     assert r.num_params == model_spec_from_config("llava", cfg).config_num_params
+
+
+def test_encoder_decoder_inference_traces_generate_with_cross_attention_kv() -> None:
+    """BartConfig() cut to 1 encoder + 1 decoder layer (d_model 1024, 16 heads x 64): generate()
+    encodes the prompt once and keeps the cross-attention K/V of its tokens in the
+    EncoderDecoderCache: 2 (K, V) x 1 layer x 1024 x 120 tokens x 2 B = 491,520, plus the decoder's
+    self-attention K/V at the 8th step (start token + 7 generated tokens fed back): 2 x 1024 x 8 x 2 B
+    = 32,768 (batch 1)."""
+    import warnings
+
+    from transformers import AutoConfig
+
+    from calculator.profile import sized_down_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = sized_down_config(AutoConfig.for_model("bart").to_dict(), 1)
+    r = trace_workload(cfg, Workload(mode="inference", precision="bf16", context_length=128, generated_tokens=8), model_id="bart")
+    assert r.kv_cache_bytes == 491_520 + 32_768
+    assert r.peak_phase in ("encode", "prefill", "decode")

@@ -190,8 +190,9 @@ def _check_supported(spec: ModelSpec, w: Workload) -> None:
         )
     if w.loss_impl == "fused-linear" and w.is_training and importlib.util.find_spec("trl") is None:
         raise TraceUnsupportedError("TRL's fused LM-head loss is traced with trl itself: pip install trl==1.16.0 (requirements-dev.txt).")
-    if spec.is_encoder_decoder:
-        raise TraceUnsupportedError(f"{spec.model_id or spec.model_type}: encoder-decoder models are not traced yet; use the analytic estimate.")
+    if spec.is_encoder_decoder and w.is_training:
+        raise TraceUnsupportedError(f"{spec.model_id or spec.model_type}: encoder-decoder training is not traced (inference only); "
+                                    "use the analytic estimate.")
     if not spec.is_causal_lm and w.is_training:
         raise TraceUnsupportedError(
             f"{spec.model_id or spec.model_type} is an encoder; its training memory depends on the task head, so only "
@@ -227,6 +228,10 @@ def _model_class(hf_config: Any, spec: ModelSpec, notes: list[str]) -> Any:
     import transformers
     from transformers import AutoModel, AutoModelForCausalLM
 
+    if spec.is_encoder_decoder:
+        from ..inventory import model_class as inventory_class
+
+        return inventory_class(hf_config)[0]  # BartForConditionalGeneration, ...: the class generate() runs
     if not spec.is_causal_lm:
         return AutoModel
     if type(hf_config) in AutoModelForCausalLM._model_mapping:
@@ -510,6 +515,18 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
     b = w.batch_size
     vocab = spec.vocab_size
     tracker.track_external(model)
+    if spec.is_encoder_decoder:
+        # generate() of a seq2seq model: the encoder once, then decoder steps with an
+        # EncoderDecoderCache (self- and cross-attention K/V; profile_trace._seq2seq_point, the
+        # routine the profile fits at other sizes).
+        from .profile_trace import _seq2seq_point
+
+        prompt = w.prompt_tokens if w.generated_tokens else w.context_length
+        r = _seq2seq_point(model, tracker, vocab, b, prompt, max(w.generated_tokens, 2))
+        notes.append(f"Encoder-decoder generate(): {prompt:,} encoder tokens once, then decoder steps with an EncoderDecoderCache "
+                     "(self- and cross-attention K/V); the encoder output stays alive.")
+        resident, _ = tracker.current()
+        return {"resident": resident, "kv_cache_bytes": sum(r.kv_by_layer.get("decode", ()))}
     with torch.no_grad(), tracker:
         if not spec.is_causal_lm:
             tracker.set_phase("forward")

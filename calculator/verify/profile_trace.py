@@ -175,7 +175,7 @@ def cache_layer_windows(cache: Any) -> tuple[int, ...]:
 
 
 def _split(tracker: _ProfileTracker, phase: str, kv: int) -> dict[str, int]:
-    split = tracker.phase_split.get(phase, {})
+    split = getattr(tracker, "phase_split", {}).get(phase, {})  # the trace harness's tracker keeps the global split only
     act = sum(int(split.get(c, 0)) for c in _NOT_WEIGHTS)
     return {"activations": max(act - kv, 0), "gradients": int(split.get("gradients", 0)), "peak": tracker.phase_peaks.get(phase, 0)}
 
