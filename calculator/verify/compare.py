@@ -97,6 +97,26 @@ def cut_config(config: Mapping[str, Any], layers: int) -> dict[str, Any]:
     return cfg
 
 
+# Attention-dropout keys of the configs (GPT-2 / BigCode `attn_pdrop`, Llama-style `attention_dropout`,
+# BERT `attention_probs_dropout_prob`).
+ATTENTION_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
+
+
+def as_on_gpu(cfg: Mapping[str, Any], mode: str) -> tuple[dict[str, Any], str]:
+    """The config traced for `mode`, and a note when it differs from the default. In training with
+    attention dropout > 0, CPU SDPA leaves its flash kernel for the math path and materializes the
+    [batch, heads, seq, seq] probabilities, mask and their gradients (../shared/TRACE-NOTES.md); a
+    GPU's flash and memory-efficient kernels apply dropout inside the kernel and save no mask. The
+    trace is made with that dropout at 0 so it measures what the GPU runs (the estimate's subject);
+    hidden-state dropout stays."""
+    if mode == "inference":
+        return dict(cfg), ""
+    hot = [k for k in ATTENTION_DROPOUT_KEYS if isinstance(cfg.get(k), int | float) and cfg[k] > 0]
+    if not hot:
+        return dict(cfg), ""
+    return {**cfg, **dict.fromkeys(hot, 0.0)}, f"{', '.join(f'{k}={cfg[k]}' for k in hot)} set to 0 (GPU SDPA kernels)"
+
+
 def sized_down_spec(spec: ModelSpec, layers: int) -> tuple[ModelSpec, dict[str, Any]]:
     """The spec and config of `spec` cut to `layers` decoder layers (parameter counts from the
     config arithmetic: the checkpoint's exact counts describe the full model)."""
