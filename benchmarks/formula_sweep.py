@@ -156,8 +156,8 @@ def summary(rows: list[dict], failed: list[dict], ver: str) -> str:
         f"Made by `python benchmarks/formula_sweep.py` ({ver}). Every model type `calculator/spec.py` builds with its own "
         "formulas; workload bf16, batch 3 x 1,536 tokens (inference generates 4 tokens), SDPA (eager where transformers has no "
         "SDPA for the class), LoRA r=16 all-linear with fp32 adapters, AdamW. Error = (estimate - trace) / trace of "
-        "PyTorch-allocated bytes, no trace profile. `cut_config` cuts `num_hidden_layers`; configs that name the depth "
-        "`n_layer` (GPT-2, GPT-J, GPT-BigCode) are traced and estimated at their full depth (the layers column).",
+        "PyTorch-allocated bytes, no trace profile. `cut_config` cuts the depth key the config class maps "
+        "`num_hidden_layers` to (GPT-2, GPT-J, GPT-BigCode `n_layer`) and every per-layer field with it (the layers column).",
         "",
         "| mode | models | p50 abs err | p90 abs err | max abs err | within 5% | before: p50 / p90 / within 5% (same models) |",
         "|---|---|---|---|---|---|---|",
