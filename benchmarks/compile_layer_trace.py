@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from calculator import memory
     from calculator.resolve import resolve_catalog
 
-    model, cfg = build_layer(args.model)
+    model, _ = build_layer(args.model)
     layer = model.model.layers[0]
     tokens = args.batch * args.seq
     x, pos, cos_sin = layer_inputs(model, args.batch, args.seq)
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     comp_listed = sum(b for _, _, b, kind in comp["tensors"] if kind not in ("weight", "rope"))
     spec = resolve_catalog(args.model).spec
     formula = memory.layer_saved_bytes_per_token(spec, compute_bytes=2, seq_len=args.seq, attention="sdpa", adapters=None)
-    cf = getattr(memory, "compiled_layer_saved_bytes_per_token", None)
-    compiled_formula = cf(spec, compute_bytes=2) if cf else 0
+    compiled_formula = memory.compiled_layer_saved_bytes_per_token(spec, compute_bytes=2)
     result = {
         "model": args.model,
         "torch": torch.__version__,
