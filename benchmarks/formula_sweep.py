@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from calculator.estimate import estimate  # noqa: E402
 from calculator.spec import SUPPORTED_MODEL_TYPES, model_spec_from_config  # noqa: E402
-from calculator.verify.compare import cut_config, engine_groups, trace_groups  # noqa: E402
+from calculator.verify.compare import as_on_gpu, cut_config, engine_groups, trace_groups  # noqa: E402
 from calculator.workload import Workload  # noqa: E402
 
 TRACES = ROOT / "benchmarks" / "results" / "formula_sweep_traces.csv"
@@ -58,26 +58,6 @@ def versions() -> str:
     import transformers
 
     return f"torch {torch.__version__.split('+')[0]}, transformers {transformers.__version__}, peft {peft.__version__}"
-
-
-# Attention-dropout keys of the configs (GPT-2 / BigCode `attn_pdrop`, Llama-style `attention_dropout`,
-# BERT `attention_probs_dropout_prob`).
-ATTENTION_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
-
-
-def as_on_gpu(cfg: dict, mode: str) -> tuple[dict, str]:
-    """The config traced for `mode`, and a note when it differs from the default. In training with
-    attention dropout > 0, CPU SDPA leaves its flash kernel for the math path and materializes the
-    [batch, heads, seq, seq] probabilities, mask and their gradients (../shared/TRACE-NOTES.md); a
-    GPU's flash and memory-efficient kernels apply dropout inside the kernel and save no mask. The
-    trace is made with that dropout at 0 so it measures what the GPU runs (the estimate's subject);
-    hidden-state dropout stays."""
-    if mode == "inference":
-        return cfg, ""
-    hot = [k for k in ATTENTION_DROPOUT_KEYS if isinstance(cfg.get(k), int | float) and cfg[k] > 0]
-    if not hot:
-        return cfg, ""
-    return {**cfg, **dict.fromkeys(hot, 0.0)}, f"{', '.join(f'{k}={cfg[k]}' for k in hot)} set to 0 (GPU SDPA kernels)"
 
 
 def default_config(mt: str) -> dict | None:

@@ -103,6 +103,17 @@ def config_of(target: dict[str, str]) -> dict:
     raise KeyError(target["name"])
 
 
+def swept_config(target: dict[str, str]) -> tuple[dict, str]:
+    """The 2-layer copy that is profiled and traced, and a note when it differs from the config.
+    Training is traced with attention dropout 0 (`verify.compare.as_on_gpu`, the same adjustment as
+    benchmarks/formula_sweep.py): CPU SDPA with dropout takes its math path and stores seq x seq
+    tensors, a GPU's kernels apply dropout inside and do not. Inference runs in eval mode, where
+    dropout does nothing, so one config serves every mode."""
+    from calculator.verify.compare import as_on_gpu, cut_config
+
+    return as_on_gpu(cut_config(config_of(target), 2), "full")
+
+
 def workload(mode: str, context: int):
     from calculator.workload import Workload
 
@@ -116,12 +127,11 @@ def sweep_one(target: dict[str, str]) -> list[dict]:
     from calculator.profile import _position_limit, make_profile, save_profile
     from calculator.spec import model_spec_from_config
     from calculator.verify import trace_workload
-    from calculator.verify.compare import cut_config
 
     name = target["name"]
     base = {"name": name, "source": target["source"], "kind": target["kind"]}
     try:
-        cfg = cut_config(config_of(target), 2)
+        cfg, _ = swept_config(target)
         spec = model_spec_from_config(name, cfg)
     except Exception as e:  # a row with the reason, not the end of the sweep
         return [{**base, "mode": "", "status": f"not answered: {type(e).__name__}: {_one_line(e)}"}]
@@ -176,7 +186,6 @@ def refresh(rows: list[dict]) -> int:
     from calculator.estimate import estimate
     from calculator.profile import MemoryProfile, make_profile, save_profile
     from calculator.spec import model_spec_from_config
-    from calculator.verify.compare import cut_config
 
     by_name = {t["name"]: t for t in targets()}
     done = 0
@@ -184,7 +193,7 @@ def refresh(rows: list[dict]) -> int:
         path = profile_path(r["name"])
         if r["status"] != "ok" or r["name"] not in by_name:
             continue
-        cfg = cut_config(config_of(by_name[r["name"]]), 2)
+        cfg, _ = swept_config(by_name[r["name"]])
         spec = model_spec_from_config(r["name"], cfg)
         if not path.exists():  # swept before profiles were kept: made again (no trace)
             modes = tuple(x["mode"] for x in rows if x["name"] == r["name"])
@@ -260,6 +269,7 @@ def summary(rows: list[dict], all_targets: list[dict[str, str]]) -> str:
     excluded = [r for r in rows if r["name"] in quantized and r["status"] == "ok"]
     rows = [r for r in rows if r["name"] not in quantized]
     done = {r["name"] for r in rows} | quantized
+    targets_by_name = {t["name"]: t for t in all_targets}
     by_kind_targets = Counter(t["kind"] if t["source"] == "transformers default" else "real config" for t in all_targets)
     lines = [
         "# Estimate vs trace per mode: every buildable config class of transformers and the bundled real configs",
@@ -306,6 +316,11 @@ def summary(rows: list[dict], all_targets: list[dict[str, str]]) -> str:
         if sel:
             lines.append(f"| {mode} | {len(sel)} | {_cells([abs(r['profile_err_pct']) for r in sel])} | "
                          f"{_cells([abs(r['analytic_err_pct']) for r in sel])} |")
+    zeroed = sorted(n for n in {r["name"] for r in rows if r["mode"] in ("lora", "full")} if n in targets_by_name and swept_config(targets_by_name[n])[1])
+    lines += ["", f"Attention dropout set to 0 in training for {len(zeroed)} configs ({', '.join(zeroed) or 'none'}): CPU SDPA "
+              "with dropout takes its math path and stores [batch, heads, seq, seq] tensors, a GPU's flash / memory-efficient "
+              "kernels apply dropout inside the kernel; the trace measures what a GPU runs (`verify.compare.as_on_gpu`, shared "
+              "with benchmarks/formula_sweep.py)."]
     lines += ["", f"Left out of the quantiles: {len(quantized)} pre-quantized real configs ({', '.join(sorted(quantized))}); the trace "
               "drops quantization_config and runs bf16 weights, the estimate counts the quantized ones "
               f"({len(excluded)} rows in the CSV)."]

@@ -34,6 +34,36 @@ def test_cut_config_keeps_the_layer_pattern() -> None:
         cut_config(cfg, 0)
 
 
+# transformers 5.24 default configs whose class validators rejected a 2-layer copy before the cut
+# followed the per-layer fields (profile_sweep.csv, "not answered: MalformedConfigError"), and gpt2,
+# whose depth key is `n_layer` (GPT2Config.attribute_map).
+@pytest.mark.parametrize(
+    ("model_type", "field"),
+    [
+        ("axk2", "mlp_layer_types"),  # one entry per layer
+        ("mistral_large4_text", "kv_source_layers"),
+        ("zamba", "layers_block_type"),
+        ("gemma3n_text", "intermediate_size"),  # a per-layer list of widths
+        ("gemma4_text", "per_layer_config"),  # dict keyed by layer index ('05')
+        ("dory", "n_input_layers"),  # n_input + n_recurrent + n_output layers == num_hidden_layers
+        ("gpt2", "n_layer"),
+    ],
+)
+def test_cut_config_cuts_every_per_layer_field(model_type: str, field: str) -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.AutoConfig.for_model(model_type).to_dict()
+    cut = cut_config(cfg, 2)
+    transformers.CONFIG_MAPPING[model_type].from_dict(cut)  # the class's own validators accept it
+    key = "num_hidden_layers" if "num_hidden_layers" in cfg else "n_layer"
+    depth = cfg[key]
+    assert cut[key] == 2 and cut[field] != cfg[field]
+    if model_type == "dory":  # the first 2 layers are input layers
+        assert (cut["n_input_layers"], cut["n_recurrent_layers"], cut["n_output_layers"]) == (2, 0, 0)
+    for key, value in cfg.items():  # no list keeps one entry per layer of the full depth
+        if isinstance(value, list) and len(value) == depth:
+            assert len(cut[key]) == 2, key
+
+
 def test_engine_groups_split_lora_adapters_back() -> None:
     spec = resolve_model(LLAMA, offline=True).spec
     est = estimate(spec, Workload(mode="lora", precision="bf16", context_length=1024))

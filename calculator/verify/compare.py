@@ -73,28 +73,105 @@ def error_pct(estimate_bytes: int, measured_bytes: int) -> float | None:
     return (estimate_bytes - measured_bytes) / measured_bytes * 100.0
 
 
+def _depth_key(d: Mapping[str, Any]) -> str | None:
+    """The key holding the layer count: `num_hidden_layers`, or the key the config class maps that
+    name to (transformers' `PretrainedConfig.attribute_map`: GPT-2/GPT-J `n_layer`, MPT `n_layers`,
+    T5 `num_layers`, BART `encoder_layers`); else the first of `_DEPTH_NAMES` the config has."""
+    if _is_count(d.get("num_hidden_layers")):
+        return "num_hidden_layers"
+    try:
+        from transformers import CONFIG_MAPPING
+
+        mapped = getattr(CONFIG_MAPPING[d["model_type"]], "attribute_map", {}).get("num_hidden_layers")
+    except (ImportError, KeyError, TypeError):
+        mapped = None
+    if mapped and _is_count(d.get(mapped)):
+        return mapped
+    return next((k for k in _DEPTH_NAMES if _is_count(d.get(k))), None)
+
+
+# Layer-count names of configs whose class has no `num_hidden_layers` attribute_map entry (LongCat-Flash
+# `num_layers`, its num_hidden_layers a property) or where transformers is not installed.
+_DEPTH_NAMES = ("n_layer", "n_layers", "num_layers")
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _cut_layers(d: dict[str, Any], layers: int) -> None:
+    """Cut one config dict to its first `layers` layers, with everything that is counted per layer
+    cut to match (transformers 5.24's config validators reject a mismatch):
+    - every top-level list with one entry per layer (`layer_types`, `mlp_layer_types`,
+      `layers_block_type`, `no_rope_layers`, `kv_source_layers`, per-layer `intermediate_size`,
+      `num_attention_heads_per_layer`, ...): its first `layers` entries;
+    - lists of layer indices (a key naming layers, shorter than the layer count:
+      `mlp_only_layers`, `attn_layer_indices`, ...): the indices below `layers`;
+    - `per_layer_config` (a dict keyed by layer index, '05'): the keys below `layers`;
+    - integer parts that sum to the layer count (dory: n_input + n_recurrent + n_output layers):
+      the first `layers` layers, taken in the parts' order;
+    - backbone `out_features` / `out_indices` naming a stage past the cut: the last stage of the copy."""
+    key = _depth_key(d)
+    if key is None or d[key] <= layers:
+        return
+    n = d[key]
+    d[key] = layers
+    parts = [k for k, v in d.items() if k != key and _is_count(v) and k.endswith("_layers") and k.startswith(("n_", "num_"))]
+    if len(parts) > 1 and sum(d[k] for k in parts) == n:
+        left = layers
+        for k in parts:
+            d[k], left = min(d[k], left), left - min(d[k], left)
+    for k, v in list(d.items()):
+        if isinstance(v, list) and len(v) == n:
+            d[k] = v[:layers]
+        elif (isinstance(v, list) and v and all(_is_count(i) and 0 <= i < n for i in v)
+              and "layer" in k):
+            d[k] = [i for i in v if i < layers]
+    if isinstance(d.get("per_layer_config"), dict):
+        d["per_layer_config"] = {k: v for k, v in d["per_layer_config"].items() if str(k).isdigit() and int(k) < layers}
+    stages = d.get("out_indices"), d.get("out_features")
+    if any(isinstance(s, list) for s in stages):
+        beyond = [i for i in stages[0] or [] if _is_count(i) and i > layers]
+        beyond += [f for f in stages[1] or [] if isinstance(f, str) and f.startswith("stage") and f[5:].isdigit() and int(f[5:]) > layers]
+        if beyond:
+            d["out_indices"] = [layers] if isinstance(stages[0], list) else None
+            d["out_features"] = [f"stage{layers}"] if isinstance(stages[1], list) else None
+
+
 def cut_config(config: Mapping[str, Any], layers: int) -> dict[str, Any]:
     """A copy of `config` with only the first `layers` decoder layers (same widths, vocabulary and
-    per-layer pattern). Used for sized-down traces: per-layer bytes (weights, KV cache, saved
-    activations, their gradients and optimizer states) scale with the layer count; the embeddings,
-    the LM head, the logits and the loss buffers do not."""
+    per-layer pattern; see `_cut_layers` for what is cut with the count). Used for sized-down
+    traces: per-layer bytes (weights, KV cache, saved activations, their gradients and optimizer
+    states) scale with the layer count; the embeddings, the LM head, the logits and the loss
+    buffers do not."""
     if layers < 1:
         raise VerificationError(f"a sized-down trace needs at least 1 layer; got {layers}.")
     cfg = copy.deepcopy(dict(config))
-
-    def cut(d: dict[str, Any]) -> None:
-        if isinstance(d.get("num_hidden_layers"), int) and d["num_hidden_layers"] > layers:
-            d["num_hidden_layers"] = layers
-        if isinstance(d.get("layer_types"), list):
-            d["layer_types"] = d["layer_types"][:layers]
-        if isinstance(d.get("mlp_only_layers"), list):
-            d["mlp_only_layers"] = [i for i in d["mlp_only_layers"] if isinstance(i, int) and i < layers]
-
-    cut(cfg)
+    _cut_layers(cfg, layers)
     for key in _NESTED_CONFIG_KEYS:
         if isinstance(cfg.get(key), dict):
-            cut(cfg[key])
+            _cut_layers(cfg[key], layers)
     return cfg
+
+
+# Attention-dropout keys of the configs (GPT-2 / BigCode `attn_pdrop`, Llama-style `attention_dropout`,
+# BERT `attention_probs_dropout_prob`).
+ATTENTION_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
+
+
+def as_on_gpu(cfg: Mapping[str, Any], mode: str) -> tuple[dict[str, Any], str]:
+    """The config traced for `mode`, and a note when it differs from the default. In training with
+    attention dropout > 0, CPU SDPA leaves its flash kernel for the math path and materializes the
+    [batch, heads, seq, seq] probabilities, mask and their gradients (../shared/TRACE-NOTES.md); a
+    GPU's flash and memory-efficient kernels apply dropout inside the kernel and save no mask. The
+    trace is made with that dropout at 0 so it measures what the GPU runs (the estimate's subject);
+    hidden-state dropout stays."""
+    if mode == "inference":
+        return dict(cfg), ""
+    hot = [k for k in ATTENTION_DROPOUT_KEYS if isinstance(cfg.get(k), int | float) and cfg[k] > 0]
+    if not hot:
+        return dict(cfg), ""
+    return {**cfg, **dict.fromkeys(hot, 0.0)}, f"{', '.join(f'{k}={cfg[k]}' for k in hot)} set to 0 (GPU SDPA kernels)"
 
 
 def sized_down_spec(spec: ModelSpec, layers: int) -> tuple[ModelSpec, dict[str, Any]]:
