@@ -75,3 +75,25 @@ def test_compiled_layer_matches_a_compiled_trace():
     tokens = batch * seq
     assert compiled == tokens * memory.compiled_layer_saved_bytes_per_token(QWEN, compute_bytes=2)
     assert eager == tokens * memory.layer_saved_bytes_per_token(QWEN, compute_bytes=2, seq_len=seq, attention="sdpa", adapters=None)
+
+
+def test_compile_link_sizes_the_compiled_layers_on_the_main_page():
+    # The torch.compile switch is an input like every other: `compile=true` in a link reproduces the
+    # compiled estimate (layers and loss), and it is what the page's metric shows.
+    from streamlit.testing.v1 import AppTest
+
+    from ui.state import MAIN_PARAMS, main_workload, reconcile_main
+
+    model = "meta-llama/Llama-3.2-3B-Instruct"
+    peaks = {}
+    for flag in ("false", "true"):
+        at = AppTest.from_file("../app.py", default_timeout=60)
+        at.query_params.update(model=model, mode="full", precision="bf16", trainer="torchtune", compile=flag)
+        at.run()
+        assert not at.exception
+        values, _ = reconcile_main({p.name: at.session_state[f"main.{p.name}"] for p in MAIN_PARAMS})
+        w = main_workload(values)
+        assert w.compile_layers is w.compile_loss is (flag == "true")
+        peaks[flag] = estimate(LLAMA, w).total_bytes
+        assert at.session_state["main.compile"] is (flag == "true")
+    assert peaks["true"] < peaks["false"]
