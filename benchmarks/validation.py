@@ -247,41 +247,57 @@ SETTINGS: dict[str, RowSetting] = {
         note="peft prompt tuning, 200 virtual tokens (614,400 trainable / 3,072 hidden); <=768 + 200 upper bound",
     ),
     # torchtune optimization flags (README table, Llama-3.2-3B, batch 2 x packed 4096, 'peak memory active').
+    # compile=True compiles each layer (`compile_layers`: the min-cut partition's saved set, traced by
+    # benchmarks/compile_layer_trace.py) and the loss; the standard CE's compile is not modelled (M048).
+    "M048": RowSetting(
+        model="meta-llama/Llama-3.2-3B-Instruct",
+        workload=W(mode="full", precision="bf16", batch_size=2, context_length=4096, compile_layers=True),
+        measure="allocated",
+        note="as M047 + compiled layers (min-cut saved set, traced); the compiled standard CE sized as eager",
+    ),
+    "M049": RowSetting(
+        model="meta-llama/Llama-3.2-3B-Instruct",
+        workload=W(mode="full", precision="bf16", batch_size=2, context_length=4096, loss_impl="chunked-output", compile_loss=True,
+                   compile_layers=True),
+        measure="allocated",
+        note="as M048 + compiled chunked CE (8 chunks)",
+    ),
     # Every row from M048 on compiles (compile=True): the compiled chunked loss is modelled (`compile_loss`,
-    # traced with the min-cut partitioner); the compiled layers are not, which with activation
-    # checkpointing (M050 on) leaves only the recomputed layer's internals unmodelled.
+    # traced with the min-cut partitioner), and so are the compiled layers of full fine-tuning
+    # (`compile_layers`); with activation checkpointing (M050 on) they keep only their inputs, so the
+    # layer compile changes nothing there (the LoRA rows' compiled layers are sized as eager).
     "M050": RowSetting(
         model="meta-llama/Llama-3.2-3B-Instruct",
         workload=W(mode="full", precision="bf16", batch_size=2, context_length=4096, fused_optimizer=True, loss_impl="chunked-output",
-                   compile_loss=True, gradient_checkpointing=True),
+                   compile_loss=True, compile_layers=True, gradient_checkpointing=True),
         measure="allocated",
-        note="torchtune full, fused AdamW, compiled chunked CE, activation checkpointing (layer compile not modelled)",
+        note="torchtune full, fused AdamW, compiled layers and chunked CE, activation checkpointing",
     ),
     "M051": RowSetting(
         model="meta-llama/Llama-3.2-3B-Instruct",
         workload=W(mode="full", precision="bf16", batch_size=2, context_length=4096, fused_optimizer=True, loss_impl="chunked-output",
-                   compile_loss=True, gradient_checkpointing=True, optimizer_in_backward=True),
+                   compile_loss=True, compile_layers=True, gradient_checkpointing=True, optimizer_in_backward=True),
         measure="allocated",
         note="as M050 + optimizer step in backward",
     ),
     "M052": RowSetting(
         model="meta-llama/Llama-3.2-3B-Instruct",
         workload=W(mode="full", precision="bf16", batch_size=2, context_length=4096, fused_optimizer=True, loss_impl="chunked-output",
-                   compile_loss=True, gradient_checkpointing=True, optimizer_in_backward=True, activation_offload=True),
+                   compile_loss=True, compile_layers=True, gradient_checkpointing=True, optimizer_in_backward=True, activation_offload=True),
         measure="allocated",
         note="as M051 + activation offloading",
     ),
     "M053": RowSetting(
         model="meta-llama/Llama-3.2-3B-Instruct",
         workload=W(mode="full", precision="bf16", batch_size=2, context_length=4096, optimizer="adamw-8bit", loss_impl="chunked-output",
-                   compile_loss=True, gradient_checkpointing=True, optimizer_in_backward=True, activation_offload=True),
+                   compile_loss=True, compile_layers=True, gradient_checkpointing=True, optimizer_in_backward=True, activation_offload=True),
         measure="allocated",
         note="as M052 with bitsandbytes 8-bit AdamW",
     ),
     "M054": RowSetting(
         model="meta-llama/Llama-3.2-3B-Instruct",
         workload=W(mode="lora", precision="bf16", batch_size=2, context_length=4096, lora_rank=64, lora_targets="attention+mlp",
-                   adapter_precision="bf16", fused_optimizer=True, loss_impl="chunked-output", compile_loss=True,
+                   adapter_precision="bf16", fused_optimizer=True, loss_impl="chunked-output", compile_loss=True, compile_layers=True,
                    gradient_checkpointing=True, activation_offload=True),
         measure="allocated",
         note="torchtune LoRA r=64 (q,v,o + MLP; k sized too), bf16 adapters, compiled chunked CE, AC + offloading",
@@ -289,7 +305,7 @@ SETTINGS: dict[str, RowSetting] = {
     "M055": RowSetting(
         model="meta-llama/Llama-3.2-3B-Instruct",
         workload=W(mode="qlora", precision="int4", trainer="torchtune", batch_size=2, context_length=4096, lora_rank=64, lora_targets="attention+mlp",
-                   adapter_precision="bf16", fused_optimizer=True, loss_impl="chunked-output", compile_loss=True,
+                   adapter_precision="bf16", fused_optimizer=True, loss_impl="chunked-output", compile_loss=True, compile_layers=True,
                    gradient_checkpointing=True, activation_offload=True),
         measure="allocated",
         note="as M054 on an NF4 base (torchao NF4 sized as bitsandbytes NF4)",
@@ -300,8 +316,6 @@ SETTINGS: dict[str, RowSetting] = {
 NOT_MODELLED = {
     "M046": "sequence lengths unknown (unpacked alpaca, dynamic padding): the peak is set by the batch's longest sample, "
     "which the row does not give; with a length distribution (`sample_lengths`) it could be sized, but none is published for it",
-    "M048": "torch.compile of the layers without activation checkpointing: what it saves only a compiled trace of the model shows (not modelled)",
-    "M049": "as M048, with the chunked cross-entropy (the compiled layers' saved activations are not modelled)",
 }
 
 
@@ -315,6 +329,11 @@ WORST_ROWS = {
     "eagerly add 362 MiB to the context (pytorch/pytorch PR #86509; -24.3% / -9.1% on the current stack). M027 (seq 8) then "
     "lands at +5.2%; M028 is +14.4% because the activation growth from seq 8 to 512 (+0.31 GiB measured) is estimated as "
     "+0.46 GiB.",
+    "M048/M049": "torchtune's compiled full fine-tune without checkpointing. Compiling the layers (min-cut partition, traced in "
+    "benchmarks/results/compile_layer_trace.md: 90,216 vs eager 131,176 B/token/layer) lowers the engine by 8.75 GiB, measured "
+    "60.0 -> 51.0 = 9.0 GiB, so M048 keeps M047's residual (-3.6% vs -3.5%). M049's extra -3 points come from the chunked loss: "
+    "the engine drops 9.05 GiB (12.6 GB fp32 logits and loss buffers -> 2.9 GB of saved bf16 chunks), measured 8.1 GiB; the "
+    "compiled standard CE of M048 is sized as eager (its compiled saved set is not traced).",
     "M054/M055": "torchtune's compiled LoRA/QLoRA rows. The engine's peak is the loss's backward: weights + adapter weights and "
     "AdamW states (0.54 GiB; no adapter gradient exists yet) + the eight bf16 logit chunks the compiled chunked loss saves "
     "(1.96 GiB, traced) + one chunk's fp32 gradient and bf16 cast (0.73 GiB, traced with aot_eager) + offloading's GPU share "

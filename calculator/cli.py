@@ -111,6 +111,8 @@ def _add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-chunks", type=_positive_int, default=None, help="chunks of torchtune's chunked-output CE (default 8)")
     p.add_argument("--compile-loss", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile of the chunked loss (torchtune compile=True): it saves only the bf16 chunks")
+    p.add_argument("--compile-layers", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile of each decoder layer (torchtune compile=True): min-cut saved set, traced for full fine-tuning")
     p.add_argument("--trained-fraction", type=_fraction, default=None, help="share of tokens with a label (completion/assistant-only loss), e.g. 0.3")
     p.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None, help="saved activations offloaded to CPU RAM")
     p.add_argument("--optimizer-in-backward", action=argparse.BooleanOptionalAction, default=None, help="step each parameter inside backward (torchtune)")
@@ -214,7 +216,8 @@ def workload_from_args(args: argparse.Namespace, *, default_trainer: str | None 
         adapter_precision=args.adapter_precision, keep_logits=args.keep_logits or None, runtime=args.runtime,
         gpu_memory_utilization=args.gpu_memory_utilization, num_gpus=num_gpus, parallelism=args.parallelism,
         audio_token_share=args.audio_share, stack=args.stack, speech_codec=args.speech_codec,
-        loss_impl=args.loss, loss_chunks=args.loss_chunks, compile_loss=args.compile_loss, trained_token_fraction=args.trained_fraction,
+        loss_impl=args.loss, loss_chunks=args.loss_chunks, compile_loss=args.compile_loss, compile_layers=args.compile_layers,
+        trained_token_fraction=args.trained_fraction,
         checkpoint_every=args.checkpoint_every, checkpoint_policy=args.checkpoint_policy, activation_offload=args.activation_offload,
         optimizer_in_backward=args.optimizer_in_backward, fused_optimizer=args.fused_optimizer, paged_optimizer=args.paged_optimizer,
         cpu_offload=args.cpu_offload, peft_method=args.peft_method, num_virtual_tokens=args.virtual_tokens, packing=args.packing,

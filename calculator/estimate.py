@@ -437,6 +437,16 @@ def _first_layer_input_grad(w: Workload) -> bool:
     return w.mode == "full" or w.gradient_checkpointing or w.peft_method == "prompt-tuning"
 
 
+def _compiled_layer_saved(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, *, c: int, input_bytes: int) -> int | None:
+    """Per-token bytes a compiled layer saves, where the traced case applies (full fine-tuning in one
+    dtype, SDPA/flash, no PEFT extras or Liger kernels); None otherwise (the eager set is used)."""
+    if not w.compile_layers or plan is not None or input_bytes != c or w.attention == "eager":
+        return None
+    if w.norm_kernel != "torch" or w.mlp_kernel != "torch":
+        return None
+    return memory.compiled_layer_saved_bytes_per_token(spec, compute_bytes=c)
+
+
 def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, *, b: int, s: int, c: int, input_bytes: int,
                  extra_total: int) -> tuple[int, int, int]:
     """(saved activations at the start of backward on the GPU, the recomputed layer, host bytes
@@ -445,6 +455,11 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     frozen = plan is not None
     extra = extra_total // layers
     extra -= memory.liger_kernel_savings_per_layer(spec, compute_bytes=c, norm_kernel=w.norm_kernel, mlp_kernel=w.mlp_kernel, frozen=frozen)
+    compiled = _compiled_layer_saved(spec, w, plan, c=c, input_bytes=input_bytes)
+    if compiled is not None:
+        # torch.compile'd layers save the min-cut partition's set instead of eager's (`compiled_layer_saved_bytes_per_token`).
+        extra += compiled - memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
+                                                                residual_bytes=input_bytes)
     selective = 0
     if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
         # LoRA's adapter matmuls return the adapter dtype, or the compute dtype under autocast (fp32 base: input_bytes 4).
@@ -699,7 +714,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
             "quality degrades past it unless the model supports rope scaling."
         )
     if w.is_training:
-        notes.extend(_trainer_notes(w))
+        notes.extend(_trainer_notes(spec, w))
     if w.mode in ("lora", "qlora") and w.master_weights and w.precision != "fp32" and not fmt.is_quantized:
         # The headline says the precision picked; the frozen base is 4 bytes per parameter here (see _training_phases).
         # Said in the sized trainer's own terms (HF Trainer when TRL cannot start: trainers.runnable_workload).
@@ -726,7 +741,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
     return tuple(notes)
 
 
-def _trainer_notes(w: Workload) -> list[str]:
+def _trainer_notes(spec: ModelSpec, w: Workload) -> list[str]:
     from .trainers import PRESETS
 
     notes = []
@@ -756,8 +771,18 @@ def _trainer_notes(w: Workload) -> list[str]:
                      "(incompatible with gradient accumulation).")
     if w.compile_loss:
         notes.append("torch.compile of the loss (torchtune compile=True): the compiled chunked cross-entropy saves only the bf16 chunks "
-                     "(traced with the min-cut partitioner); compiling the model's layers is not modelled.")
-    else:
+                     "(traced with the min-cut partitioner).")
+    if w.compile_layers:
+        traced = memory.compiled_layer_saved_bytes_per_token(spec, compute_bytes=2) is not None
+        if traced and w.mode == "full" and w.attention != "eager":
+            notes.append("torch.compile of the layers (torchtune compile=True): each layer saves the min-cut partition's set (its input, "
+                         "the normalized linear inputs, attention's q/k/v/output, the MLP's gate, up and product; norms, SiLU and the "
+                         "residual sum are recomputed), traced for full fine-tuning in one dtype with SDPA; inductor's kernel "
+                         "workspaces and the autotuner are not counted.")
+        else:
+            notes.append("torch.compile of the layers is sized as eager here: its saved set is traced only for full fine-tuning in one "
+                         "dtype with SDPA of a dense RMSNorm / gated-MLP decoder; what it saves otherwise only a compiled trace shows.")
+    if not (w.compile_loss or w.compile_layers):
         notes.append("torch.compile is not modelled: it changes which tensors are saved in ways only a compiled trace shows.")
     return notes
 

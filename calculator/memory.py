@@ -548,6 +548,37 @@ def layer_saved_bytes_per_token(
     return total
 
 
+def compiled_layer_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int) -> int | None:
+    """Bytes one torch.compile'd decoder layer saves for backward per token (full fine-tuning, the
+    compute dtype throughout as torchtune's pure bf16, SDPA), or None where no trace backs it.
+
+    torchtune `compile=True` compiles each decoder layer on its own; inductor partitions forward
+    and backward with `min_cut_rematerialization_partition` (torch 2.13
+    `torch/_functorch/partitioners.py`), which saves the fewest bytes and recomputes cheap
+    pointwise ops in the backward. Traced (`benchmarks/compile_layer_trace.py`: one bf16 layer,
+    inductor's decompositions and partitioner with nop compilers, saved-tensor hooks on the compiled
+    layer, unique storages) it keeps per token: the layer's c-byte input and the o_proj output
+    (the norms' fp32 upcasts and the residual sum are recomputed from them), 1/rms per norm (4 B
+    each), the two normalized c-byte linear inputs (attention, MLP), SDPA's q, k (after RoPE), v,
+    output (o_proj's input, the same storage) and fp32 log-sum-exp per head, and the MLP's gate
+    and up outputs and their activated product (SiLU and its product are recomputed):
+    4ch + 8 + c(2q + 2kv) + 4·heads + 3cI. Llama-3.2-3B: 90,216 B (eager 131,176, x0.688);
+    Qwen2.5-0.5B: 40,512 (eager 57,408). Only the traced layer shape is sized: RMSNorm, dense
+    gated MLP, no QK/sandwich norms, no MLA, no dropout; elsewhere None (not modelled)."""
+    if (spec.layer_norm or spec.is_moe or not spec.gated_mlp or fused_gate_up(spec) or spec.model_type in _QK_NORM_FAMILIES
+            or spec.model_type in _SANDWICH_NORM_FAMILIES or (spec.layer_types and spec.layer_types[0] == "mla")):
+        return None
+    raw = spec.raw_config
+    if raw.get("hidden_dropout_prob", raw.get("resid_pdrop", 0.0)) or raw.get("attention_dropout", 0.0):
+        return None
+    c = compute_bytes
+    h = spec.hidden_size
+    heads = spec.num_attention_heads
+    q = heads * spec.head_dim
+    kv = spec.num_key_value_heads * spec.head_dim
+    return 4 * c * h + 8 + c * (2 * q + 2 * kv) + 4 * heads + 3 * c * spec.intermediate_size
+
+
 def head_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int, residual_bytes: int, frozen: bool, head_saves_input: bool) -> int:
     """What the final norm and the LM head save per token (see `training_activation_bytes`): the
     norm's fp32 input and 1/rms, its normalized tensor when its weight trains (residual dtype), and

@@ -712,7 +712,7 @@ def settings_for(workload: Any) -> dict[str, Any]:
 
 # Workload settings a profile does not trace (it traces the plain loop: `Workload()`'s defaults).
 # Training: the memory savers and trainer options; inference: cache layouts other than DynamicCache.
-_TRAINING_UNTRACED = ("gradient_checkpointing", "master_weights", "loss_impl", "compile_loss", "trained_token_fraction", "checkpoint_every",
+_TRAINING_UNTRACED = ("gradient_checkpointing", "master_weights", "loss_impl", "compile_loss", "compile_layers", "trained_token_fraction", "checkpoint_every",
                       "checkpoint_policy", "oft_block_size", "vera_rank",
                       "activation_offload", "optimizer_in_backward", "norm_kernel", "mlp_kernel", "packing", "sample_lengths", "peft_method",
                       "keep_logits")

@@ -100,6 +100,7 @@ class Workload:
     loss_impl: LossImpl = "full"  # full fp32 logits; torchtune chunked output CE; TRL fused head; Liger/Unsloth fused linear CE
     loss_chunks: int = 8  # chunks of torchtune's CEWithChunkedOutputLoss
     compile_loss: bool = False  # torch.compile of the chunked loss (torchtune compile=True): saves only the bf16 chunks
+    compile_layers: bool = False  # torch.compile of each decoder layer (torchtune compile=True): min-cut saved set (full FT, SDPA)
     trained_token_fraction: float = 1.0  # share of tokens whose label is not -100 (completion/assistant-only loss)
     checkpoint_every: int = 1  # with gradient checkpointing: every k-th decoder layer (transformers `every_n_layers`)
     checkpoint_policy: CheckpointPolicy = "full"  # with gradient checkpointing: what each checkpointed layer keeps (CHECKPOINT_POLICIES)

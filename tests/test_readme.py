@@ -31,3 +31,14 @@ def test_app_requirements_are_cloud_light():
     reqs = (ROOT / "requirements.txt").read_text()
     for heavy in ("torch", "transformers", "peft"):
         assert not re.search(rf"^{heavy}\b", reqs, flags=re.M)
+
+
+def test_readme_quotes_the_committed_validation_figures():
+    # The accuracy section repeats benchmarks/results/validation.md's headline and per-mode table; a
+    # rerun that changes them must change the README too (both were stale once).
+    readme = (ROOT / "README.md").read_text()
+    report = (ROOT / "benchmarks" / "results" / "validation.md").read_text()
+    headline = next(line for line in report.splitlines() if line.startswith("Scored rows:"))
+    table = re.search(r"\| mode \| rows \| median abs error \| worst \|\n(?:\|.*\|\n)+", report).group(0)
+    assert headline in readme
+    assert table in readme

@@ -267,6 +267,8 @@ MAIN_PARAMS: tuple[Param, ...] = (
     Param(name="oft_block", label="OFT block size", default=32, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
     Param(name="vera_rank", label="VeRA rank", default=256, kind="int", low=1, high=min(MAX_LORA_RANK, 4096)),
     Param(name="ckpt_policy", label="checkpointing policy", default="full", kind="choice", choices=CHECKPOINT_POLICIES),
+    # torch.compile of the layers and the chunked loss (torchtune `compile=True`; calculator/memory.py sizes what it saves).
+    Param(name="compile", label="torch.compile (layers and loss)", default=False, kind="bool"),
     Param(name="cpu_offload", label="CPU offload (ZeRO/FSDP)", default="none", kind="choice", choices=CPU_OFFLOADS),
     Param(name="trained_frac", label="trained token fraction", default=1.0, kind="float", low=0.01, high=1.0),
     Param(name="kv_dtype", label="KV-cache precision", default="auto", kind="choice", choices=KV_DTYPES),
@@ -377,6 +379,8 @@ def main_workload(values: Mapping[str, Any]) -> Workload:
         loss_impl=values["loss"],
         checkpoint_every=int(values["ckpt_every"]),
         checkpoint_policy=values.get("ckpt_policy", "full"),
+        compile_layers=bool(values.get("compile", False)),
+        compile_loss=bool(values.get("compile", False)),
         activation_offload=bool(values["offload"]),
         optimizer_in_backward=bool(values["opt_in_bwd"]),
         fused_optimizer=bool(values["fused_opt"]),

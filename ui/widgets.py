@@ -250,6 +250,9 @@ def trainer_inputs(page: PageState) -> None:
         s3.checkbox("Optimizer step in backward", key=page.key("opt_in_bwd"))
         s3.checkbox("Fused AdamW", key=page.key("fused_opt"))
         s3.checkbox("Paged optimizer", key=page.key("paged_opt"))
+        s3.checkbox("torch.compile", key=page.key("compile"),
+                    help="torchtune compile=True: the decoder layers save the min-cut partitioner's set (traced, full fine-tune in one "
+                         "dtype with SDPA; other cases are sized as eager and the notes say so) and the chunked loss keeps only its chunks.")
         s3.selectbox("CPU offload (ZeRO/FSDP)", CPU_OFFLOADS, key=page.key("cpu_offload"))
         adapters = page.get("mode") in ("lora", "qlora")
         s4.selectbox("PEFT method", PEFT_METHODS, key=page.key("peft"), disabled=not adapters,
