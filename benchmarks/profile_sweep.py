@@ -118,7 +118,9 @@ def workload(mode: str, context: int):
     from calculator.workload import Workload
 
     if mode == "inference":
-        return Workload(mode="inference", precision="bf16", context_length=context, generated_tokens=4, batch_size=3)
+        # speech_codec off: the trace is the language model's generate(); a TTS model's audio codec is another
+        # model (calculator/speech.py), checked by its own trace (benchmarks/codec_decode_trace.py).
+        return Workload(mode="inference", precision="bf16", context_length=context, generated_tokens=4, batch_size=3, speech_codec=False)
     return Workload(mode=mode, precision="bf16", context_length=context, batch_size=3)
 
 
