@@ -28,22 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from make_profiles import HUB_TYPES, default_config  # noqa: E402
+
 from calculator.catalog import catalog_config, catalog_entries  # noqa: E402
 from calculator.inventory import build_inventory, config_key  # noqa: E402
 
 OUT = ROOT / "calculator" / "data" / "inventories"
-# Issue 9's list of architectures people load from the Hub (refused or answered without towers before).
-TYPES = (
-    "phi", "phimoe", "falcon", "bloom", "mpt", "cohere", "cohere2", "glm4", "nemotron", "olmo", "olmoe", "granite", "granitemoe",
-    "dbrx", "ernie4_5", "ernie4_5_moe", "exaone4", "seed_oss", "qwen3_next", "mamba", "mamba2", "falcon_mamba", "jamba",
-    "recurrent_gemma", "lfm2", "falcon_h1", "granitemoehybrid", "bart", "deberta-v2", "modernbert", "whisper", "marian",
-    "mllama", "qwen2_vl", "qwen2_5_vl", "llava", "idefics3", "smolvlm", "gemma3",
-)
-
-
 def _configs(types: list[str], catalog: bool) -> list[tuple[str, dict]]:
-    from transformers import AutoConfig
-
     from calculator.spec import model_spec_from_config
 
     out: list[tuple[str, dict]] = []
@@ -52,16 +43,13 @@ def _configs(types: list[str], catalog: bool) -> list[tuple[str, dict]]:
             cfg = catalog_config(entry)
             if model_spec_from_config(entry.model_id, cfg).counted_by == "inventory":
                 out.append((entry.model_id, cfg))
-    for mt in types:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out.append((f"{mt} (transformers default)", AutoConfig.for_model(mt).to_dict()))
+    out.extend(default_config(mt) for mt in types)
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--types", nargs="*", default=list(TYPES))
+    parser.add_argument("--types", nargs="*", default=list(HUB_TYPES))
     parser.add_argument("--no-catalog", action="store_true")
     args = parser.parse_args()
     index_path = OUT / "index.json"
