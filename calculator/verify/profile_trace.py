@@ -219,7 +219,7 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
         tracker.set_phase("prefill")
         inputs = _inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
-        cache = _cache_class()(config=model.config)
+        cache = _harness.tolerant_cache_class()(config=model.config)
 
         def greedy_step(step_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             tracker.reset_mod_stats()
@@ -253,10 +253,6 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
     return PointResult(batch=batch, length=length, context=length + max(generated - 1, 0), phases=phases, kv_by_layer=kv, windows=windows)
 
 
-def _cache_class() -> type:
-    return _harness.tolerant_cache_class()
-
-
 def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch: int, length: int, generated: int) -> PointResult:
     """Encoder-decoder generate(): encode `length` tokens once ("encode"), then decoder steps with an
     `EncoderDecoderCache` (self-attention + cross-attention `DynamicCache`s, as transformers 5.24's
@@ -266,7 +262,7 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
     `kv_by_layer` holds self + cross K/V per decoder layer; the encoder output is an activation."""
     from transformers import EncoderDecoderCache
 
-    cache_cls = _cache_class()
+    cache_cls = _harness.tolerant_cache_class()
     with torch.no_grad(), tracker:
         tracker.reset_mod_stats()
         tracker.set_phase("encode")
