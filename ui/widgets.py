@@ -47,6 +47,7 @@ from .state import (
     reconcile_main,
     resolve_trainer_values,
     trainer_defaults,
+    workload_lengths,
 )
 
 CSS = """
@@ -301,7 +302,7 @@ def lengths_input(page: PageState) -> None:
     """The dataset's sequence lengths: typed, pasted or uploaded, kept as their summary
     (calculator/lengths.py), with what the page makes of them."""
     from calculator.errors import InvalidWorkloadError
-    from calculator.lengths import MAX_SUMMARY_POINTS, describe_lengths, parse_lengths, summarise_lengths
+    from calculator.lengths import MAX_SUMMARY_POINTS, describe_lengths
 
     key, file_key = page.key("lengths"), f"{page.page}.lengths_file"
     l1, l2 = st.columns([3, 2])
@@ -317,7 +318,7 @@ def lengths_input(page: PageState) -> None:
     if st.session_state.get(f"{file_key}.error"):
         l2.error(st.session_state[f"{file_key}.error"], icon=":material/error:")
     try:
-        lengths = summarise_lengths(parse_lengths(page.get("lengths") or ""))
+        lengths = workload_lengths(page.get("lengths"))
     except InvalidWorkloadError as exc:
         l1.error(str(exc), icon=":material/error:")
         return
