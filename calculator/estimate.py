@@ -165,6 +165,17 @@ def _compute_bytes(fmt: WeightFormat) -> int:
     return fmt.compute_bytes
 
 
+def _fp32_weights(w: Workload, fmt: WeightFormat) -> bool:
+    """fp32 weights trained under a 16-bit autocast (master weights of an unquantized model)."""
+    return w.master_weights and w.precision != "fp32" and not fmt.is_quantized
+
+
+def _residual_bytes(w: Workload, fmt: WeightFormat) -> int:
+    """Bytes per element of a training step's residual stream (and head weight): fp32 weights under
+    autocast keep it fp32, else the compute dtype."""
+    return 4 if _fp32_weights(w, fmt) else fmt.compute_bytes
+
+
 def _kv_bits(workload: Workload, fmt: WeightFormat) -> int:
     return BITS_PER_ELEMENT[workload.kv_cache_precision or fmt.compute_precision]
 
@@ -377,7 +388,7 @@ def _variable_length_reserve(spec: ModelSpec, w: Workload, *, c: int, plan: memo
 
     varied_steps = tuple(step(b, s) for b, s in shapes)
     varied = allocator.replay_steps(varied_steps)
-    fixed = allocator.replay_steps((step(*shapes[-1]),) * 2)
+    fixed = allocator.replay_steps((varied_steps[-1],) * 2)  # the peak shape's step (shapes end with it)
     capacity = allocator.capacity_for_steps(varied_steps, max_halvings=REPLAY_HALVINGS)
     needed = (capacity - varied.peak_allocated_bytes) - (fixed.peak_in_use_bytes - fixed.peak_allocated_bytes)
     cached = varied.reserve_bytes - fixed.reserve_bytes
@@ -389,8 +400,8 @@ def _training_reserve(spec: ModelSpec, w: Workload, fmt: WeightFormat) -> tuple[
     if not w.sample_lengths or w.packing == "packed":
         return 0, 0
     c = _compute_bytes(fmt)
-    fp32_weights = w.master_weights and w.precision != "fp32" and not fmt.is_quantized
-    input_bytes = 4 if fp32_weights else c
+    input_bytes = _residual_bytes(w, fmt)
+    fp32_weights = _fp32_weights(w, fmt)
     plan = None
     if w.mode in ("lora", "qlora"):
         names = memory.lora_target_names(spec, w.lora_targets) if w.peft_method in ("lora", "dora") else frozenset()
@@ -455,11 +466,11 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
     frozen = plan is not None
     extra = extra_total // layers
     extra -= memory.liger_kernel_savings_per_layer(spec, compute_bytes=c, norm_kernel=w.norm_kernel, mlp_kernel=w.mlp_kernel, frozen=frozen)
+    eager = memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan, residual_bytes=input_bytes)
     compiled = _compiled_layer_saved(spec, w, plan, c=c, input_bytes=input_bytes)
     if compiled is not None:
         # torch.compile'd layers save the min-cut partition's set instead of eager's (`compiled_layer_saved_bytes_per_token`).
-        extra += compiled - memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
-                                                                residual_bytes=input_bytes)
+        extra += compiled - eager
     selective = 0
     if w.gradient_checkpointing and w.checkpoint_policy == "selective-op":
         # LoRA's adapter matmuls return the adapter dtype, or the compute dtype under autocast (fp32 base: input_bytes 4).
@@ -473,8 +484,7 @@ def _activations(spec: ModelSpec, w: Workload, plan: memory.AdapterPlan | None, 
         head_saves_input=w.loss_impl in ("full", "chunked-output"), first_layer_input_grad=_first_layer_input_grad(w),
         checkpointed_extra_per_layer=selective,
     )
-    per_layer = b * s * (memory.layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=s, attention=w.attention, adapters=plan,
-                                                            residual_bytes=input_bytes) + extra)
+    per_layer = b * s * (eager + extra)
     grads = memory.layer_backward_transient_bytes(spec, tokens=b * s, compute_bytes=c, residual_bytes=input_bytes) if spec.is_causal_lm else 0
     # The recomputed layer takes over the outputs its selective policy kept (torch's SAC cache hands them over, not copies).
     recompute = per_layer + grads - b * s * selective if w.gradient_checkpointing else 0
@@ -498,9 +508,9 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     if w.mode in ("lora", "qlora") and w.peft_method == "prompt-tuning":
         s += w.num_virtual_tokens  # the virtual tokens extend every sequence (peft PromptEmbedding)
     tokens = b * s
-    fp32_weights = w.master_weights and w.precision != "fp32" and not fmt.is_quantized
-    input_bytes = 4 if fp32_weights else c  # residual stream dtype: fp32 weights under autocast keep it fp32
-    head_weight_bytes = 4 if fp32_weights else c
+    fp32_weights = _fp32_weights(w, fmt)
+    input_bytes = _residual_bytes(w, fmt)  # residual stream dtype: fp32 weights under autocast keep it fp32
+    head_weight_bytes = input_bytes
     loss = _loss_bytes(spec, w, tokens=tokens, c=c, hidden_bytes=input_bytes, head_weight_bytes=head_weight_bytes)
     host_act = 0
     if w.mode == "full":
@@ -714,7 +724,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
             "quality degrades past it unless the model supports rope scaling."
         )
     if w.is_training:
-        notes.extend(_trainer_notes(spec, w))
+        notes.extend(_trainer_notes(spec, w, fmt))
     if w.mode in ("lora", "qlora") and w.master_weights and w.precision != "fp32" and not fmt.is_quantized:
         # The headline says the precision picked; the frozen base is 4 bytes per parameter here (see _training_phases).
         # Said in the sized trainer's own terms (HF Trainer when TRL cannot start: trainers.runnable_workload).
@@ -741,7 +751,7 @@ def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tu
     return tuple(notes)
 
 
-def _trainer_notes(spec: ModelSpec, w: Workload) -> list[str]:
+def _trainer_notes(spec: ModelSpec, w: Workload, fmt: WeightFormat) -> list[str]:
     from .trainers import PRESETS
 
     notes = []
@@ -773,8 +783,9 @@ def _trainer_notes(spec: ModelSpec, w: Workload) -> list[str]:
         notes.append("torch.compile of the loss (torchtune compile=True): the compiled chunked cross-entropy saves only the bf16 chunks "
                      "(traced with the min-cut partitioner).")
     if w.compile_layers:
-        traced = memory.compiled_layer_saved_bytes_per_token(spec, compute_bytes=2) is not None
-        if traced and w.mode == "full" and w.attention != "eager":
+        # The estimate's own test (`_compiled_layer_saved`; full fine-tuning has no adapter plan), so the note says what was sized.
+        traced = w.mode == "full" and _compiled_layer_saved(spec, w, None, c=_compute_bytes(fmt), input_bytes=_residual_bytes(w, fmt)) is not None
+        if traced:
             notes.append("torch.compile of the layers (torchtune compile=True): each layer saves the min-cut partition's set (its input, "
                          "the normalized linear inputs, attention's q/k/v/output, the MLP's gate, up and product; norms, SiLU and the "
                          "residual sum are recomputed), traced for full fine-tuning in one dtype with SDPA; inductor's kernel "
