@@ -243,24 +243,23 @@ def with_shipped_defaults(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 @cache
+def _shipped_index_json() -> dict[str, Any]:
+    """calculator/data/inventories/index.json (made by `python benchmarks/make_inventories.py`), read once; {} if absent."""
+    try:
+        text = resources.files(INVENTORY_PACKAGE).joinpath("index.json").read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
+        return {}
+    return json.loads(text)
+
+
 def _shipped_defaults() -> dict[str, dict[str, Any]]:
     """model_type -> transformers' default config dict, shipped beside the inventories."""
-    try:
-        text = resources.files(INVENTORY_PACKAGE).joinpath("index.json").read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
-        return {}
-    return dict(json.loads(text).get("defaults", {}))
+    return _shipped_index_json().get("defaults", {})
 
 
-@cache
 def _shipped_index() -> dict[str, dict[str, str]]:
-    """config_key -> {"file", "transformers", "peft"} of the inventories shipped with the package
-    (made by `python benchmarks/make_inventories.py`)."""
-    try:
-        text = resources.files(INVENTORY_PACKAGE).joinpath("index.json").read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
-        return {}
-    return dict(json.loads(text).get("inventories", {}))
+    """config_key -> {"file", "transformers", "peft"} of the inventories shipped with the package."""
+    return _shipped_index_json().get("inventories", {})
 
 
 def _installed_version(name: str) -> str | None:
