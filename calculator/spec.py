@@ -859,14 +859,13 @@ def model_spec_from_config(model_id: str, config: Mapping[str, Any], *, use_inve
         return with_cached_profile(_check_totals(spec_from_inventory(model_id, config), dims=False))
     defer = _inventory_counts_better(config, str(model_type)) if builder is not None and use_inventory else None
     if defer is not None:
-        from .inventory import shipped_inventory, spec_from_inventory, transformers_available
+        from .inventory import spec_from_inventory
         from .profile import with_cached_profile
 
-        if transformers_available() or shipped_inventory(config) is not None:  # without torch: an inventory shipped for this config
-            try:
-                return with_cached_profile(_check_totals(spec_from_inventory(model_id, config), dims=False))
-            except UnsupportedArchitectureError:
-                pass  # transformers cannot build it: the analytic answer stands, with the note below
+        try:  # without torch, only an inventory shipped for this config answers; else it raises, caught here
+            return with_cached_profile(_check_totals(spec_from_inventory(model_id, config), dims=False))
+        except UnsupportedArchitectureError:
+            pass  # transformers cannot build it (or is not installed): the analytic answer stands, with the note below
         notes.append(defer)
     if builder is None:
         raise UnsupportedArchitectureError(
