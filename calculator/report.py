@@ -102,9 +102,10 @@ def _vllm_fits(
         if not c.tensor_parallel_ok:
             out.append(c)
             continue
+        capability = compute_capability(c.gpu)
         b = vllm_budget(spec, replace(workload, num_gpus=c.count, parallelism="auto"), gpu_usable_bytes=c.gpu.usable_bytes,
                         gpu_name=c.gpu.name, nvlink=c.gpu.nvlink == "yes", datacenter=c.gpu.segment.startswith("datacenter"),
-                        compute_capability=compute_capability(c.gpu))
+                        compute_capability=capability)
         fits = b.starts and b.max_concurrency >= workload.batch_size and (c.fits or not headroom_fraction)
         if fits:
             # What `vllm serve` takes on this card (nvidia-smi while serving): its gpu_memory_utilization share,
@@ -114,7 +115,7 @@ def _vllm_fits(
             c = replace(c, per_gpu_required_bytes=taken, utilisation=taken / c.gpu.usable_bytes)
         if fits == c.fits:
             # A card too old for the weights' kernels says that first, whatever the memory says.
-            too_old = not b.starts and capability_problem(fmt_name, compute_capability(c.gpu), c.gpu.name)
+            too_old = not b.starts and capability_problem(fmt_name, capability, c.gpu.name)
             out.append(replace(c, reason="; ".join(x for x in (too_old, c.reason) if x)) if too_old else c)
             continue
         if fits:  # drop the estimate's "needs X GiB per GPU ... over)." and keep the notes after it
