@@ -264,8 +264,21 @@ def _transformers_patches() -> Iterator[None]:
 
     from transformers import masking_utils
 
-    with mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None):
+    with (
+        mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None),
+        mock.patch.object(torch.nn.init, "_no_grad_trunc_normal_", _trunc_normal_on_fakes),
+    ):
         yield
+
+
+def _trunc_normal_on_fakes(tensor: torch.Tensor, mean: float, std: float, a: float, b: float, generator: Any = None) -> torch.Tensor:
+    """`nn.init.trunc_normal_` without its rejection loop. torch 2.13's `_no_grad_trunc_normal_`
+    (torch/nn/init.py) redraws until `not mask.any()`, an `.item()` that a fake tensor cannot answer
+    (ModernBERT's `_init_weights`, transformers 5.24 modeling_modernbert.py, initializes every
+    linear this way). Values never matter under fake tensors; the in-place draw allocates nothing
+    that lives on, and the model is built before the tracker runs, so the measured bytes are unchanged."""
+    with torch.no_grad():
+        return tensor.normal_(mean, std, generator=generator).clamp_(a, b)
 
 
 def _module_to_on_fakes(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:

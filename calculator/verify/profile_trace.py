@@ -266,7 +266,7 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
     with torch.no_grad(), tracker:
         tracker.reset_mod_stats()
         tracker.set_phase("encode")
-        inputs = _inputs(model, vocab, batch, length)
+        inputs = encoder_inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
         encoder_outputs = model.get_encoder()(**inputs)
         tracker.set_phase(None)
@@ -296,6 +296,30 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
     phases = {"encode": encode, "prefill": _split(tracker, "prefill", sum(kv_prefill)), "decode": _split(tracker, "decode", sum(kv_decode))}
     return PointResult(batch=batch, length=length, context=length, phases=phases,
                        kv_by_layer={"prefill": kv_prefill, "decode": kv_decode}, windows=cache_layer_windows(self_cache))
+
+
+def encoder_inputs(model: nn.Module, vocab: int, batch: int, length: int) -> dict[str, torch.Tensor]:
+    """What the encoder of a seq2seq model reads: token ids, or for a speech encoder whose
+    `main_input_name` is "input_features" (Whisper, transformers 5.24 modeling_whisper.py
+    `WhisperEncoder`) log-mel features [batch, num_mel_bins, frames] in the model dtype. Whisper's
+    encoder refuses any length but `max_source_positions x conv1.stride x conv2.stride` (3,000 frames,
+    30 s: its feature extractor pads every clip to that), so a config with `max_source_positions`
+    gets that fixed length whatever `length` says, as a real transcription does; otherwise the
+    frames are `length` times the encoder's convolution strides (`length` encoder positions).
+    The features are the same bytes the feature extractor hands the model."""
+    encoder = model.get_encoder()
+    if getattr(encoder, "main_input_name", "input_ids") != "input_features":
+        return _inputs(model, vocab, batch, length)
+    cfg = model.config
+    stride = 1
+    for m in encoder.modules():
+        if isinstance(m, nn.Conv1d):
+            stride *= int(m.stride[0])
+    positions = getattr(cfg, "max_source_positions", None)
+    frames = (int(positions) if isinstance(positions, int) and positions > 0 else length) * stride
+    mel = int(getattr(cfg, "num_mel_bins", 0) or getattr(cfg, "feature_size", 0) or 80)
+    dtype = next(encoder.parameters()).dtype
+    return {"input_features": torch.zeros(batch, mel, frames, dtype=dtype)}
 
 
 def _grow_cache(cache: Any, extra: int) -> None:
