@@ -161,6 +161,15 @@ def cache_layer_bytes(cache: Any) -> tuple[int, ...]:
         for attr in ("keys", "values", "conv_states", "recurrent_states"):
             total += _tensor_bytes(getattr(layer, attr, None), seen)
         out.append(total)
+    # A model's own cache class may keep per-layer state beside `layers`, as a list indexed by layer:
+    # MiniMaxCache.linear_cache (transformers 5.24 modeling_minimax.py), the lightning-attention
+    # layers' [batch, heads, head_dim, head_dim] KV state.
+    for value in vars(cache).values():
+        if isinstance(value, list) and any(isinstance(v, torch.Tensor) for v in value):
+            if len(value) > len(out):
+                out.extend([0] * (len(value) - len(out)))
+            for i, v in enumerate(value):
+                out[i] += _tensor_bytes(v, seen)
     return tuple(out)
 
 
@@ -219,12 +228,14 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
         tracker.set_phase("prefill")
         inputs = _inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
-        cache = _harness.tolerant_cache_class()(config=model.config)
+        cache = _harness.new_generation_cache(model)
 
         def greedy_step(step_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            nonlocal cache
             tracker.reset_mod_stats()
             out = model(**step_inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            cache.seen_tokens += next(iter(step_inputs.values())).shape[1]
+            cache = out.cache  # the one passed, or the model's own (`_harness.new_generation_cache`)
+            cache.seen_tokens = getattr(cache, "seen_tokens", 0) + next(iter(step_inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
             return next_step_inputs(model, next_logits, batch)
