@@ -575,7 +575,8 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
             copy of the last logits generate() makes, freed once the next token is picked."""
             nonlocal cache
             out = model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            cache = out.cache  # the one passed, or the model's own (`new_generation_cache`)
+            if getattr(out, "cache", None) is not None:  # the one passed, or the model's own (`new_generation_cache`)
+                cache = out.cache
             if hasattr(cache, "seen_tokens"):
                 cache.seen_tokens += next(iter(inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)

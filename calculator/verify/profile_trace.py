@@ -234,7 +234,8 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             nonlocal cache
             tracker.reset_mod_stats()
             out = model(**step_inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            cache = out.cache  # the one passed, or the model's own (`_harness.new_generation_cache`)
+            if getattr(out, "cache", None) is not None:  # the one passed, or the model's own (`_harness.new_generation_cache`)
+                cache = out.cache
             cache.seen_tokens = getattr(cache, "seen_tokens", 0) + next(iter(step_inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
