@@ -180,9 +180,11 @@ def profile_path(name: str) -> Path:
     return PROFILES / (name.replace("/", "__") + ".json")
 
 
-def refresh(rows: list[dict]) -> int:
+def refresh(rows: list[dict], *, kept_only: bool = False) -> int:
     """Recompute profile_bytes / analytic_bytes of every compared row whose profile was kept, with
-    the code as it is now (the trace bytes stay: the trace harness is the truth). Returns rows redone."""
+    the code as it is now (the trace bytes stay: the trace harness is the truth). A row whose profile
+    was not kept (swept on another machine) has it made again, or, with `kept_only`, keeps its
+    figures. Returns rows redone."""
     import json
 
     from calculator.estimate import estimate
@@ -197,6 +199,8 @@ def refresh(rows: list[dict]) -> int:
             continue
         cfg, _ = swept_config(by_name[r["name"]])
         spec = model_spec_from_config(r["name"], cfg)
+        if not path.exists() and kept_only:
+            continue
         if not path.exists():  # swept before profiles were kept: made again (no trace)
             modes = tuple(x["mode"] for x in rows if x["name"] == r["name"])
             save_profile(make_profile(cfg, modes=[m for m in MODES if m in modes], check_point=None, max_seconds=PROFILE_SECONDS), path)
@@ -352,6 +356,7 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="start a new CSV instead of resuming")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--refresh", action="store_true", help="redo the estimates of kept profiles with the current code, then summarise")
+    parser.add_argument("--kept-only", action="store_true", help="with --refresh: leave rows whose profile was not kept here as they are")
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_minutes * 60
     all_targets = targets()
@@ -361,7 +366,7 @@ def main() -> int:
         rows = read_rows()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            print(f"refreshed {refresh(rows)} rows", flush=True)
+            print(f"refreshed {refresh(rows, kept_only=args.kept_only)} rows", flush=True)
         with CSV_OUT.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             writer.writeheader()
