@@ -284,7 +284,8 @@ def _apply_replacing_fakes(self: nn.Module, fn: Any, recurse: bool = True) -> nn
     in place with `torch.utils.swap_tensors` (`p_should_use_swap_tensors = ... or isinstance(param,
     FakeTensor)`), and `swap_tensors` refuses a tensor that has a weakref; a fake parameter has one
     (`nn.Parameter(fake)` runs `detach()`, and FakeTensorMode files a detached fake in its converter's
-    memo, `MetaConverter.tensor_memo`, a WeakValueDictionary: torch/_subclasses/meta_utils.py), so every `.to()` on a fake module raises "_apply(): Couldn't swap <Module>.weight". Models
+    memo, `MetaConverter.tensor_memo`, a WeakValueDictionary: torch/_subclasses/meta_utils.py), so
+    every `.to()` on a fake module raises "_apply(): Couldn't swap <Module>.weight". Models
     call it in `__init__`: DeepSeek-V4 `self.q_a_norm = DeepseekV4RMSNorm(...).to(dtype=torch.float32)`
     (models/deepseek_v4/modeling_deepseek_v4.py, transformers 5.24.0), HY-V4's hyper-connection
     and Inkling's short convolution likewise. Here a module holding fake parameters gets new
