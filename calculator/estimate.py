@@ -515,18 +515,22 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
     host_act = 0
     if w.mode == "full":
         params = spec.num_params
+        # The workload is text tokens: vision / audio towers and their projector run on no input, get no
+        # gradient and (torch AdamW skips a None grad) no optimizer state. Traced, 2-layer llava / qwen2_vl /
+        # moss_transcribe_diarize full fine-tune: gradients and AdamW states cover the language model only.
+        trained = spec.text_trained_params
         state_bytes = 4 if w.master_weights else c
         if w.optimizer == "adafactor":
             factored = memory.adafactor_factored_elements(spec)
-            optimizer = memory.optimizer_state_bytes(optimizer="adafactor", trainable_params=params, state_bytes=state_bytes, factored_elements=factored)
+            optimizer = memory.optimizer_state_bytes(optimizer="adafactor", trainable_params=trained, state_bytes=state_bytes, factored_elements=factored)
         else:
-            optimizer = memory.optimizer_state_bytes(optimizer=w.optimizer, trainable_params=params, state_bytes=state_bytes)
+            optimizer = memory.optimizer_state_bytes(optimizer=w.optimizer, trainable_params=trained, state_bytes=state_bytes)
         largest = memory.largest_linear_params(spec)
         temp = 0 if (w.fused_optimizer and w.optimizer == "adamw") else memory.optimizer_step_temp_bytes(
-            optimizer=w.optimizer, trainable_params=params, param_bytes=state_bytes, largest_param=largest
+            optimizer=w.optimizer, trainable_params=trained, param_bytes=state_bytes, largest_param=largest
         )
         master = 4 * params if w.master_weights else 0
-        grads = params * c
+        grads = trained * c
         act, recompute, host_act = _activations(spec, w, None, b=b, s=s, c=c, input_bytes=input_bytes, extra_total=0)
         in_bwd = 0
         if w.optimizer_in_backward:
@@ -541,6 +545,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
             fused = w.loss_impl != "full"
             head = sum(g.weight_params for g in spec.linears if g.role == "head")
             uncast = (spec.embedding_params if (fused or not spec.tie_word_embeddings) else 0) + (head if fused else 0)
+            uncast += spec.untouched_tower_params  # towers that run on no input are never cast
             live_weights = max(weights - uncast * c, 0)
         cached = live_weights
         forward_phase = None
@@ -582,7 +587,7 @@ def _training_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: i
             head_grad = spec.vocab_size * spec.hidden_size * c
             phases["layer recompute"] = Breakdown(weights_bytes=recompute_weights, optimizer_bytes=optimizer, master_weights_bytes=master,
                                                   activations_bytes=act + recompute, gradients_bytes=in_bwd or head_grad)
-        return phases, params, host_act
+        return phases, trained, host_act
     # LoRA / QLoRA (and DoRA, IA3, prompt tuning, OFT, VeRA): frozen base, trainable adapters.
     if fmt.name in ("bnb-int8", "bnb-nf4", "bnb-fp4") and trainers.kbit_upcast(w.trainer):
         weights += memory.kbit_upcast_bytes(spec, fmt)  # peft's k-bit preparation of a bitsandbytes base
@@ -694,6 +699,12 @@ def _speech_notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, codec: speech
 
 def _notes(spec: ModelSpec, w: Workload, fmt: WeightFormat, strategy: str) -> tuple[str, ...]:
     notes = list(spec.notes) + list(w.notes)
+    if w.mode == "full" and spec.untouched_tower_params:
+        notes.append(
+            f"Full fine-tuning on text tokens: the {spec.untouched_tower_params / 1e6:,.1f}M parameters of the vision/audio towers and "
+            "projector run on no input, so they get no gradient and AdamW keeps no state for them (their weights are counted). "
+            "Batches with images or audio would add their gradients, optimizer states and activations; freeze the towers "
+            "(requires_grad=False) to keep it this way.")
     if fmt.from_checkpoint:
         notes.append(f"The checkpoint is pre-quantized ({fmt.name}, {fmt.bits}-bit); its stored format is used whatever precision is picked.")
     fused = [g for g in spec.linears if not g.is_nn_linear]

@@ -812,7 +812,7 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
         num_encoder_layers=int(d.get("num_encoder_layers") or 0),
         tie_word_embeddings=inv.tie_word_embeddings, supports_sdpa=inv.supports_sdpa,
         checkpoint_dtype=checkpoint_dtype(text_cfg if isinstance(text_cfg, Mapping) else config),
-        linears=tuple(linears), embedding_params=embedding, other_params=other,
+        linears=tuple(linears), embedding_params=embedding, other_params=other, untouched_tower_params=sum(towers.values()),
         quantization=parse_quantization_config(config), param_source="inventory", counted_by="inventory",
         notes=tuple(notes), raw_config=config,
     )

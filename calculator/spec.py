@@ -141,6 +141,11 @@ class ModelSpec:
     embedding_params: int = 0
     # Norms, biases outside linears, attention sinks, codebooks: kept in the compute dtype.
     other_params: int = 0
+    # Parameters of towers the text tokens never pass through (vision / audio encoders, the projector
+    # feeding their features in; `calculator.inventory` tower != "text"). Part of `num_params` (weights),
+    # but a text-token training step gives them no gradient, and torch 2.13 AdamW keeps no state for a
+    # parameter whose `.grad` is None (torch/optim/adamw.py `_init_group` skips it).
+    untouched_tower_params: int = 0
     quantization: QuantizationConfig | None = None
     # Exact counts from the checkpoint (safetensors metadata or the catalog), when known.
     exact_num_params: int | None = None
@@ -162,6 +167,11 @@ class ModelSpec:
     def num_params(self) -> int:
         """Total parameters: the checkpoint's exact count when known, else config arithmetic."""
         return self.exact_num_params if self.exact_num_params is not None else self.config_num_params
+
+    @property
+    def text_trained_params(self) -> int:
+        """Parameters a full fine-tune on text tokens gives a gradient (all but the untouched towers)."""
+        return max(self.num_params - self.untouched_tower_params, 0)
 
     @property
     def active_params(self) -> int:

@@ -267,6 +267,7 @@ def _transformers_patches() -> Iterator[None]:
     with (
         mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None),
         mock.patch.object(nn.Module, "_apply", _apply_replacing_fakes),
+        mock.patch.object(torch.nn.init, "_no_grad_trunc_normal_", _trunc_normal_on_fakes),
     ):
         yield
 
@@ -321,6 +322,16 @@ def _apply_replacing_fakes(self: nn.Module, fn: Any, recurse: bool = True) -> nn
     finally:
         if outermost:
             _APPLY_MEMO.clear()
+
+
+def _trunc_normal_on_fakes(tensor: torch.Tensor, mean: float, std: float, a: float, b: float, generator: Any = None) -> torch.Tensor:
+    """`nn.init.trunc_normal_` without its rejection loop. torch 2.13's `_no_grad_trunc_normal_`
+    (torch/nn/init.py) redraws until `not mask.any()`, an `.item()` that a fake tensor cannot answer
+    (ModernBERT's `_init_weights`, transformers 5.24 modeling_modernbert.py, initializes every
+    linear this way). Values never matter under fake tensors; the in-place draw allocates nothing
+    that lives on, and the model is built before the tracker runs, so the measured bytes are unchanged."""
+    with torch.no_grad():
+        return tensor.normal_(mean, std, generator=generator).clamp_(a, b)
 
 
 def _module_to_on_fakes(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
@@ -585,6 +596,18 @@ def tolerant_cache_class() -> type:
     return _TolerantCache
 
 
+def new_generation_cache(model: nn.Module) -> Any:
+    """The cache a dynamic-cache generate() starts with: our DynamicCache, or None for a model whose
+    class transformers' own `_supports_default_dynamic_cache()` (generation/utils.py, 5.24) says cannot
+    take one (MiniMax: `MiniMaxModel.forward` raises on any cache but `MiniMaxCache` and builds that
+    itself when given None). generate() then passes None too, and the model's cache comes back as
+    `out.cache`, so the bytes are those of the model's own cache class."""
+    supports = getattr(type(model), "_supports_default_dynamic_cache", None)
+    if callable(supports) and not supports():
+        return None
+    return tolerant_cache_class()(config=model.config)
+
+
 def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _PhaseTracker, notes: list[str]) -> dict[str, Any]:
     """Encoders: one forward. Decoders: what `generate()` does, with the longest decode step measured.
 
@@ -630,12 +653,15 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         tracker.set_phase("prefill")
         inputs = token_inputs(model, spec, w, b, prompt, notes=notes)
         tracker.mark_inputs(*inputs.values())
-        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else tolerant_cache_class()(config=model.config)
+        cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else new_generation_cache(model)
 
-        def greedy_step(inputs, cache):
+        def greedy_step(inputs, _cache):
             """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
             copy of the last logits generate() makes, freed once the next token is picked."""
+            nonlocal cache
             out = model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
+            if getattr(out, "cache", None) is not None:  # the one passed, or the model's own (`new_generation_cache`)
+                cache = out.cache
             if hasattr(cache, "seen_tokens"):
                 cache.seen_tokens += next(iter(inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)

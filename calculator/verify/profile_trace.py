@@ -159,6 +159,15 @@ def cache_layer_bytes(cache: Any) -> tuple[int, ...]:
     seen: set[int] = set()
     for layer in getattr(cache, "layers", []):
         out.append(sum(_tensor_bytes(value, seen) for value in vars(layer).values()))
+    # A model's own cache class may keep per-layer state beside `layers`, as a list indexed by layer:
+    # MiniMaxCache.linear_cache (transformers 5.24 modeling_minimax.py), the lightning-attention
+    # layers' [batch, heads, head_dim, head_dim] KV state.
+    for value in vars(cache).values():
+        if isinstance(value, list) and any(isinstance(v, torch.Tensor) for v in value):
+            if len(value) > len(out):
+                out.extend([0] * (len(value) - len(out)))
+            for i, v in enumerate(value):
+                out[i] += _tensor_bytes(v, seen)
     return tuple(out)
 
 
@@ -217,12 +226,15 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
         tracker.set_phase("prefill")
         inputs = _inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
-        cache = _harness.tolerant_cache_class()(config=model.config)
+        cache = _harness.new_generation_cache(model)
 
         def greedy_step(step_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            nonlocal cache
             tracker.reset_mod_stats()
             out = model(**step_inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            cache.seen_tokens += next(iter(step_inputs.values())).shape[1]
+            if getattr(out, "cache", None) is not None:  # the one passed, or the model's own (`_harness.new_generation_cache`)
+                cache = out.cache
+            cache.seen_tokens = getattr(cache, "seen_tokens", 0) + next(iter(step_inputs.values())).shape[1]
             next_logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             del out
             return next_step_inputs(model, next_logits, batch)
@@ -266,7 +278,7 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
     with torch.no_grad(), tracker:
         tracker.reset_mod_stats()
         tracker.set_phase("encode")
-        inputs = _inputs(model, vocab, batch, length)
+        inputs = encoder_inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
         encoder_outputs = model.get_encoder()(**inputs)
         tracker.set_phase(None)
@@ -298,6 +310,30 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
     phases = {"encode": encode, "prefill": _split(tracker, "prefill", sum(kv_prefill)), "decode": _split(tracker, "decode", sum(kv_decode))}
     return PointResult(batch=batch, length=length, context=length, phases=phases,
                        kv_by_layer={"prefill": kv_prefill, "decode": kv_decode}, windows=cache_layer_windows(self_cache))
+
+
+def encoder_inputs(model: nn.Module, vocab: int, batch: int, length: int) -> dict[str, torch.Tensor]:
+    """What the encoder of a seq2seq model reads: token ids, or for a speech encoder whose
+    `main_input_name` is "input_features" (Whisper, transformers 5.24 modeling_whisper.py
+    `WhisperEncoder`) log-mel features [batch, num_mel_bins, frames] in the model dtype. Whisper's
+    encoder refuses any length but `max_source_positions x conv1.stride x conv2.stride` (3,000 frames,
+    30 s: its feature extractor pads every clip to that), so a config with `max_source_positions`
+    gets that fixed length whatever `length` says, as a real transcription does; otherwise the
+    frames are `length` times the encoder's convolution strides (`length` encoder positions).
+    The features are the same bytes the feature extractor hands the model."""
+    encoder = model.get_encoder()
+    if getattr(encoder, "main_input_name", "input_ids") != "input_features":
+        return _inputs(model, vocab, batch, length)
+    cfg = model.config
+    stride = 1
+    for m in encoder.modules():
+        if isinstance(m, nn.Conv1d):
+            stride *= int(m.stride[0])
+    positions = getattr(cfg, "max_source_positions", None)
+    frames = (int(positions) if isinstance(positions, int) and positions > 0 else length) * stride
+    mel = int(getattr(cfg, "num_mel_bins", 0) or getattr(cfg, "feature_size", 0) or 80)
+    dtype = next(encoder.parameters()).dtype
+    return {"input_features": torch.zeros(batch, mel, frames, dtype=dtype)}
 
 
 def _grow_cache(cache: Any, extra: int) -> bool:

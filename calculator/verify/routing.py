@@ -53,8 +53,23 @@ def fake_mode() -> FakeTensorMode:
     return FakeTensorMode(shape_env=ShapeEnv(allow_scalar_outputs=False))
 
 
+# Floating-point tensors whose values are known (a `torch.zeros` the router fills with `scatter`)
+# are shadowed up to this size. JetMoE's `JetMoeTopKGating.forward` (transformers 5.24
+# modeling_jetmoe.py) counts each expert's tokens as `zeros([tokens, experts], dtype=gates.dtype)
+# .scatter(1, top_k_indices, 1).long().sum(0).tolist()`: the one-hot matrix is float, so without a
+# float shadow the counts are unknown. tokens x experts is 4,608 x 8 at the sweep's 3 x 1,536 tokens;
+# an activation (tokens x hidden) is far larger and its factories are `empty`, never shadowed.
+MAX_FLOAT_SHADOW_ELEMENTS = 1 << 22
+_KNOWN_FACTORIES = {torch.ops.aten.zeros.default, torch.ops.aten.ones.default, torch.ops.aten.full.default,
+                    torch.ops.aten.scalar_tensor.default}
+
+
 def _shadowable(t: torch.Tensor) -> bool:
     return not t.dtype.is_floating_point and not t.dtype.is_complex and t.numel() <= MAX_SHADOW_ELEMENTS
+
+
+def _float_shadowable(t: torch.Tensor) -> bool:
+    return t.dtype.is_floating_point and t.numel() <= MAX_FLOAT_SHADOW_ELEMENTS
 
 
 _ACTIVE: list[ValueShadow] = []
@@ -125,7 +140,12 @@ class ValueShadow(TorchDispatchMode):
 
     def _propagate(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        if not outs or not all(_shadowable(t) for t in outs):
+        if not outs:
+            return
+        # Float values are known only from a constant factory or an op whose tensor inputs all have
+        # shadows (the only ops that get here with tensor inputs); `empty` (parameters, activations) never.
+        inputs_known = any(isinstance(t, torch.Tensor) for t in tree_flatten((args, kwargs))[0]) or func in _KNOWN_FACTORIES
+        if not all(_shadowable(t) or (inputs_known and _float_shadowable(t)) for t in outs):
             return
 
         def real(x: Any) -> Any:

@@ -1,0 +1,81 @@
+"""Architectures the trace harness could not run before issue 9 (calculator/verify/_harness.py,
+profile_trace.py, routing.py), each as a tiny 2-layer copy of transformers' default config: the
+direct trace runs, the profile is made, and the profile's estimate agrees with the trace at a
+point off the fit points.
+
+- modernbert: `nn.init.trunc_normal_`'s rejection loop read `.item()` at build time;
+- whisper: the encoder takes log-mel `input_features`, not `input_ids`;
+- jetmoe: the router counts experts with a float one-hot `.tolist()`;
+- minimax: the model refuses any cache but its own `MiniMaxCache`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from calculator.workload import Workload
+
+pytestmark = pytest.mark.trace
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from calculator.estimate import estimate  # noqa: E402
+from calculator.profile import make_profile  # noqa: E402
+from calculator.spec import model_spec_from_config  # noqa: E402
+from calculator.verify import trace_workload  # noqa: E402
+from calculator.verify.compare import as_on_gpu, cut_config  # noqa: E402
+
+SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512}
+TINY = {
+    "modernbert": {**SMALL, "vocab_size": 50368},  # default vocabularies: their pad ids lie near the end
+    "whisper": {"d_model": 64, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+                "num_mel_bins": 16, "max_source_positions": 64, "max_target_positions": 64},
+    "jetmoe": {"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2, "kv_channels": 16, "num_local_experts": 4,
+               "num_experts_per_tok": 2, "vocab_size": 512},
+    "minimax": {**SMALL, "head_dim": 16, "block_size": 32, "num_local_experts": 4, "num_experts_per_tok": 2},
+}
+
+
+def _tiny(name: str) -> dict:
+    from transformers import AutoConfig
+
+    return as_on_gpu(cut_config(AutoConfig.for_model(name, **TINY[name]).to_dict(), 2), "full")[0]
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_profile_of_a_formerly_untraceable_architecture_matches_its_trace(name: str) -> None:
+    cfg = _tiny(name)
+    spec = model_spec_from_config(name, cfg)
+    profile = make_profile(cfg, modes=("inference",), check_point=None, points=((1, 64), (2, 64), (1, 128), (2, 96)))
+    w = Workload(mode="inference", precision="bf16", context_length=80, generated_tokens=4, batch_size=3, speech_codec=False)
+    traced = trace_workload(cfg, w, model_id=name).peak_bytes
+    estimated = estimate(dataclasses.replace(spec, profile=profile), w).torch_allocated_bytes
+    assert traced > 0
+    assert abs(estimated - traced) / traced < 0.05, (name, estimated, traced)
+
+
+def test_jetmoe_training_step_traces_with_known_expert_counts() -> None:
+    cfg = _tiny("jetmoe")
+    r = trace_workload(cfg, Workload(mode="full", precision="bf16", context_length=64, batch_size=2), model_id="jetmoe")
+    assert r.peak_bytes > 0 and any("balanced routing" in n for n in r.notes)
+
+
+def test_fake_module_to_keeps_tied_parameters_and_builds_deepseek_v4():
+    """`.to()` on a module with fake parameters (torch 2.13 `Module._apply` would swap_tensors and
+    refuse: a fake parameter carries a weakref) replaces them, tied weights stay tied, and a model
+    whose __init__ calls `.to()` (DeepSeek-V4's RMSNorm) builds under the trace's patches."""
+    import torch
+    from torch import nn
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from calculator.verify import _harness
+
+    with FakeTensorMode(), _harness._transformers_patches():
+        a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+        b.weight = a.weight
+        m = nn.Sequential(a, b).to(torch.bfloat16)
+        assert m[0].weight is m[1].weight
+        assert m[0].weight.dtype == torch.bfloat16

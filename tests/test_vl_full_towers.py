@@ -1,0 +1,31 @@
+"""Full fine-tune of a vision-language model on text tokens: the vision tower and projector run on no
+input, get no gradient and no AdamW state (traced, 2-layer llava default config, bf16, batch 3 x 1,536:
+gradients 1,333,829,632 B and optimizer 2,667,659,348 B, i.e. 666.9M of 991.4M parameters)."""
+
+import warnings
+
+import pytest
+
+pytest.importorskip("transformers")
+
+
+def test_llava_full_finetune_trains_the_language_model_only():
+    from transformers import AutoConfig
+
+    from calculator.estimate import estimate
+    from calculator.spec import model_spec_from_config
+    from calculator.verify.compare import cut_config
+    from calculator.workload import Workload
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = cut_config(AutoConfig.for_model("llava").to_dict(), 2)
+    spec = model_spec_from_config("llava", cfg, use_inventory=True)
+    assert spec.num_params == 991_401_984
+    assert spec.untouched_tower_params == 324_487_168  # CLIP vision tower + projector
+    e = estimate(spec, Workload(mode="full", precision="bf16", context_length=1536, batch_size=3))
+    trained = 991_401_984 - 324_487_168
+    assert e.trainable_params == trained
+    assert e.breakdown.weights_bytes == 2 * 991_401_984  # the towers' weights stay resident
+    assert e.breakdown.optimizer_bytes == 4 * trained  # two bf16 AdamW states, language model only
+    assert any("no gradient" in n for n in e.notes)
