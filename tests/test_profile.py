@@ -150,7 +150,9 @@ def test_recurrent_gemma_state_is_sized_as_state_not_activations() -> None:
     for r in results:
         assert r.kv_by_layer["prefill"][:2] == (25_600 * r.batch,) * 2
         assert r.kv_by_layer["decode"][:2] == (30_720 * r.batch,) * 2
-        assert r.kv_by_layer["prefill"][2] == 64 * 10 * 256 * 2 * 2 * r.batch
+        # K/V of the sliding layer, plus the few bytes of bookkeeping tensors the layer keeps
+        # (`cache_layer_bytes` counts every tensor a cache layer holds: an int64 position counter, 8 B).
+        assert 0 <= r.kv_by_layer["prefill"][2] - 64 * 10 * 256 * 2 * 2 * r.batch <= 64
 
 
 def _synthetic_profile() -> MemoryProfile:

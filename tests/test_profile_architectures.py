@@ -61,3 +61,21 @@ def test_jetmoe_training_step_traces_with_known_expert_counts() -> None:
     cfg = _tiny("jetmoe")
     r = trace_workload(cfg, Workload(mode="full", precision="bf16", context_length=64, batch_size=2), model_id="jetmoe")
     assert r.peak_bytes > 0 and any("balanced routing" in n for n in r.notes)
+
+
+def test_fake_module_to_keeps_tied_parameters_and_builds_deepseek_v4():
+    """`.to()` on a module with fake parameters (torch 2.13 `Module._apply` would swap_tensors and
+    refuse: a fake parameter carries a weakref) replaces them, tied weights stay tied, and a model
+    whose __init__ calls `.to()` (DeepSeek-V4's RMSNorm) builds under the trace's patches."""
+    import torch
+    from torch import nn
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from calculator.verify import _harness
+
+    with FakeTensorMode(), _harness._transformers_patches():
+        a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+        b.weight = a.weight
+        m = nn.Sequential(a, b).to(torch.bfloat16)
+        assert m[0].weight is m[1].weight
+        assert m[0].weight.dtype == torch.bfloat16

@@ -266,9 +266,62 @@ def _transformers_patches() -> Iterator[None]:
 
     with (
         mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None),
+        mock.patch.object(nn.Module, "_apply", _apply_replacing_fakes),
         mock.patch.object(torch.nn.init, "_no_grad_trunc_normal_", _trunc_normal_on_fakes),
     ):
         yield
+
+
+_ORIGINAL_APPLY = nn.Module._apply
+# One per outermost `_apply` call: id(old parameter) -> (old, new), so tied parameters stay tied (the old one is
+# kept alive for the call, so its id cannot be reused by a new object).
+_APPLY_MEMO: list[dict[int, tuple[nn.Parameter, nn.Parameter]]] = []
+
+
+def _apply_replacing_fakes(self: nn.Module, fn: Any, recurse: bool = True) -> nn.Module:
+    """`Module._apply` (what `.to()`, `.float()`, `.half()` run) that works on fake parameters.
+
+    torch 2.13 `Module._apply` (torch/nn/modules/module.py) always converts a FakeTensor parameter
+    in place with `torch.utils.swap_tensors` (`p_should_use_swap_tensors = ... or isinstance(param,
+    FakeTensor)`), and `swap_tensors` refuses a tensor that has a weakref; a fake parameter has one
+    (`nn.Parameter(fake)` runs `detach()`, and FakeTensorMode files a detached fake in its converter's
+    memo, `MetaConverter.tensor_memo`, a WeakValueDictionary: torch/_subclasses/meta_utils.py), so
+    every `.to()` on a fake module raises "_apply(): Couldn't swap <Module>.weight". Models
+    call it in `__init__`: DeepSeek-V4 `self.q_a_norm = DeepseekV4RMSNorm(...).to(dtype=torch.float32)`
+    (models/deepseek_v4/modeling_deepseek_v4.py, transformers 5.24.0), HY-V4's hyper-connection
+    and Inkling's short convolution likewise. Here a module holding fake parameters gets new
+    Parameter objects instead (torch's own path for tensors that cannot be swapped or set in
+    place, `out_param = Parameter(param_applied, ...)`), shared ones replaced once so that tied
+    weights stay tied; real modules keep torch's behaviour."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    outermost = not _APPLY_MEMO
+    if outermost:
+        _APPLY_MEMO.append({})
+    try:
+        if recurse:
+            for child in self.children():
+                child._apply(fn)
+        if not any(isinstance(p, FakeTensor) for p in self._parameters.values() if p is not None):
+            return _ORIGINAL_APPLY(self, fn, recurse=False)
+        memo = _APPLY_MEMO[0]
+        for key, param in self._parameters.items():
+            if param is None:
+                continue
+            if id(param) not in memo:
+                with torch.no_grad():
+                    new = nn.Parameter(fn(param), requires_grad=param.requires_grad)
+                    if param.grad is not None:
+                        new.grad = fn(param.grad)
+                memo[id(param)] = (param, new)
+            self._parameters[key] = memo[id(param)][1]
+        for key, buf in self._buffers.items():
+            if buf is not None:
+                self._buffers[key] = fn(buf)
+        return self
+    finally:
+        if outermost:
+            _APPLY_MEMO.clear()
 
 
 def _trunc_normal_on_fakes(tensor: torch.Tensor, mean: float, std: float, a: float, b: float, generator: Any = None) -> torch.Tensor:
@@ -451,16 +504,48 @@ def clear_module_state(module: nn.Module, baseline: set[int]) -> None:
             setattr(m, name, None)
 
 
-def _extend_cache(cache: Any, extra_tokens: int) -> None:
-    """Append `extra_tokens` positions of K/V to every layer, as that many decode steps would."""
-    for idx, layer in enumerate(cache.layers):
+def _per_token_tensors(layer: Any, length: int) -> list[str]:
+    """Names of the tensors a cache layer holds, besides K/V, with a dimension of `length` (the
+    positions it has cached): state that grows by one position per decode step."""
+    return [name for name, value in vars(layer).items()
+            if name not in ("keys", "values") and isinstance(value, torch.Tensor) and length in value.shape]
+
+
+def grow_cache(cache: Any, extra_tokens: int) -> bool:
+    """Append `extra_tokens` positions to every attention layer of a transformers cache, as that many
+    decode steps would (the values do not matter to a trace), and say whether it could.
+
+    K/V ([batch, heads, positions, head_dim]) grow through the layer's own `update` (a sliding
+    layer keeps its window, `DynamicSlidingWindowLayer.update`); the indexer keys of DeepSeek
+    sparse attention ([batch, positions, index_head_dim], `DynamicIndexedLayer.update_indexer`,
+    cache_utils.py, transformers 5.24.0: DeepSeek-V3.2, GLM-MoE-DSA, HY-V4) through theirs. Grown
+    K/V alone would leave those behind, and the next step's mask (built for the K/V length) would
+    not match the indexer scores ("Attempting to broadcast a dimension of length 1025"). Any other
+    per-token state (`_per_token_tensors`, e.g. Qwen4-exp's `indexer_position_ids`) cannot be grown
+    without knowing its layout: then nothing is grown and False is returned, and the caller runs the
+    skipped decode steps for real. Recurrent states do not grow."""
+    if extra_tokens <= 0:
+        return True
+    plan = []
+    for layer in cache.layers:
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        if keys is None or keys.numel() == 0:
+        if not isinstance(keys, torch.Tensor) or keys.numel() == 0 or keys.dim() != 4:
             continue
+        others = _per_token_tensors(layer, keys.shape[-2])
+        indexer = getattr(layer, "indexer_keys", None)
+        grows_indexer = ("indexer_keys" in others and callable(getattr(layer, "update_indexer", None))
+                         and indexer.dim() == 3 and indexer.shape[1] == keys.shape[-2])
+        if set(others) - ({"indexer_keys"} if grows_indexer else set()):
+            return False
+        plan.append((layer, keys, values, indexer if grows_indexer else None))
+    for layer, keys, values, indexer in plan:
         k = keys.new_zeros(keys.shape[0], keys.shape[1], extra_tokens, keys.shape[3])
         v = values.new_zeros(values.shape[0], values.shape[1], extra_tokens, values.shape[3])
-        cache.update(k, v, idx)
+        layer.update(k, v)
         del k, v
+        if indexer is not None:
+            layer.update_indexer(indexer.new_zeros(indexer.shape[0], extra_tokens, indexer.shape[2]))
+    return True
 
 
 def _generate_cache(model: nn.Module, w: Workload, notes: list[str]) -> Any:
@@ -592,9 +677,12 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
                     if w.cache_implementation == "static":
                         break  # preallocated: the last step holds what step 1 holds
                     tracker.set_phase(None)
-                    _extend_cache(cache, decode_steps - 2)
-                    if hasattr(cache, "seen_tokens"):
-                        cache.seen_tokens += decode_steps - 2
+                    if grow_cache(cache, decode_steps - 2):
+                        if hasattr(cache, "seen_tokens"):
+                            cache.seen_tokens += decode_steps - 2
+                    else:  # per-token state we cannot grow: the skipped steps run, outside the measured phases
+                        for _ in range(decode_steps - 2):
+                            next_ids = greedy_step(next_ids, cache)
                 tracker.reset_mod_stats()
                 tracker.set_phase("decode")
                 next_ids = greedy_step(next_ids, cache)

@@ -152,15 +152,13 @@ def _tensor_bytes(value: Any, seen: set[int]) -> int:
 
 
 def cache_layer_bytes(cache: Any) -> tuple[int, ...]:
-    """Bytes each layer of a transformers cache holds: K/V, and the conv / recurrent states of
-    linear-attention layers (`cache_utils.LinearAttentionLayer`, transformers 5.24)."""
+    """Bytes each layer of a transformers cache holds: every tensor it keeps. That is K/V, the conv /
+    recurrent states of linear-attention layers (`cache_utils.LinearAttentionLayer`, transformers
+    5.24) and the indexer keys of DeepSeek sparse attention (`DynamicIndexedLayer.indexer_keys`)."""
     out = []
     seen: set[int] = set()
     for layer in getattr(cache, "layers", []):
-        total = 0
-        for attr in ("keys", "values", "conv_states", "recurrent_states"):
-            total += _tensor_bytes(getattr(layer, attr, None), seen)
-        out.append(total)
+        out.append(sum(_tensor_bytes(value, seen) for value in vars(layer).values()))
     # A model's own cache class may keep per-layer state beside `layers`, as a list indexed by layer:
     # MiniMaxCache.linear_cache (transformers 5.24 modeling_minimax.py), the lightning-attention
     # layers' [batch, heads, head_dim, head_dim] KV state.
@@ -250,7 +248,9 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             # has before the last step and that step alone is run. One forward instead of two per
             # point; the decode fits of llama, phi, gemma2, qwen3_moe, mamba2 agree to the byte
             # with the two-step run (benchmarks/results/profile_speed_*.txt).
-            _grow_cache(cache, generated - 2)
+            if not _grow_cache(cache, generated - 2):
+                for _ in range(generated - 2):  # per-token state that cannot be grown: the skipped steps run
+                    next_ids = greedy_step(next_ids)
             tracker.set_phase("decode")
             next_ids = greedy_step(next_ids)
             tracker.set_phase(None)
@@ -287,7 +287,7 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
         start = getattr(model.config, "decoder_start_token_id", None)
         dec = torch.full((batch, 1), int(start) if isinstance(start, int) else 0, dtype=torch.long)
 
-        def step(ids: torch.Tensor, phase: str) -> torch.Tensor:
+        def step(ids: torch.Tensor, phase: str | None) -> torch.Tensor:
             tracker.reset_mod_stats()
             tracker.set_phase(phase)
             out = model(encoder_outputs=encoder_outputs, decoder_input_ids=ids, cache=cache, use_cache=True)
@@ -301,7 +301,9 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
         kv_prefill = tuple(a + b for a, b in zip(cache_layer_bytes(self_cache), cache_layer_bytes(cross_cache), strict=False))
         # As in `_inference_point`: the self-attention cache grown to its length before the last
         # step, then that step alone (the cross-attention K/V do not grow).
-        _grow_cache(self_cache, max(generated - 2, 0))
+        if not _grow_cache(self_cache, max(generated - 2, 0)):
+            for _ in range(generated - 2):
+                dec = step(dec, None)  # unmeasured
         dec = step(dec, "decode")
         kv_decode = tuple(a + b for a, b in zip(cache_layer_bytes(self_cache), cache_layer_bytes(cross_cache), strict=False))
         encode = _split(tracker, "encode", 0)
@@ -334,20 +336,14 @@ def encoder_inputs(model: nn.Module, vocab: int, batch: int, length: int) -> dic
     return {"input_features": torch.zeros(batch, mel, frames, dtype=dtype)}
 
 
-def _grow_cache(cache: Any, extra: int) -> None:
-    """Append `extra` positions of K/V to every attention layer (the decode steps not run); recurrent
-    states do not grow. Sliding layers keep their window (`DynamicSlidingWindowLayer.update`)."""
-    if extra <= 0:
-        return
-    cache.seen_tokens += extra
-    for layer in cache.layers:
-        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        if not isinstance(keys, torch.Tensor) or keys.numel() == 0 or keys.dim() != 4:
-            continue
-        k = keys.new_zeros(keys.shape[0], keys.shape[1], extra, keys.shape[3])
-        v = values.new_zeros(values.shape[0], values.shape[1], extra, values.shape[3])
-        layer.update(k, v)
-        del k, v
+def _grow_cache(cache: Any, extra: int) -> bool:
+    """Append `extra` positions to every attention layer (the decode steps not run), K/V and any
+    indexer keys (`_harness.grow_cache`); recurrent states do not grow. False: the cache holds
+    per-token state that cannot be grown, nothing was grown, and the steps must run."""
+    if not _harness.grow_cache(cache, extra):
+        return False
+    cache.seen_tokens += max(extra, 0)
+    return True
 
 
 def targets_label(targets: Any) -> str:
