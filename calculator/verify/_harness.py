@@ -523,7 +523,8 @@ def grow_cache(cache: Any, extra_tokens: int) -> bool:
     not match the indexer scores ("Attempting to broadcast a dimension of length 1025"). Any other
     per-token state (`_per_token_tensors`, e.g. Qwen4-exp's `indexer_position_ids`) cannot be grown
     without knowing its layout: then nothing is grown and False is returned, and the caller runs the
-    skipped decode steps for real. Recurrent states do not grow."""
+    skipped decode steps for real. Recurrent states do not grow. A cache that counts its tokens
+    (`seen_tokens`) counts the grown ones."""
     if extra_tokens <= 0:
         return True
     plan = []
@@ -545,6 +546,8 @@ def grow_cache(cache: Any, extra_tokens: int) -> bool:
         del k, v
         if indexer is not None:
             layer.update_indexer(indexer.new_zeros(indexer.shape[0], extra_tokens, indexer.shape[2]))
+    if hasattr(cache, "seen_tokens"):
+        cache.seen_tokens += extra_tokens
     return True
 
 
@@ -655,7 +658,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
         tracker.mark_inputs(*inputs.values())
         cache = _generate_cache(model, w, notes) if w.cache_implementation != "dynamic" else new_generation_cache(model)
 
-        def greedy_step(inputs, _cache):
+        def greedy_step(inputs):
             """One generate() step: forward with the cache and logits_to_keep=1, then the fp32
             copy of the last logits generate() makes, freed once the next token is picked."""
             nonlocal cache
@@ -668,7 +671,7 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
             del out
             return next_step_inputs(model, next_logits, b)
 
-        next_ids = greedy_step(inputs, cache)
+        next_ids = greedy_step(inputs)
         kv_bytes = _cache_bytes(cache) + module_state_bytes(model, state_baseline)
         decode_steps = w.generated_tokens - 1  # forward calls after prefill
         if decode_steps >= 1:
@@ -677,15 +680,13 @@ def _run_inference(model: nn.Module, spec: ModelSpec, w: Workload, tracker: _Pha
                     if w.cache_implementation == "static":
                         break  # preallocated: the last step holds what step 1 holds
                     tracker.set_phase(None)
-                    if grow_cache(cache, decode_steps - 2):
-                        if hasattr(cache, "seen_tokens"):
-                            cache.seen_tokens += decode_steps - 2
-                    else:  # per-token state we cannot grow: the skipped steps run, outside the measured phases
+                    # Per-token state grow_cache cannot grow: the skipped steps run, outside the measured phases.
+                    if not grow_cache(cache, decode_steps - 2):
                         for _ in range(decode_steps - 2):
-                            next_ids = greedy_step(next_ids, cache)
+                            next_ids = greedy_step(next_ids)
                 tracker.reset_mod_stats()
                 tracker.set_phase("decode")
-                next_ids = greedy_step(next_ids, cache)
+                next_ids = greedy_step(next_ids)
             kv_bytes = _cache_bytes(cache)
             if decode_steps >= 3:
                 notes.append(f"Decode: steps 1 and {decode_steps} traced; the cache was grown to {w.context_length - 1} positions in between.")

@@ -248,7 +248,7 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
             # has before the last step and that step alone is run. One forward instead of two per
             # point; the decode fits of llama, phi, gemma2, qwen3_moe, mamba2 agree to the byte
             # with the two-step run (benchmarks/results/profile_speed_*.txt).
-            if not _grow_cache(cache, generated - 2):
+            if not _harness.grow_cache(cache, generated - 2):
                 for _ in range(generated - 2):  # per-token state that cannot be grown: the skipped steps run
                     next_ids = greedy_step(next_ids)
             tracker.set_phase("decode")
@@ -301,7 +301,7 @@ def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch
         kv_prefill = tuple(a + b for a, b in zip(cache_layer_bytes(self_cache), cache_layer_bytes(cross_cache), strict=False))
         # As in `_inference_point`: the self-attention cache grown to its length before the last
         # step, then that step alone (the cross-attention K/V do not grow).
-        if not _grow_cache(self_cache, max(generated - 2, 0)):
+        if not _harness.grow_cache(self_cache, max(generated - 2, 0)):
             for _ in range(generated - 2):
                 dec = step(dec, None)  # unmeasured
         dec = step(dec, "decode")
@@ -334,16 +334,6 @@ def encoder_inputs(model: nn.Module, vocab: int, batch: int, length: int) -> dic
     mel = int(getattr(cfg, "num_mel_bins", 0) or getattr(cfg, "feature_size", 0) or 80)
     dtype = next(encoder.parameters()).dtype
     return {"input_features": torch.zeros(batch, mel, frames, dtype=dtype)}
-
-
-def _grow_cache(cache: Any, extra: int) -> bool:
-    """Append `extra` positions to every attention layer (the decode steps not run), K/V and any
-    indexer keys (`_harness.grow_cache`); recurrent states do not grow. False: the cache holds
-    per-token state that cannot be grown, nothing was grown, and the steps must run."""
-    if not _harness.grow_cache(cache, extra):
-        return False
-    cache.seen_tokens += max(extra, 0)
-    return True
 
 
 def targets_label(targets: Any) -> str:
