@@ -21,6 +21,10 @@ Workarounds for transformers under fake tensors (see /work/shared/TRACE-NOTES.md
   them, and gives router `topk` choices balanced routing; fake kernels read the counts from there.
 - peft places adapters with `Module.to()`, which cannot swap fake parameters; while peft builds
   them, `to()` re-creates parameters in the requested dtype instead (their values do not matter).
+- SDPA with a query/key head size unlike the value's (multi-head latent attention: DeepSeek-V3
+  192 vs 128) takes CPU's math path, [batch, heads, seq, seq] scores saved for backward; a GPU runs
+  its memory-efficient kernel (output + fp32 logsumexp). During the trace those calls run that
+  kernel's op and CUDA backward allocations instead (`_sdpa.py`); equal head sizes are untouched.
 """
 
 from __future__ import annotations
@@ -274,10 +278,13 @@ def _transformers_patches() -> Iterator[None]:
 
     from transformers import masking_utils
 
+    from ._sdpa import gpu_sdpa_kernels
+
     with (
         mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None),
         mock.patch.object(nn.Module, "_apply", _apply_replacing_fakes),
         mock.patch.object(torch.nn.init, "_no_grad_trunc_normal_", _trunc_normal_on_fakes),
+        gpu_sdpa_kernels(),
     ):
         yield
 

@@ -371,6 +371,17 @@ def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, n
     return peft_model
 
 
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a module output: a tensor, or nested in tuples, lists, dicts and ModelOutputs."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
 def _training_points(model: nn.Module, tracker: _ProfileTracker, vocab: int, points: Sequence[tuple[int, int]], *, mode: str,
                      lora: Mapping[str, Any], num_layers: int, notes: list[str]) -> list[PointResult]:
     model.train()
@@ -384,12 +395,20 @@ def _training_points(model: nn.Module, tracker: _ProfileTracker, vocab: int, poi
     layers = _decoder_layers(model, num_layers)
     measuring = {"on": False}
 
-    def to_layers(_module: nn.Module, _grad_output: Any) -> None:
+    def to_layers(_grad: Any) -> None:
         if measuring["on"] and tracker.phase == "backward":
             tracker.set_phase("backward_layers")
 
+    def hook_outputs(_module: nn.Module, _args: Any, output: Any) -> None:
+        # A hook on the output tensors themselves: a module backward pre-hook only sees tensors at
+        # the top level of a tuple, and OpenAI-GPT's Block returns a list (transformers 5.24
+        # modeling_openai.py), so the phase never switched and both peaks fell in one phase.
+        for t in _tensors(output):
+            if t.requires_grad:
+                t.register_hook(to_layers)
+
     if layers is not None and len(layers):
-        layers[-1].register_full_backward_pre_hook(to_layers)
+        layers[-1].register_forward_hook(hook_outputs)
 
     def step(b: int, s: int, measured: bool) -> None:
         measuring["on"] = measured
