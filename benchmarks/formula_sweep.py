@@ -121,9 +121,10 @@ def compare(mt: str, mode: str, cfg: dict, trace_row: dict) -> dict:
     peak = int(trace_row["peak_bytes"])
     note = ""
     if spec.v_head_dim and spec.v_head_dim != spec.head_dim:
-        # ../shared/TRACE-NOTES.md: CPU SDPA falls back to its math kernel when the q/k head size differs from v's.
-        note = (f"CPU SDPA math path (q/k head {spec.head_dim} != v head {spec.v_head_dim}) materializes the scores; "
-                "a GPU's memory-efficient kernel does not")
+        # CPU SDPA would fall back to its math kernel when the q/k head size differs from v's; the trace runs the
+        # GPU's memory-efficient kernel there instead (calculator/verify/_sdpa.py).
+        note = (f"q/k head {spec.head_dim} != v head {spec.v_head_dim}: SDPA traced as the GPU's memory-efficient kernel "
+                "(output + fp32 logsumexp), not CPU's math path")
     return {"model_type": mt, "mode": mode, "trace": peak, "estimate": est.torch_allocated_bytes, "layers": spec.num_hidden_layers,
             "trace_note": note,
             "err": (est.torch_allocated_bytes - peak) / peak * 100, "est_phase": est.peak_phase, "trace_phase": trace_row["peak_phase"],

@@ -736,6 +736,25 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
 # --------------------------------------------------------------------------------------------
 
 
+# Bytes per element of torch dtypes as `_dtype_name` writes them (torch `Tensor.element_size()`).
+_DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
+                "float8_e4m3fn": 1, "float8_e5m2": 1, "complex64": 8}
+
+
+def _buffer_split(inv: ModelInventory) -> tuple[int, int]:
+    """(elements of floating buffers in the model's dtype, bytes of the other buffers). The model's
+    dtype is the one most parameter elements have: a buffer made in it (`torch.zeros_like(weight)`,
+    or any float buffer a module makes under the default dtype `from_config(dtype=...)` sets) is cast
+    with the model; int64 position ids and RoPE frequencies made in fp32 keep their own dtype."""
+    by_dtype: dict[str, int] = {}
+    for g in inv.params:
+        by_dtype[g.dtype] = by_dtype.get(g.dtype, 0) + g.total
+    model_dtype = max(by_dtype, key=by_dtype.__getitem__) if by_dtype else "bf16"
+    elements = sum(g.total for g in inv.buffers if g.dtype == model_dtype)
+    fixed = sum(g.total * _DTYPE_BYTES.get(g.dtype, 4) for g in inv.buffers if g.dtype != model_dtype)
+    return elements, fixed
+
+
 def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Mapping[str, Any]) -> Any:
     """The engine's `ModelSpec` for an inventory: linears (with peft's all-linear answer),
     embeddings and every other parameter counted exactly; dimensions from the text config."""
@@ -777,6 +796,7 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
     raw_types = d.get("layer_types")
     layer_types = _layer_types_from_names(raw_types, layers, d) if inv.is_causal_lm or inv.is_encoder_decoder else ()
     towers = {t: n for t, n in inv.params_by_tower().items() if t != "text" and n}
+    buffer_elements, fixed_buffer_bytes = _buffer_split(inv)
     if inv.source:
         notes = [f"Counted from the inventory shipped with the calculator ({inv.source}: transformers {inv.transformers_version}'s "
                  f"{inv.class_name} built on the meta device, exact parameter inventory)."]
@@ -813,6 +833,7 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
         tie_word_embeddings=inv.tie_word_embeddings, supports_sdpa=inv.supports_sdpa,
         checkpoint_dtype=checkpoint_dtype(text_cfg if isinstance(text_cfg, Mapping) else config),
         linears=tuple(linears), embedding_params=embedding, other_params=other, untouched_tower_params=sum(towers.values()),
+        buffer_elements=buffer_elements, fixed_buffer_bytes=fixed_buffer_bytes,
         quantization=parse_quantization_config(config), param_source="inventory", counted_by="inventory",
         notes=tuple(notes), raw_config=config,
     )

@@ -139,8 +139,10 @@ def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
 
     Quantizable linears take `linear_weight_bytes` of the format (payload + scales/zeros);
     embeddings, norms, biases and the LM head stay in the compute dtype. When the checkpoint's
-    exact byte size is known and nothing is converted, that exact figure is used. Parameters the
-    exact count has beyond config arithmetic (e.g. a vision tower) are added in the compute dtype.
+    exact byte size is known and nothing is converted, that exact figure is used (the checkpoint
+    holds the persistent buffers too). Parameters the exact count has beyond config arithmetic (e.g.
+    a vision tower) are added in the compute dtype, and so are the model's floating buffers
+    (`ModelSpec.buffer_elements`; the others at their own size).
     """
     if spec.exact_weight_bytes is not None and not fmt.is_quantized and fmt.compute_bytes * 8 == BITS_PER_ELEMENT.get(spec.checkpoint_dtype, 16):
         return spec.exact_weight_bytes
@@ -155,7 +157,7 @@ def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
     total += (spec.embedding_params + spec.other_params) * c
     if spec.exact_num_params is not None and spec.exact_num_params > spec.config_num_params:
         total += (spec.exact_num_params - spec.config_num_params) * c
-    return total
+    return total + spec.buffer_elements * c + spec.fixed_buffer_bytes
 
 
 def kbit_upcast_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:

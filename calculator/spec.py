@@ -146,6 +146,14 @@ class ModelSpec:
     # but a text-token training step gives them no gradient, and torch 2.13 AdamW keeps no state for a
     # parameter whose `.grad` is None (torch/optim/adamw.py `_init_group` skips it).
     untouched_tower_params: int = 0
+    # Buffers (`nn.Module.register_buffer`): no gradient, no optimizer state, but resident with the
+    # weights. `buffer_elements` are floating buffers made in the model's dtype, which follow the
+    # compute dtype (I-BERT's `weight_integer` copies of every linear and embedding: 76,038,352 bytes in
+    # bf16 against 77,207,040 of parameters, IBertConfig() cut to 2 layers); `fixed_buffer_bytes` are
+    # the ones in a dtype of their own (int64 `position_ids`, fp32 RoPE `inv_freq`). From the
+    # inventory (`model.named_buffers()` on the meta model); 0 for the analytic families.
+    buffer_elements: int = 0
+    fixed_buffer_bytes: int = 0
     quantization: QuantizationConfig | None = None
     # Exact counts from the checkpoint (safetensors metadata or the catalog), when known.
     exact_num_params: int | None = None

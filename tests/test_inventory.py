@@ -105,6 +105,25 @@ def test_inventory_names_the_model_the_user_typed():
     assert sum(towers.values()) == inv.num_params == spec.config_num_params
 
 
+def test_buffers_are_counted_with_the_weights():
+    """I-BERT keeps an integer copy of every quantized weight as a buffer (transformers 5.24
+    `QuantLinear` / `QuantEmbedding`: `weight_integer` like the weight, `fc_scaling_factor` and
+    `bias_integer` per output), made in the model's dtype. IBertConfig() cut to 2 layers (h 768, I 3072):
+      embeddings (30,522 + 512 + 2) x 768                          = 23,835,648
+      linears 2 x (4 x 768^2 + 2 x 768 x 3072)                     = 14,155,776
+      scaling + bias per output 2 x 2 x (4 x 768 + 3072 + 768)     =     27,648
+      activation ranges, scaling factors, LayerNorm shifts (scalars) =        104
+    = 38,019,176 elements, 76,038,352 bytes in bf16, plus int64 position_ids 512 x 8 = 4,096: the
+    trace's MemTracker "buffers" (76,042,448). The sweep read the estimate -40.9% off without them."""
+    spec = model_spec_from_config("ibert", {"model_type": "ibert", "num_hidden_layers": 2})
+    assert (spec.buffer_elements, spec.fixed_buffer_bytes) == (38_019_176, 4_096)
+    from calculator.quantization import weight_format
+    from calculator.workload import Workload
+
+    fmt = weight_format(spec, Workload(mode="inference", precision="bf16"))
+    assert memory.weight_bytes(spec, fmt) == spec.num_params * 2 + 76_042_448
+
+
 def test_encoder_decoder_builds_whole_model():
     spec = model_spec_from_config("facebook/bart-like", {"model_type": "bart"})
     assert spec.architecture == "BartForConditionalGeneration" and spec.is_encoder_decoder

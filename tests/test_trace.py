@@ -240,6 +240,19 @@ def test_vision_language_default_config_traces_the_class_its_auto_mapping_builds
     assert r.num_params == model_spec_from_config("llava", cfg).config_num_params
 
 
+@pytest.mark.parametrize("model_type", ["mllama", "qwen3_5"])
+def test_composite_config_in_the_causal_lm_mapping_traces_the_multimodal_class(model_type: str) -> None:
+    """MllamaConfig() and Qwen3_5Config() have an AutoModelForCausalLM class, but it is the text model
+    alone (MllamaForCausalLM, Qwen3_5ForCausalLM: transformers 5.24). The inventory counts the
+    multimodal class with its vision tower, and the trace builds that class too: the 2-layer mllama
+    copy traced 1,486,934,016 parameters as MllamaForCausalLM against the inventory's 2,354,683,411,
+    and the sweep read the estimate as +48.8% off."""
+    cfg = _default_cut(model_type)
+    r = trace_workload(cfg, Workload(mode="inference", precision="bf16", context_length=64, generated_tokens=2), model_id=model_type)
+    assert any("ForConditionalGeneration, the class the inventory counts" in n for n in r.notes)
+    assert r.num_params == model_spec_from_config(model_type, cfg).config_num_params
+
+
 def test_encoder_decoder_inference_traces_generate_with_cross_attention_kv() -> None:
     """BartConfig() cut to 1 encoder + 1 decoder layer (d_model 1024, 16 heads x 64): generate()
     encodes the prompt once and keeps the cross-attention K/V of its tokens in the

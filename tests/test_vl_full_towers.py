@@ -26,6 +26,9 @@ def test_llava_full_finetune_trains_the_language_model_only():
     e = estimate(spec, Workload(mode="full", precision="bf16", context_length=1536, batch_size=3))
     trained = 991_401_984 - 324_487_168
     assert e.trainable_params == trained
-    assert e.breakdown.weights_bytes == 2 * 991_401_984  # the towers' weights stay resident
+    # The towers' weights stay resident, with the buffers: CLIP's int64 position_ids 577 x 8 and
+    # Llama's fp32 RoPE inv_freq + original_inv_freq 2 x 64 x 4 = 5,128 bytes.
+    assert (spec.buffer_elements, spec.fixed_buffer_bytes) == (0, 577 * 8 + 2 * 64 * 4)
+    assert e.breakdown.weights_bytes == 2 * 991_401_984 + 5_128
     assert e.breakdown.optimizer_bytes == 4 * trained  # two bf16 AdamW states, language model only
     assert any("no gradient" in n for n in e.notes)

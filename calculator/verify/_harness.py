@@ -21,6 +21,10 @@ Workarounds for transformers under fake tensors (see /work/shared/TRACE-NOTES.md
   them, and gives router `topk` choices balanced routing; fake kernels read the counts from there.
 - peft places adapters with `Module.to()`, which cannot swap fake parameters; while peft builds
   them, `to()` re-creates parameters in the requested dtype instead (their values do not matter).
+- SDPA with a query/key head size unlike the value's (multi-head latent attention: DeepSeek-V3
+  192 vs 128) takes CPU's math path, [batch, heads, seq, seq] scores saved for backward; a GPU runs
+  its memory-efficient kernel (output + fp32 logsumexp). During the trace those calls run that
+  kernel's op and CUDA backward allocations instead (`_sdpa.py`); equal head sizes are untouched.
 """
 
 from __future__ import annotations
@@ -225,51 +229,65 @@ def _hf_config(config: dict[str, Any], notes: list[str]) -> Any:
 
 
 def _model_class(hf_config: Any, spec: ModelSpec, notes: list[str]) -> Any:
+    """The class to trace: the one the inventory counts and the profile traces (`inventory.model_class`).
+
+    A composite config with a vision/audio sub-config is the multimodal model even where
+    AutoModelForCausalLM maps its type to a text-only class (transformers 5.24): MllamaConfig()
+    cut to 2 layers builds MllamaForCausalLM with 1.49e9 parameters and MllamaForConditionalGeneration
+    with 2.35e9 (its vision tower; the inventory's count). Qwen3.5, Qwen3.5-MoE, Llama 4 and Emu3 map
+    the same way. Tracing the text class left their towers out of the trace and the sweep read the
+    estimate as +49% (mllama) and +15% (qwen3_5) off."""
     import transformers
     from transformers import AutoModel, AutoModelForCausalLM
 
-    if spec.is_encoder_decoder:
-        from ..inventory import model_class as inventory_class
+    from ..inventory import model_class as inventory_class
 
+    if spec.is_encoder_decoder:
         return inventory_class(hf_config)[0]  # BartForConditionalGeneration, ...: the class generate() runs
     if not spec.is_causal_lm:
         return AutoModel
-    if type(hf_config) in AutoModelForCausalLM._model_mapping:
-        return AutoModelForCausalLM
+    try:
+        counted, generates = inventory_class(hf_config)
+    except Exception:  # no auto mapping knows the type: said below
+        counted, generates = None, False
+    causal = AutoModelForCausalLM._model_mapping.get(type(hf_config), None)  # _LazyAutoMapping.get needs the default
+    if causal is not None:
+        if not generates or counted is causal:
+            return AutoModelForCausalLM
+        notes.append(f"Traced as transformers.{counted.__name__}, the class the inventory counts (AutoModelForCausalLM builds "
+                     f"{causal.__name__}, the text model alone).")
+        return counted
     for arch in getattr(hf_config, "architectures", None) or []:
         cls = getattr(transformers, arch, None)
         if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
             notes.append(f"{arch} is not an AutoModelForCausalLM; traced as transformers.{arch}.")
             return cls
     # Default configs name no architectures: the class transformers' auto mappings build for the
-    # config (`inventory.model_class`, the one the inventory and the profile count and trace:
-    # LlavaForConditionalGeneration, Qwen2VLForConditionalGeneration, ...).
-    from ..inventory import model_class as inventory_class
-
-    try:
-        cls, generates = inventory_class(hf_config)
-    except Exception as e:
-        raise TraceUnsupportedError(f"transformers has no causal-LM class for model_type {hf_config.model_type!r}.") from e
-    if not generates:
+    # config (LlavaForConditionalGeneration, Qwen2VLForConditionalGeneration, ...).
+    if counted is None or not generates:
         raise TraceUnsupportedError(f"transformers has no causal-LM class for model_type {hf_config.model_type!r}.")
-    notes.append(f"{hf_config.model_type} has no AutoModelForCausalLM class; traced as transformers.{cls.__name__}, the class its auto "
+    notes.append(f"{hf_config.model_type} has no AutoModelForCausalLM class; traced as transformers.{counted.__name__}, the class its auto "
                  "mapping builds (text tokens only: no image or audio inputs).")
-    return cls
+    return counted
 
 
 @contextlib.contextmanager
-def _transformers_patches() -> Iterator[None]:
-    """Patches that make transformers under fake tensors do what it does on real, unpacked input."""
+def _transformers_patches() -> Iterator[set[tuple[int, int]]]:
+    """Patches that make transformers under fake tensors do what it does on real, unpacked input (and SDPA
+    as a GPU runs it: yields the (q/k, v) head sizes `_sdpa` ran as the memory-efficient kernel)."""
     from unittest import mock
 
     from transformers import masking_utils
+
+    from ._sdpa import gpu_sdpa_kernels
 
     with (
         mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None),
         mock.patch.object(nn.Module, "_apply", _apply_replacing_fakes),
         mock.patch.object(torch.nn.init, "_no_grad_trunc_normal_", _trunc_normal_on_fakes),
+        gpu_sdpa_kernels() as sdpa_substituted,
     ):
-        yield
+        yield sdpa_substituted
 
 
 _ORIGINAL_APPLY = nn.Module._apply
@@ -384,7 +402,7 @@ def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: fl
         warnings.simplefilter("ignore")
         # FakeTensorMode with a ShapeEnv, and ValueShadow on top of it: data-dependent routing
         # (boolean-mask indexing, nonzero) reads the real values of token ids and masks (routing.py).
-        with routing.fake_mode(), routing.ValueShadow() as shadow, _transformers_patches():
+        with routing.fake_mode(), routing.ValueShadow() as shadow, _transformers_patches() as sdpa_substituted:
             model = _build(model_cls, hf_config, param_dtype, attn, notes)
             try:
                 if w.is_training:
@@ -396,6 +414,10 @@ def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: fl
                     f"{model_id or spec.model_type}: the model runs an operation whose output shape depends on tensor values "
                     f"({e.func if hasattr(e, 'func') else e}), which fake tensors cannot evaluate; use the analytic estimate."
                 ) from e
+            if sdpa_substituted:
+                from ._sdpa import substitution_note
+
+                notes.append(substitution_note(sdpa_substituted))
             if shadow.balanced_topk_calls:
                 notes.append(
                     f"Router top-k choices ({shadow.balanced_topk_calls} calls) were given balanced routing: each expert receives "

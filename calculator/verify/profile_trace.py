@@ -371,6 +371,17 @@ def _apply_lora(model: nn.Module, rank: int, targets: str, adapter_dtype: str, n
     return peft_model
 
 
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a module output: a tensor, or nested in tuples, lists, dicts and ModelOutputs."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
 # The backward of one training step, cut where the module that runs next changes what can be the
 # peak. Each piece's peak is one moment whose bytes are linear in B x S (the fit's assumption); the
 # whole backward's peak is the largest of these moments, and which one it is depends on B x S, so a
@@ -421,15 +432,25 @@ def _training_points(model: nn.Module, tracker: _ProfileTracker, vocab: int, poi
     layers = _decoder_layers(model, num_layers)
     measuring = {"on": False}
 
-    def enter(phase: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, _grad_output: Any) -> None:
+    def enter(phase: str) -> Callable[[Any], None]:
+        def hook(_grad: Any) -> None:
             order = TRAINING_BACKWARD_PHASES
             if measuring["on"] and tracker.phase in order and order.index(phase) > order.index(tracker.phase):
                 tracker.set_phase(phase)
         return hook
 
+    def hook_outputs(phase: str) -> Callable[..., None]:
+        # A hook on the output tensors themselves: a module backward pre-hook only sees tensors at
+        # the top level of a tuple, and OpenAI-GPT's Block returns a list (transformers 5.24
+        # modeling_openai.py), so the phase never switched and both peaks fell in one phase.
+        def forward_hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            for t in _tensors(output):
+                if t.requires_grad:
+                    t.register_hook(enter(phase))
+        return forward_hook
+
     for module, phase in _backward_boundaries(model, layers):
-        module.register_full_backward_pre_hook(enter(phase))
+        module.register_forward_hook(hook_outputs(phase))
 
     def step(b: int, s: int, measured: bool) -> None:
         measuring["on"] = measured
