@@ -558,6 +558,12 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     full_kinds = layer_kinds(config)
     order = list(dict.fromkeys(full_kinds))
     depths = choose_depths(full_kinds, max_depth)
+    if not depths:
+        # Vision-only and codec models (ResNet, SAM, EnCodec...) have no num_hidden_layers stack of
+        # token positions: the profile's terms are per layer and per token, so there is nothing to fit.
+        raise TraceUnsupportedError(
+            f"{config.get('model_type', 'this model')}: no stack of decoder layers over token positions was found "
+            "(num_hidden_layers), so a per-layer, per-token profile cannot be fitted.")
     windows: dict[str, int] = {}
     points, check_point, scale = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:

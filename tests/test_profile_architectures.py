@@ -79,3 +79,15 @@ def test_fake_module_to_keeps_tied_parameters_and_builds_deepseek_v4():
         m = nn.Sequential(a, b).to(torch.bfloat16)
         assert m[0].weight is m[1].weight
         assert m[0].weight.dtype == torch.bfloat16
+
+
+def test_model_without_a_layer_stack_gets_one_clear_line() -> None:
+    """ResNet has no num_hidden_layers stack over token positions: the profile says so in one line
+    (it raised IndexError from an empty depth list before)."""
+    from transformers import AutoConfig
+
+    from calculator.verify.trace import TraceUnsupportedError
+
+    cfg = AutoConfig.for_model("resnet").to_dict()
+    with pytest.raises(TraceUnsupportedError, match="no stack of decoder layers"):
+        make_profile(cfg, modes=("inference",), check_point=None, max_seconds=60)
