@@ -844,8 +844,9 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     weights, optimizer states, master weights and adapters stay as the spec gives them.
 
     Inference keeps the analytic phase names (prefill/decode, or forward for encoders). Training
-    replaces the analytic "backward" by the profile's two backward peaks ("backward": loss and LM
-    head; "backward layers": decoder layers) and keeps the analytic "optimizer step"."""
+    replaces the analytic "backward" by the profile's backward peaks (`TRAINING_PHASE_LABELS`: the
+    loss, the LM head, the decoder layers, the input embedding; the last replaces the analytic
+    tied-embedding phase) and keeps the analytic "optimizer step"."""
     from dataclasses import replace
 
     shipped = f" shipped with the calculator ({profile.source})" if profile.source else ""
@@ -899,10 +900,20 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     out.pop("layer recompute", None)
     if backward is None:
         return dict(phases), tuple(notes)
-    for name, label in (("backward", "backward"), ("backward_layers", "backward layers")):
+    if "backward_embedding" in measured:
+        out.pop(TIED_EMBEDDING_PHASE, None)  # measured: the input embedding's backward
+    for name, label in TRAINING_PHASE_LABELS.items():
         if name in measured:
             out[label] = with_profile(backward, measured[name], grads=mode == "full")
     return out, tuple(notes)
+
+
+# The profile's training phases (`verify.profile_trace.TRAINING_BACKWARD_PHASES`) by the estimate's
+# phase label. Profiles made before the LM head and embedding were cut out of the backward have
+# only "backward" and "backward_layers".
+TRAINING_PHASE_LABELS: dict[str, str] = {"backward": "backward", "backward_head": "backward (LM head)", "backward_layers": "backward layers",
+                                         "backward_embedding": "backward (input embedding)"}
+TIED_EMBEDDING_PHASE = "backward end (tied embedding)"  # the analytic phase (estimate._training_phases)
 
 
 NO_PROFILE_NOTE = (

@@ -199,6 +199,32 @@ def test_estimate_takes_activations_kv_and_logits_from_the_profile() -> None:
     assert rows[-1]["component"].startswith("total") and rows[-1]["profile_bytes"] == b.torch_allocated_bytes
 
 
+def test_full_fine_tune_takes_each_backward_piece_of_the_profile() -> None:
+    """Full fine-tune with a profile: one estimate phase per profiled backward piece (loss, LM head,
+    decoder layers, input embedding), each with the spec's weights and optimizer states; the measured
+    input-embedding phase replaces the analytic tied-embedding one. Qwen2.5-0.5B ties its embedding."""
+    from calculator.estimate import estimate
+    from calculator.profile import TIED_EMBEDDING_PHASE, TRAINING_PHASE_LABELS
+    from calculator.spec import model_spec_from_config
+    from calculator.workload import Workload
+
+    spec = model_spec_from_config(QWEN, catalog_config(find_catalog_entry(QWEN)))
+    assert spec.tie_word_embeddings
+    # Per phase, bytes outside the layers per token (the loss buffers), and a constant (the embedding's gradient sum).
+    pieces = {"backward": (9.0, 0.0), "backward_head": (2.0, 5e6), "backward_layers": (1.0, 1e6), "backward_embedding": (0.0, 3e9)}
+    fits = {f"full/{name}/activations": ComponentFit(base=Terms(const=const, per_token=per_token)) for name, (per_token, const) in pieces.items()}
+    profile = dataclasses.replace(_synthetic_profile(), fits=fits)
+    w = Workload(mode="full", precision="bf16", context_length=1000, batch_size=2)
+    plain, est = estimate(spec, w), estimate(dataclasses.replace(spec, profile=profile), w)
+    assert TIED_EMBEDDING_PHASE in plain.phases and TIED_EMBEDDING_PHASE not in est.phases
+    assert est.phases["optimizer step"] == plain.phases["optimizer step"]
+    held = plain.breakdown.weights_bytes + plain.breakdown.optimizer_bytes  # weights + AdamW states, from the spec
+    for name, (per_token, const) in pieces.items():
+        # e.g. the loss: 9 B x 2 x 1,000 tokens = 18,000 B over the weights and states.
+        assert est.phases[TRAINING_PHASE_LABELS[name]] == held + int(const + per_token * 2_000), name
+    assert est.peak_phase == "backward (input embedding)"
+
+
 @pytest.mark.trace
 def test_encoder_decoder_cache_holds_cross_attention_kv_of_the_encoder_tokens() -> None:
     """BART's decoder cache (transformers 5.24: EncoderDecoderCache of a self-attention and a
