@@ -71,3 +71,8 @@ def test_deepseek_v3_backward_workspace() -> None:
       gq = ceil(4096/128) x ceil(192/64) x (4 + 128 x 64) = 32 x 3 x 8196 = 786,816
       128 heads x 2,359,680 fp32 = 1,208,156,160 bytes."""
     assert backward_workspace_bytes(1, 128, 4096, 4096, 192, 128, torch.bfloat16) == 1_208_156_160
+
+
+def test_the_trace_says_which_head_sizes_ran_as_the_memory_efficient_kernel() -> None:
+    r = trace_workload(_tiny_mla(), Workload(mode="inference", precision="bf16", context_length=64, generated_tokens=2), model_id="tiny-mla")
+    assert any("(48 vs 32)" in n and "memory-efficient" in n for n in r.notes), r.notes

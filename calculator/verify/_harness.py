@@ -272,8 +272,9 @@ def _model_class(hf_config: Any, spec: ModelSpec, notes: list[str]) -> Any:
 
 
 @contextlib.contextmanager
-def _transformers_patches() -> Iterator[None]:
-    """Patches that make transformers under fake tensors do what it does on real, unpacked input."""
+def _transformers_patches() -> Iterator[set[tuple[int, int]]]:
+    """Patches that make transformers under fake tensors do what it does on real, unpacked input (and SDPA
+    as a GPU runs it: yields the (q/k, v) head sizes `_sdpa` ran as the memory-efficient kernel)."""
     from unittest import mock
 
     from transformers import masking_utils
@@ -284,9 +285,9 @@ def _transformers_patches() -> Iterator[None]:
         mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None),
         mock.patch.object(nn.Module, "_apply", _apply_replacing_fakes),
         mock.patch.object(torch.nn.init, "_no_grad_trunc_normal_", _trunc_normal_on_fakes),
-        gpu_sdpa_kernels(),
+        gpu_sdpa_kernels() as sdpa_substituted,
     ):
-        yield
+        yield sdpa_substituted
 
 
 _ORIGINAL_APPLY = nn.Module._apply
@@ -401,7 +402,7 @@ def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: fl
         warnings.simplefilter("ignore")
         # FakeTensorMode with a ShapeEnv, and ValueShadow on top of it: data-dependent routing
         # (boolean-mask indexing, nonzero) reads the real values of token ids and masks (routing.py).
-        with routing.fake_mode(), routing.ValueShadow() as shadow, _transformers_patches():
+        with routing.fake_mode(), routing.ValueShadow() as shadow, _transformers_patches() as sdpa_substituted:
             model = _build(model_cls, hf_config, param_dtype, attn, notes)
             try:
                 if w.is_training:
@@ -413,6 +414,10 @@ def trace(config: dict[str, Any], w: Workload, *, model_id: str, max_seconds: fl
                     f"{model_id or spec.model_type}: the model runs an operation whose output shape depends on tensor values "
                     f"({e.func if hasattr(e, 'func') else e}), which fake tensors cannot evaluate; use the analytic estimate."
                 ) from e
+            if sdpa_substituted:
+                from ._sdpa import substitution_note
+
+                notes.append(substitution_note(sdpa_substituted))
             if shadow.balanced_topk_calls:
                 notes.append(
                     f"Router top-k choices ({shadow.balanced_topk_calls} calls) were given balanced routing: each expert receives "

@@ -201,6 +201,8 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     if not runs_mem_efficient(q, k, v, attn_mask, is_causal, enable_gqa):
         return _ORIGINAL_SDPA(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                               enable_gqa=enable_gqa)
+    for seen in _SEEN:
+        seen.add((q.size(-1), v.size(-1)))
     bias = _attn_bias(attn_mask, q, k)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return _MemEfficientAttention.apply(q, k, v, bias, dropout_p, is_causal, scale)
@@ -209,12 +211,27 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     return out
 
 
+_SEEN: list[set[tuple[int, int]]] = []  # one set per active `gpu_sdpa_kernels`: the (q/k, v) head sizes substituted
+
+
 @contextlib.contextmanager
-def gpu_sdpa_kernels() -> Iterator[None]:
-    """While active, `torch.nn.functional.scaled_dot_product_attention` is `scaled_dot_product_attention` above.
+def gpu_sdpa_kernels() -> Iterator[set[tuple[int, int]]]:
+    """While active, `torch.nn.functional.scaled_dot_product_attention` is `scaled_dot_product_attention` above;
+    yields the set of (q/k head size, v head size) pairs it ran as the memory-efficient kernel.
     transformers 5.24 looks it up at call time (integrations/sdpa_attention.py `sdpa_attention_forward`:
     `torch.nn.functional.scaled_dot_product_attention(...)`; model files call `F.` / `torch.nn.functional.`)."""
     from unittest import mock
 
-    with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", scaled_dot_product_attention):
-        yield
+    seen: set[tuple[int, int]] = set()
+    _SEEN.append(seen)
+    try:
+        with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", scaled_dot_product_attention):
+            yield seen
+    finally:
+        _SEEN.remove(seen)
+
+
+def substitution_note(seen: set[tuple[int, int]]) -> str:
+    sizes = ", ".join(f"{qk} vs {v}" for qk, v in sorted(seen))
+    return (f"SDPA with query/key head size unlike the value's ({sizes}) traced as a GPU's memory-efficient kernel (output + "
+            "fp32 logsumexp saved, CUDA backward workspace counted), not CPU's math path, which keeps [batch, heads, seq, seq] scores.")
