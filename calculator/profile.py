@@ -56,6 +56,7 @@ DEFAULT_SECONDS = 300.0
 MODES: tuple[str, ...] = ("inference", "lora", "full")
 PHASES: dict[str, tuple[str, ...]] = {"inference": ("prefill", "decode"), "lora": ("backward",), "full": ("backward",)}
 ENCODER_PHASES: tuple[str, ...] = ("forward",)
+MOMENT = ":"  # "backward:large": the backward phase fitted again at a larger batch (`_large_points`)
 # Keys that do not change the architecture or what a trace allocates (provenance, special token
 # ids, the checkpoint dtype: the profile is traced in its own `settings` precision).
 _IGNORED_KEYS = frozenset({"_name_or_path", "transformers_version", "_commit_hash", "use_cache", "bos_token_id", "eos_token_id",
@@ -143,23 +144,34 @@ class MemoryProfile:
         phases = sorted({key.split("/")[1] for key in self.fits if key.startswith(f"{mode}/")})
         out: dict[str, dict[str, int]] = {}
         for phase in phases:
-            s = context if (phase == "decode" and context is not None) else tokens
-            act = self.fit(mode, phase, "activations") or ComponentFit()
-            kv = self.fit(mode, phase, "kv")
-            grads = self.fit(mode, phase, "gradients")
-            comp: dict[str, int] = {}
-            comp["kv_cache"] = max(round(kv.at(batch, s, counts, windows)), 0) if kv else 0
-            if mode == "inference":
-                logits = max(act.base.per_seq * batch, 0.0)
-                total_act = act.at(batch, s, counts)
-                comp["logits"] = round(logits)
-                comp["activations"] = max(round(total_act - logits), 0)
-            else:
-                comp["logits"] = max(round(act.base.at(batch, s)), 0)
-                comp["activations"] = max(round(act.layers_at(batch, s, counts)), 0)
-            comp["gradients"] = max(round(grads.at(batch, s, counts)), 0) if grads else 0
-            out[phase] = comp
+            if MOMENT in phase:
+                continue
+            # A phase fitted at the shortened points and again at a larger batch (`_large_points`):
+            # each fit follows the moment that peaks in its own range; the phase's peak is the larger.
+            both = [self._phase_components(mode, p, batch=batch, tokens=tokens, context=context, counts=counts, windows=windows)
+                    for p in phases if p.split(MOMENT)[0] == phase]
+            out[phase] = max(both, key=lambda comp: sum(comp.values()))
         return out
+
+    def _phase_components(self, mode: str, phase: str, *, batch: int, tokens: int, context: int | None, counts: Mapping[str, int],
+                          windows: Mapping[str, int]) -> dict[str, int]:
+        """One fitted phase's components (see `phase_bytes`)."""
+        s = context if (phase.startswith("decode") and context is not None) else tokens
+        act = self.fit(mode, phase, "activations") or ComponentFit()
+        kv = self.fit(mode, phase, "kv")
+        grads = self.fit(mode, phase, "gradients")
+        comp: dict[str, int] = {}
+        comp["kv_cache"] = max(round(kv.at(batch, s, counts, windows)), 0) if kv else 0
+        if mode == "inference":
+            logits = max(act.base.per_seq * batch, 0.0)
+            total_act = act.at(batch, s, counts)
+            comp["logits"] = round(logits)
+            comp["activations"] = max(round(total_act - logits), 0)
+        else:
+            comp["logits"] = max(round(act.base.at(batch, s)), 0)
+            comp["activations"] = max(round(act.layers_at(batch, s, counts)), 0)
+        comp["gradients"] = max(round(grads.at(batch, s, counts)), 0) if grads else 0
+        return comp
 
     def to_json(self) -> dict[str, Any]:
         def terms(t: Terms) -> list[float]:
@@ -490,12 +502,13 @@ def _phase_fits(mode: str, phase: str, obs: tuple[dict[str, list], dict[str, lis
 
 
 def _check(mode: str, phase: str, fits: Mapping[str, ComponentFit], counts: Mapping[str, int], r: Any, windows: Mapping[str, int]) -> float:
-    """(predicted - measured) / the phase's peak, in %, of one point result."""
+    """(predicted - measured) / the phase's peak, in %, of one point result. A phase also fitted at
+    a larger batch is predicted as `MemoryProfile.phase_bytes` does: the larger of its fits."""
     comp = r.phases[phase]
     s = r.context if phase == "decode" else r.length
     measured = comp["activations"] + sum(r.kv_by_layer.get(phase, ())) + comp["gradients"]
-    predicted = sum(f.at(r.batch, s, counts, windows) for name in ("activations", "kv", "gradients")
-                    if (f := fits.get(f"{mode}/{phase}/{name}")) is not None)
+    predicted = max(sum(f.at(r.batch, s, counts, windows) for name in ("activations", "kv", "gradients")
+                        if (f := fits.get(f"{mode}/{p}/{name}")) is not None) for p in (phase, f"{phase}{MOMENT}large"))
     return (predicted - measured) / max(comp["peak"], 1) * 100.0
 
 
@@ -565,10 +578,13 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
             f"{config.get('model_type', 'this model')}: no stack of decoder layers over token positions was found "
             "(num_hidden_layers), so a per-layer, per-token profile cannot be fitted.")
     windows: dict[str, int] = {}
-    points, check_point, scale = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
+    points, check_point, scale, large_points = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:
         notes.append(f"Traced at 1/{round(1 / scale)} of the usual lengths (up to {max(s for _, s in points):,} tokens): within the "
                      f"model's positions and {max_seconds:g} s (reference kernels that run token by token on CPU are slow).")
+    if large_points:
+        notes.append(f"Training was traced again at {large_points[0][0] // points[0][0]} x the batch, back at the usual tokens per step "
+                     "(a training peak can move from the end of backward to the loss or a layer's backward as the tokens grow).")
     fits: dict[str, ComponentFit] = {}
     checks: dict[str, float] = {}
     traced_kinds: set[str] = set()
@@ -615,6 +631,15 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
             continue
         fits.update(mode_fits)
         checks.update(linear_checks)
+        if mode != "inference" and large_points:
+            try:
+                large_runs = trace(mode, large_points)
+                large_fits, large_checks, _ = _fit_mode(mode, large_runs, order, windows, large_points)
+            except TraceUnsupportedError as e:
+                notes.append(f"{mode} was not traced at the larger batch ({e}); the fit of the shorter points stands alone.")
+            else:
+                fits = _with_large(mode, fits, large_fits, runs, large_runs)
+                checks.update({f"{k}{MOMENT}large": v for k, v in large_checks.items()})
         for counts, _, r in held_out:
             for phase in quadratic & set(r.phases):
                 if r.phases[phase]["peak"]:
@@ -641,11 +666,55 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     )
 
 
+def _mixed(phase: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]]) -> bool:
+    """Whether the points of one depth peaked at different moments of `phase`: the gradients alive at
+    a training peak are parameter-sized, the same at every (B, S) while the peak stays at one moment
+    (a 2-layer trocr's backward_layers peaked with 51 MB of gradients alive at 8 x 112 tokens, the end
+    of backward, and with 4 KB at 16 x 224, inside the last layer's backward)."""
+    seen: dict[tuple, set[int]] = {}
+    for counts, _, r in runs:
+        if r.phases.get(phase, {}).get("peak"):
+            seen.setdefault(tuple(sorted(counts.items())), set()).add(r.phases[phase]["gradients"])
+    return any(len(v) > 1 for v in seen.values())
+
+
+def _with_large(mode: str, fits: Mapping[str, ComponentFit], large_fits: Mapping[str, ComponentFit],
+                runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]], large_runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]]
+                ) -> dict[str, ComponentFit]:
+    """The training fits of `mode` with the large-batch set's: per phase, both fits (the phase's peak is
+    the larger, `MemoryProfile.phase_bytes`), which holds while each follows one moment: exact in its
+    own range, below the peak elsewhere. A set whose points peaked at two moments (`_mixed`) follows
+    neither (a 2-layer trocr's large-batch backward_layers fit, through two points of each moment:
+    547 MB at 1 x 112 tokens, where the trace and the shortened points' fit have 360 MB): when the
+    other set's points all peaked at one moment, only that set's fit is kept."""
+    out = {k: v for k, v in fits.items() if not k.startswith(f"{mode}/")}
+    for phase in sorted({k.split("/")[1] for k in [*fits, *large_fits] if k.startswith(f"{mode}/")}):
+        small = {k: v for k, v in fits.items() if k.startswith(f"{mode}/{phase}/")}
+        large = {k: v for k, v in large_fits.items() if k.startswith(f"{mode}/{phase}/")}
+        small_mixed, large_mixed = _mixed(phase, runs), _mixed(phase, large_runs)
+        keep_small = bool(small) and not (small_mixed and not large_mixed and large)
+        keep_large = bool(large) and not (large_mixed and not small_mixed and keep_small)
+        out.update(small if keep_small else {})
+        # Alone, the large set's fit takes the phase's own name.
+        out.update(({_large_key(k): v for k, v in large.items()} if keep_small else large) if keep_large else {})
+    return out
+
+
+def _large_key(key: str) -> str:
+    """"full/backward/activations" -> "full/backward:large/activations"."""
+    mode, phase, component = key.split("/")
+    return f"{mode}/{phase}{MOMENT}large/{component}"
+
+
 def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Sequence[tuple[int, int]], check: tuple[int, int] | None,
-                 max_seconds: float, modes: Sequence[str]) -> tuple[list[tuple[int, int]], tuple[int, int] | None, float]:
+                 max_seconds: float, modes: Sequence[str]
+                 ) -> tuple[list[tuple[int, int]], tuple[int, int] | None, float, list[tuple[int, int]]]:
     """Shorter points for models whose trace time grows with tokens (Mamba's reference selective
     scan loops over the sequence: 2 layers x 256 tokens took 27 s on one CPU core). Two probe points
-    give CPU seconds per token; the lengths are halved until the plan fits half the time budget."""
+    give CPU seconds per token; the lengths are halved until the plan fits half the time budget.
+
+    Also the large-batch points of training (`_large_points`): [] unless the lengths were shortened
+    and the time budget leaves room for them."""
     from .verify.profile_trace import run_points
 
     probe, _, _ = run_points(sized_down_config(config, depths[0]), mode="inference", points=[(1, 32), (1, 96)], generated=1,
@@ -668,12 +737,38 @@ def _fit_in_time(config: Mapping[str, Any], depths: Sequence[int], points: Seque
     if limit and longest * scale + GENERATED_TOKENS > limit:
         scale = min(scale, max((limit - GENERATED_TOKENS) // 64 * 64, 16) / longest)
     if scale == 1.0:
-        return list(points), check, 1.0
+        return list(points), check, 1.0, []
 
     def shrink(p: tuple[int, int]) -> tuple[int, int]:
         return p[0], max(int(p[1] * scale) // 16 * 16, 8)
 
-    return [shrink(p) for p in points], (shrink(check) if check else None), scale
+    shrunk = [shrink(p) for p in points]
+    large = _large_points(shrunk, scale) if any(m != "inference" for m in modes) else []
+    training = sum(3.0 for m in modes if m != "inference")
+    planned = per_token * layers * (weight * tokens * scale + training * sum(b * s for b, s in large))
+    return shrunk, (shrink(check) if check else None), scale, (large if planned <= max_seconds / 2 else [])
+
+
+# Training phases traced a second time at this many times the batch when the lengths were shortened.
+LARGE_BATCH_MIN = 4
+
+
+def _large_points(points: Sequence[tuple[int, int]], scale: float) -> list[tuple[int, int]]:
+    """The fit points at a larger batch, for training when the lengths were shortened (positions or
+    time). A training phase's peak is the largest of several moments, each linear in B and B x S:
+    with few tokens the end of backward (every gradient alive, plus the embedding's backward
+    temporaries: 186 MB constant in a 2-layer openai-gpt), with more a moment sized by the tokens
+    (the loss buffers, a layer's backward). The usual points (1k-4k tokens, `FIT_POINTS`) sit in the
+    second regime for most models; shortened ones (openai-gpt: 112-448 tokens) can straddle the two,
+    and a fit through both follows neither (falcon full -7.6%, trocr full -6.0% vs trace at 3 x 3/4
+    of the positions). The batch is raised by the power of two nearest 1/scale, so B x S is back at
+    the usual tokens, and at least `LARGE_BATCH_MIN` times, so the large set starts at the tokens
+    where the small one (s, 2s, 2 x 2s, 4s) ends. Each set is fitted on its own and the profile takes
+    the larger of the two (`MemoryProfile.phase_bytes`)."""
+    import math
+
+    factor = max(LARGE_BATCH_MIN, 2 ** round(math.log2(1 / scale)))
+    return [(b * factor, s) for b, s in points]
 
 
 def _position_limit(config: Mapping[str, Any]) -> int:
@@ -755,8 +850,9 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     weights, optimizer states, master weights and adapters stay as the spec gives them.
 
     Inference keeps the analytic phase names (prefill/decode, or forward for encoders). Training
-    replaces the analytic "backward" by the profile's two backward peaks ("backward": loss and LM
-    head; "backward layers": decoder layers) and keeps the analytic "optimizer step"."""
+    replaces the analytic "backward" by the profile's backward peaks (`TRAINING_PHASE_LABELS`: the
+    loss, the LM head, the decoder layers, the input embedding; the last replaces the analytic
+    tied-embedding phase) and keeps the analytic "optimizer step"."""
     from dataclasses import replace
 
     shipped = f" shipped with the calculator ({profile.source})" if profile.source else ""
@@ -810,10 +906,20 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     out.pop("layer recompute", None)
     if backward is None:
         return dict(phases), tuple(notes)
-    for name, label in (("backward", "backward"), ("backward_layers", "backward layers")):
+    if "backward_embedding" in measured:
+        out.pop(TIED_EMBEDDING_PHASE, None)  # measured: the input embedding's backward
+    for name, label in TRAINING_PHASE_LABELS.items():
         if name in measured:
             out[label] = with_profile(backward, measured[name], grads=mode == "full")
     return out, tuple(notes)
+
+
+# The profile's training phases (`verify.profile_trace.TRAINING_BACKWARD_PHASES`) by the estimate's
+# phase label. Profiles made before the LM head and embedding were cut out of the backward have
+# only "backward" and "backward_layers".
+TRAINING_PHASE_LABELS: dict[str, str] = {"backward": "backward", "backward_head": "backward (LM head)", "backward_layers": "backward layers",
+                                         "backward_embedding": "backward (input embedding)"}
+TIED_EMBEDDING_PHASE = "backward end (tied embedding)"  # the analytic phase (estimate._training_phases)
 
 
 NO_PROFILE_NOTE = (
