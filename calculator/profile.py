@@ -502,12 +502,13 @@ def _phase_fits(mode: str, phase: str, obs: tuple[dict[str, list], dict[str, lis
 
 
 def _check(mode: str, phase: str, fits: Mapping[str, ComponentFit], counts: Mapping[str, int], r: Any, windows: Mapping[str, int]) -> float:
-    """(predicted - measured) / the phase's peak, in %, of one point result."""
+    """(predicted - measured) / the phase's peak, in %, of one point result. A phase also fitted at
+    a larger batch is predicted as `MemoryProfile.phase_bytes` does: the larger of its fits."""
     comp = r.phases[phase]
     s = r.context if phase == "decode" else r.length
     measured = comp["activations"] + sum(r.kv_by_layer.get(phase, ())) + comp["gradients"]
-    predicted = sum(f.at(r.batch, s, counts, windows) for name in ("activations", "kv", "gradients")
-                    if (f := fits.get(f"{mode}/{phase}/{name}")) is not None)
+    predicted = max(sum(f.at(r.batch, s, counts, windows) for name in ("activations", "kv", "gradients")
+                        if (f := fits.get(f"{mode}/{p}/{name}")) is not None) for p in (phase, f"{phase}{MOMENT}large"))
     return (predicted - measured) / max(comp["peak"], 1) * 100.0
 
 
@@ -570,6 +571,12 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     full_kinds = layer_kinds(config)
     order = list(dict.fromkeys(full_kinds))
     depths = choose_depths(full_kinds, max_depth)
+    if not depths:
+        # Vision-only and codec models (ResNet, SAM, EnCodec...) have no num_hidden_layers stack of
+        # token positions: the profile's terms are per layer and per token, so there is nothing to fit.
+        raise TraceUnsupportedError(
+            f"{config.get('model_type', 'this model')}: no stack of decoder layers over token positions was found "
+            "(num_hidden_layers), so a per-layer, per-token profile cannot be fitted.")
     windows: dict[str, int] = {}
     points, check_point, scale, large_points = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:

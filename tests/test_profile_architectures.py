@@ -104,3 +104,15 @@ def test_full_fine_tune_profile_of_a_recurrent_model_follows_its_peak_past_the_f
     # At the fit lengths the embedding's backward is the larger one: 1 x 128 tokens.
     short = estimate(dataclasses.replace(spec, profile=profile), dataclasses.replace(w, context_length=128, batch_size=1))
     assert short.peak_phase == "backward (input embedding)"
+
+
+def test_model_without_a_layer_stack_gets_one_clear_line() -> None:
+    """ResNet has no num_hidden_layers stack over token positions: the profile says so in one line
+    (it raised IndexError from an empty depth list before)."""
+    from transformers import AutoConfig
+
+    from calculator.verify.trace import TraceUnsupportedError
+
+    cfg = AutoConfig.for_model("resnet").to_dict()
+    with pytest.raises(TraceUnsupportedError, match="no stack of decoder layers"):
+        make_profile(cfg, modes=("inference",), check_point=None, max_seconds=60)
