@@ -3,6 +3,7 @@
     python benchmarks/profile_sweep.py [--budget-minutes 60] [--names NAME ...] [--fresh]
     python benchmarks/profile_sweep.py --summary-only      # rewrite the .md from the CSV
     python benchmarks/profile_sweep.py --refresh           # redo the estimates of kept profiles with the current code
+    python benchmarks/profile_sweep.py --refresh --remake [--names ...]  # make the profiles again too (no trace)
 
 A companion to benchmarks/architecture_sweep.py (answered vs refused, parameters), whose CSV lists
 the targets: every config class whose default builds on the meta device and every bundled real
@@ -42,6 +43,7 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +55,7 @@ MD_OUT = ROOT / "benchmarks" / "results" / "profile_sweep.md"
 ARCH_CSV = ROOT / "benchmarks" / "results" / "architecture_sweep.csv"
 PROFILES = Path.home() / ".cache" / "vram-calculator" / "sweep-profiles"
 FIELDS = ("name", "source", "kind", "mode", "counted_by", "trace_bytes", "profile_bytes", "profile_err_pct", "analytic_bytes",
-          "analytic_err_pct", "profile_cpu_s", "trace_cpu_s", "context", "status")
+          "analytic_err_pct", "profile_cpu_s", "trace_cpu_s", "context", "status", "code")
 PROFILE_SECONDS = 480.0  # wall seconds: the machine is shared, a CPU second can take four
 TRACE_SECONDS = 240.0
 MODES = ("inference", "lora", "full")
@@ -68,6 +70,17 @@ FIRST = (
 # profile on a shared machine): after the real configs.
 SLOW = ("jamba", "mamba", "falcon_mamba")
 KIND_ORDER = ("decoder", "vision-language", "encoder-decoder", "encoder", "other")
+
+
+def code_version() -> str:
+    """The commit the figures were made with (a row's `code`: the sweep runs in chunks, across commits)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
 
 
 def targets() -> list[dict[str, str]]:
@@ -131,7 +144,7 @@ def sweep_one(target: dict[str, str]) -> list[dict]:
     from calculator.verify import trace_workload
 
     name = target["name"]
-    base = {"name": name, "source": target["source"], "kind": target["kind"]}
+    base = {"name": name, "source": target["source"], "kind": target["kind"], "code": code_version()}
     try:
         cfg, _ = swept_config(target)
         spec = model_spec_from_config(name, cfg)
@@ -180,11 +193,15 @@ def profile_path(name: str) -> Path:
     return PROFILES / (name.replace("/", "__") + ".json")
 
 
-def refresh(rows: list[dict], *, kept_only: bool = False) -> int:
-    """Recompute profile_bytes / analytic_bytes of every compared row whose profile was kept, with
-    the code as it is now (the trace bytes stay: the trace harness is the truth). A row whose profile
-    was not kept (swept on another machine) has it made again, or, with `kept_only`, keeps its
-    figures. Returns rows redone."""
+def refresh(rows: list[dict], *, kept_only: bool = False, remake: bool = False, names: set[str] | None = None,
+            deadline: float | None = None, save: Callable[[], None] | None = None) -> int:
+    """Recompute profile_bytes / analytic_bytes of every compared row with the code as it is now (the
+    trace bytes stay: the trace harness is the truth), from the profile kept for it. A row whose
+    profile was not kept (swept on another machine) has it made again (no trace), or, with
+    `kept_only`, keeps its figures; `remake` makes every profile again (after a change in how
+    profiles are made). A profile that now fails turns the row's status into the reason. `names`
+    limits the configs, `deadline` (time.monotonic) stops before the next config, `save` runs after
+    each config so a long refresh keeps what it did. Returns rows redone."""
     import json
 
     from calculator.estimate import estimate
@@ -192,26 +209,52 @@ def refresh(rows: list[dict], *, kept_only: bool = False) -> int:
     from calculator.spec import model_spec_from_config
 
     by_name = {t["name"]: t for t in targets()}
+    code = code_version()
     done = 0
+    remade: set[str] = set()
+    failed: dict[str, str] = {}
     for r in rows:
-        path = profile_path(r["name"])
-        if r["status"] != "ok" or r["name"] not in by_name:
+        name = r["name"]
+        if r["status"] != "ok" or name not in by_name or (names is not None and name not in names):
             continue
-        cfg, _ = swept_config(by_name[r["name"]])
-        spec = model_spec_from_config(r["name"], cfg)
+        path = profile_path(name)
         if not path.exists() and kept_only:
             continue
-        if not path.exists():  # swept before profiles were kept: made again (no trace)
-            modes = tuple(x["mode"] for x in rows if x["name"] == r["name"])
-            save_profile(make_profile(cfg, modes=[m for m in MODES if m in modes], check_point=None, max_seconds=PROFILE_SECONDS), path)
+        if name in failed:
+            r.update(profile_bytes="", profile_err_pct=None, status=failed[name])
+            continue
+        if name not in remade and (remake or not path.exists()):
+            if deadline is not None and time.monotonic() > deadline:
+                continue
+            cfg, _ = swept_config(by_name[name])
+            modes = [m for m in MODES if any(x["name"] == name and x["mode"] == m and x["status"] == "ok" for x in rows)]
+            c0 = time.process_time()
+            try:
+                save_profile(make_profile(cfg, modes=modes, check_point=None, max_seconds=PROFILE_SECONDS), path)
+            except Exception as e:  # the reason in the row, not the end of the refresh
+                failed[name] = f"profile failed: {type(e).__name__}: {_one_line(e)}"
+                r.update(profile_bytes="", profile_err_pct=None, status=failed[name])
+                continue
+            finally:
+                remade.add(name)
+            for x in rows:
+                if x["name"] == name:
+                    x["profile_cpu_s"] = round(time.process_time() - c0, 1)
+        cfg, _ = swept_config(by_name[name])
+        spec = model_spec_from_config(name, cfg)
         profile = MemoryProfile.from_json(json.loads(path.read_text()))
         w = workload(r["mode"], int(r["context"]))
         trace = int(r["trace_bytes"])
+        if r["mode"] not in profile.modes:
+            r.update(profile_bytes="", profile_err_pct=None, status=f"not profiled: {r['mode']} was not profiled on refresh")
+            continue
         p = estimate(dataclasses.replace(spec, profile=profile), w).torch_allocated_bytes
         a = estimate(dataclasses.replace(spec, profile=None), w).torch_allocated_bytes
         r.update(profile_bytes=p, analytic_bytes=a, profile_err_pct=round((p - trace) / trace * 100, 2),
-                 analytic_err_pct=round((a - trace) / trace * 100, 2), counted_by=spec.counted_by)
+                 analytic_err_pct=round((a - trace) / trace * 100, 2), counted_by=spec.counted_by, code=code)
         done += 1
+        if save is not None and name in remade:
+            save()
     return done
 
 
@@ -357,6 +400,7 @@ def main() -> int:
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--refresh", action="store_true", help="redo the estimates of kept profiles with the current code, then summarise")
     parser.add_argument("--kept-only", action="store_true", help="with --refresh: leave rows whose profile was not kept here as they are")
+    parser.add_argument("--remake", action="store_true", help="with --refresh: make every profile again (after a change in how profiles are made)")
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_minutes * 60
     all_targets = targets()
@@ -364,13 +408,19 @@ def main() -> int:
         CSV_OUT.unlink()
     if args.refresh:
         rows = read_rows()
+
+        def save() -> None:
+            with CSV_OUT.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            print(f"refreshed {refresh(rows, kept_only=args.kept_only)} rows", flush=True)
-        with CSV_OUT.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+            n = refresh(rows, kept_only=args.kept_only, remake=args.remake, names=set(args.names) if args.names else None,
+                        deadline=deadline, save=save)
+            print(f"refreshed {n} rows", flush=True)
+        save()
     if not args.summary_only and not args.refresh:
         done = {r["name"] for r in read_rows()}
         todo = [t for t in all_targets if t["name"] not in done and (args.names is None or t["name"] in args.names)]

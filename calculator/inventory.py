@@ -437,12 +437,20 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _towers(model: Any, hf_cfg: Any) -> dict[str, str]:
-    """Module path -> tower, from the sub-config each `PreTrainedModel` submodule was built with."""
+    """Module path -> tower, from the sub-config each `PreTrainedModel` submodule was built with.
+    None for encoder-decoders: their vision/audio encoder is what the input runs through (Pix2Struct's
+    `vision_config` encoder), not a tower text tokens skip."""
+    if getattr(hf_cfg, "is_encoder_decoder", False):
+        return {}
     sub = {}
     for key in getattr(hf_cfg, "sub_configs", {}) or {}:
         value = getattr(hf_cfg, key, None)
-        if value is not None:
-            sub[id(value)] = _TOWER_OF_SUBCONFIG.get(key, key.removesuffix("_config"))
+        # Only the sub-configs known to be one vision/audio tower: others hold several (pi0's
+        # `vlm_config` is a whole PaliGemma, text model included; T5Gemma 2's `encoder` / `decoder`),
+        # and a module built with the text config can still sit on the tower's side (Kosmos-2.5's
+        # image-to-text projection): those take the name keywords.
+        if value is not None and _TOWER_OF_SUBCONFIG.get(key, "text") != "text":
+            sub[id(value)] = _TOWER_OF_SUBCONFIG[key]
     towers: dict[str, str] = {}
     for name, module in model.named_modules():
         cfg = getattr(module, "config", None)
@@ -548,7 +556,10 @@ def build_inventory(config: Mapping[str, Any], *, model_id: str = "", dtype: str
     dims = _dims(hf_cfg)
     num_experts = int(dims.get("num_experts") or 0)
     composite = bool(getattr(hf_cfg, "sub_configs", None))
-    towers = _towers(model, hf_cfg)
+    # The model's own config: `build_meta_model` parses the config again, and `_towers` matches the
+    # sub-config objects the submodules were built with by identity (with `hf_cfg`'s, nothing matched
+    # and the towers came from module-name keywords alone: Video-LLaVA's `video_tower` was text).
+    towers = _towers(model, getattr(model, "config", hf_cfg))
     output_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     conv1d = getattr(getattr(transformers, "pytorch_utils", None), "Conv1D", ())
 

@@ -502,12 +502,13 @@ def _phase_fits(mode: str, phase: str, obs: tuple[dict[str, list], dict[str, lis
 
 
 def _check(mode: str, phase: str, fits: Mapping[str, ComponentFit], counts: Mapping[str, int], r: Any, windows: Mapping[str, int]) -> float:
-    """(predicted - measured) / the phase's peak, in %, of one point result."""
+    """(predicted - measured) / the phase's peak, in %, of one point result. A phase also fitted at
+    a larger batch is predicted as `MemoryProfile.phase_bytes` does: the larger of its fits."""
     comp = r.phases[phase]
     s = r.context if phase == "decode" else r.length
     measured = comp["activations"] + sum(r.kv_by_layer.get(phase, ())) + comp["gradients"]
-    predicted = sum(f.at(r.batch, s, counts, windows) for name in ("activations", "kv", "gradients")
-                    if (f := fits.get(f"{mode}/{phase}/{name}")) is not None)
+    predicted = max(sum(f.at(r.batch, s, counts, windows) for name in ("activations", "kv", "gradients")
+                        if (f := fits.get(f"{mode}/{p}/{name}")) is not None) for p in (phase, f"{phase}{MOMENT}large"))
     return (predicted - measured) / max(comp["peak"], 1) * 100.0
 
 
@@ -570,6 +571,12 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     full_kinds = layer_kinds(config)
     order = list(dict.fromkeys(full_kinds))
     depths = choose_depths(full_kinds, max_depth)
+    if not depths:
+        # Vision-only and codec models (ResNet, SAM, EnCodec...) have no num_hidden_layers stack of
+        # token positions: the profile's terms are per layer and per token, so there is nothing to fit.
+        raise TraceUnsupportedError(
+            f"{config.get('model_type', 'this model')}: no stack of decoder layers over token positions was found "
+            "(num_hidden_layers), so a per-layer, per-token profile cannot be fitted.")
     windows: dict[str, int] = {}
     points, check_point, scale, large_points = _fit_in_time(config, depths, points, check_point, max_seconds, modes)
     if scale < 1:
@@ -843,8 +850,9 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     weights, optimizer states, master weights and adapters stay as the spec gives them.
 
     Inference keeps the analytic phase names (prefill/decode, or forward for encoders). Training
-    replaces the analytic "backward" by the profile's two backward peaks ("backward": loss and LM
-    head; "backward layers": decoder layers) and keeps the analytic "optimizer step"."""
+    replaces the analytic "backward" by the profile's backward peaks (`TRAINING_PHASE_LABELS`: the
+    loss, the LM head, the decoder layers, the input embedding; the last replaces the analytic
+    tied-embedding phase) and keeps the analytic "optimizer step"."""
     from dataclasses import replace
 
     shipped = f" shipped with the calculator ({profile.source})" if profile.source else ""
@@ -898,10 +906,20 @@ def overlay_phases(profile: MemoryProfile, spec: Any, workload: Any, phases: Map
     out.pop("layer recompute", None)
     if backward is None:
         return dict(phases), tuple(notes)
-    for name, label in (("backward", "backward"), ("backward_layers", "backward layers")):
+    if "backward_embedding" in measured:
+        out.pop(TIED_EMBEDDING_PHASE, None)  # measured: the input embedding's backward
+    for name, label in TRAINING_PHASE_LABELS.items():
         if name in measured:
             out[label] = with_profile(backward, measured[name], grads=mode == "full")
     return out, tuple(notes)
+
+
+# The profile's training phases (`verify.profile_trace.TRAINING_BACKWARD_PHASES`) by the estimate's
+# phase label. Profiles made before the LM head and embedding were cut out of the backward have
+# only "backward" and "backward_layers".
+TRAINING_PHASE_LABELS: dict[str, str] = {"backward": "backward", "backward_head": "backward (LM head)", "backward_layers": "backward layers",
+                                         "backward_embedding": "backward (input embedding)"}
+TIED_EMBEDDING_PHASE = "backward end (tied embedding)"  # the analytic phase (estimate._training_phases)
 
 
 NO_PROFILE_NOTE = (

@@ -199,6 +199,32 @@ def test_estimate_takes_activations_kv_and_logits_from_the_profile() -> None:
     assert rows[-1]["component"].startswith("total") and rows[-1]["profile_bytes"] == b.torch_allocated_bytes
 
 
+def test_full_fine_tune_takes_each_backward_piece_of_the_profile() -> None:
+    """Full fine-tune with a profile: one estimate phase per profiled backward piece (loss, LM head,
+    decoder layers, input embedding), each with the spec's weights and optimizer states; the measured
+    input-embedding phase replaces the analytic tied-embedding one. Qwen2.5-0.5B ties its embedding."""
+    from calculator.estimate import estimate
+    from calculator.profile import TIED_EMBEDDING_PHASE, TRAINING_PHASE_LABELS
+    from calculator.spec import model_spec_from_config
+    from calculator.workload import Workload
+
+    spec = model_spec_from_config(QWEN, catalog_config(find_catalog_entry(QWEN)))
+    assert spec.tie_word_embeddings
+    # Per phase, bytes outside the layers per token (the loss buffers), and a constant (the embedding's gradient sum).
+    pieces = {"backward": (9.0, 0.0), "backward_head": (2.0, 5e6), "backward_layers": (1.0, 1e6), "backward_embedding": (0.0, 3e9)}
+    fits = {f"full/{name}/activations": ComponentFit(base=Terms(const=const, per_token=per_token)) for name, (per_token, const) in pieces.items()}
+    profile = dataclasses.replace(_synthetic_profile(), fits=fits)
+    w = Workload(mode="full", precision="bf16", context_length=1000, batch_size=2)
+    plain, est = estimate(spec, w), estimate(dataclasses.replace(spec, profile=profile), w)
+    assert TIED_EMBEDDING_PHASE in plain.phases and TIED_EMBEDDING_PHASE not in est.phases
+    assert est.phases["optimizer step"] == plain.phases["optimizer step"]
+    held = plain.breakdown.weights_bytes + plain.breakdown.optimizer_bytes  # weights + AdamW states, from the spec
+    for name, (per_token, const) in pieces.items():
+        # e.g. the loss: 9 B x 2 x 1,000 tokens = 18,000 B over the weights and states.
+        assert est.phases[TRAINING_PHASE_LABELS[name]] == held + int(const + per_token * 2_000), name
+    assert est.peak_phase == "backward (input embedding)"
+
+
 @pytest.mark.trace
 def test_encoder_decoder_cache_holds_cross_attention_kv_of_the_encoder_tokens() -> None:
     """BART's decoder cache (transformers 5.24: EncoderDecoderCache of a self-attention and a
@@ -433,3 +459,20 @@ def test_a_set_whose_points_peaked_at_two_moments_gives_way_to_the_other() -> No
     p = MemoryProfile(model_type="x", config_hash="h", settings=default_settings(), versions={}, kinds=(("a", 1),),
                       fits=_with_large("full", small, large, clean, clean))
     assert p.phase_bytes("full", batch=1, tokens=10) == {"backward": {"kv_cache": 0, "logits": 2, "activations": 0, "gradients": 0}}
+
+
+def test_cutting_a_2_layer_copy_to_1_layer_keeps_fixed_pairs() -> None:
+    """A profile of a 2-layer copy traces 1- and 2-layer copies (`choose_depths`). Mamba2Config()
+    (transformers 5.24) defaults `time_step_limit` to the pair (0.0, inf) whatever the depth; cut
+    to 1 layer as if it were a per-layer list, it became (0.0,), which Mamba2 indexed past and
+    FalconH1 / GraniteMoeHybrid refused. Per-layer lists are still cut."""
+    pytest.importorskip("transformers")
+    from transformers import FalconH1Config, Mamba2Config, Qwen3NextConfig
+
+    from calculator.profile import sized_down_config
+    from calculator.verify.compare import cut_config
+
+    for cls in (Mamba2Config, FalconH1Config):
+        one = sized_down_config(cut_config(cls().to_dict(), 2), 1)
+        assert one["num_hidden_layers"] == 1 and list(one["time_step_limit"]) == [0.0, float("inf")]
+    assert sized_down_config(cut_config(Qwen3NextConfig().to_dict(), 2), 1)["layer_types"] == ["linear_attention"]

@@ -79,3 +79,40 @@ def test_fake_module_to_keeps_tied_parameters_and_builds_deepseek_v4():
         m = nn.Sequential(a, b).to(torch.bfloat16)
         assert m[0].weight is m[1].weight
         assert m[0].weight.dtype == torch.bfloat16
+
+
+def test_full_fine_tune_profile_of_a_recurrent_model_follows_its_peak_past_the_fit_lengths() -> None:
+    """RecurrentGemmaConfig() defaults (vocab 256,000 x hidden 2,560, tied), cut to 2 layers, full
+    fine-tune. Its RG-LRU scan runs token by token on CPU, so profiles trace it at short lengths,
+    where the backward's peak is the tied embedding's backward (3 x 256,000 x 2,560 x 2 B = 3,750 MiB
+    whatever the length); at 3 x 512 tokens it is the loss's (3 fp32 copies of the logits,
+    3 x 256,000 x 4 B = 3 MiB per token). A fit of the whole backward followed neither (the sweep's
+    row: -56%); the profile cuts the backward where the LM head, the decoder layers and the input
+    embedding start (`profile_trace.TRAINING_BACKWARD_PHASES`), one moment per piece."""
+    from transformers import RecurrentGemmaConfig
+
+    cfg = as_on_gpu(cut_config(RecurrentGemmaConfig().to_dict(), 2), "full")[0]
+    spec = model_spec_from_config("recurrent_gemma", cfg)
+    profile = make_profile(cfg, modes=("full",), check_point=None, points=((1, 32), (1, 64), (2, 64), (1, 128)))
+    phases = {key.split("/")[1] for key in profile.fits}
+    assert {"backward", "backward_head", "backward_layers", "backward_embedding"} <= phases
+    w = Workload(mode="full", precision="bf16", context_length=512, batch_size=3)
+    traced = trace_workload(cfg, w, model_id="recurrent_gemma")
+    est = estimate(dataclasses.replace(spec, profile=profile), w)
+    assert traced.peak_phase == est.peak_phase == "backward"
+    assert est.torch_allocated_bytes == pytest.approx(traced.peak_bytes, rel=0.01)
+    # At the fit lengths the embedding's backward is the larger one: 1 x 128 tokens.
+    short = estimate(dataclasses.replace(spec, profile=profile), dataclasses.replace(w, context_length=128, batch_size=1))
+    assert short.peak_phase == "backward (input embedding)"
+
+
+def test_model_without_a_layer_stack_gets_one_clear_line() -> None:
+    """ResNet has no num_hidden_layers stack over token positions: the profile says so in one line
+    (it raised IndexError from an empty depth list before)."""
+    from transformers import AutoConfig
+
+    from calculator.verify.trace import TraceUnsupportedError
+
+    cfg = AutoConfig.for_model("resnet").to_dict()
+    with pytest.raises(TraceUnsupportedError, match="no stack of decoder layers"):
+        make_profile(cfg, modes=("inference",), check_point=None, max_seconds=60)

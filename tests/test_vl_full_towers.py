@@ -32,3 +32,23 @@ def test_llava_full_finetune_trains_the_language_model_only():
     assert e.breakdown.weights_bytes == 2 * 991_401_984 + 5_128
     assert e.breakdown.optimizer_bytes == 4 * trained  # two bf16 AdamW states, language model only
     assert any("no gradient" in n for n in e.notes)
+
+
+def test_video_llava_both_towers_are_untouched():
+    """VideoLlavaConfig() builds two CLIP ViT-L/14-224 towers from one vision_config (`image_tower`,
+    `video_tower`). Each: embeddings 1024 + 1024 x 3 x 14 x 14 + 257 x 1024, pre/post LayerNorm
+    2 x 2048, 24 layers x 12,596,224 = 303,179,776; with the 20,979,712-parameter projector 627,339,264
+    parameters run on no text token. The towers are found from the sub-config each module was built
+    with: by name keywords alone `video_tower` was text (but its patch embedding), and the sweep's full
+    fine-tune read +16.3% (gradients and AdamW states for 302.6M parameters that get none)."""
+    from transformers import AutoConfig
+
+    from calculator.spec import model_spec_from_config
+    from calculator.verify.compare import cut_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = cut_config(AutoConfig.for_model("video_llava").to_dict(), 2)
+    spec = model_spec_from_config("video_llava", cfg, use_inventory=True)
+    assert spec.untouched_tower_params == 2 * 303_179_776 + 20_979_712
+    assert spec.text_trained_params == 666_914_816  # the trace's gradients, 1,333,829,632 B in bf16

@@ -99,6 +99,25 @@ def _is_count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _fixed_length_keys(d: Mapping[str, Any]) -> frozenset[str]:
+    """Keys whose config class defaults them to a sequence of a length other than its default layer
+    count: a fixed shape, not one entry per layer. Mamba2 / FalconH1 / GraniteMoeHybrid
+    `time_step_limit = (0.0, inf)` (transformers 5.24 dataclass fields; their per-layer lists such as
+    `layer_types` default to None and are built in `__post_init__`): a 2-layer copy's pair is not cut
+    to one entry when the copy is cut to 1 layer (the class then refused it, or indexed past it)."""
+    import dataclasses
+
+    try:
+        from transformers import CONFIG_MAPPING
+
+        cls = CONFIG_MAPPING[d["model_type"]]
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    except (ImportError, KeyError, TypeError):
+        return frozenset()
+    depth = defaults.get(_depth_key(defaults) or "num_hidden_layers") if defaults else None
+    return frozenset(k for k, v in defaults.items() if isinstance(v, list | tuple) and v and len(v) != depth)
+
+
 def _cut_layers(d: dict[str, Any], layers: int) -> None:
     """Cut one config dict to its first `layers` layers, with everything that is counted per layer
     cut to match (transformers 5.24's config validators reject a mismatch):
@@ -121,8 +140,9 @@ def _cut_layers(d: dict[str, Any], layers: int) -> None:
         left = layers
         for k in parts:
             d[k], left = min(d[k], left), left - min(d[k], left)
+    fixed = _fixed_length_keys(d)
     for k, v in list(d.items()):
-        if isinstance(v, list) and len(v) == n:
+        if isinstance(v, list) and len(v) == n and k not in fixed:
             d[k] = v[:layers]
         elif (isinstance(v, list) and v and all(_is_count(i) and 0 <= i < n for i in v)
               and "layer" in k):
