@@ -446,6 +446,18 @@ class AdapterPlan:
         return group.name in self.names
 
 
+# peft 0.21 `utils/transformers_weight_conversion.py` `_convert_peft_config_moe`, run by `get_peft_model` for the model
+# types transformers 5.24 re-maps to the "qwen2_moe" pattern (`transformers/conversion_mapping.py`
+# `_MODEL_TO_CONVERSION_PATTERN`; those of the analytic builders here): every target whose leaf name is a v4 expert
+# projection (`_MOE_TARGET_MODULE_MAPPING["qwen2_moe"]`: gate_proj, up_proj, down_proj) becomes a target *parameter* of
+# the fused experts (gate_up_proj, down_proj) and leaves `target_modules`, "all-linear" resolved to leaf names first. So
+# nn.Linear modules of those names, the dense MLP (DeepSeek-V3's first_k_dense_replace layers) and the shared experts,
+# get no adapter. Traced: DeepSeek-V3 defaults cut to 2 (dense) layers, all-linear r=16: 3,180,544 trainable parameters,
+# the attention projections' only.
+PEFT_MOE_REMAPPED_MODEL_TYPES = frozenset({"deepseek_v2", "deepseek_v3", "qwen3_moe"})
+PEFT_MOE_REMAPPED_LEAVES = frozenset({"gate_proj", "up_proj", "down_proj"})
+
+
 def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     """Module names peft adapts for `targets`.
 
@@ -454,10 +466,14 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     per expert, through parameter targeting) and the router: traced on Mixtral (calculator/verify).
     "attention" adapts the attention projections, "attention+mlp" those and the dense (or MoE
     shared-expert) MLP but not the routed experts or the router, "mlp" the feed-forward ones and
-    the experts, "qv" only query and value (the LoRA paper's setting).
+    the experts, "qv" only query and value (the LoRA paper's setting). For the model types of
+    `PEFT_MOE_REMAPPED_MODEL_TYPES`, nn.Linear gate/up/down projections are never adapted.
     """
     names = set()
+    remapped = spec.model_type in PEFT_MOE_REMAPPED_MODEL_TYPES
     for g in spec.linears:
+        if remapped and g.is_nn_linear and g.lora_all_linear is None and g.name.rsplit(".", 1)[-1] in PEFT_MOE_REMAPPED_LEAVES:
+            continue
         if targets == "all-linear" and g.lora_all_linear is not None:
             # peft's own resolution, read from the meta-device model (calculator/inventory.py).
             if g.lora_all_linear:

@@ -102,3 +102,19 @@ def test_small_mla_estimate_matches_the_trace(mode: str) -> None:
     spec = model_spec_from_config("tiny-mla", cfg)
     est = estimate(spec, w).torch_allocated_bytes
     assert abs(est - traced) / traced < 0.02, (est, traced)
+
+
+def test_peft_moe_remap_leaves_dense_and_shared_mlps_unadapted() -> None:
+    """peft 0.21 moves gate_proj / up_proj / down_proj targets of DeepSeek-V3 to the fused experts' parameters
+    (`_convert_peft_config_moe`), so all-linear adapts attention, the routed experts and the router, not the dense MLP of
+    the first layers or the shared experts (traced: 3,180,544 trainable parameters on the 2-dense-layer copy, r=16)."""
+    spec = model_spec_from_config("deepseek-v3-4l", _deepseek_v3(4))
+    names = memory.lora_target_names(spec, "all-linear")
+    assert names == {"q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "experts.gate_up_proj", "experts.down_proj",
+                     "router"}
+    two = model_spec_from_config("deepseek-v3-2l", _deepseek_v3())
+    plan = memory.AdapterPlan(names=memory.lora_target_names(two, "all-linear"), rank=16, adapter_bytes=4)
+    assert memory.lora_params(two, plan) == 3_180_544
+    # Kimi-K2 (same builder) is not among transformers' re-mapped model types: its dense MLP keeps its adapters.
+    kimi = model_spec_from_config("kimi", {**_deepseek_v3(4), "model_type": "kimi_k2"})
+    assert "mlp.gate_proj" in memory.lora_target_names(kimi, "all-linear")
