@@ -828,10 +828,14 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
             text_cfg = {**config[key], **{k: config[k] for k in ("torch_dtype", "dtype") if k in config}}
             break
     window = d.get("sliding_window")
+    mla = _mla_dims(text_cfg, linears, heads) if isinstance(text_cfg, Mapping) else {}
+    if mla:
+        layer_types = tuple("mla" if kind == "full" else kind for kind in layer_types)
     return ModelSpec(
         model_id=model_id, model_type=inv.model_type, architecture=inv.class_name,
         hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=int(d.get("num_key_value_heads") or heads), head_dim=int(d.get("head_dim") or 0),
+        num_key_value_heads=heads if mla else int(d.get("num_key_value_heads") or heads),
+        head_dim=mla.pop("head_dim", 0) or int(d.get("head_dim") or 0), **mla,
         intermediate_size=int(d.get("intermediate_size") or 0), vocab_size=int(d.get("vocab_size") or 0),
         max_position_embeddings=_max_positions(text_cfg, int(d.get("max_position_embeddings") or 4096), model_id) if isinstance(text_cfg, Mapping) else 4096,
         layer_types=layer_types, sliding_window=int(window) if window else None,
@@ -848,6 +852,26 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
         quantization=parse_quantization_config(config), param_source="inventory", counted_by="inventory",
         notes=tuple(notes), raw_config=config,
     )
+
+
+def _mla_dims(cfg: Mapping[str, Any], linears: list[Any], heads: int) -> dict[str, int]:
+    """Multi-head latent attention's dimensions when the model has it (DeepSeek-V2 paper, arXiv:2405.04434
+    sec. 2.1; transformers 5.24 `DeepseekV3Attention` and the classes built from it: MiniCPM3, Youtu,
+    Sarvam-MLA, ...), else {}: the config names `kv_lora_rank`, `qk_nope_head_dim`, `qk_rope_head_dim`
+    and `v_head_dim`, and the model has the linear that expands the latent (in: kv_lora_rank, out:
+    heads x (nope + v), `kv_b_proj`). Such configs set `head_dim` to the rope part (RoPE's size), while
+    the query/key head is nope + rope; the cache holds the latent and the rope key
+    (`cache.update(kv_nope, k_rot)`), which layer kind "mla" counts."""
+    def dim(key: str) -> int:
+        v = cfg.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+    kv, nope, rope, v = dim("kv_lora_rank"), dim("qk_nope_head_dim"), dim("qk_rope_head_dim"), dim("v_head_dim")
+    if not (kv and nope and rope and v and heads):
+        return {}
+    if not any(g.role == "attention" and g.in_features == kv and g.out_features == heads * (nope + v) for g in linears):
+        return {}
+    return {"head_dim": nope + rope, "kv_lora_rank": kv, "q_lora_rank": dim("q_lora_rank"), "qk_rope_head_dim": rope, "v_head_dim": v}
 
 
 def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:

@@ -118,3 +118,26 @@ def test_peft_moe_remap_leaves_dense_and_shared_mlps_unadapted() -> None:
     # Kimi-K2 (same builder) is not among transformers' re-mapped model types: its dense MLP keeps its adapters.
     kimi = model_spec_from_config("kimi", {**_deepseek_v3(4), "model_type": "kimi_k2"})
     assert "mlp.gate_proj" in memory.lora_target_names(kimi, "all-linear")
+
+
+def test_inventory_reads_mla_from_the_config_and_the_model() -> None:
+    """MiniCPM3 (transformers 5.24 `MiniCPM3Config()` cut to 2 layers) has no analytic builder: its inventory spec takes
+    MLA from the config's kv_lora_rank / qk_nope / qk_rope / v_head_dim and the model's kv_b_proj (256 -> 40 x (64 + 64)).
+    Its config's `head_dim` (32) is the rope part; the query/key head is 64 + 32. The cache holds the latent and rope key."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import warnings
+
+    from transformers import AutoConfig
+
+    from calculator.verify.compare import cut_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = cut_config(AutoConfig.for_model("minicpm3").to_dict(), 2)
+    spec = model_spec_from_config("minicpm3-2l", cfg)
+    assert spec.counted_by == "inventory"
+    assert (spec.layer_types, spec.head_dim, spec.v_head_dim, spec.kv_lora_rank, spec.q_lora_rank, spec.qk_rope_head_dim) == (
+        ("mla", "mla"), 96, 64, 256, 768, 32)
+    assert memory.kv_cache_bytes_per_token(spec, 16) == 2 * (256 + 32) * 2
+    assert memory.mla_sdpa_accumulator_bytes_per_token(spec, 2) == 0  # 96 / 64 <= 128: the register-output kernel
