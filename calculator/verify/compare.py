@@ -40,6 +40,7 @@ global peak). `phases` compares the peak of each phase where both sides have one
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any, Literal
@@ -100,22 +101,27 @@ def _is_count(v: object) -> bool:
 
 
 def _fixed_length_keys(d: Mapping[str, Any]) -> frozenset[str]:
-    """Keys whose config class defaults them to a sequence of a length other than its default layer
-    count: a fixed shape, not one entry per layer. Mamba2 / FalconH1 / GraniteMoeHybrid
-    `time_step_limit = (0.0, inf)` (transformers 5.24 dataclass fields; their per-layer lists such as
-    `layer_types` default to None and are built in `__post_init__`): a 2-layer copy's pair is not cut
-    to one entry when the copy is cut to 1 layer (the class then refused it, or indexed past it)."""
-    import dataclasses
+    """Keys whose config class, built with its defaults, holds a sequence of a length other than its
+    layer count: a fixed shape, not one entry per layer. Mamba2 / FalconH1 / GraniteMoeHybrid
+    `time_step_limit = (0.0, inf)`, FalconH1's `mlp_multipliers` (gate, down: [1.0, 1.0], set in
+    `__post_init__`), transformers 5.24; per-layer lists (`layer_types`) have the default depth's
+    length there. A 2-layer copy's pair is then not cut to one entry when the copy is cut to the
+    1 layer a profile also traces (the classes refused it, or indexed past it)."""
+    model_type = d.get("model_type")
+    return _fixed_length_keys_of(model_type) if isinstance(model_type, str) else frozenset()
 
+
+@functools.cache
+def _fixed_length_keys_of(model_type: str) -> frozenset[str]:
     try:
         from transformers import CONFIG_MAPPING
 
-        cls = CONFIG_MAPPING[d["model_type"]]
-        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-    except (ImportError, KeyError, TypeError):
+        default = CONFIG_MAPPING[model_type]().to_dict()
+    except Exception:  # a class that does not build with its defaults: nothing is known to be fixed
         return frozenset()
-    depth = defaults.get(_depth_key(defaults) or "num_hidden_layers") if defaults else None
-    return frozenset(k for k, v in defaults.items() if isinstance(v, list | tuple) and v and len(v) != depth)
+    key = _depth_key(default)
+    depth = default.get(key) if key else None
+    return frozenset(k for k, v in default.items() if isinstance(v, list | tuple) and v and len(v) != depth)
 
 
 def _cut_layers(d: dict[str, Any], layers: int) -> None:
