@@ -752,15 +752,20 @@ _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2, "int64": 8, "int32":
                 "float8_e4m3fn": 1, "float8_e5m2": 1, "complex64": 8}
 
 
+def _model_dtype(inv: ModelInventory) -> str:
+    """The dtype most parameter elements have."""
+    by_dtype: dict[str, int] = {}
+    for g in inv.params:
+        by_dtype[g.dtype] = by_dtype.get(g.dtype, 0) + g.total
+    return max(by_dtype, key=by_dtype.__getitem__) if by_dtype else "bf16"
+
+
 def _buffer_split(inv: ModelInventory) -> tuple[int, int]:
     """(elements of floating buffers in the model's dtype, bytes of the other buffers). The model's
     dtype is the one most parameter elements have: a buffer made in it (`torch.zeros_like(weight)`,
     or any float buffer a module makes under the default dtype `from_config(dtype=...)` sets) is cast
     with the model; int64 position ids and RoPE frequencies made in fp32 keep their own dtype."""
-    by_dtype: dict[str, int] = {}
-    for g in inv.params:
-        by_dtype[g.dtype] = by_dtype.get(g.dtype, 0) + g.total
-    model_dtype = max(by_dtype, key=by_dtype.__getitem__) if by_dtype else "bf16"
+    model_dtype = _model_dtype(inv)
     elements = sum(g.total for g in inv.buffers if g.dtype == model_dtype)
     fixed = sum(g.total * _DTYPE_BYTES.get(g.dtype, 4) for g in inv.buffers if g.dtype != model_dtype)
     return elements, fixed
@@ -843,6 +848,9 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
         num_experts_per_tok=top_k if any(x.role == "expert" for x in linears) else 0,
         moe_intermediate_size=int(d.get("moe_intermediate_size") or d.get("intermediate_size") or 0) if num_experts else 0,
         num_moe_layers=fused_layers or (layers if num_experts else 0),
+        # A router whose weight the model keeps in fp32 while the rest is not (DeepseekV3TopkRouter and the classes
+        # built from it) computes fp32 logits and routing weights.
+        router_bytes=4 if any(g.role == "router" and g.dtype == "fp32" for g in inv.params) and _model_dtype(inv) != "fp32" else 0,
         is_encoder_decoder=inv.is_encoder_decoder, is_causal_lm=inv.is_causal_lm,
         num_encoder_layers=int(d.get("num_encoder_layers") or 0),
         tie_word_embeddings=inv.tie_word_embeddings, supports_sdpa=inv.supports_sdpa,

@@ -378,10 +378,14 @@ def prefill_transient_bytes(
     if moe_layers:
         # Per token-expert pair the larger of: gathered input + gate_up output + act + product
         # (h + 4I), and after the down projection the gathered input, the down output, the
-        # routing-weighted copy and its un-permuted copy (4h; `weighted_out[inv_perm]` while the
-        # others are still referenced, transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`).
-        pair = max(h + 4 * spec.moe_intermediate_size, 4 * h)
-        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * c * pair
+        # routing-weighted copy and its un-permuted copy (`weighted_out[inv_perm]` while the
+        # others are still referenced, transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`):
+        # 2ch + 2wh, the last two in the routing weights' dtype (`proj_out * sample_weights_g`
+        # promotes: fp32 under DeepSeek's fp32 router, `spec.router_bytes`; traced on Sarvam-MLA's MoE
+        # layer, 3 x 1,532 tokens: two bf16 and two fp32 [tokens x top_k, h] tensors at the peak).
+        w = spec.router_bytes or c
+        pair = max(c * (h + 4 * spec.moe_intermediate_size), 2 * c * h + 2 * w * h)
+        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * pair
         if spec.num_shared_experts:
             mlp += 3 * c * spec.num_shared_experts * spec.moe_intermediate_size
         mlps.append(mlp)

@@ -141,3 +141,18 @@ def test_inventory_reads_mla_from_the_config_and_the_model() -> None:
         ("mla", "mla"), 96, 64, 256, 768, 32)
     assert memory.kv_cache_bytes_per_token(spec, 16) == 2 * (256 + 32) * 2
     assert memory.mla_sdpa_accumulator_bytes_per_token(spec, 2) == 0  # 96 / 64 <= 128: the register-output kernel
+
+
+def test_fp32_routing_weights_make_the_weighted_expert_copies_fp32() -> None:
+    """DeepseekV3TopkRouter (transformers 5.24) keeps an fp32 weight and returns fp32 routing weights, so in
+    `grouped_mm_experts_forward` the routing-weighted expert output and its un-permuted copy are fp32 (traced on
+    Sarvam-MLA's MoE layer): per token-expert pair the gathered input and the down output (2 x 2h) and those two (2 x 4h)."""
+    spec = model_spec_from_config("deepseek-v3-4l", _deepseek_v3(4))
+    assert spec.router_bytes == 4
+    pair = max(2 * (H + 4 * 2048), 2 * 2 * H + 2 * 4 * H)
+    mlp = 4 * 2 * H + 256 * (2 + 4) + 8 * pair + 3 * 2 * 2048
+    assert mlp == 759_296
+    assert memory.prefill_transient_bytes(spec, batch_size=1, seq_len=1024, compute_bytes=2, attention="sdpa") == 1024 * mlp
+    bf16_router = dataclasses.replace(spec, router_bytes=0)  # a bf16 router (Mixtral, Qwen3-MoE): 4 x 2h per pair
+    assert memory.prefill_transient_bytes(bf16_router, batch_size=1, seq_len=1024, compute_bytes=2, attention="sdpa") == 1024 * (
+        mlp - 8 * (pair - 4 * 2 * H))
