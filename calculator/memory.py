@@ -617,8 +617,17 @@ def layer_saved_bytes_per_token(
     # MLP activations (beyond linear inputs).
     if moe:
         top_k = spec.num_experts_per_tok
-        expert = c * (h + 3 * inter) if frozen else c * (2 * h + 4 * inter)
+        # Per token-expert pair (transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`): the gathered
+        # input, the gate_up output and act(gate) (h + 3I); the product, which the down matmul saves when the down
+        # stack's weight trains (full, or LoRA merged into it: `lora_merged_expert_bytes`); the down output, which
+        # `proj_out * sample_weights_g` saves when the routing weights need a gradient (the router trains). Traced:
+        # Sarvam-MLA's MoE layer, LoRA all-linear (experts and router adapted), keeps 2h + 4I per pair, as full does.
+        experts_train = not frozen or any(adapters.adapts(g) for g in spec.linears if g.role == "expert")
+        router_trains = not frozen or any(adapters.adapts(g) for g in spec.linears if g.role == "router")
+        expert = c * (h + 3 * inter) + (c * inter if experts_train else 0) + (c * h if router_trains else 0)
         total += top_k * expert + 4 * spec.num_experts + c * h
+        if frozen and router_trains:
+            total += (spec.router_bytes or c) * h  # the router's input, saved for its adapter (fp32 under an fp32 router)
         if spec.num_shared_experts:
             shared = spec.num_shared_experts * inter
             total += 3 * c * shared + (0 if frozen else c * (h + shared))
@@ -639,7 +648,7 @@ def layer_saved_bytes_per_token(
             # MLP input (shared by gate/up, or cast per linear), down_proj input (unless the activation already keeps it)
             total += mlp_readers * c * h + c * inter * (mlp_saved_elements(spec, frozen=False) - mlp_saved_elements(spec, frozen=True))
         else:
-            total += c * h  # router input
+            total += (spec.router_bytes or c) * h  # router input (the fp32 copy an fp32 router multiplies)
     else:
         seen_inputs: set[int] = set()
         for g in per_layer_linears:

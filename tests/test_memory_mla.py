@@ -156,3 +156,17 @@ def test_fp32_routing_weights_make_the_weighted_expert_copies_fp32() -> None:
     bf16_router = dataclasses.replace(spec, router_bytes=0)  # a bf16 router (Mixtral, Qwen3-MoE): 4 x 2h per pair
     assert memory.prefill_transient_bytes(bf16_router, batch_size=1, seq_len=1024, compute_bytes=2, attention="sdpa") == 1024 * (
         mlp - 8 * (pair - 4 * 2 * H))
+
+
+def test_lora_on_experts_and_router_saves_what_full_saves_per_pair() -> None:
+    """With all-linear LoRA on the fused experts and the router (peft 0.21), the down matmul saves its input (the merged
+    stack trains) and the routing mul saves the down output (the routing weights need a gradient): 2h + 4I per
+    token-expert pair, as in full fine-tuning, and the router's fp32 input copy (4h) for its adapter. Without those
+    adapters (attention only), h + 3I and no router input."""
+    spec = model_spec_from_config("deepseek-v3-4l", _deepseek_v3(4))
+    kw = {"compute_bytes": 2, "seq_len": 1024, "attention": "sdpa", "moe_layer": True}
+    all_linear = memory.AdapterPlan(names=memory.lora_target_names(spec, "all-linear"), rank=16, adapter_bytes=4)
+    no_moe = memory.AdapterPlan(names=all_linear.names - {"experts.gate_up_proj", "experts.down_proj", "router"}, rank=16, adapter_bytes=4)
+    with_moe = memory.layer_saved_bytes_per_token(spec, adapters=all_linear, **kw)
+    without = memory.layer_saved_bytes_per_token(spec, adapters=no_moe, **kw)
+    assert with_moe - without == 8 * 2 * (H + 2048) + 4 * H
