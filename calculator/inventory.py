@@ -752,15 +752,20 @@ _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2, "int64": 8, "int32":
                 "float8_e4m3fn": 1, "float8_e5m2": 1, "complex64": 8}
 
 
+def _model_dtype(inv: ModelInventory) -> str:
+    """The dtype most parameter elements have."""
+    by_dtype: dict[str, int] = {}
+    for g in inv.params:
+        by_dtype[g.dtype] = by_dtype.get(g.dtype, 0) + g.total
+    return max(by_dtype, key=by_dtype.__getitem__) if by_dtype else "bf16"
+
+
 def _buffer_split(inv: ModelInventory) -> tuple[int, int]:
     """(elements of floating buffers in the model's dtype, bytes of the other buffers). The model's
     dtype is the one most parameter elements have: a buffer made in it (`torch.zeros_like(weight)`,
     or any float buffer a module makes under the default dtype `from_config(dtype=...)` sets) is cast
     with the model; int64 position ids and RoPE frequencies made in fp32 keep their own dtype."""
-    by_dtype: dict[str, int] = {}
-    for g in inv.params:
-        by_dtype[g.dtype] = by_dtype.get(g.dtype, 0) + g.total
-    model_dtype = max(by_dtype, key=by_dtype.__getitem__) if by_dtype else "bf16"
+    model_dtype = _model_dtype(inv)
     elements = sum(g.total for g in inv.buffers if g.dtype == model_dtype)
     fixed = sum(g.total * _DTYPE_BYTES.get(g.dtype, 4) for g in inv.buffers if g.dtype != model_dtype)
     return elements, fixed
@@ -828,10 +833,14 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
             text_cfg = {**config[key], **{k: config[k] for k in ("torch_dtype", "dtype") if k in config}}
             break
     window = d.get("sliding_window")
+    mla = _mla_dims(text_cfg, linears, heads) if isinstance(text_cfg, Mapping) else {}
+    if mla:
+        layer_types = tuple("mla" if kind == "full" else kind for kind in layer_types)
     return ModelSpec(
         model_id=model_id, model_type=inv.model_type, architecture=inv.class_name,
         hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=int(d.get("num_key_value_heads") or heads), head_dim=int(d.get("head_dim") or 0),
+        num_key_value_heads=heads if mla else int(d.get("num_key_value_heads") or heads),
+        head_dim=mla.pop("head_dim", 0) or int(d.get("head_dim") or 0), **mla,
         intermediate_size=int(d.get("intermediate_size") or 0), vocab_size=int(d.get("vocab_size") or 0),
         max_position_embeddings=_max_positions(text_cfg, int(d.get("max_position_embeddings") or 4096), model_id) if isinstance(text_cfg, Mapping) else 4096,
         layer_types=layer_types, sliding_window=int(window) if window else None,
@@ -839,6 +848,9 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
         num_experts_per_tok=top_k if any(x.role == "expert" for x in linears) else 0,
         moe_intermediate_size=int(d.get("moe_intermediate_size") or d.get("intermediate_size") or 0) if num_experts else 0,
         num_moe_layers=fused_layers or (layers if num_experts else 0),
+        # A router whose weight the model keeps in fp32 while the rest is not (DeepseekV3TopkRouter and the classes
+        # built from it) computes fp32 logits and routing weights.
+        router_bytes=4 if any(g.role == "router" and g.dtype == "fp32" for g in inv.params) and _model_dtype(inv) != "fp32" else 0,
         is_encoder_decoder=inv.is_encoder_decoder, is_causal_lm=inv.is_causal_lm,
         num_encoder_layers=int(d.get("num_encoder_layers") or 0),
         tie_word_embeddings=inv.tie_word_embeddings, supports_sdpa=inv.supports_sdpa,
@@ -848,6 +860,26 @@ def model_spec_from_inventory(inv: ModelInventory, *, model_id: str, config: Map
         quantization=parse_quantization_config(config), param_source="inventory", counted_by="inventory",
         notes=tuple(notes), raw_config=config,
     )
+
+
+def _mla_dims(cfg: Mapping[str, Any], linears: list[Any], heads: int) -> dict[str, int]:
+    """Multi-head latent attention's dimensions when the model has it (DeepSeek-V2 paper, arXiv:2405.04434
+    sec. 2.1; transformers 5.24 `DeepseekV3Attention` and the classes built from it: MiniCPM3, Youtu,
+    Sarvam-MLA, ...), else {}: the config names `kv_lora_rank`, `qk_nope_head_dim`, `qk_rope_head_dim`
+    and `v_head_dim`, and the model has the linear that expands the latent (in: kv_lora_rank, out:
+    heads x (nope + v), `kv_b_proj`). Such configs set `head_dim` to the rope part (RoPE's size), while
+    the query/key head is nope + rope; the cache holds the latent and the rope key
+    (`cache.update(kv_nope, k_rot)`), which layer kind "mla" counts."""
+    def dim(key: str) -> int:
+        v = cfg.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+    kv, nope, rope, v = dim("kv_lora_rank"), dim("qk_nope_head_dim"), dim("qk_rope_head_dim"), dim("v_head_dim")
+    if not (kv and nope and rope and v and heads):
+        return {}
+    if not any(g.role == "attention" and g.in_features == kv and g.out_features == heads * (nope + v) for g in linears):
+        return {}
+    return {"head_dim": nope + rope, "kv_lora_rank": kv, "q_lora_rank": dim("q_lora_rank"), "qk_rope_head_dim": rope, "v_head_dim": v}
 
 
 def spec_from_inventory(model_id: str, config: Mapping[str, Any]) -> Any:

@@ -117,6 +117,97 @@ def mlp_inference_elements(spec: ModelSpec) -> int:
 def fused_gate_up(spec: ModelSpec) -> bool:
     """Whether the dense MLP computes gate and up with one linear (Phi-3, GLM `gate_up_proj`)."""
     return any(g.role == "mlp" and g.is_nn_linear and g.name.endswith("gate_up_proj") for g in spec.linears)
+
+
+def moe_layer_split(spec: ModelSpec) -> tuple[int, int]:
+    """(dense, MoE) decoder layers. Mixed models run a dense MLP in some layers (DeepSeek-V3's
+    `first_k_dense_replace` = 3, Qwen2-MoE's `mlp_only_layers`; the builders count `num_moe_layers`
+    from the config), so a per-layer term is taken per kind: a DeepSeek-V3 copy cut to 2 layers
+    has no MoE layer at all."""
+    moe = min(spec.num_moe_layers, spec.num_hidden_layers) if spec.is_moe else 0
+    return spec.num_hidden_layers - moe, moe
+
+
+def is_mla(spec: ModelSpec) -> bool:
+    """Multi-head latent attention layers (DeepSeek-V2/V3 family, `spec._deepseek`)."""
+    return bool(spec.layer_types) and spec.layer_types[0] == "mla"
+
+
+# PyTorch's memory-efficient SDPA kernels (mem_eff_attention/kernels/cutlassF.h `dispatch_cutlassF_{bf16,f16}_sm80`,
+# pytorch/pytorch main for torch 2.13): the kernels for head sizes up to 128 have kMaxK == kKeysPerBlock and keep the
+# output in registers (`kSingleValueIteration`); above 128 the kernel (kKeysPerBlock 128, kMaxK 65536) accumulates in
+# an fp32 `output_accum` [B, M, heads, Kv] that attention.cu `_efficient_attention_forward` allocates for its run
+# (`kNeedsOutputAccumulatorBuffer`, kernel_forward.h: 16-bit output only). calculator/verify/_sdpa.py traces the same.
+MEM_EFFICIENT_REGISTER_OUTPUT_MAX_HEAD_DIM = 128
+
+
+def mla_sdpa_accumulator_bytes_per_token(spec: ModelSpec, compute_bytes: int) -> int:
+    """The fp32 output accumulator the GPU's memory-efficient SDPA kernel holds while it runs, per
+    token: 4 x heads x v_head_dim when the query/key head size differs from the value's (flash
+    needs them equal, sdp_utils.cpp `check_head_dim_size_flash`; memory-efficient only q = k,
+    `check_head_dim_size_mem_efficient`), the output is 16-bit and the larger head size exceeds
+    `MEM_EFFICIENT_REGISTER_OUTPUT_MAX_HEAD_DIM`. DeepSeek-V3 (192 / 128, 128 heads): 65,536 B."""
+    qk, v = spec.head_dim, spec.v_head_dim or spec.head_dim
+    if qk == v or compute_bytes >= 4 or max(qk, v) <= MEM_EFFICIENT_REGISTER_OUTPUT_MAX_HEAD_DIM:
+        return 0
+    return 4 * spec.num_attention_heads * v
+
+
+def mla_prefill_attention_bytes_per_token(spec: ModelSpec, compute_bytes: int) -> int:
+    """What is alive per token while an MLA layer's SDPA runs without grad (the prefill peak of a
+    DeepSeek-V3 layer), from transformers 5.24 `models/deepseek_v3/modeling_deepseek_v3.py`
+    `DeepseekV3Attention.forward` / `expand_kv` (c bytes; H heads, qk = nope + rope, v = v_head_dim):
+    - the hidden states the model and the decoder loop hold: `inputs_embeds`, the layer input /
+      residual and the normed input (3ch);
+    - `q_b_proj` (or `q_proj`) output, cH x qk, kept by the `q_pass` view; the rotated `q_rot`
+      (RoPE's `torch.cat`, cH x rope); `query_states = torch.cat((q_pass, q_rot))`, cH x qk;
+    - `kv_b_proj` output, cH x (nope + v), kept by the `k_nope` and `value_states` views; the
+      `key_states = new_empty(...)` that k_nope and the broadcast k_rot are copied into, cH x qk;
+    - `compressed_kv` (the `kv_a_proj_with_mqa` output, c x (kv_lora + rope)), still referenced; the
+      normalized latent and the rotated rope key went into the cache (counted with the KV cache);
+    - SDPA's output cH x v (no logsumexp without grad, attention.cpp `should_compute_logsumexp`)
+      and the larger of what comes next: on the GPU's memory-efficient kernel its fp32 accumulator
+      while it runs (`mla_sdpa_accumulator_bytes_per_token`), then o_proj's output ch, computed
+      while all of the above are still the forward's locals.
+    The q_a / kv_a latents and their norms are freed before SDPA. Traced (DeepSeek-V3 defaults cut
+    to 2 layers, bf16, 3 x 1,532 prompt tokens): 371,840 B/token at the kernel, the peak's tensors
+    one by one; a small copy with heads of 48 / 32 (no accumulator) peaks at o_proj."""
+    c = compute_bytes
+    heads = spec.num_attention_heads
+    qk, rope = spec.head_dim, spec.qk_rope_head_dim
+    v = spec.v_head_dim or qk
+    nope = qk - rope
+    per_head = 3 * qk + rope + (nope + v) + v
+    return (3 * c * spec.hidden_size + c * heads * per_head + c * (spec.kv_lora_rank + rope)
+            + max(mla_sdpa_accumulator_bytes_per_token(spec, c), c * spec.hidden_size))
+
+
+def mla_saved_attention_bytes_per_token(spec: ModelSpec, compute_bytes: int, *, frozen: bool) -> int:
+    """What an MLA layer's attention saves for backward per token beyond the layer norm and the
+    attention input (transformers 5.24 `DeepseekV3Attention`, SDPA as the GPU runs it):
+    - SDPA (`aten._scaled_dot_product_efficient_attention`, derivatives.yaml: query, key, value,
+      output, logsumexp; flash saves the same where the head sizes are equal): the concatenated
+      query cH x qk, the `key_states` copy cH x qk, the value, a view of the `kv_b_proj` output,
+      which keeps all of it alive (cH x (nope + v)), the output cH x v (also o_proj's input: the
+      kernel writes [batch, seq, heads, v], so `reshape(...).contiguous()` is a view), and the fp32
+      logsumexp [batch, heads, ceil(seq / 32) x 32] (~4H);
+    - `q_a_layernorm` and `kv_a_layernorm` (RMSNorm on the latents, `DeepseekV3RMSNorm`): each its
+      fp32 upcast (4r) and 1/rms (4), and the c-byte normalized tensor its weight multiplies when
+      that weight trains;
+    - full fine-tuning: `q_b_proj` and `kv_b_proj` save their inputs, the normed latents (c x
+      (q_lora + kv_lora)); LoRA's adapter inputs are counted with the other adapters.
+    RoPE saves only cos / sin (not per head). Traced (DeepSeek-V3 defaults cut to 2 layers, bf16,
+    3 x 1,536, full): 197,120 B/token for SDPA's tensors, 16,392 for the latent norms and inputs."""
+    c = compute_bytes
+    heads = spec.num_attention_heads
+    qk = spec.head_dim
+    v = spec.v_head_dim or qk
+    nope = qk - spec.qk_rope_head_dim
+    total = c * heads * (2 * qk + (nope + v) + v) + 4 * heads
+    for rank in (spec.q_lora_rank, spec.kv_lora_rank):
+        if rank:
+            total += 4 * rank + 4 + (0 if frozen else 2 * c * rank)
+    return total
 _QK_NORM_FAMILIES = frozenset({"qwen3", "qwen3_moe", "gemma3_text", "gemma3", "olmo2"})
 _SANDWICH_NORM_FAMILIES = frozenset({"gemma2", "gemma3_text", "gemma3"})
 
@@ -282,25 +373,30 @@ def prefill_transient_bytes(
     h = spec.hidden_size
     q = spec.num_attention_heads * spec.head_dim
     tokens = batch_size * seq_len
-    if spec.is_moe:
+    dense_layers, moe_layers = moe_layer_split(spec)
+    mlps = []
+    if moe_layers:
         # Per token-expert pair the larger of: gathered input + gate_up output + act + product
         # (h + 4I), and after the down projection the gathered input, the down output, the
-        # routing-weighted copy and its un-permuted copy (4h; `weighted_out[inv_perm]` while the
-        # others are still referenced, transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`).
-        pair = max(h + 4 * spec.moe_intermediate_size, 4 * h)
-        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * c * pair
+        # routing-weighted copy and its un-permuted copy (`weighted_out[inv_perm]` while the
+        # others are still referenced, transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`):
+        # 2ch + 2wh, the last two in the routing weights' dtype (`proj_out * sample_weights_g`
+        # promotes: fp32 under DeepSeek's fp32 router, `spec.router_bytes`; traced on Sarvam-MLA's MoE
+        # layer, 3 x 1,532 tokens: two bf16 and two fp32 [tokens x top_k, h] tensors at the peak).
+        w = spec.router_bytes or c
+        pair = max(c * (h + 4 * spec.moe_intermediate_size), 2 * c * h + 2 * w * h)
+        mlp = 4 * c * h + spec.num_experts * (c + 4) + spec.num_experts_per_tok * pair
         if spec.num_shared_experts:
             mlp += 3 * c * spec.num_shared_experts * spec.moe_intermediate_size
-    else:
-        mlp = c * (4 * h + mlp_inference_elements(spec) * spec.intermediate_size)
-    attn = c * (4 * h + 2 * q)
-    if spec.layer_types and spec.layer_types[0] == "mla":
-        # Expanded per-head K and V of MLA (qk_nope + rope, v_head_dim) exist per layer in prefill.
-        attn += c * spec.num_attention_heads * (spec.head_dim + spec.v_head_dim)
+        mlps.append(mlp)
+    if dense_layers or not mlps:
+        mlps.append(c * (4 * h + mlp_inference_elements(spec) * spec.intermediate_size))
+    mlp = max(mlps)
+    attn = mla_prefill_attention_bytes_per_token(spec, c) if is_mla(spec) else c * (4 * h + 2 * q)
     norm = c * h + 12 * h
     per_token = max(mlp, attn, norm)
     total = tokens * per_token
-    if spec.dual_ffn and audio_token_share is not None and not spec.is_moe:
+    if spec.dual_ffn and audio_token_share is not None and not moe_layers:
         n_audio = audio_positions(audio_token_share, seq_len)
         routed = batch_size * max(n_audio, seq_len - n_audio)
         mlp_total = tokens * 4 * c * h + routed * mlp_inference_elements(spec) * c * spec.intermediate_size
@@ -354,6 +450,18 @@ class AdapterPlan:
         return group.name in self.names
 
 
+# peft 0.21 `utils/transformers_weight_conversion.py` `_convert_peft_config_moe`, run by `get_peft_model` for the model
+# types transformers 5.24 re-maps to the "qwen2_moe" pattern (`transformers/conversion_mapping.py`
+# `_MODEL_TO_CONVERSION_PATTERN`; those of the analytic builders here): every target whose leaf name is a v4 expert
+# projection (`_MOE_TARGET_MODULE_MAPPING["qwen2_moe"]`: gate_proj, up_proj, down_proj) becomes a target *parameter* of
+# the fused experts (gate_up_proj, down_proj) and leaves `target_modules`, "all-linear" resolved to leaf names first. So
+# nn.Linear modules of those names, the dense MLP (DeepSeek-V3's first_k_dense_replace layers) and the shared experts,
+# get no adapter. Traced: DeepSeek-V3 defaults cut to 2 (dense) layers, all-linear r=16: 3,180,544 trainable parameters,
+# the attention projections' only.
+PEFT_MOE_REMAPPED_MODEL_TYPES = frozenset({"deepseek_v2", "deepseek_v3", "qwen3_moe"})
+PEFT_MOE_REMAPPED_LEAVES = frozenset({"gate_proj", "up_proj", "down_proj"})
+
+
 def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     """Module names peft adapts for `targets`.
 
@@ -362,10 +470,14 @@ def lora_target_names(spec: ModelSpec, targets: str) -> frozenset[str]:
     per expert, through parameter targeting) and the router: traced on Mixtral (calculator/verify).
     "attention" adapts the attention projections, "attention+mlp" those and the dense (or MoE
     shared-expert) MLP but not the routed experts or the router, "mlp" the feed-forward ones and
-    the experts, "qv" only query and value (the LoRA paper's setting).
+    the experts, "qv" only query and value (the LoRA paper's setting). For the model types of
+    `PEFT_MOE_REMAPPED_MODEL_TYPES`, nn.Linear gate/up/down projections are never adapted.
     """
     names = set()
+    remapped = spec.model_type in PEFT_MOE_REMAPPED_MODEL_TYPES
     for g in spec.linears:
+        if remapped and g.is_nn_linear and g.lora_all_linear is None and g.name.rsplit(".", 1)[-1] in PEFT_MOE_REMAPPED_LEAVES:
+            continue
         if targets == "all-linear" and g.lora_all_linear is not None:
             # peft's own resolution, read from the meta-device model (calculator/inventory.py).
             if g.lora_all_linear:
@@ -440,8 +552,12 @@ def layer_saved_bytes_per_token(
     attention: str,
     adapters: AdapterPlan | None,
     residual_bytes: int | None = None,
+    moe_layer: bool | None = None,
 ) -> int:
     """Bytes one decoder layer saves for backward per token (training, no checkpointing).
+
+    `moe_layer`: a layer with the routed experts (True) or the dense MLP (False); None: the MoE
+    layer when the model has any (`moe_layer_split`), else the dense one.
 
     `adapters=None` is full fine-tuning (every weight trainable); with an `AdapterPlan` the base
     is frozen. Derivation for a Llama-family layer in transformers 5 (c = 2 for bf16):
@@ -473,9 +589,8 @@ def layer_saved_bytes_per_token(
     heads = spec.num_attention_heads
     q = heads * spec.head_dim
     kv = spec.num_key_value_heads * spec.head_dim
-    if spec.layer_types and spec.layer_types[0] == "mla":
-        kv = heads * (spec.head_dim + spec.v_head_dim) // 2  # expanded K (qk dim) and V (v dim) per head
-    inter = spec.moe_intermediate_size if spec.is_moe else spec.intermediate_size
+    moe = moe_layer_split(spec)[1] > 0 if moe_layer is None else moe_layer
+    inter = spec.moe_intermediate_size if moe else spec.intermediate_size
     frozen = adapters is not None
     layernorm = spec.layer_norm
     per_layer_linears = [g for g in spec.linears if g.role in ("attention", "mlp") and g.count % max(spec.num_hidden_layers, 1) == 0]
@@ -494,11 +609,13 @@ def layer_saved_bytes_per_token(
         if spec.attn_logit_softcapping:
             # `scores = tanh(scores / cap) * cap` (Gemma2 eager_attention_forward): tanh saves its c-byte output.
             total += heads * seq_len * c
+    elif is_mla(spec):
+        total += mla_saved_attention_bytes_per_token(spec, c, frozen=frozen)
     else:
         total += c * (q + 2 * kv) + c * q + 4 * heads
 
     # MLP activations (beyond linear inputs).
-    if spec.is_moe:
+    if moe:
         top_k = spec.num_experts_per_tok
         expert = c * (h + 3 * inter) if frozen else c * (2 * h + 4 * inter)
         total += top_k * expert + 4 * spec.num_experts + c * h
@@ -518,7 +635,7 @@ def layer_saved_bytes_per_token(
         # over-counted before); eager's output is a fresh copy.
         attn_readers, mlp_readers = (1, 1) if r == c else stream_readers(spec)
         total += attn_readers * c * h + (c * q if attention == "eager" else 0)
-        if not spec.is_moe:
+        if not moe:
             # MLP input (shared by gate/up, or cast per linear), down_proj input (unless the activation already keeps it)
             total += mlp_readers * c * h + c * inter * (mlp_saved_elements(spec, frozen=False) - mlp_saved_elements(spec, frozen=True))
         else:
@@ -644,9 +761,13 @@ def training_activation_bytes(
             per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
                                                     residual_bytes=r) + extra_per_layer
         return tokens * (kept * (r * h + checkpointed_extra_per_layer) + rest * per_layer + head_inputs)
-    per_layer = layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
-                                            residual_bytes=r) + extra_per_layer
-    return tokens * (layers * per_layer + head_inputs)
+    moe_layers = moe_layer_split(spec)[1]
+    saved = 0
+    for count, moe in ((layers - moe_layers, False), (moe_layers, True)):
+        if count:
+            saved += count * layer_saved_bytes_per_token(spec, compute_bytes=c, seq_len=seq_len, attention=attention, adapters=adapters,
+                                                         residual_bytes=r, moe_layer=moe)
+    return tokens * (saved + layers * extra_per_layer + head_inputs)
 
 
 # torchtitan's op-level selective activation checkpointing (`mode = "selective"`,
@@ -900,7 +1021,7 @@ def layer_backward_transient_bytes(spec: ModelSpec, *, tokens: int, compute_byte
     Llama-3.2-3B / Qwen2.5-0.5B / Qwen3-4B copies need 3cI + 10h with an fp32 residual and about
     3cI + 5h with a bf16 one (benchmarks/results/trainer_traces-quick.md)."""
     r = residual_bytes or compute_bytes
-    inter = spec.moe_intermediate_size * max(spec.num_experts_per_tok, 1) if spec.is_moe else spec.intermediate_size
+    inter = spec.moe_intermediate_size * max(spec.num_experts_per_tok, 1) if moe_layer_split(spec)[1] else spec.intermediate_size
     return tokens * (3 * compute_bytes * inter + 5 * r * spec.hidden_size // 2)
 
 

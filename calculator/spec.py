@@ -108,6 +108,7 @@ class ModelSpec:
     layer_types: tuple[AttentionKind, ...]
     sliding_window: int | None = None
     kv_lora_rank: int = 0
+    q_lora_rank: int = 0  # MLA's query latent (q_a_proj -> q_a_layernorm -> q_b_proj); 0: one q_proj
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     num_experts: int = 0
@@ -115,6 +116,10 @@ class ModelSpec:
     moe_intermediate_size: int = 0
     num_moe_layers: int = 0
     num_shared_experts: int = 0
+    # Bytes per element of the routing weights that scale the experts' outputs, when the router runs in fp32 apart from
+    # the model's dtype (transformers 5.24 `DeepseekV3TopkRouter`: an fp32 weight, `F.linear(hidden.type(float32),
+    # weight.type(float32))`); 0: the compute dtype.
+    router_bytes: int = 0
     is_encoder_decoder: bool = False
     is_causal_lm: bool = True
     num_encoder_layers: int = 0
@@ -701,9 +706,11 @@ def _deepseek(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         head_dim=qk_head, intermediate_size=inter, vocab_size=vocab,
         max_position_embeddings=_max_positions(cfg, 4096, model_id),
-        layer_types=("mla",) * layers, kv_lora_rank=kv_lora, qk_rope_head_dim=rope, v_head_dim=v_dim,
+        layer_types=("mla",) * layers, kv_lora_rank=kv_lora, q_lora_rank=q_lora, qk_rope_head_dim=rope, v_head_dim=v_dim,
         num_experts=n_experts, num_experts_per_tok=top_k, moe_intermediate_size=moe_inter,
         num_moe_layers=moe_layers, num_shared_experts=n_shared, tie_word_embeddings=tie,
+        # DeepseekV2/V3TopkRouter (transformers 5.24): fp32 weight and logits, so fp32 routing weights.
+        router_bytes=4 if moe_layers else 0,
         checkpoint_dtype=checkpoint_dtype(cfg), linears=tuple(linears), embedding_params=vocab * h,
         other_params=other, notes=tuple(notes),
     )

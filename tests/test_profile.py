@@ -534,3 +534,22 @@ def test_a_set_whose_points_peaked_at_two_moments_gives_way_to_the_other() -> No
     p = MemoryProfile(model_type="x", config_hash="h", settings=default_settings(), versions={}, kinds=(("a", 1),),
                       fits=_with_large("full", small, large, clean, clean))
     assert p.phase_bytes("full", batch=1, tokens=10) == {"backward": {"kv_cache": 0, "logits": 2, "activations": 0, "gradients": 0}}
+
+
+def test_cutting_a_2_layer_copy_to_1_layer_keeps_fixed_pairs() -> None:
+    """A profile of a 2-layer copy traces 1- and 2-layer copies (`choose_depths`). Mamba2Config()
+    (transformers 5.24) defaults `time_step_limit` to the pair (0.0, inf) whatever the depth; cut
+    to 1 layer as if it were a per-layer list, it became (0.0,), which Mamba2 indexed past and
+    FalconH1 / GraniteMoeHybrid refused; FalconH1's `mlp_multipliers` (gate, down) is a pair its
+    `__post_init__` sets. Per-layer lists are still cut."""
+    pytest.importorskip("transformers")
+    from transformers import FalconH1Config, Mamba2Config, Qwen3NextConfig
+
+    from calculator.profile import sized_down_config
+    from calculator.verify.compare import cut_config
+
+    for cls in (Mamba2Config, FalconH1Config):
+        one = sized_down_config(cut_config(cls().to_dict(), 2), 1)
+        assert one["num_hidden_layers"] == 1 and list(one["time_step_limit"]) == [0.0, float("inf")]
+    assert sized_down_config(cut_config(FalconH1Config().to_dict(), 2), 1)["mlp_multipliers"] == [1.0, 1.0]
+    assert sized_down_config(cut_config(Qwen3NextConfig().to_dict(), 2), 1)["layer_types"] == ["linear_attention"]

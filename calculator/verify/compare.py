@@ -40,6 +40,7 @@ global peak). `phases` compares the peak of each phase where both sides have one
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any, Literal
@@ -99,6 +100,30 @@ def _is_count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _fixed_length_keys(d: Mapping[str, Any]) -> frozenset[str]:
+    """Keys whose config class, built with its defaults, holds a sequence of a length other than its
+    layer count: a fixed shape, not one entry per layer. Mamba2 / FalconH1 / GraniteMoeHybrid
+    `time_step_limit = (0.0, inf)`, FalconH1's `mlp_multipliers` (gate, down: [1.0, 1.0], set in
+    `__post_init__`), transformers 5.24; per-layer lists (`layer_types`) have the default depth's
+    length there. A 2-layer copy's pair is then not cut to one entry when the copy is cut to the
+    1 layer a profile also traces (the classes refused it, or indexed past it)."""
+    model_type = d.get("model_type")
+    return _fixed_length_keys_of(model_type) if isinstance(model_type, str) else frozenset()
+
+
+@functools.cache
+def _fixed_length_keys_of(model_type: str) -> frozenset[str]:
+    try:
+        from transformers import CONFIG_MAPPING
+
+        default = CONFIG_MAPPING[model_type]().to_dict()
+    except Exception:  # a class that does not build with its defaults: nothing is known to be fixed
+        return frozenset()
+    key = _depth_key(default)
+    depth = default.get(key) if key else None
+    return frozenset(k for k, v in default.items() if isinstance(v, list | tuple) and v and len(v) != depth)
+
+
 def _cut_layers(d: dict[str, Any], layers: int) -> None:
     """Cut one config dict to its first `layers` layers, with everything that is counted per layer
     cut to match (transformers 5.24's config validators reject a mismatch):
@@ -121,8 +146,9 @@ def _cut_layers(d: dict[str, Any], layers: int) -> None:
         left = layers
         for k in parts:
             d[k], left = min(d[k], left), left - min(d[k], left)
+    fixed = _fixed_length_keys(d)
     for k, v in list(d.items()):
-        if isinstance(v, list) and len(v) == n:
+        if isinstance(v, list) and len(v) == n and k not in fixed:
             d[k] = v[:layers]
         elif (isinstance(v, list) and v and all(_is_count(i) and 0 <= i < n for i in v)
               and "layer" in k):
