@@ -12,7 +12,10 @@ component the bytes are fitted as
 
 (B batch, S tokens: the prompt in prefill and training, the cache length in decode; S^2 only
 matters where attention is eager). Memory of a step is a sum of tensors alive at one moment, each
-sized by these products, so the fit is exact while the peak stays at the same place; a point held
+sized by these products, so the fit is exact while the peak stays at the same place. Where an
+inference forward peaks before the first layer (the attention masks) at some points and in the
+layers at others, the two moments are fitted apart, with a batch-free S^2 term (`_split_phases`),
+and the phase is the larger. A point held
 out of the fit checks it (`check_error_pct`: the fourth point when the first three fit a linear
 model, else a fifth). The fit is then evaluated at the full depth (n_k
 of the whole model), batch and context.
@@ -76,15 +79,21 @@ class ProfileUnavailableError(CalculatorError):
 
 @dataclass(frozen=True, slots=True)
 class Terms:
-    """const + per_seq x B + per_token x B x S + per_token2 x B x S^2, in bytes."""
+    """const + per_seq x B + per_token x B x S + per_token2 x B x S^2 (+ tokens2 x S^2), in bytes.
+
+    `tokens2` is an S^2 that does not grow with the batch: a mask computed from positions alone
+    (ModernBERT's sliding-window distances, `calculator.verify.profile_trace.PRE_LAYERS`). Only the
+    moments of a split phase fit it (`_split_fit_points`); it is 0, and not written, elsewhere."""
 
     const: float = 0.0
     per_seq: float = 0.0
     per_token: float = 0.0
     per_token2: float = 0.0
+    tokens2: float = 0.0
 
     def at(self, batch: int, tokens: int) -> float:
-        return self.const + batch * (self.per_seq + tokens * (self.per_token + tokens * self.per_token2))
+        value = self.const + batch * (self.per_seq + tokens * (self.per_token + tokens * self.per_token2))
+        return value + self.tokens2 * tokens * tokens if self.tokens2 else value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,7 +184,7 @@ class MemoryProfile:
 
     def to_json(self) -> dict[str, Any]:
         def terms(t: Terms) -> list[float]:
-            return [t.const, t.per_seq, t.per_token, t.per_token2]
+            return [t.const, t.per_seq, t.per_token, t.per_token2, *([t.tokens2] if t.tokens2 else [])]
 
         return {
             "format": PROFILE_FORMAT,
@@ -401,7 +410,8 @@ def sized_down_config(config: Mapping[str, Any], depth: int) -> dict[str, Any]:
 
 
 def _features(batch: int, tokens: int, cols: Sequence[str]) -> list[float]:
-    values = {"const": 1.0, "per_seq": float(batch), "per_token": float(batch * tokens), "per_token2": float(batch * tokens * tokens)}
+    values = {"const": 1.0, "per_seq": float(batch), "per_token": float(batch * tokens), "per_token2": float(batch * tokens * tokens),
+              "tokens2": float(tokens * tokens)}
     return [values[c] for c in cols]
 
 
@@ -416,6 +426,7 @@ def _lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
 
 
 _COLS = ("const", "per_seq", "per_token", "per_token2")
+_SPLIT_COLS = (*_COLS, "tokens2")  # the moments of a split phase (`_split_phases`), on five points
 _KV_COLS = ("per_seq", "per_token")
 
 
@@ -513,14 +524,17 @@ def _check(mode: str, phase: str, fits: Mapping[str, ComponentFit], counts: Mapp
 
 
 def _fit_mode(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]], order: Sequence[str], windows: Mapping[str, int],
-              points: Sequence[tuple[int, int]]) -> tuple[dict[str, ComponentFit], dict[str, float], set[str]]:
+              points: Sequence[tuple[int, int]], fifth: Sequence[tuple[dict[str, int], tuple[str, ...], Any]] = (),
+              moments: frozenset[str] = frozenset()) -> tuple[dict[str, ComponentFit], dict[str, float], set[str]]:
     """The fits of one mode's phases, the held-out checks of the linear ones, and the quadratic phases.
 
     With four points the four terms per kind are determined exactly (the quadratic fit). Per phase,
     the three linear terms are first fitted on the first three points and the fourth is predicted:
     within `LINEAR_TOLERANCE` of the phase's peak, the phase is linear (per_token2 = 0, refitted on
     all four points) and the fourth point was its held-out check, so no fifth point is needed for
-    it. Otherwise the phase gets the quadratic fit on all four (and no check here)."""
+    it. Otherwise the phase gets the quadratic fit on all four (and no check here), or, for the
+    `moments` of a split phase (`_split_phases`), the quadratic fit with the batch-free S^2 too
+    (`_SPLIT_COLS`) on the four and the `fifth` point's runs."""
     phases = sorted({p for _, _, r in runs for p in r.phases})
     everything = _observations(mode, runs, points)
     if len(points) < 4:
@@ -536,10 +550,65 @@ def _fit_mode(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], A
         if errors and all(abs(e) <= LINEAR_TOLERANCE * 100.0 for e in errors):
             fits.update(_phase_fits(mode, phase, everything, order, windows, _COLS[:3]))
             checks[f"{mode}/{phase}"] = round(max(errors, key=abs), 3)
+        elif phase in moments and fifth:
+            five = [*points, *{(r.batch, r.length) for _, _, r in fifth}]
+            fits.update(_phase_fits(mode, phase, _observations(mode, [*runs, *fifth], five), order, windows, _SPLIT_COLS))
+            quadratic.add(phase)
         else:
             fits.update(_phase_fits(mode, phase, everything, order, windows, _COLS))
             quadratic.add(phase)
     return fits, checks, quadratic
+
+
+def _moving_phases(runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]]) -> tuple[str, ...]:
+    """The phases (`profile_trace.SPLIT_PHASES`) whose peak is before the first decoder layer at some
+    points and in the layers at others (`PointResult.moments`). Where the peak stays at one of the two,
+    the phase's peak is that moment's at every point and the phase is fitted whole, as before the
+    moments were recorded."""
+    from .verify.profile_trace import LAYERS, PRE_LAYERS, SPLIT_PHASES
+
+    out = []
+    for phase in SPLIT_PHASES:
+        before_layers = set()
+        for _, _, r in runs:
+            pre, layers = r.moments.get(f"{phase}{MOMENT}{PRE_LAYERS}"), r.moments.get(f"{phase}{MOMENT}{LAYERS}")
+            if pre is not None and layers is not None:
+                before_layers.add(pre["peak"] > layers["peak"])
+        if len(before_layers) > 1:
+            out.append(phase)
+    return tuple(out)
+
+
+def _split_phases(runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]], split: Sequence[str]
+                  ) -> list[tuple[dict[str, int], tuple[str, ...], Any]]:
+    """`runs` with each phase of `split` replaced by its two moments: the layers' under the phase's
+    own name (with the cache), the one before the layers as "phase:pre_layers". Each is one moment
+    whose bytes follow the fit's terms; `MemoryProfile.phase_bytes` takes the larger."""
+    from dataclasses import replace
+
+    from .verify.profile_trace import LAYERS, PRE_LAYERS
+
+    out = []
+    for counts, kinds, r in runs:
+        phases = dict(r.phases)
+        for phase in split:
+            pre, layers = r.moments.get(f"{phase}{MOMENT}{PRE_LAYERS}"), r.moments.get(f"{phase}{MOMENT}{LAYERS}")
+            if phase in phases and pre is not None and layers is not None:
+                phases[phase] = layers
+                phases[f"{phase}{MOMENT}{PRE_LAYERS}"] = pre
+        out.append((counts, kinds, replace(r, phases=phases)))
+    return out
+
+
+def _split_fit_point(points: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+    """The fifth point of a split phase's moments: the largest batch at the longest length (2 x 4,096
+    with `FIT_POINTS`). The S^2 of a mask made from positions alone does not grow with the batch, the
+    scores of eager attention do; with the four points, of which only one is at another batch, the
+    two cannot be told apart. None when the five leave the five terms undetermined."""
+    fifth = (max(b for b, _ in points), max(s for _, s in points))
+    if fifth in points or _rank([[round(v) for v in _features(b, s, _SPLIT_COLS)] for b, s in [*points, fifth]]) < len(_SPLIT_COLS):
+        return None
+    return fifth
 
 
 def _short(kind: str) -> str:
@@ -556,7 +625,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
 
     Bounded: at most `max_depth` layers per copy and `max_seconds` in all (`TraceUnsupportedError`
     past the deadline). Modes a model cannot run (training an encoder) are left out with a note."""
-    from .verify.profile_trace import layer_kinds, run_points, versions
+    from .verify.profile_trace import PRE_LAYERS, layer_kinds, run_points, versions
     from .verify.trace import TraceUnsupportedError
 
     started = time.monotonic()
@@ -621,9 +690,20 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
     for mode in modes:
         try:
             runs = trace(mode, points)
-            mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points)
+            # A forward whose peak moves between the masks before the layers and the layers themselves
+            # is fitted as the two moments, each on five points (`_split_phases`).
+            split = _moving_phases(runs)
+            fifth_point = _split_fit_point(points) if split else None
+            fifth = _split_phases(trace(mode, [fifth_point]), split) if fifth_point else []
+            runs = _split_phases(runs, split)
+            moments = frozenset(p for phase in split for p in (phase, f"{phase}{MOMENT}{PRE_LAYERS}"))
+            if split:
+                notes.append(f"The {' and '.join(split)} peak is before the first layer (embeddings, attention masks) at some points and in the "
+                             "layers at others: each moment was fitted on its own" +
+                             (f", with a fifth point ({fifth_point[0]} x {fifth_point[1]:,} tokens)." if fifth_point else "."))
+            mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points, fifth, moments)
             # Phases linear in B x S were checked at the fourth point; the others at a fifth, if asked.
-            held_out = trace(mode, [check_point]) if quadratic and check_point is not None else []
+            held_out = _split_phases(trace(mode, [check_point]), split) if quadratic and check_point is not None else []
         except TraceUnsupportedError as e:
             if mode == "inference" or time.monotonic() > deadline:
                 raise
@@ -789,7 +869,7 @@ def _fill_missing(fits: dict[str, ComponentFit], missing: Sequence[str]) -> dict
         if not traced:
             out[key] = f
             continue
-        mean = Terms(*(sum(getattr(t, a) for t in traced) / len(traced) for a in _COLS))
+        mean = Terms(*(sum(getattr(t, a) for t in traced) / len(traced) for a in _SPLIT_COLS))
         out[key] = ComponentFit(base=f.base, per_kind=tuple((k, mean if k in missing else t) for k, t in f.per_kind))
     return out
 

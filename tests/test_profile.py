@@ -337,6 +337,81 @@ def test_traced_depths_say_what_was_traced(monkeypatch: pytest.MonkeyPatch) -> N
     assert any("2-layer copy was asked for and transformers built 28 layers" in n for n in made.notes)
 
 
+def _fake_forward(monkeypatch: pytest.MonkeyPatch, pre, layers) -> None:
+    """`run_points` of an encoder whose forward peaks before the first layer at pre(b, s, n) and in
+    the layers at layers(b, s, n) bytes (kinds: four "L"; weights 10^9 B at both moments)."""
+    from calculator.verify import profile_trace
+    from calculator.verify.profile_trace import LAYERS, PRE_LAYERS, PointResult
+
+    monkeypatch.setattr(profile_trace, "layer_kinds", lambda cfg: ("L",) * 4)
+    monkeypatch.setattr(profile_trace, "versions", lambda: {})
+
+    def fake_run_points(cfg, *, mode, points, **_):
+        n = cfg["num_hidden_layers"]
+
+        def at(y: int) -> dict:
+            return {"activations": y, "gradients": 0, "peak": y + 10**9}
+
+        out = []
+        for b, s in points:
+            moments = {f"forward:{PRE_LAYERS}": at(pre(b, s, n)), f"forward:{LAYERS}": at(layers(b, s, n))}
+            out.append(PointResult(batch=b, length=s, context=s, phases={"forward": at(max(pre(b, s, n), layers(b, s, n)))},
+                                   moments=moments, seconds=0.01))
+        return out, [], ("L",) * n
+
+    monkeypatch.setattr(profile_trace, "run_points", fake_run_points)
+
+
+def test_forward_whose_peak_moves_from_the_mask_to_the_layers_is_fitted_as_two_moments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ModernBERT's sliding-window mask (16 x S^2 B of int64 distances, whatever the batch) is the
+    forward's peak at batch 1 and long prompts, the layers at larger batches. Each moment is fitted
+    on its own (with a batch-free S^2 term and a fifth point) and the phase is the larger: exact at
+    1 x 3,072 (mask) and 3 x 1,536 (layers), at the full depth, off the fit points."""
+    pytest.importorskip("torch")
+    from calculator import profile
+
+    def pre(b: int, s: int, n: int) -> int:  # embeddings and the positions-only mask: no layers
+        return 10_000 + 1_000 * b * s + 16 * s * s
+
+    def layers(b: int, s: int, n: int) -> int:  # per layer B x S, and the boolean [1, 1, S, S] mask kept
+        return n * 10_000 * b * s + s * s
+
+    _fake_forward(monkeypatch, pre, layers)
+    made = profile.make_profile({"model_type": "enc", "num_hidden_layers": 4}, modes=("inference",), check_point=None)
+    assert "inference/forward:pre_layers/activations" in made.fits and any("each moment was fitted on its own" in n for n in made.notes)
+    for b, s in ((1, 3072), (3, 1536)):
+        got = made.phase_bytes("inference", batch=b, tokens=s)["forward"]
+        assert sum(got.values()) == pytest.approx(max(pre(b, s, 4), layers(b, s, 4)), rel=1e-6), (b, s)
+    again = MemoryProfile.from_json(json.loads(json.dumps(made.to_json())))
+    assert again.phase_bytes("inference", batch=1, tokens=3072) == made.phase_bytes("inference", batch=1, tokens=3072)
+
+
+def test_forward_whose_peak_stays_in_the_layers_gives_the_same_profile_as_before_moments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the peak is in the layers at every point, the moments change nothing: the profile is the
+    one made from the whole phase alone, to the byte (profiles made before the moments stay valid)."""
+    pytest.importorskip("torch")
+    from calculator import profile
+
+    def pre(b: int, s: int, n: int) -> int:
+        return 1_000 * b * s
+
+    def layers(b: int, s: int, n: int) -> int:
+        return n * 10_000 * b * s + 7 * b * s * s
+
+    _fake_forward(monkeypatch, pre, layers)
+    cfg = {"model_type": "enc", "num_hidden_layers": 4}
+    with_moments = profile.make_profile(cfg, modes=("inference",), check_point=None).to_json()
+    from calculator.verify import profile_trace
+
+    traced = profile_trace.run_points
+    monkeypatch.setattr(profile_trace, "run_points", lambda *a, **k: ([dataclasses.replace(r, moments={}) for r in traced(*a, **k)[0]],
+                                                                      *traced(*a, **k)[1:]))
+    without = profile.make_profile(cfg, modes=("inference",), check_point=None).to_json()
+    with_moments.pop("seconds"), without.pop("seconds")
+    assert json.dumps(with_moments, sort_keys=True) == json.dumps(without, sort_keys=True)
+    assert "inference/forward:pre_layers/activations" not in with_moments["fits"]
+
+
 def _points(fn) -> list:
     """Point results of two depths (1 and 2 layers of kind "a") whose prefill activations are fn(b, s, n)."""
     from types import SimpleNamespace

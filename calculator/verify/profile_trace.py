@@ -37,6 +37,7 @@ from torch._subclasses.fake_tensor import (
     UnsupportedOperatorException,
 )
 
+from ..profile import MOMENT
 from ..workload import Workload
 from . import _harness, routing
 from .inputs import next_step_inputs, token_inputs, training_labels
@@ -60,20 +61,55 @@ class PointResult:
     kv_by_layer: dict[str, tuple[int, ...]] = field(default_factory=dict)
     windows: tuple[int, ...] = ()  # per cache layer: positions kept at most (0: all)
     seconds: float = 0.0  # CPU seconds of this point's run
+    # "phase:moment" (`calculator.profile.MOMENT`) -> as `phases`, at that moment's own peak (`PRE_LAYERS`, `LAYERS` of `SPLIT_PHASES`)
+    moments: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+# The moments a forward (an encoder's "forward", a generator's "prefill") is cut into, each with its
+# own peak beside the whole phase's (`_ProfileTracker.moment`): before the first decoder layer (the
+# embeddings and the attention masks) and from it on (the layers, the head). The whole phase's peak
+# is the larger of the two; where it is one at some points and the other at others, the profile
+# fits each on its own (`calculator.profile._split_phases`). Traced, 2-layer ModernBERT
+# (transformers 5.24): its bidirectional sliding-window mask computes `abs(q_idx - kv_idx)` as two
+# int64 [1, 1, S, S] temporaries (masking_utils.py `sliding_window_bidirectional_overlay`), 16 x S^2 B
+# whatever the batch: the prefill peak at 1 x 2,048 tokens (70.3 MB), while at 2 x 2,048 it is in
+# the layers (99.7 MB), so a fit of the whole followed neither (-30.4% at 3 x 1,536).
+PRE_LAYERS = "pre_layers"
+LAYERS = "layers"
+SPLIT_PHASES: tuple[str, ...] = ("forward", "prefill")
 
 
 class _ProfileTracker(_harness._PhaseTracker):
-    """`_PhaseTracker` that also keeps the category split at each phase's own peak."""
+    """`_PhaseTracker` that also keeps the category split at each phase's own peak, and the peak and
+    split of each moment of the phase (`moment`; recorded as "phase:moment", the phase's own peak
+    unchanged)."""
 
     def __init__(self, deadline: float | None, max_seconds: float | None) -> None:
         super().__init__(deadline, max_seconds)
         self.phase_split: dict[str, dict[str, int]] = {}
+        self.moment: str | None = None
+
+    def set_phase(self, phase: str | None) -> None:
+        self.moment = None
+        super().set_phase(phase)
+
+    def set_moment(self, moment: str | None) -> None:
+        self.moment = moment
+        self._record()
 
     def _record(self) -> None:
         before = self.phase_peaks.get(self.phase, -1) if self.phase is not None else None
         super()._record()
-        if self.phase is not None and self.phase_peaks.get(self.phase, -1) > before:
+        if self.phase is None:
+            return
+        if self.phase_peaks.get(self.phase, -1) > before:
             self.phase_split[self.phase], _ = self.current()
+        if self.moment is not None:
+            key = f"{self.phase}{MOMENT}{self.moment}"
+            split, total = self.current()
+            if total > self.phase_peaks.get(key, -1):
+                self.phase_peaks[key] = total
+                self.phase_split[key] = split
 
 
 def hf_config(config: Mapping[str, Any]) -> Any:
@@ -216,14 +252,17 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
         if not causal:
             tracker.reset_mod_stats()
             tracker.set_phase("forward")
+            tracker.set_moment(PRE_LAYERS if layers is not None else None)
             inputs = _inputs(model, vocab, batch, length)
             tracker.mark_inputs(*inputs.values())
             out = model(**inputs)
             tracker.set_phase(None)
             del out
-            return PointResult(batch=batch, length=length, context=length, phases={"forward": _split(tracker, "forward", 0)})
+            return PointResult(batch=batch, length=length, context=length, phases={"forward": _split(tracker, "forward", 0)},
+                               moments=_moments(tracker, "forward", 0))
         baseline = {id(t) for _, _, t in _harness.module_state_tensors(model)}
         tracker.set_phase("prefill")
+        tracker.set_moment(PRE_LAYERS if layers is not None else None)
         inputs = _inputs(model, vocab, batch, length)
         tracker.mark_inputs(*inputs.values())
         cache = _harness.new_generation_cache(model)
@@ -262,7 +301,30 @@ def _inference_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, cau
     if generated >= 2:
         phases["decode"] = _split(tracker, "decode", sum(kv_decode))
         kv["decode"] = kv_decode
-    return PointResult(batch=batch, length=length, context=length + max(generated - 1, 0), phases=phases, kv_by_layer=kv, windows=windows)
+    return PointResult(batch=batch, length=length, context=length + max(generated - 1, 0), phases=phases, kv_by_layer=kv, windows=windows,
+                       moments=_moments(tracker, "prefill", sum(kv_prefill)))
+
+
+def _moments(tracker: _ProfileTracker, phase: str, kv: int) -> dict[str, dict[str, int]]:
+    """`phase`'s moments as `_split` gives a phase. Before the first layer the cache holds nothing
+    (transformers' DynamicCache fills its layers as they run), so only the layers' moment has the
+    cache taken out of its activations."""
+    out = {}
+    for moment, cache in ((PRE_LAYERS, 0), (LAYERS, kv)):
+        key = f"{phase}{MOMENT}{moment}"
+        if key in tracker.phase_peaks:
+            out[key] = _split(tracker, key, cache)
+    return out
+
+
+def _enter_layers(tracker: _ProfileTracker) -> Callable[..., None]:
+    """Forward pre-hook of the first decoder layer: the phase's moment before the layers ends."""
+
+    def hook(_module: nn.Module, _args: Any) -> None:
+        if tracker.moment == PRE_LAYERS:
+            tracker.set_moment(LAYERS)
+
+    return hook
 
 
 def _seq2seq_point(model: nn.Module, tracker: _ProfileTracker, vocab: int, batch: int, length: int, generated: int) -> PointResult:
@@ -533,6 +595,10 @@ def run_points(
                     model.eval()
                     model.requires_grad_(False)
                     tracker.track_external(model)
+                    if layers is not None and len(layers):
+                        layers[0].register_forward_pre_hook(_enter_layers(tracker))
+                    else:
+                        layers = None  # no moments without a first layer to cut at
                     for b, s in points:
                         tracker.phase_split.clear()
                         tracker.phase_peaks.clear()
