@@ -219,6 +219,8 @@ def _inference_phases(spec: ModelSpec, w: Workload, fmt: WeightFormat, weights: 
     decode_act = memory.prefill_transient_bytes(spec, batch_size=b, seq_len=1, compute_bytes=c, attention="sdpa")
     if w.attention == "eager":
         decode_act += b * spec.num_attention_heads * w.context_length * memory.eager_score_bytes(spec, c)
+    # The last step runs on prompt + new - 1 cached positions.
+    decode_act += memory.mla_decode_expansion_bytes(spec, batch_size=b, keys=max(w.context_length - 1, 1), compute_bytes=c)
     decode = Breakdown(
         weights_bytes=weights,
         kv_cache_bytes=memory.kv_cache_bytes(spec, batch_size=b, seq_len=w.context_length, kv_bits=kv_bits),
@@ -256,6 +258,7 @@ def _generate_cache_phases(spec: ModelSpec, w: Workload, c: int, kv_bits: int, w
         decode_keys = w.context_length
     if w.attention == "eager":
         decode_act += b * spec.num_attention_heads * decode_keys * memory.eager_score_bytes(spec, c)
+    decode_act += memory.mla_decode_expansion_bytes(spec, batch_size=b, keys=decode_keys, compute_bytes=c)
     phases = {"prefill": Breakdown(weights_bytes=weights, kv_cache_bytes=prefill_kv, activations_bytes=prefill_act, logits_bytes=logits)}
     if w.generated_tokens:
         phases["decode"] = Breakdown(weights_bytes=weights, kv_cache_bytes=decode_kv, activations_bytes=decode_act, logits_bytes=logits)

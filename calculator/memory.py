@@ -182,6 +182,20 @@ def mla_prefill_attention_bytes_per_token(spec: ModelSpec, compute_bytes: int) -
             + max(mla_sdpa_accumulator_bytes_per_token(spec, c), c * spec.hidden_size))
 
 
+def mla_decode_expansion_bytes(spec: ModelSpec, *, batch_size: int, keys: int, compute_bytes: int) -> int:
+    """What an MLA layer expands from its latent cache at each decoding step over `keys` cached positions
+    (transformers 5.24 `DeepseekV3Attention.forward`: `cache.update` returns the whole latent, which `expand_kv` runs
+    through kv_b_proj, cH x (nope + v) per position, and copies into `key_states`, cH x qk): batch x keys x
+    cH x (nope + v + qk). Traced (DeepSeek-V3 defaults cut to 2 layers, 3 x 1,535 keys at the last step): the decode
+    peak's two largest tensors, 528 MB of its 540 MB above the weights."""
+    if not is_mla(spec):
+        return 0
+    qk = spec.head_dim
+    v = spec.v_head_dim or qk
+    nope = qk - spec.qk_rope_head_dim
+    return batch_size * keys * compute_bytes * spec.num_attention_heads * (nope + v + qk)
+
+
 def mla_saved_attention_bytes_per_token(spec: ModelSpec, compute_bytes: int, *, frozen: bool) -> int:
     """What an MLA layer's attention saves for backward per token beyond the layer norm and the
     attention input (transformers 5.24 `DeepseekV3Attention`, SDPA as the GPU runs it):

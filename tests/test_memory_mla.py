@@ -170,3 +170,20 @@ def test_lora_on_experts_and_router_saves_what_full_saves_per_pair() -> None:
     with_moe = memory.layer_saved_bytes_per_token(spec, adapters=all_linear, **kw)
     without = memory.layer_saved_bytes_per_token(spec, adapters=no_moe, **kw)
     assert with_moe - without == 8 * 2 * (H + 2048) + 4 * H
+
+
+def test_mla_decode_expands_the_whole_latent_cache() -> None:
+    """Each decoding step runs kv_b_proj over every cached latent and copies key_states: batch x keys x 2H x (128 + 128 +
+    192) bytes for DeepSeek-V3, the decode peak of a short prompt with many new tokens (traced, 2 layers, 3 x (136 + 1,400):
+    estimate +0.06%). A model without MLA expands nothing."""
+    spec = model_spec_from_config("deepseek-v3-2l", _deepseek_v3())
+    assert memory.mla_decode_expansion_bytes(spec, batch_size=3, keys=1535, compute_bytes=2) == 3 * 1535 * 2 * HEADS * (NOPE + V + QK)
+    from calculator.estimate import estimate
+    from calculator.workload import Workload
+
+    w = Workload(mode="inference", precision="bf16", context_length=1536, generated_tokens=1400, batch_size=3, speech_codec=False)
+    phases = estimate(spec, w).phases
+    assert phases["decode"] > phases["prefill"]
+    llama = model_spec_from_config("llama", {"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 2, "num_attention_heads": 8,
+                                             "intermediate_size": 1024, "vocab_size": 1000})
+    assert memory.mla_decode_expansion_bytes(llama, batch_size=3, keys=1535, compute_bytes=2) == 0
