@@ -702,6 +702,14 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
                              "layers at others: each moment was fitted on its own" +
                              (f", with a fifth point ({fifth_point[0]} x {fifth_point[1]:,} tokens)." if fifth_point else "."))
             mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points, fifth, moments)
+            # A phase with an S^2 term is fitted on five points too, with the batch-free S^2: its S^2
+            # may be part scores that grow with the batch, part masks or index scores made from positions
+            # alone (DeepSeek sparse attention's indexer: a 2-layer DeepSeek-V3.2 prefill fitted on the
+            # four points missed 3 x 1,536 by +19.9%). With one point at batch 2 the two cannot be told apart.
+            if quadratic - moments and not fifth and (fifth_point := _split_fit_point(points)):
+                fifth = _split_phases(trace(mode, [fifth_point]), split)
+                moments = moments | quadratic
+                mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points, fifth, moments)
             # Phases linear in B x S were checked at the fourth point; the others at a fifth, if asked.
             held_out = _split_phases(trace(mode, [check_point]), split) if quadratic and check_point is not None else []
         except TraceUnsupportedError as e:

@@ -412,6 +412,26 @@ def test_forward_whose_peak_stays_in_the_layers_gives_the_same_profile_as_before
     assert "inference/forward:pre_layers/activations" not in with_moments["fits"]
 
 
+def test_quadratic_phase_with_a_batch_free_s2_is_fitted_on_five_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S^2 that is part scores (grows with the batch) and part a mask or index made from positions
+    alone (DeepSeek sparse attention's indexer) cannot be split by four points with one at batch 2: the
+    quadratic phase is fitted again with the batch-free S^2 on a fifth point, exact at 3 x 1,536."""
+    pytest.importorskip("torch")
+    from calculator import profile
+
+    def pre(b: int, s: int, n: int) -> int:
+        return 1_000 * b * s
+
+    def layers(b: int, s: int, n: int) -> int:
+        return n * 10_000 * b * s + 7 * b * s * s + 40 * s * s
+
+    _fake_forward(monkeypatch, pre, layers)
+    made = profile.make_profile({"model_type": "enc", "num_hidden_layers": 4}, modes=("inference",), check_point=None)
+    got = made.phase_bytes("inference", batch=3, tokens=1536)["forward"]
+    assert sum(got.values()) == pytest.approx(layers(3, 1536, 4), rel=1e-6)
+    assert made.fits["inference/forward/activations"].base.tokens2 == pytest.approx(40, rel=1e-6)
+
+
 def _points(fn) -> list:
     """Point results of two depths (1 and 2 layers of kind "a") whose prefill activations are fn(b, s, n)."""
     from types import SimpleNamespace
