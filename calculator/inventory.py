@@ -715,7 +715,7 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
 
     import torch
 
-    from .verify._harness import resolve_lora_targets
+    from .verify._harness import resolve_lora_targets, tuple_returning_linears
 
     base_modules = {id(m): m for m in model.modules()}
     try:
@@ -724,7 +724,10 @@ def _peft_all_linear(model: Any) -> tuple[dict[tuple[int, str], int] | None, str
         targets, refused = resolve_lora_targets(model, "all-linear")
         with warnings.catch_warnings(), torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            peft_model = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules=targets))
+            # nn.Linear subclasses returning a tuple (PhiMoE's router) are left out, as the traces and a run that
+            # works do (`tuple_returning_linears`: peft's wrapper cannot add to a tuple).
+            excluded = tuple_returning_linears(model)
+            peft_model = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules=targets, exclude_modules=excluded or None))
     except Exception:  # peft refuses the architecture outright: no all-linear answer
         return {}, peft.__version__, ()
     hits: dict[tuple[int, str], int] = {}

@@ -631,14 +631,15 @@ def layer_saved_bytes_per_token(
     # MLP activations (beyond linear inputs).
     if moe:
         top_k = spec.num_experts_per_tok
-        # Per token-expert pair (transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`): the gathered
-        # input, the gate_up output and act(gate) (h + 3I); the product, which the down matmul saves when the down
-        # stack's weight trains (full, or LoRA merged into it: `lora_merged_expert_bytes`); the down output, which
-        # `proj_out * sample_weights_g` saves when the routing weights need a gradient (the router trains). Traced:
-        # Sarvam-MLA's MoE layer, LoRA all-linear (experts and router adapted), keeps 2h + 4I per pair, as full does.
+        # Per token-expert pair (transformers 5.24 integrations/moe.py `grouped_mm_experts_forward`): the gate_up
+        # output and act(gate) (3I) and the down output, which `proj_out * sample_weights_g` saves for the routing
+        # weights' gradient (h); when the expert stacks train (full, or LoRA merged into them:
+        # `lora_merged_expert_bytes`) the grouped matmuls also save their inputs, the gathered input (h) and the
+        # product (I). Traced (2 layers, 3 x 1,536, LoRA all-linear): Sarvam-MLA (experts adapted) 2h + 4I per pair,
+        # as full fine-tuning; PhiMoE (experts not adapted) h + 3I.
         experts_train = not frozen or any(adapters.adapts(g) for g in spec.linears if g.role == "expert")
         router_trains = not frozen or any(adapters.adapts(g) for g in spec.linears if g.role == "router")
-        expert = c * (h + 3 * inter) + (c * inter if experts_train else 0) + (c * h if router_trains else 0)
+        expert = c * (h + 3 * inter) + (c * (h + inter) if experts_train else 0)
         total += top_k * expert + 4 * spec.num_experts + c * h
         if frozen and router_trains:
             total += (spec.router_bytes or c) * h  # the router's input, saved for its adapter (fp32 under an fp32 router)

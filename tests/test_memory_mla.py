@@ -159,10 +159,10 @@ def test_fp32_routing_weights_make_the_weighted_expert_copies_fp32() -> None:
 
 
 def test_lora_on_experts_and_router_saves_what_full_saves_per_pair() -> None:
-    """With all-linear LoRA on the fused experts and the router (peft 0.21), the down matmul saves its input (the merged
-    stack trains) and the routing mul saves the down output (the routing weights need a gradient): 2h + 4I per
-    token-expert pair, as in full fine-tuning, and the router's fp32 input copy (4h) for its adapter. Without those
-    adapters (attention only), h + 3I and no router input."""
+    """With all-linear LoRA on the fused experts and the router (peft 0.21), the grouped matmuls save their inputs (the
+    merged stacks train), the gathered input and the product: 2h + 4I per token-expert pair, as in full fine-tuning,
+    and the router's fp32 input copy (4h) for its adapter. Without those adapters (attention only): gate_up output,
+    act(gate) and the down output the routing mul saves, h + 3I, and no router input."""
     spec = model_spec_from_config("deepseek-v3-4l", _deepseek_v3(4))
     kw = {"compute_bytes": 2, "seq_len": 1024, "attention": "sdpa", "moe_layer": True}
     all_linear = memory.AdapterPlan(names=memory.lora_target_names(spec, "all-linear"), rank=16, adapter_bytes=4)
