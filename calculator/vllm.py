@@ -185,6 +185,24 @@ CURRENT_VLLM_VERSION = "0.33"
 
 # `CacheConfig.block_size` default on CUDA (vllm/config/cache.py, all versions above).
 VLLM_BLOCK_SIZE = 16
+
+# The model types vLLM runs with its MLA backends, caching the latent (kv_lora_rank + qk_rope_head_dim
+# per token and layer, no heads): `ModelArchConfigConvertorBase.is_deepseek_mla`,
+# vllm/transformers_utils/model_arch_config_convertor.py (vLLM main, stored commit 00bb6f5; 0.10.2 had
+# the same test in `ModelConfig.is_deepseek_mla` with a shorter list), true when kv_lora_rank is set.
+# Other models with latent attention run their own attention module: vLLM's MiniCPM3
+# (vllm/model_executor/models/minicpm3.py, `MiniCPM3Attention`) expands K/V per head and pads V to the
+# q/k head size, so its cache is 2 x heads x qk_head_dim per token, like any multi-head layer.
+VLLM_MLA_MODEL_TYPES = frozenset({
+    "axk1", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "deepseek_mtp", "k3_dspark", "glm_moe_dsa",
+    "glm4_moe_lite", "glm4_moe_lite_mtp", "kimi_k2", "kimi_linear", "longcat_flash", "longcat_flash_ngram", "longcat_next",
+    "pangu_ultra_moe", "pangu_ultra_moe_mtp", "bailing_hybrid", "bailing_hybrid_mtp", "bailing_hybrid_v3_mtp",
+})
+
+
+def caches_latent(spec: ModelSpec) -> bool:
+    """Whether vLLM keeps this model's MLA latent in its KV cache (`VLLM_MLA_MODEL_TYPES`), not K and V per head."""
+    return bool(spec.layer_types) and "mla" in spec.layer_types and spec.model_type in VLLM_MLA_MODEL_TYPES and spec.kv_lora_rank > 0
 # torch.cuda.mem_get_info's total is below nvidia-smi's memory.total: the driver keeps some.
 # H100 80GB: nvidia-smi 81,559 MiB, vLLM logs total_gpu_memory 79.22 GiB = 81,121 MiB (438 MiB
 # less; vllm-project/vllm PR #10511); RTX 3090: 24,576 MiB vs 23.58 GiB = 24,146 MiB (430 MiB;
@@ -396,7 +414,7 @@ def forward_activation_bytes(spec: ModelSpec, *, tokens: int, compute_bytes: int
     c = compute_bytes
     h = spec.hidden_size
     q = spec.num_attention_heads * spec.head_dim
-    if spec.layer_types and spec.layer_types[0] == "mla":
+    if caches_latent(spec):
         kv = spec.kv_lora_rank + spec.qk_rope_head_dim
         attn_split = 2 * q + spec.num_attention_heads * (spec.head_dim + spec.v_head_dim)
     else:
@@ -609,7 +627,7 @@ def fa3_split_bytes(spec: ModelSpec, *, tokens: int, tp: int) -> int:
     outputs and their log-sum-exps. MLA decodes in the latent space (FLASH_ATTN_MLA), so its head
     size is the latent rank."""
     heads = spec.num_attention_heads // tp
-    size = spec.kv_lora_rank if spec.layer_types and spec.layer_types[0] == "mla" else spec.head_dim
+    size = spec.kv_lora_rank if caches_latent(spec) else spec.head_dim
     return FA3_MAX_NUM_SPLITS_FOR_CUDA_GRAPH * tokens * heads * (size + 1) * 4
 
 
@@ -688,8 +706,9 @@ def kv_bytes_per_block(spec: ModelSpec, s: VllmSettings, *, kv_bits: int) -> int
     which every rank keeps whole (`AttentionSpec.page_size_bytes`, vllm/v1/kv_cache_interface.py)."""
     heads = max(1, -(-spec.num_key_value_heads // s.tensor_parallel_size))
     per_token = 0
+    latent = caches_latent(spec)
     for kind in spec.layer_types:
-        if kind == "mla":
+        if kind == "mla" and latent:
             per_token += spec.kv_lora_rank + spec.qk_rope_head_dim
         else:
             per_token += 2 * heads * spec.head_dim

@@ -486,3 +486,22 @@ def test_datacenter_blackwell_captures_up_to_1024_from_0_33(llama8):
     # Still 2 x max_num_seqs below that.
     assert V.capture_sizes(replace(s33, max_num_seqs=256), llama8, compute_capability=100)[-1] == 512
     assert V.capture_sizes(replace(s33, max_num_seqs=128), llama8, compute_capability=100)[-1] == 256
+
+
+def test_kv_cache_is_the_latent_only_where_vllm_runs_its_mla_backend():
+    """vLLM caches the MLA latent for the model types of `is_deepseek_mla` (DeepSeek-V3: 512 + 64 per
+    token and layer); MiniCPM3's own attention module expands K/V per head with V padded to the q/k
+    head size (vllm/model_executor/models/minicpm3.py), so its block holds 2 x 40 heads x 96."""
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig
+
+    from calculator.spec import model_spec_from_config
+
+    s = V.VllmSettings(max_model_len=4096)
+    ds = model_spec_from_config("deepseek_v3", AutoConfig.for_model("deepseek_v3").to_dict())
+    assert V.caches_latent(ds)
+    assert V.kv_bytes_per_block(ds, s, kv_bits=16) == ds.num_hidden_layers * (512 + 64) * V.VLLM_BLOCK_SIZE * 2
+    cpm = model_spec_from_config("minicpm3", AutoConfig.for_model("minicpm3").to_dict())
+    assert "mla" in cpm.layer_types and not V.caches_latent(cpm)
+    assert cpm.head_dim == 96 and cpm.num_key_value_heads == 40
+    assert V.kv_bytes_per_block(cpm, s, kv_bits=16) == cpm.num_hidden_layers * 2 * 40 * 96 * V.VLLM_BLOCK_SIZE * 2
