@@ -82,8 +82,9 @@ class Terms:
     """const + per_seq x B + per_token x B x S + per_token2 x B x S^2 (+ tokens2 x S^2), in bytes.
 
     `tokens2` is an S^2 that does not grow with the batch: a mask computed from positions alone
-    (ModernBERT's sliding-window distances, `calculator.verify.profile_trace.PRE_LAYERS`). Only the
-    moments of a split phase fit it (`_split_fit_points`); it is 0, and not written, elsewhere."""
+    (ModernBERT's sliding-window distances, `calculator.verify.profile_trace.PRE_LAYERS`) or index
+    scores (DeepSeek sparse attention's indexer). The moments of a split phase and the phases with
+    an S^2 term fit it, on a fifth point (`_split_fit_point`); it is 0, and not written, elsewhere."""
 
     const: float = 0.0
     per_seq: float = 0.0
@@ -533,8 +534,9 @@ def _fit_mode(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], A
     within `LINEAR_TOLERANCE` of the phase's peak, the phase is linear (per_token2 = 0, refitted on
     all four points) and the fourth point was its held-out check, so no fifth point is needed for
     it. Otherwise the phase gets the quadratic fit on all four (and no check here), or, for the
-    `moments` of a split phase (`_split_phases`), the quadratic fit with the batch-free S^2 too
-    (`_SPLIT_COLS`) on the four and the `fifth` point's runs."""
+    phases in `moments` (a split phase's moments, `_split_phases`, and any phase found quadratic
+    before, see `make_profile`), the quadratic fit with the batch-free S^2 too (`_SPLIT_COLS`) on
+    the four and the `fifth` point's runs."""
     phases = sorted({p for _, _, r in runs for p in r.phases})
     everything = _observations(mode, runs, points)
     if len(points) < 4:
