@@ -121,7 +121,9 @@ def test_shipped_inventories_stay_small() -> None:
     assert sum(f.stat().st_size for f in files) < 300_000
     assert all("\n" not in f.read_text().rstrip("\n") for f in files)  # compact JSON
     profiles = list((ROOT / "calculator" / "data" / "profiles").glob("*.json"))
-    assert sum(f.stat().st_size for f in profiles) < 400_000
+    # A training profile made at shortened points carries the backward's pieces (LM head, layers, input
+    # embedding) and their refit at a larger batch: 19 of 64 files, 514 KB in all after their remake.
+    assert sum(f.stat().st_size for f in profiles) < 700_000
     assert all("\n" not in f.read_text().rstrip("\n") for f in profiles)
 
 
