@@ -84,7 +84,7 @@ class Terms:
     `tokens2` is an S^2 that does not grow with the batch: a mask computed from positions alone
     (ModernBERT's sliding-window distances, `calculator.verify.profile_trace.PRE_LAYERS`) or index
     scores (DeepSeek sparse attention's indexer). The moments of a split phase and the phases with
-    an S^2 term fit it, on a fifth point (`_split_fit_point`); it is 0, and not written, elsewhere."""
+    an S^2 term fit it, on a fifth point (`_fifth_fit_point`); it is 0, and not written, elsewhere."""
 
     const: float = 0.0
     per_seq: float = 0.0
@@ -427,7 +427,7 @@ def _lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
 
 
 _COLS = ("const", "per_seq", "per_token", "per_token2")
-_SPLIT_COLS = (*_COLS, "tokens2")  # the moments of a split phase (`_split_phases`), on five points
+_SPLIT_COLS = (*_COLS, "tokens2")  # a quadratic phase on five points (`_fifth_fit_point`)
 _KV_COLS = ("per_seq", "per_token")
 
 
@@ -526,7 +526,7 @@ def _check(mode: str, phase: str, fits: Mapping[str, ComponentFit], counts: Mapp
 
 def _fit_mode(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]], order: Sequence[str], windows: Mapping[str, int],
               points: Sequence[tuple[int, int]], fifth: Sequence[tuple[dict[str, int], tuple[str, ...], Any]] = (),
-              moments: frozenset[str] = frozenset()) -> tuple[dict[str, ComponentFit], dict[str, float], set[str]]:
+              five_point: frozenset[str] = frozenset()) -> tuple[dict[str, ComponentFit], dict[str, float], set[str]]:
     """The fits of one mode's phases, the held-out checks of the linear ones, and the quadratic phases.
 
     With four points the four terms per kind are determined exactly (the quadratic fit). Per phase,
@@ -534,9 +534,8 @@ def _fit_mode(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], A
     within `LINEAR_TOLERANCE` of the phase's peak, the phase is linear (per_token2 = 0, refitted on
     all four points) and the fourth point was its held-out check, so no fifth point is needed for
     it. Otherwise the phase gets the quadratic fit on all four (and no check here), or, for the
-    phases in `moments` (a split phase's moments, `_split_phases`, and any phase found quadratic
-    before, see `make_profile`), the quadratic fit with the batch-free S^2 too (`_SPLIT_COLS`) on
-    the four and the `fifth` point's runs."""
+    phases in `five_point` (those a first call found quadratic, see `make_profile`), the quadratic
+    fit with the batch-free S^2 too (`_SPLIT_COLS`) on the four and the `fifth` point's runs."""
     phases = sorted({p for _, _, r in runs for p in r.phases})
     everything = _observations(mode, runs, points)
     if len(points) < 4:
@@ -552,7 +551,7 @@ def _fit_mode(mode: str, runs: Sequence[tuple[dict[str, int], tuple[str, ...], A
         if errors and all(abs(e) <= LINEAR_TOLERANCE * 100.0 for e in errors):
             fits.update(_phase_fits(mode, phase, everything, order, windows, _COLS[:3]))
             checks[f"{mode}/{phase}"] = round(max(errors, key=abs), 3)
-        elif phase in moments and fifth:
+        elif phase in five_point and fifth:
             five = [*points, *{(r.batch, r.length) for _, _, r in fifth}]
             fits.update(_phase_fits(mode, phase, _observations(mode, [*runs, *fifth], five), order, windows, _SPLIT_COLS))
             quadratic.add(phase)
@@ -602,8 +601,8 @@ def _split_phases(runs: Sequence[tuple[dict[str, int], tuple[str, ...], Any]], s
     return out
 
 
-def _split_fit_point(points: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
-    """The fifth point of a split phase's moments: the largest batch at the longest length (2 x 4,096
+def _fifth_fit_point(points: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+    """The fifth point of a quadratic phase's fit: the largest batch at the longest length (2 x 4,096
     with `FIT_POINTS`). The S^2 of a mask made from positions alone does not grow with the batch, the
     scores of eager attention do; with the four points, of which only one is at another batch, the
     two cannot be told apart. None when the five leave the five terms undetermined."""
@@ -627,7 +626,7 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
 
     Bounded: at most `max_depth` layers per copy and `max_seconds` in all (`TraceUnsupportedError`
     past the deadline). Modes a model cannot run (training an encoder) are left out with a note."""
-    from .verify.profile_trace import PRE_LAYERS, layer_kinds, run_points, versions
+    from .verify.profile_trace import layer_kinds, run_points, versions
     from .verify.trace import TraceUnsupportedError
 
     started = time.monotonic()
@@ -693,25 +692,23 @@ def make_profile(config: Mapping[str, Any], settings: Mapping[str, Any] | None =
         try:
             runs = trace(mode, points)
             # A forward whose peak moves between the masks before the layers and the layers themselves
-            # is fitted as the two moments, each on five points (`_split_phases`).
+            # is fitted as the two moments (`_split_phases`).
             split = _moving_phases(runs)
-            fifth_point = _split_fit_point(points) if split else None
-            fifth = _split_phases(trace(mode, [fifth_point]), split) if fifth_point else []
             runs = _split_phases(runs, split)
-            moments = frozenset(p for phase in split for p in (phase, f"{phase}{MOMENT}{PRE_LAYERS}"))
+            mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points)
+            # A phase with an S^2 term (a split phase's moments included) is fitted again on five points,
+            # with the batch-free S^2: its S^2 may be part scores that grow with the batch, part masks or
+            # index scores made from positions alone (ModernBERT's sliding-window distances; DeepSeek
+            # sparse attention's indexer: a 2-layer DeepSeek-V3.2 prefill fitted on the four points
+            # missed 3 x 1,536 by +19.9%). With one point at batch 2 the two cannot be told apart.
+            fifth_point = _fifth_fit_point(points) if quadratic else None
+            if fifth_point:
+                fifth = _split_phases(trace(mode, [fifth_point]), split)
+                mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points, fifth, frozenset(quadratic))
             if split:
                 notes.append(f"The {' and '.join(split)} peak is before the first layer (embeddings, attention masks) at some points and in the "
                              "layers at others: each moment was fitted on its own" +
                              (f", with a fifth point ({fifth_point[0]} x {fifth_point[1]:,} tokens)." if fifth_point else "."))
-            mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points, fifth, moments)
-            # A phase with an S^2 term is fitted on five points too, with the batch-free S^2: its S^2
-            # may be part scores that grow with the batch, part masks or index scores made from positions
-            # alone (DeepSeek sparse attention's indexer: a 2-layer DeepSeek-V3.2 prefill fitted on the
-            # four points missed 3 x 1,536 by +19.9%). With one point at batch 2 the two cannot be told apart.
-            if quadratic - moments and not fifth and (fifth_point := _split_fit_point(points)):
-                fifth = _split_phases(trace(mode, [fifth_point]), split)
-                moments = moments | quadratic
-                mode_fits, linear_checks, quadratic = _fit_mode(mode, runs, order, windows, points, fifth, moments)
             # Phases linear in B x S were checked at the fourth point; the others at a fifth, if asked.
             held_out = _split_phases(trace(mode, [check_point]), split) if quadratic and check_point is not None else []
         except TraceUnsupportedError as e:
