@@ -709,7 +709,7 @@ def compiled_layer_saved_bytes_per_token(spec: ModelSpec, *, compute_bytes: int)
     Qwen2.5-0.5B: 40,512 (eager 57,408). Only the traced layer shape is sized: RMSNorm, dense
     gated MLP, no QK/sandwich norms, no MLA, no dropout; elsewhere None (not modelled)."""
     if (spec.layer_norm or spec.is_moe or not spec.gated_mlp or fused_gate_up(spec) or spec.model_type in _QK_NORM_FAMILIES
-            or spec.model_type in _SANDWICH_NORM_FAMILIES or (spec.layer_types and spec.layer_types[0] == "mla")):
+            or spec.model_type in _SANDWICH_NORM_FAMILIES or is_mla(spec)):
         return None
     raw = spec.raw_config
     if raw.get("hidden_dropout_prob", raw.get("resid_pdrop", 0.0)) or raw.get("attention_dropout", 0.0):

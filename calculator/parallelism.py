@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from .memory import is_mla
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def shard_inference(b: Breakdown, spec: ModelSpec, *, num_gpus: int, replicated_
     if n == 1:
         return b
     sharded_weights = -(-(b.weights_bytes - replicated_weight_bytes) // n) + replicated_weight_bytes
-    if spec.layer_types and spec.layer_types[0] == "mla":
+    if is_mla(spec):
         kv = b.kv_cache_bytes
     else:
         kv = b.kv_cache_bytes * kv_heads_per_gpu(spec, n) // max(spec.num_key_value_heads, 1)

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import memory
 from . import vllm as vllm_engine
 from .units import BITS_PER_ELEMENT, GiB, MiB
 
@@ -121,7 +122,7 @@ def sglang_budget(
     chunk_default, bs_default = gpu_defaults(gpu_mem_mib, tp)
     chunk = chunked_prefill_size or chunk_default
     max_bs = cuda_graph_max_bs or bs_default
-    mla = bool(spec.layer_types) and spec.layer_types[0] == "mla"
+    mla = memory.is_mla(spec)
     mfs = mem_fraction_static if mem_fraction_static is not None else default_mem_fraction_static(
         gpu_mem_mib, tp=tp, chunked_prefill_size=chunk, decode_max_bs=max_bs, mla=mla)
     fmt = weight_format(spec, w)

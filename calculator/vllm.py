@@ -202,7 +202,7 @@ VLLM_MLA_MODEL_TYPES = frozenset({
 
 def caches_latent(spec: ModelSpec) -> bool:
     """Whether vLLM keeps this model's MLA latent in its KV cache (`VLLM_MLA_MODEL_TYPES`), not K and V per head."""
-    return bool(spec.layer_types) and "mla" in spec.layer_types and spec.model_type in VLLM_MLA_MODEL_TYPES and spec.kv_lora_rank > 0
+    return memory.is_mla(spec) and spec.model_type in VLLM_MLA_MODEL_TYPES and spec.kv_lora_rank > 0
 # torch.cuda.mem_get_info's total is below nvidia-smi's memory.total: the driver keeps some.
 # H100 80GB: nvidia-smi 81,559 MiB, vLLM logs total_gpu_memory 79.22 GiB = 81,121 MiB (438 MiB
 # less; vllm-project/vllm PR #10511); RTX 3090: 24,576 MiB vs 23.58 GiB = 24,146 MiB (430 MiB;
