@@ -45,6 +45,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -213,6 +214,13 @@ def refresh(rows: list[dict], *, kept_only: bool = False, remake: bool = False, 
     done = 0
     remade: set[str] = set()
     failed: dict[str, str] = {}
+    configs: dict[str, dict] = {}
+    specs: dict[str, tuple[Any, Any]] = {}  # name -> (spec, profile), read once for a config's rows
+
+    def config(name: str) -> dict:
+        if name not in configs:
+            configs[name] = swept_config(by_name[name])[0]
+        return configs[name]
     for r in rows:
         name = r["name"]
         if r["status"] != "ok" or name not in by_name or (names is not None and name not in names):
@@ -226,11 +234,10 @@ def refresh(rows: list[dict], *, kept_only: bool = False, remake: bool = False, 
         if name not in remade and (remake or not path.exists()):
             if deadline is not None and time.monotonic() > deadline:
                 continue
-            cfg, _ = swept_config(by_name[name])
             modes = [m for m in MODES if any(x["name"] == name and x["mode"] == m and x["status"] == "ok" for x in rows)]
             c0 = time.process_time()
             try:
-                save_profile(make_profile(cfg, modes=modes, check_point=None, max_seconds=PROFILE_SECONDS), path)
+                save_profile(make_profile(config(name), modes=modes, check_point=None, max_seconds=PROFILE_SECONDS), path)
             except Exception as e:  # the reason in the row, not the end of the refresh
                 failed[name] = f"profile failed: {type(e).__name__}: {_one_line(e)}"
                 r.update(profile_bytes="", profile_err_pct=None, status=failed[name])
@@ -240,9 +247,9 @@ def refresh(rows: list[dict], *, kept_only: bool = False, remake: bool = False, 
             for x in rows:
                 if x["name"] == name:
                     x["profile_cpu_s"] = round(time.process_time() - c0, 1)
-        cfg, _ = swept_config(by_name[name])
-        spec = model_spec_from_config(name, cfg)
-        profile = MemoryProfile.from_json(json.loads(path.read_text()))
+        if name not in specs:
+            specs[name] = (model_spec_from_config(name, config(name)), MemoryProfile.from_json(json.loads(path.read_text())))
+        spec, profile = specs[name]
         w = workload(r["mode"], int(r["context"]))
         trace = int(r["trace_bytes"])
         if r["mode"] not in profile.modes:
